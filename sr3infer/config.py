@@ -1,0 +1,118 @@
+"""`config.json` of a model folder: architecture, noise schedule, task and sampling defaults in one typed record."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .schedule import NoiseSchedule
+from .unet import UNetConfig
+
+__all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS"]
+
+FORMAT_VERSION = 1
+PREDICTIONS = ("eps", "v", "x0")
+
+
+@dataclass(frozen=True)
+class SamplingDefaults:
+    """What `upscale()` does when the caller does not say: the measured best for this model."""
+
+    sampler: str = "ancestral"
+    num_steps: int = 2000
+    spacing: str = "linear"
+    start_noise_level: float | None = None   # None: start from pure noise (plain SR3)
+    consistency: str = "none"                # "none", "final" or "every" (DDNM-style, on each x0)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SamplingDefaults:
+        _reject_unknown(cls, data, "sampling")
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild and run a model; stored as `config.json` and in safetensors metadata."""
+
+    unet: UNetConfig = field(default_factory=UNetConfig)
+    schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
+    scale: int = 8                            # output side / input side
+    lowres_size: int = 16                     # the input size the model was trained on
+    prediction: str = "eps"                   # what the U-Net predicts: eps (SR3), v or x0
+    residual: bool = False                    # diffuses hr - bicubic(lowres) instead of hr
+    sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    task: dict = field(default_factory=dict)  # free-form: domain, dataset, licence notes
+    format_version: int = FORMAT_VERSION
+
+    def __post_init__(self) -> None:
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(f"Unknown prediction {self.prediction!r}; expected one of {', '.join(PREDICTIONS)}.")
+        if not isinstance(self.scale, int) or self.scale < 1:
+            raise ValueError(f"scale must be a positive integer, got {self.scale!r}.")
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"config.json has format_version {self.format_version!r}; this sr3infer reads {FORMAT_VERSION}. "
+                "Upgrade sr3infer (pip install -U sr3infer)."
+            )
+        if self.unet.in_channels != 2 * self.unet.out_channels:
+            raise ValueError(
+                f"U-Net in_channels ({self.unet.in_channels}) must be twice out_channels ({self.unet.out_channels}): "
+                "the condition and the noisy image are concatenated."
+            )
+
+    @property
+    def out_size(self) -> int:
+        return self.lowres_size * self.scale
+
+    @property
+    def channels(self) -> int:
+        return self.unet.out_channels
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format_version": self.format_version,
+            "scale": self.scale,
+            "lowres_size": self.lowres_size,
+            "prediction": self.prediction,
+            "residual": self.residual,
+            "unet": self.unet.to_dict(),
+            "schedule": self.schedule.to_dict(),
+            "sampling": {f.name: getattr(self.sampling, f.name) for f in fields(SamplingDefaults)},
+            "task": dict(self.task),
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        if not isinstance(data, dict):
+            raise ValueError(f"A model config must be a JSON object, got {type(data).__name__}.")
+        _reject_unknown(cls, data, "model")
+        data = dict(data)
+        if "unet" not in data:
+            raise ValueError("The model config has no 'unet' section; is this an sr3infer config.json?")
+        data["unet"] = UNetConfig.from_dict(data["unet"])
+        data["schedule"] = NoiseSchedule.from_dict(data.get("schedule", {}))
+        data["sampling"] = SamplingDefaults.from_dict(data.get("sampling", {}))
+        return cls(**data)
+
+    @classmethod
+    def from_json_file(cls, path: str | Path) -> ModelConfig:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path} is not valid JSON ({err}).") from None
+        return cls.from_dict(data)
+
+    def replace(self, **changes: Any) -> ModelConfig:
+        return replace(self, **changes)
+
+
+def _reject_unknown(cls: type, data: dict, what: str) -> None:
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"Unknown {what} config keys {unknown}; expected a subset of {sorted(known)}.")

@@ -1,0 +1,210 @@
+"""Community SR3 checkpoints (Janspiry's `*_gen.pth` / safetensors) -> sr3infer config + state dict.
+
+Key mapping: a community key `denoise_fn.<name>` is our U-Net parameter `<name>`, unchanged. The
+12 noise-schedule buffers (`betas`, `alphas_cumprod`, ...) are checked against the linear
+1e-6..1e-2 schedule they imply and dropped: sr3infer recomputes them in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import pickle
+import re
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from .config import ModelConfig, SamplingDefaults
+from .schedule import NoiseSchedule
+from .unet import UNetConfig
+
+__all__ = ["SCHEDULE_BUFFERS", "load_community_state_dict", "config_from_state_dict", "config_from_reference",
+           "convert_state_dict", "load_community_checkpoint"]
+
+PREFIX = "denoise_fn."
+SCHEDULE_BUFFERS = (
+    "betas", "alphas_cumprod", "alphas_cumprod_prev", "sqrt_alphas_cumprod", "sqrt_one_minus_alphas_cumprod",
+    "log_one_minus_alphas_cumprod", "sqrt_recip_alphas_cumprod", "sqrt_recipm1_alphas_cumprod",
+    "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
+)
+RELEASED_NORM_GROUPS = 32  # define_G's default; sr_sr3_64_512 sets 16 explicitly
+
+
+def load_community_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Read a community checkpoint: `.safetensors` directly, `.pth` only with `torch.load(weights_only=True)`.
+
+    Returns the state dict and the safetensors metadata (empty for `.pth`).
+
+    Raises:
+        ValueError: the file is not a checkpoint, or a pickle that would run code (refused, not run).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as handle:
+            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+    if not zipfile.is_zipfile(path):
+        raise ValueError(
+            f"{str(path)!r} is not a PyTorch zip checkpoint; legacy or raw pickles are not read. "
+            "Re-save it with torch.save in a trusted environment."
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(
+            f"Refusing to load {str(path)!r}: it is not a plain tensor checkpoint and could run code when "
+            f"unpickled ({first}). Only load checkpoints from sources you trust, and convert them there."
+        ) from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise ValueError(f"{str(path)!r} does not hold a state dict of tensors (got {type(state).__name__}).")
+    return dict(state), {}
+
+
+def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], NoiseSchedule | None]:
+    """Strip `denoise_fn.`, drop (after checking) the schedule buffers; return U-Net tensors and the implied schedule."""
+    state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
+    unet = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
+    if not unet:
+        raise ValueError(
+            "No 'denoise_fn.*' tensors found; expected a community SR3 generator checkpoint (*_gen.pth)."
+        )
+    other = sorted(k for k in state if not k.startswith(PREFIX) and k not in SCHEDULE_BUFFERS)
+    if other:
+        raise ValueError(f"Unexpected entries in the checkpoint: {other[:5]}; expected denoise_fn.* and schedule buffers.")
+    schedule = None
+    if "betas" in state:
+        betas = state["betas"].double()
+        schedule = NoiseSchedule(num_steps=len(betas), beta_start=float(f"{float(betas[0]):.6g}"),
+                                 beta_end=float(f"{float(betas[-1]):.6g}"))  # undo the float32 rounding
+        expected = schedule.betas
+        if not torch.allclose(betas, expected, rtol=1e-5, atol=1e-9):
+            raise ValueError("The checkpoint's betas are not a linear schedule; sr3infer supports SR3's linear schedule only.")
+        ac = state.get("alphas_cumprod")
+        if ac is not None and not torch.allclose(ac.double(), schedule.gammas, rtol=1e-5, atol=1e-7):
+            raise ValueError("The checkpoint's alphas_cumprod do not match its betas; the file looks corrupt.")
+    return unet, schedule
+
+
+def config_from_state_dict(
+    unet: dict[str, Tensor], *, norm_groups: int = RELEASED_NORM_GROUPS, image_size: int = 128,
+    attn_resolutions: tuple[int, ...] | None = None,
+) -> UNetConfig:
+    """Infer the U-Net architecture from tensor shapes (`norm_groups` cannot be inferred)."""
+    try:
+        first = unet["downs.0.weight"]
+        inner = first.shape[0]
+        in_channels = first.shape[1]
+        out_channels = unet["final_conv.block.3.weight"].shape[0]
+    except KeyError as err:
+        raise ValueError(f"Cannot infer the architecture: missing {err}.") from None
+    blocks: dict[int, int] = {}  # downs index -> out channels for res blocks
+    downsamples: list[int] = []
+    attn_at: list[int] = []
+    for key, value in unet.items():
+        m = re.match(r"downs\.(\d+)\.res_block\.block1\.block\.3\.weight$", key)
+        if m:
+            blocks[int(m.group(1))] = value.shape[0]
+        m = re.match(r"downs\.(\d+)\.conv\.weight$", key)
+        if m:
+            downsamples.append(int(m.group(1)))
+        m = re.match(r"downs\.(\d+)\.attn\.qkv\.weight$", key)
+        if m:
+            attn_at.append(int(m.group(1)))
+    downsamples.sort()
+    num_levels = len(downsamples) + 1
+    boundaries = [0, *downsamples, max(blocks, default=0) + 1]
+    mults, level_of = [], {}
+    for level in range(num_levels):
+        ids = [i for i in blocks if boundaries[level] < i < boundaries[level + 1]]
+        if not ids:
+            raise ValueError("Cannot infer the architecture: a level without res blocks.")
+        mults.append(blocks[max(ids)] // inner)
+        for i in ids:
+            level_of[i] = level
+    num_res_blocks = len([i for i in blocks if level_of[i] == 0])
+    if attn_resolutions is None:
+        attn_resolutions = tuple(sorted({image_size // 2 ** level_of[i] for i in attn_at}, reverse=True))
+    dropout = 0.0
+    return UNetConfig(
+        in_channels=in_channels, out_channels=out_channels, inner_channel=inner, channel_mults=tuple(mults),
+        num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, dropout=dropout,
+        norm_groups=norm_groups, image_size=image_size,
+    )
+
+
+def config_from_reference(opt: dict) -> tuple[UNetConfig, NoiseSchedule]:
+    """Map a community config's `model` section (`unet`, `diffusion`, `beta_schedule`) to ours."""
+    model = opt.get("model", opt)
+    unet, diffusion = model["unet"], model.get("diffusion", {})
+    attn = unet.get("attn_res", [8])
+    config = UNetConfig(
+        in_channels=unet.get("in_channel", 6), out_channels=unet.get("out_channel", 3),
+        inner_channel=unet.get("inner_channel", 32), channel_mults=tuple(unet.get("channel_multiplier", (1, 2, 4, 8, 8))),
+        num_res_blocks=unet.get("res_blocks", 3), attn_resolutions=tuple(attn if isinstance(attn, list) else [attn]),
+        dropout=float(unet.get("dropout", 0.0)), norm_groups=unet.get("norm_groups", RELEASED_NORM_GROUPS),
+        image_size=diffusion.get("image_size", 128),
+    )
+    sched = model.get("beta_schedule", {}).get("val") or model.get("beta_schedule", {}).get("train") or {}
+    schedule = NoiseSchedule(num_steps=sched.get("n_timestep", 2000), beta_start=sched.get("linear_start", 1e-6),
+                             beta_end=sched.get("linear_end", 1e-2))
+    return config, schedule
+
+
+def _reference_from_metadata(metadata: dict[str, str]) -> dict | None:
+    """A community-style model section rebuilt from safetensors metadata (`*config`, `image_size`, `beta_schedule`)."""
+    try:
+        unet = next((json.loads(v) for k, v in metadata.items() if k.endswith("config")), None)
+        if not isinstance(unet, dict):
+            return None
+        if "model" in unet or "unet" in unet:
+            return unet
+        model: dict = {"unet": unet}
+        if "image_size" in metadata:
+            model["diffusion"] = {"image_size": int(metadata["image_size"])}
+        if "beta_schedule" in metadata:
+            model["beta_schedule"] = {"val": json.loads(metadata["beta_schedule"])}
+        return {"model": model}
+    except (ValueError, TypeError):
+        return None
+
+
+def load_community_checkpoint(
+    path: str | Path, *, scale: int = 8, norm_groups: int | None = None, image_size: int | None = None,
+) -> tuple[ModelConfig, dict[str, Tensor]]:
+    """A community checkpoint as `(ModelConfig, U-Net state dict)`, ready for `build_model`.
+
+    The architecture comes from the file's `tiny_config`-style metadata when present, else from
+    tensor shapes (then `norm_groups` defaults to the released 32 and `image_size` to 128).
+    `scale` (output / input side) is not stored in community checkpoints: 8 for the released
+    16->128 and 64->512 models.
+    """
+    state, metadata = load_community_state_dict(path)
+    unet_state, schedule = convert_state_dict(state)
+    reference = _reference_from_metadata(metadata)
+    if reference is not None:
+        unet_config, ref_schedule = config_from_reference(reference)
+        if norm_groups is not None:
+            unet_config = UNetConfig(**{**unet_config.to_dict(), "norm_groups": norm_groups})
+        schedule = schedule or ref_schedule
+    else:
+        unet_config = config_from_state_dict(unet_state, norm_groups=norm_groups or RELEASED_NORM_GROUPS,
+                                             image_size=image_size or 128)
+    if image_size is not None and unet_config.image_size != image_size:
+        unet_config = UNetConfig(**{**unet_config.to_dict(), "image_size": image_size})
+    if unet_config.image_size % scale:
+        raise ValueError(f"image_size {unet_config.image_size} is not divisible by scale {scale}.")
+    config = ModelConfig(
+        unet=unet_config, schedule=schedule or NoiseSchedule(), scale=scale,
+        lowres_size=unet_config.image_size // scale, prediction="eps", residual=False,
+        sampling=SamplingDefaults(sampler="ancestral", num_steps=(schedule or NoiseSchedule()).num_steps),
+        task={"converted_from": Path(path).name},
+    )
+    return config, unet_state

@@ -1,0 +1,270 @@
+"""Images in (PIL, numpy, torch, file paths) to tensors in [-1, 1], and results back in the caller's format."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torch import Tensor
+
+from .resample import bicubic
+
+__all__ = ["ImageLike", "Prepared", "load_image", "prepare", "restore", "save_image"]
+
+ImageLike = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
+
+
+@dataclass
+class Prepared:
+    """One input image as the model sees it, plus what is needed to hand the result back in kind."""
+
+    rgb: Tensor                    # (1, 3, h, w) float32 in [-1, 1]
+    alpha: Tensor | None           # (1, 1, h, w) float32 in [0, 1], or None
+    kind: str                      # "pil", "np" or "pt"
+    gray: bool                     # the input had one colour channel
+    bits: int                      # 8 or 16 for integer inputs, 32 for float inputs
+    layout: str = ""               # numpy: "HW"/"HWC"; torch: "CHW"/"NCHW"
+    source_dtype: Any = None       # numpy/torch dtype of the input
+
+
+def load_image(path: str | os.PathLike) -> Image.Image:
+    """Open an image file fully (so truncation is found now), with clear errors for every bad file."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"Input image {str(path)!r} does not exist.")
+    if path.is_dir():
+        raise IsADirectoryError(f"Expected an image file, got the directory {str(path)!r}.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"Input image {str(path)!r} is an empty (0-byte) file.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
+        raise ValueError(
+            f"{str(path)!r} is too large to decode safely ({err}). If you trust it, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS before calling sr3infer."
+        ) from None
+    except UnidentifiedImageError:
+        raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
+    except (OSError, SyntaxError) as err:
+        raise ValueError(f"{str(path)!r} could not be decoded; is it truncated or corrupt? ({err})") from None
+    return image
+
+
+def _check_size(h: int, w: int, what: str) -> None:
+    if h < 1 or w < 1:
+        raise ValueError(f"{what} must be at least 1x1 pixels, got {w}x{h} (width x height).")
+
+
+def _from_pil(image: Image.Image) -> Prepared:
+    _check_size(image.height, image.width, "The image")
+    mode = image.mode
+    if mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
+        image = image.convert("RGB")
+    elif mode in ("1",):
+        image = image.convert("L")
+    elif mode == "PA":
+        image = image.convert("RGBA")
+    elif mode == "La":
+        image = image.convert("LA")
+    elif mode == "RGBa":
+        image = image.convert("RGBA")
+    mode = image.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        array = np.asarray(image.convert("I"), dtype=np.float32) / 65535.0
+        prep = _from_float_hwc(array[..., None], gray=True)
+        prep.bits = 16
+    elif mode == "I":
+        array = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        prep = _from_float_hwc((np.clip(array, 0, top) / top).astype(np.float32)[..., None], gray=True)
+        prep.bits = 16 if top > 255 else 8
+    elif mode == "F":
+        array = np.asarray(image, dtype=np.float32)
+        if not np.isfinite(array).all():
+            raise ValueError("The mode-F image contains NaN or Inf values; expected finite values in [0, 1].")
+        prep = _from_float_hwc(np.clip(array, 0, 1)[..., None], gray=True)
+        prep.bits = 32
+    elif mode in ("L", "LA", "RGB", "RGBA"):
+        array = np.asarray(image, dtype=np.float32) / 255.0
+        if array.ndim == 2:
+            array = array[..., None]
+        prep = _from_float_hwc(array, gray=mode in ("L", "LA"))
+        prep.bits = 8
+    else:
+        raise ValueError(f"Unsupported image mode {mode!r}; convert it first, e.g. image.convert('RGB').")
+    prep.kind = "pil"
+    return prep
+
+
+def _from_float_hwc(array: np.ndarray, *, gray: bool) -> Prepared:
+    """(H, W, C) float in [0, 1] with C in 1..4 -> Prepared (kind filled by the caller)."""
+    h, w, c = array.shape
+    _check_size(h, w, "The image")
+    t = torch.from_numpy(np.ascontiguousarray(array, dtype=np.float32)).permute(2, 0, 1)[None]
+    return _from_unit_tensor(t, gray=gray)
+
+
+def _from_unit_tensor(t: Tensor, *, gray: bool) -> Prepared:
+    """(1, C, H, W) float in [0, 1], C in {1, 2, 3, 4} (2 = gray + alpha) -> Prepared."""
+    c = t.shape[1]
+    alpha = None
+    if c in (2, 4):
+        t, alpha = t[:, :-1], t[:, -1:].clone()
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    rgb = t.float().clamp(0, 1) * 2 - 1
+    return Prepared(rgb=rgb.contiguous(), alpha=alpha, kind="", gray=gray or c in (1, 2), bits=32)
+
+
+def _from_numpy(array: np.ndarray) -> list[Prepared]:
+    if array.ndim == 4:
+        return [_from_numpy(a)[0] for a in array]
+    if array.ndim not in (2, 3):
+        raise ValueError(
+            f"Expected a numpy image of shape (H, W), (H, W, C) or a batch (N, H, W, C), got shape {array.shape}."
+        )
+    layout = "HW" if array.ndim == 2 else "HWC"
+    if array.ndim == 2:
+        array = array[..., None]
+    if array.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(
+            f"Expected 1 (gray), 2 (gray+alpha), 3 (RGB) or 4 (RGBA) channels last, got shape {array.shape}. "
+            "Channels-first arrays must be transposed to (H, W, C)."
+        )
+    dtype = array.dtype
+    if dtype == np.uint8:
+        unit, bits = array.astype(np.float32) / 255.0, 8
+    elif dtype == np.uint16:
+        unit, bits = array.astype(np.float32) / 65535.0, 16
+    elif np.issubdtype(dtype, np.floating):
+        unit, bits = array.astype(np.float32), 32
+        if not np.isfinite(unit).all():
+            raise ValueError("The numpy image contains NaN or Inf values; expected finite values in [0, 1].")
+        if unit.size and (unit.min() < -1e-3 or unit.max() > 1 + 1e-3):
+            raise ValueError(
+                f"Float images must be in [0, 1], got values in [{unit.min():.3g}, {unit.max():.3g}]. "
+                "Divide uint8 data by 255 (or pass it as uint8)."
+            )
+    else:
+        raise ValueError(f"Unsupported numpy dtype {dtype}; expected uint8, uint16 or float in [0, 1].")
+    prep = _from_float_hwc(unit, gray=array.shape[-1] in (1, 2))
+    prep.kind, prep.bits, prep.layout, prep.source_dtype = "np", bits, layout, dtype
+    return [prep]
+
+
+def _from_torch(t: Tensor) -> list[Prepared]:
+    if t.dim() == 4:
+        return [_from_torch_chw(x, "NCHW", t.dtype) for x in t]
+    if t.dim() == 3:
+        return [_from_torch_chw(t, "CHW", t.dtype)]
+    raise ValueError(f"Expected a tensor of shape (C, H, W) or (N, C, H, W) in [0, 1], got shape {tuple(t.shape)}.")
+
+
+def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype) -> Prepared:
+    if t.shape[0] not in (1, 2, 3, 4):
+        raise ValueError(
+            f"Expected 1, 2, 3 or 4 channels first (C, H, W), got shape {tuple(t.shape)}. "
+            "Channels-last tensors must be permuted to (C, H, W)."
+        )
+    if not t.is_floating_point():
+        if t.dtype == torch.uint8:
+            t = t.float() / 255
+        else:
+            raise ValueError(f"Unsupported tensor dtype {t.dtype}; expected a float tensor in [0, 1] or uint8.")
+    t = t.detach().float().cpu()
+    if not torch.isfinite(t).all():
+        raise ValueError("The input tensor contains NaN or Inf values; expected finite values in [0, 1].")
+    if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
+        raise ValueError(
+            f"Tensor images must be in [0, 1], got values in [{t.min():.3g}, {t.max():.3g}]. "
+            "Map [-1, 1] data with (x + 1) / 2."
+        )
+    _check_size(t.shape[-2], t.shape[-1], "The image")
+    prep = _from_unit_tensor(t[None], gray=t.shape[0] in (1, 2))
+    prep.kind, prep.layout, prep.source_dtype = "pt", layout, dtype
+    return prep
+
+
+def prepare(image: ImageLike) -> list[Prepared]:
+    """Turn one input (a batch array/tensor counts as several) into `Prepared` images."""
+    if isinstance(image, (str, os.PathLike)):
+        return [_from_pil(load_image(image))]
+    if isinstance(image, Image.Image):
+        return [_from_pil(image)]
+    if isinstance(image, np.ndarray):
+        return _from_numpy(image)
+    if isinstance(image, Tensor):
+        return _from_torch(image)
+    raise TypeError(
+        f"Expected a PIL image, a numpy array, a torch tensor or a file path, got {type(image).__name__}."
+    )
+
+
+def restore(result: Tensor, prep: Prepared, output_type: str | None = None) -> Any:
+    """Hand a model output (1, 3, H, W) in [-1, 1] back in the kind, mode and bit depth of `prep`."""
+    kind = output_type or prep.kind
+    unit = ((result.detach().float().cpu().clamp(-1, 1) + 1) / 2)[0]  # (3, H, W) in [0, 1]
+    if prep.gray:
+        unit = unit.mean(0, keepdim=True)
+    if prep.alpha is not None:
+        alpha = bicubic(prep.alpha, tuple(unit.shape[-2:]))[0].clamp(0, 1)
+        unit = torch.cat([unit, alpha], dim=0)
+    if kind == "pt":
+        if prep.kind == "pt" and prep.source_dtype == torch.uint8:
+            return (unit * 255).round().to(torch.uint8)
+        return unit
+    hwc = unit.permute(1, 2, 0).numpy()
+    if kind == "np":
+        if prep.bits == 16:
+            out = np.round(hwc * 65535).astype(np.uint16)
+        elif prep.bits == 8:
+            out = np.round(hwc * 255).astype(np.uint8)
+        else:
+            out = hwc.astype(prep.source_dtype if prep.kind == "np" else np.float32)
+        return out[..., 0] if prep.layout == "HW" else out
+    if kind == "pil":
+        return _to_pil(hwc, prep)
+    raise ValueError(f"Unknown output_type {kind!r}; expected 'pil', 'np' or 'pt'.")
+
+
+def _to_pil(hwc: np.ndarray, prep: Prepared) -> Image.Image:
+    c = hwc.shape[-1]
+    if prep.bits == 16 and prep.gray and c == 1:
+        return Image.fromarray(np.round(hwc[..., 0] * 65535).astype(np.uint16))  # mode I;16
+    if prep.bits == 32 and prep.gray and c == 1 and prep.kind == "pil":
+        return Image.fromarray(hwc[..., 0].astype(np.float32), mode="F")
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[c]
+    array = np.round(hwc * 255).astype(np.uint8)
+    return Image.fromarray(array[..., 0] if c == 1 else array, mode=mode)
+
+
+def save_image(image: Image.Image, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write atomically: encode to a temporary file beside `path`, then rename; never leaves half a file."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite (overwrite=True) to replace it.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        fmt = Image.registered_extensions().get(path.suffix.lower())
+        if fmt is None:
+            raise ValueError(f"Unknown output format {path.suffix!r}; use .png, .jpg, .webp, .tif or .bmp.")
+        if fmt == "JPEG" and image.mode not in ("RGB", "L"):
+            image = image.convert("RGBA" if image.mode in ("LA", "RGBA") else "RGB").convert("RGB") if image.mode != "I;16" else image.convert("L")
+        image.save(tmp, format=fmt)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path

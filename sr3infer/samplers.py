@@ -1,0 +1,162 @@
+"""Samplers over SR3's continuous noise level: ancestral (SR3), DDIM and DPM-Solver++(2M), one signature for all."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import Tensor
+from tqdm.auto import trange
+
+__all__ = ["Denoiser", "Callback", "SAMPLERS", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m", "get_sampler", "randn"]
+
+Denoiser = Callable[[Tensor, Tensor], Tensor]
+"""`(x (B, C, H, W), noise_level (B,)) -> eps`, with the condition already bound."""
+
+Callback = Callable[[dict], None]
+
+
+def randn(
+    shape: tuple[int, ...] | torch.Size,
+    *,
+    generator: torch.Generator | list[torch.Generator] | None = None,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype = torch.float32,
+) -> Tensor:
+    """Gaussian noise; a list of generators draws item k of the batch from generator k (batch == one by one)."""
+    if isinstance(generator, (list, tuple)):
+        if len(generator) != shape[0]:
+            raise ValueError(f"Got {len(generator)} generators for a batch of {shape[0]}.")
+        return torch.cat([randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
+    source = generator.device if generator is not None else device
+    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+
+
+def _x0_from_eps(x: Tensor, eps: Tensor, gamma: Tensor, clip: bool) -> Tensor:
+    x0 = (x - (1 - gamma).sqrt() * eps) / gamma.sqrt()
+    return x0.clamp(-1, 1) if clip else x0
+
+
+def _level(gamma: Tensor, x: Tensor) -> Tensor:
+    return gamma.sqrt().to(torch.float32).expand(x.shape[0]).to(x.device)
+
+
+def _coef(value: Tensor, x: Tensor) -> Tensor:
+    """A float64 scalar coefficient as a 0-d tensor in x's dtype on x's device (no host sync)."""
+    return value.to(device=x.device, dtype=x.dtype)
+
+
+@torch.no_grad()
+def sample_ancestral(
+    denoise: Denoiser,
+    x: Tensor,
+    gammas: Tensor,
+    *,
+    clip_denoised: bool = True,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    disable: bool = False,
+) -> Tensor:
+    """SR3's ancestral sampler (DDPM posterior q(x_prev | x, x0)) on any gamma grid; on the full grid it is SR3's loop."""
+    gammas = gammas.to(torch.float64).cpu()
+    for i in trange(len(gammas) - 1, disable=disable, desc="ancestral"):
+        g, g_next = gammas[i], gammas[i + 1]
+        eps = denoise(x, _level(g, x))
+        x0 = (_coef(g.rsqrt(), x) * x - _coef((1 / g - 1).sqrt(), x) * eps)
+        if clip_denoised:
+            x0 = x0.clamp(-1, 1)
+        alpha = g / g_next  # this step's alpha (1 - beta) on the respaced grid
+        beta = 1 - alpha
+        coef1 = beta * g_next.sqrt() / (1 - g)
+        coef2 = (1 - g_next) * alpha.sqrt() / (1 - g)
+        x = _coef(coef1, x) * x0 + _coef(coef2, x) * x
+        if g_next < 1:
+            std = (beta * (1 - g_next) / (1 - g)).clamp_min(1e-20).sqrt()
+            x = x + _coef(std, x) * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if callback is not None:
+            callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})
+    return x
+
+
+@torch.no_grad()
+def sample_ddim(
+    denoise: Denoiser,
+    x: Tensor,
+    gammas: Tensor,
+    *,
+    eta: float = 0.0,
+    clip_denoised: bool = True,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    disable: bool = False,
+) -> Tensor:
+    """DDIM (Song et al. 2021, eq. 12) on SR3's continuous noise level; eta=0 is deterministic."""
+    gammas = gammas.to(torch.float64).cpu()
+    for i in trange(len(gammas) - 1, disable=disable, desc="ddim"):
+        g, g_next = gammas[i], gammas[i + 1]
+        eps = denoise(x, _level(g, x))
+        x0 = _x0_from_eps(x, eps, _coef(g, x), clip_denoised)
+        if clip_denoised:  # keep eps consistent with the clamped x0
+            eps = (x - _coef(g.sqrt(), x) * x0) / _coef((1 - g).sqrt(), x)
+        sigma = eta * ((1 - g_next) / (1 - g) * (1 - g / g_next)).clamp_min(0).sqrt()
+        x = _coef(g_next.sqrt(), x) * x0 + _coef((1 - g_next - sigma**2).clamp_min(0).sqrt(), x) * eps
+        if sigma > 0:
+            x = x + _coef(sigma, x) * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+        if callback is not None:
+            callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})
+    return x
+
+
+@torch.no_grad()
+def sample_dpmpp_2m(
+    denoise: Denoiser,
+    x: Tensor,
+    gammas: Tensor,
+    *,
+    clip_denoised: bool = True,
+    generator: torch.Generator | None = None,
+    callback: Callback | None = None,
+    disable: bool = False,
+) -> Tensor:
+    """DPM-Solver++(2M) (Lu et al. 2022, alg. 2) in data prediction, on the VP gamma grid."""
+    del generator  # deterministic
+    gammas = gammas.to(torch.float64).cpu()
+    # Half log-SNR lambda = log(alpha / sigma); infinite at gamma = 1, handled as the final x0 step.
+    lambdas = 0.5 * (gammas.log() - (1 - gammas).log())
+    x0_prev: Tensor | None = None
+    for i in trange(len(gammas) - 1, disable=disable, desc="dpmpp_2m"):
+        g, g_next = gammas[i], gammas[i + 1]
+        eps = denoise(x, _level(g, x))
+        x0 = _x0_from_eps(x, eps, _coef(g, x), clip_denoised)
+        if g_next >= 1:
+            # Last step: the solution at gamma = 1 is the data prediction itself.
+            x = x0
+        else:
+            h = lambdas[i + 1] - lambdas[i]
+            ratio = ((1 - g_next) / (1 - g)).sqrt()  # sigma_next / sigma
+            phi = -torch.expm1(-h)  # 1 - e^{-h}
+            if x0_prev is None:
+                d = x0  # first-order (DDIM) step
+            else:
+                r = (lambdas[i] - lambdas[i - 1]) / h
+                d = _coef(1 + 1 / (2 * r), x) * x0 - _coef(1 / (2 * r), x) * x0_prev
+            x = _coef(ratio, x) * x - _coef(g_next.sqrt() * phi, x) * d
+        x0_prev = x0
+        if callback is not None:
+            callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})
+    return x
+
+
+SAMPLERS: dict[str, Callable[..., Tensor]] = {
+    "ancestral": sample_ancestral,
+    "ddim": sample_ddim,
+    "dpmpp_2m": sample_dpmpp_2m,
+}
+
+
+def get_sampler(name: str) -> Callable[..., Tensor]:
+    """Look a sampler up by name, with an error that lists the known ones."""
+    try:
+        return SAMPLERS[name]
+    except (KeyError, TypeError):
+        raise ValueError(f"Unknown sampler {name!r}; expected one of {', '.join(sorted(SAMPLERS))}.") from None

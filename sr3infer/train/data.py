@@ -1,0 +1,149 @@
+"""Training pairs: high-res targets by crop + resize, low-res inputs by the one bicubic resampler."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch import Tensor
+
+from ..resample import bicubic, quantize
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+FACE_BOX = (0, 20, 178, 198)  # CelebA aligned: the 178x178 square around the face
+
+
+def list_images(root: str | Path) -> list[Path]:
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"Data folder {root} does not exist; expected a folder of images.")
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise ValueError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}.")
+    return files
+
+
+def to_unit_tensor(image: Image.Image) -> Tensor:
+    """PIL RGB -> (3, H, W) float32 in [-1, 1]."""
+    array = np.asarray(image.convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
+
+
+def make_lowres(hr: Tensor, scale: int, blur_sigma: Tensor | None = None) -> Tensor:
+    """SR3's degradation: anti-aliased bicubic down by `scale`, rounded to 8 bits. Optional Gaussian blur per image first.
+
+    hr: (B, C, H, W) in [-1, 1]. The same function makes evaluation inputs, so train and test match.
+    """
+    if blur_sigma is not None:
+        hr = gaussian_blur(hr, blur_sigma * scale)
+    return quantize(bicubic(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale)))
+
+
+def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
+    """Blur each image of (B, C, H, W) with its own sigma (B,) in pixels; sigma 0 leaves it unchanged."""
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    sig = sigma.float().clamp_min(1e-6)[:, None]
+    kernel = torch.exp(-0.5 * (offsets[None] / sig) ** 2)
+    kernel = kernel / kernel.sum(1, keepdim=True)  # (B, K)
+    b, c, h, w = x.shape
+    mode = "reflect" if radius < min(h, w) else "replicate"
+    y = F.pad(x.reshape(1, b * c, h, w), (radius, radius, radius, radius), mode=mode)
+    k = kernel.repeat_interleave(c, 0)
+    y = F.conv2d(y, k[:, None, None, :], groups=b * c)
+    y = F.conv2d(y, k[:, None, :, None], groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+class FaceImages:
+    """CelebA-style aligned faces: crop box, small scale/shift jitter, horizontal flips, resize to `size`."""
+
+    def __init__(self, root: str | Path, size: int = 128, *, jitter: bool = True, box=FACE_BOX) -> None:
+        self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
+        for image in self.images:
+            image.load()
+        self.size, self.jitter, self.box = size, jitter, box
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, rng: random.Random) -> Tensor:
+        image = rng.choice(self.images)
+        left, top, right, bottom = self.box
+        if self.jitter:
+            side = min((right - left) * rng.uniform(0.93, 1.03), image.width, image.height)
+            cx = (left + right) / 2 + rng.uniform(-4, 4)
+            cy = (top + bottom) / 2 + rng.uniform(-4, 4)
+            cx = min(max(cx, side / 2), image.width - side / 2)
+            cy = min(max(cy, side / 2), image.height - side / 2)
+            box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
+        else:
+            box = self.box
+        crop = image.resize((self.size, self.size), Image.BICUBIC, box=box, reducing_gap=None)
+        if self.jitter and rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        return to_unit_tensor(crop)
+
+
+class NaturalImages:
+    """Random `size` crops of natural photos with random flips (horizontal and vertical)."""
+
+    def __init__(self, root: str | Path, size: int = 256) -> None:
+        self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
+        for image in self.images:
+            image.load()
+        self.images = [im for im in self.images if min(im.size) >= size]
+        if not self.images:
+            raise ValueError(f"No image in {root} is at least {size} px on its short side.")
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def sample(self, rng: random.Random) -> Tensor:
+        image = rng.choice(self.images)
+        x = rng.randint(0, image.width - self.size)
+        y = rng.randint(0, image.height - self.size)
+        crop = image.crop((x, y, x + self.size, y + self.size))
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+        if rng.random() < 0.5:
+            crop = crop.transpose(Image.FLIP_TOP_BOTTOM)
+        return to_unit_tensor(crop)
+
+
+def natural_eval_crops(root: str | Path, size: int = 256) -> list[Tensor]:
+    """The fixed validation protocol for natural images: four `size` crops per photo, centred on the quadrant centres."""
+    crops = []
+    for path in list_images(root):
+        image = Image.open(path).convert("RGB")
+        w, h = image.size
+        for cx, cy in ((w / 4, h / 4), (3 * w / 4, h / 4), (w / 4, 3 * h / 4), (3 * w / 4, 3 * h / 4)):
+            x = int(round(min(max(cx - size / 2, 0), w - size)))
+            y = int(round(min(max(cy - size / 2, 0), h - size)))
+            crops.append(to_unit_tensor(image.crop((x, y, x + size, y + size))))
+    return crops
+
+
+def face_eval_images(root: str | Path, size: int = 128) -> list[Tensor]:
+    """Validation faces: the fixed crop box, no jitter, resized to `size`."""
+    faces = FaceImages(root, size, jitter=False)
+    return [to_unit_tensor(im.resize((size, size), Image.BICUBIC, box=FACE_BOX, reducing_gap=None)) for im in faces.images]
+
+
+def random_patches(hr: Tensor, cond: Tensor, patch: int, rng: random.Random) -> tuple[Tensor, Tensor]:
+    """The same random `patch` x `patch` window of each (hr, cond) pair; the U-Net is convolutional."""
+    if patch >= hr.shape[-1] and patch >= hr.shape[-2]:
+        return hr, cond
+    outs_h, outs_c = [], []
+    for i in range(hr.shape[0]):
+        y = rng.randint(0, hr.shape[-2] - patch)
+        x = rng.randint(0, hr.shape[-1] - patch)
+        outs_h.append(hr[i, :, y : y + patch, x : x + patch])
+        outs_c.append(cond[i, :, y : y + patch, x : x + patch])
+    return torch.stack(outs_h), torch.stack(outs_c)

@@ -1,0 +1,305 @@
+"""`Upscaler`: a model config + U-Net, and `upscale()` that runs the iterative refinement loop."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import Tensor
+
+from . import imageio
+from .config import ModelConfig
+from .hub import resolve_model_files
+from .prediction import to_eps
+from .resample import bicubic, consistency_projection
+from .samplers import Callback, Denoiser, get_sampler, randn
+from .unet import UNet
+from .weights import build_model, load_weights, read_config, save_model_folder
+
+__all__ = ["Upscaler", "CONSISTENCY_MODES"]
+
+log = logging.getLogger(__name__)
+CONSISTENCY_MODES = ("none", "final", "every")
+_UNSET: Any = object()
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    if dtype is None:
+        return torch.float16 if device.type == "cuda" else torch.float32
+    if isinstance(dtype, str):
+        names = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
+                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+        if dtype not in names:
+            raise ValueError(f"Unknown dtype {dtype!r}; expected fp16, bf16 or fp32.")
+        dtype = names[dtype]
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"Unsupported torch_dtype {dtype}; expected torch.float16, torch.bfloat16 or torch.float32.")
+    return dtype
+
+
+class Upscaler:
+    """An SR3 super-resolution model ready to run.
+
+    Example:
+        >>> up = Upscaler.from_pretrained("sr3-face-8x")
+        >>> big = up.upscale(Image.open("face16.png"))
+    """
+
+    def __init__(self, config: ModelConfig, model: UNet, *, device: str | torch.device | None = None,
+                 torch_dtype: torch.dtype | str | None = None) -> None:
+        self.config = config
+        self.model = model.eval().requires_grad_(False)
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.source: str | None = None
+        self.to(device if device is not None else _default_device(), torch_dtype)
+
+    # Loading and saving.
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        torch_dtype: torch.dtype | str | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        token: str | bool | None = None,
+        local_files_only: bool | None = None,
+    ) -> Upscaler:
+        """Load a model by name (see `sr3infer models`), model folder, or single `.safetensors` file.
+
+        Args:
+            name_or_path: a manifest name such as "sr3-face-8x", a folder with config.json +
+                model.safetensors, or a safetensors file whose metadata holds the config.
+            device: "cpu", "cuda", ...; default CUDA when available.
+            torch_dtype: default float16 on CUDA, float32 on CPU.
+            revision, cache_dir, token, local_files_only: passed to the Hugging Face Hub download.
+        """
+        config_path, weights_path = resolve_model_files(
+            name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
+        )
+        config = read_config(weights_path, config_path)
+        model = build_model(config, load_weights(weights_path))
+        upscaler = cls(config, model, device=device, torch_dtype=torch_dtype)
+        upscaler.source = str(name_or_path)
+        return upscaler
+
+    def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype = torch.float32, card: str | None = None) -> Path:
+        """Write `config.json` + `model.safetensors` (and a model card if given) to `folder`."""
+        return save_model_folder(folder, self.config, self.model.state_dict(), dtype=dtype, card=card)
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = _UNSET) -> Upscaler:
+        """Move to `device` and cast to `dtype` (default: fp16 on CUDA, fp32 on CPU). Returns self."""
+        device = torch.device(device) if device is not None else self.device
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu'.")
+        dtype = _resolve_dtype(None if dtype is _UNSET else dtype, device)
+        self.model.to(device=device, dtype=dtype)
+        self.model.noise_level_mlp.float()  # the noise embedding stays float32 in every precision
+        if device.type == "cuda":
+            self.model.to(memory_format=torch.channels_last)
+        self.device, self.dtype = device, dtype
+        return self
+
+    def __repr__(self) -> str:
+        c = self.config
+        return (f"Upscaler({self.source or 'model'}: {c.lowres_size}->{c.out_size}, x{c.scale}, "
+                f"{c.prediction}-prediction, device={self.device}, dtype={self.dtype})")
+
+    # The denoiser that samplers see.
+
+    def make_denoiser(self, cond: Tensor, lowres: Tensor | None = None, consistency: str = "none") -> Denoiser:
+        """`(x, noise_level) -> eps` for this model with `cond` (B, 3, H, W) bound.
+
+        For residual models x lives in residual space (image - cond); the clean estimate is clamped
+        to [-1, 1] in image space, and with `consistency="every"` projected onto the low-res input
+        (DDNM-style) before being turned back into eps.
+        """
+        model, config, dtype = self.model, self.config, self.dtype
+        cuda = cond.device.type == "cuda"
+        cond_in = cond.to(dtype)
+        project = consistency == "every" and lowres is not None
+
+        def denoise(x: Tensor, noise_level: Tensor) -> Tensor:
+            inputs = torch.cat([cond_in, x.to(dtype)], dim=1)
+            if cuda:
+                inputs = inputs.contiguous(memory_format=torch.channels_last)
+            out = model(inputs, noise_level).float()
+            eps = to_eps(config.prediction, x, out, noise_level)
+            if not (config.residual or project):
+                return eps
+            g = noise_level.float().view(-1, 1, 1, 1)
+            s = (1 - g * g).clamp_min(1e-12).sqrt()
+            x0 = (x - s * eps) / g
+            image = x0 + cond if config.residual else x0
+            if project:
+                image = consistency_projection(image, lowres)
+            image = image.clamp(-1, 1)
+            x0 = image - cond if config.residual else image
+            return (x - g * x0) / s
+
+        return denoise
+
+    # Upscaling.
+
+    @torch.inference_mode()
+    def upscale_tensor(
+        self,
+        lowres: Tensor,
+        *,
+        num_steps: int | None = None,
+        sampler: str | None = None,
+        spacing: str | None = None,
+        start_noise_level: float | None = _UNSET,
+        consistency: str | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        progress: bool = True,
+        callback: Callback | None = None,
+    ) -> Tensor:
+        """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1]."""
+        defaults = self.config.sampling
+        sampler = sampler or defaults.sampler
+        sample = get_sampler(sampler)
+        num_steps = defaults.num_steps if num_steps is None else num_steps
+        start = defaults.start_noise_level if start_noise_level is _UNSET else start_noise_level
+        consistency = consistency or defaults.consistency
+        if consistency not in CONSISTENCY_MODES:
+            raise ValueError(f"Unknown consistency {consistency!r}; expected one of {', '.join(CONSISTENCY_MODES)}.")
+        if lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
+            raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {tuple(lowres.shape)}.")
+        if not torch.isfinite(lowres).all():
+            raise ValueError("lowres contains NaN or Inf values.")
+        gammas = self.config.schedule.inference_grid(num_steps, spacing=spacing or defaults.spacing,
+                                                     start_noise_level=start)
+        lowres = lowres.to(self.device, torch.float32)
+        size = (lowres.shape[-2] * self.config.scale, lowres.shape[-1] * self.config.scale)
+        cond = bicubic(lowres, size)
+        denoise = self.make_denoiser(cond, lowres, consistency)
+        g0 = gammas[0].to(torch.float32)
+        noise = randn(cond.shape, generator=generator, device=self.device, dtype=torch.float32)
+        if start is None:
+            x = noise
+        else:  # truncated start: the noised bicubic upsampling (zero residual) at the first grid level
+            x_start = torch.zeros_like(cond) if self.config.residual else cond
+            x = g0.sqrt() * x_start + (1 - g0).sqrt() * noise
+        kwargs: dict[str, Any] = {"clip_denoised": not self.config.residual, "generator": generator,
+                                  "callback": callback, "disable": not progress}
+        if sampler == "ddim":
+            kwargs["eta"] = eta
+        x = sample(denoise, x, gammas, **kwargs)
+        image = x + cond if self.config.residual else x
+        if consistency in ("final", "every"):
+            image = consistency_projection(image, lowres)
+        return image.clamp(-1, 1)
+
+    def upscale(
+        self,
+        images: Any,
+        *,
+        num_steps: int | None = None,
+        sampler: str | None = None,
+        spacing: str | None = None,
+        start_noise_level: float | None = _UNSET,
+        consistency: str | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        seed: int | None = None,
+        batch_size: int = 8,
+        progress: bool = True,
+        output_type: str | None = None,
+        callback: Callback | None = None,
+    ) -> Any:
+        """Upscale one image or a list of images by `config.scale`.
+
+        Args:
+            images: a PIL image, numpy array (H, W[, C]) uint8/uint16/float in [0, 1] or a batch
+                (N, H, W, C), a torch tensor (C, H, W) / (N, C, H, W) in [0, 1], a file path, or a list.
+            num_steps, sampler, spacing, start_noise_level, consistency: the sampling recipe; the
+                model's measured defaults (`config.sampling`) when left out.
+            generator / seed: randomness. `seed` gives image k the seed `seed + k`, so a batch and
+                the same images one at a time give identical results.
+            batch_size: images per U-Net call (same-size images are batched together).
+            progress: show a tqdm bar over the denoising steps.
+            output_type: "pil", "np" or "pt"; default the kind of the input (paths give PIL).
+
+        Returns:
+            The same kind and count as `images`: one result for one image, a list for a list,
+            a batch array/tensor for a batch array/tensor.
+        """
+        if output_type not in (None, "pil", "np", "pt"):
+            raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
+        if not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        single = not isinstance(images, (list, tuple))
+        items: Sequence[Any] = [images] if single else list(images)
+        if not items:
+            return []
+        prepared: list[list[imageio.Prepared]] = [imageio.prepare(item) for item in items]
+        flat = [p for group in prepared for p in group]
+        self._warn_if_off_size(flat)
+        if generator is not None and seed is not None:
+            raise ValueError("Pass either generator or seed, not both.")
+        generators = self._per_image_generators(len(flat), generator, seed)
+        results: list[Tensor | None] = [None] * len(flat)
+        by_size: dict[tuple[int, int], list[int]] = {}
+        for index, prep in enumerate(flat):
+            by_size.setdefault(tuple(prep.rgb.shape[-2:]), []).append(index)
+        for indices in by_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start : start + batch_size]
+                lowres = torch.cat([flat[i].rgb for i in chunk])
+                gens = [generators[i] for i in chunk] if generators is not None else generator
+                out = self.upscale_tensor(
+                    lowres, num_steps=num_steps, sampler=sampler, spacing=spacing, start_noise_level=start_noise_level,
+                    consistency=consistency, eta=eta, generator=gens, progress=progress, callback=callback,
+                ).cpu()
+                for i, result in zip(chunk, out):
+                    results[i] = result[None]
+        outputs = [imageio.restore(results[i], flat[i], output_type) for i in range(len(flat))]
+        grouped, cursor = [], 0
+        for item, group in zip(items, prepared):
+            chunk = outputs[cursor : cursor + len(group)]
+            cursor += len(group)
+            grouped.append(_regroup(item, chunk))
+        return grouped[0] if single else grouped
+
+    def _per_image_generators(self, count: int, generator: Any, seed: int | None) -> list[torch.Generator] | None:
+        if seed is not None:
+            return [torch.Generator("cpu").manual_seed(int(seed) + k) for k in range(count)]
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != count:
+                raise ValueError(f"Got {len(generator)} generators for {count} images; pass one per image or a single one.")
+            return list(generator)
+        return None
+
+    def _warn_if_off_size(self, flat: list[imageio.Prepared]) -> None:
+        trained = self.config.lowres_size
+        odd = {tuple(p.rgb.shape[-2:]) for p in flat if tuple(p.rgb.shape[-2:]) != (trained, trained)}
+        if odd:
+            sizes = ", ".join(f"{w}x{h}" for h, w in sorted(odd))
+            warnings.warn(
+                f"This model was trained on {trained}x{trained} inputs; got {sizes}. The output is "
+                f"{self.config.scale}x larger, but results are best at the trained size.",
+                stacklevel=3,
+            )
+
+
+def _regroup(item: Any, outputs: list[Any]) -> Any:
+    """A batch array/tensor input comes back as a batch of the same type; anything else one-to-one."""
+    import numpy as np
+
+    if isinstance(item, np.ndarray) and item.ndim == 4:
+        return np.stack(outputs) if all(isinstance(o, np.ndarray) for o in outputs) else outputs
+    if isinstance(item, Tensor) and item.dim() == 4:
+        return torch.stack(outputs) if all(isinstance(o, Tensor) for o in outputs) else outputs
+    return outputs[0]
