@@ -43,9 +43,39 @@ def _upscale_parser() -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="output file (for one image) or folder")
     parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or path (default {DEFAULT_MODEL})")
     _add_sampling_args(parser)
+    _add_speed_args(parser)
+    _add_tiling_args(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
+
+
+def _add_tiling_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=int, metavar="N",
+                        help="tile side in output pixels; outputs larger than a tile are denoised as overlapping "
+                             "tiles blended every step (default: the trained output size, only when larger; 0: off)")
+    parser.add_argument("--tile-overlap", type=int, metavar="N",
+                        help="minimum overlap of neighbouring tiles in output pixels (default: a quarter of the tile)")
+
+
+def _check_tiling_args(args: argparse.Namespace) -> None:
+    for flag, value in (("--tile", args.tile), ("--tile-overlap", args.tile_overlap)):
+        if value is not None and value < 0:
+            raise UsageError(f"{flag} must be at least 0, got {value}")
+
+
+def _add_speed_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice; 1 per rank under torchrun)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the U-Net (slow first call per shape; falls back to eager if unavailable)")
+    parser.add_argument("--cuda-graphs", action="store_true", help="replay the U-Net call from CUDA graphs (CUDA only)")
+
+
+def _apply_speed_args(args: argparse.Namespace, upscaler) -> None:
+    if args.compile:
+        upscaler.enable_compile()
+    if args.cuda_graphs:
+        upscaler.enable_cuda_graphs()
 
 
 def _collect_inputs(source: Path) -> list[Path]:
@@ -71,7 +101,7 @@ def _output_paths(inputs: list[Path], source: Path, output: Path) -> list[Path]:
 
 def cmd_upscale(argv: list[str]) -> int:
     args = _upscale_parser().parse_args(argv)
-    from . import imageio
+    from .distributed import init_from_env, shard_indices
     from .upscaler import Upscaler
 
     source, output = Path(args.input), Path(args.output)
@@ -84,29 +114,103 @@ def cmd_upscale(argv: list[str]) -> int:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    upscaler = Upscaler.from_pretrained(args.model, device=args.device, torch_dtype=args.dtype)
-    _warn_if_untrained(upscaler)
-    failures = 0
-    for start in range(0, len(inputs), args.batch_size):
-        chunk = list(zip(inputs[start : start + args.batch_size], outputs[start : start + args.batch_size]))
-        images = []
-        for src, dst in chunk:
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    _check_tiling_args(args)
+    _check_distinct_outputs(inputs, outputs)
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    # Under torchrun every rank takes every len(inputs)/WORLD_SIZE-th file of the sorted list.
+    ctx = init_from_env(args.device)
+    try:
+        ctx.barrier()  # every rank checked for existing outputs before any rank writes one
+        upscaler = Upscaler.from_pretrained(args.model, device=ctx.device, torch_dtype=args.dtype)
+        _apply_speed_args(args, upscaler)
+        if ctx.rank == 0:
+            _warn_if_untrained(upscaler)
+        jobs = [(i, inputs[i], outputs[i]) for i in shard_indices(len(inputs), ctx.rank, ctx.world_size)]
+        prefix = f"sr3infer[rank {ctx.rank}]" if ctx.distributed else "sr3infer"
+        written, failed = _upscale_files(upscaler, jobs, args, prefix, progress=not args.quiet and ctx.rank == 0)
+        per_rank = ctx.gather_counts([written, failed])
+    finally:
+        ctx.close()
+    total_written, total_failed = sum(c[0] for c in per_rank), sum(c[1] for c in per_rank)
+    if ctx.rank != 0:
+        return EXIT_OK  # rank 0 reports for the job; a non-zero exit here would make torchrun kill rank 0 mid-summary
+    if len(inputs) > 1 and not (args.quiet and not total_failed):
+        ranks = "; ".join(f"rank {r}: {w} written, {f} failed" for r, (w, f) in enumerate(per_rank))
+        print(f"sr3infer: {total_written} written, {total_failed} failed of {len(inputs)} files"
+              + (f" ({len(per_rank)} ranks: {ranks})" if len(per_rank) > 1 else ""), file=sys.stderr)
+    return EXIT_FAILURE if total_failed else EXIT_OK
+
+
+def _check_distinct_outputs(inputs: list[Path], outputs: list[Path]) -> None:
+    seen: dict[Path, Path] = {}
+    for src, dst in zip(inputs, outputs):
+        if dst in seen:
+            raise UsageError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to {str(dst)!r}; "
+                             "rename one of them or upscale them separately")
+        seen[dst] = src
+
+
+def _error_line(err: BaseException) -> str:
+    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if "out of memory" in message.lower():
+        message += " (try --batch-size 1, --dtype fp16, or tiling with --tile)"
+    return message
+
+
+def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.Namespace, prefix: str,
+                   progress: bool) -> tuple[int, int]:
+    """Upscale `(index, source, destination)` jobs in batches; returns (written, failed).
+
+    File `index` of the sorted input list always gets seed `--seed + index`, so the result does
+    not depend on batching or on how many ranks share the work. A failed file is reported and
+    the rest go on: a failing batch is retried one image at a time.
+    """
+    import torch
+
+    from . import imageio
+
+    written = failed = 0
+    for start in range(0, len(jobs), args.batch_size):
+        loaded = []
+        for index, src, dst in jobs[start : start + args.batch_size]:
             try:
-                images.append((imageio.load_image(src), dst))
+                loaded.append((index, imageio.load_image(src), src, dst))
             except (ValueError, OSError) as err:
-                print(f"sr3infer: skipped {src}: {err}", file=sys.stderr)
-                failures += 1
-        if not images:
-            continue
-        results = upscaler.upscale(
-            [im for im, _ in images], num_steps=args.steps, sampler=args.sampler, seed=args.seed + start,
-            batch_size=args.batch_size, progress=not args.quiet, output_type="pil",
-        )
-        for result, (_, dst) in zip(results, images):
-            imageio.save_image(result, dst, overwrite=args.overwrite)
-            if not args.quiet:
-                print(f"wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
-    return EXIT_FAILURE if failures else EXIT_OK
+                print(f"{prefix}: skipped {src}: {err}", file=sys.stderr)
+                failed += 1
+        pending = [loaded] if loaded else []
+        while pending:
+            group = pending.pop(0)
+            try:
+                results = upscaler.upscale(
+                    [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
+                    generator=[torch.Generator("cpu").manual_seed(args.seed + index) for index, _, _, _ in group],
+                    batch_size=args.batch_size, progress=progress, output_type="pil",
+                    tile_size=args.tile, tile_overlap=args.tile_overlap,
+                )
+            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+                if len(group) > 1:
+                    pending[:0] = [[job] for job in group]
+                    continue
+                print(f"{prefix}: failed {group[0][2]}: {_error_line(err)}", file=sys.stderr)
+                failed += 1
+                continue
+            for result, (_, _, src, dst) in zip(results, group):
+                try:
+                    imageio.save_image(result, dst, overwrite=args.overwrite)
+                except (ValueError, OSError) as err:
+                    print(f"{prefix}: failed to write {dst} (from {src}): {err}", file=sys.stderr)
+                    failed += 1
+                    continue
+                written += 1
+                if not args.quiet:
+                    print(f"{prefix}: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
+    return written, failed
 
 
 def _warn_if_untrained(upscaler) -> None:
@@ -115,13 +219,114 @@ def _warn_if_untrained(upscaler) -> None:
 
 
 def cmd_models(argv: list[str]) -> int:
-    parser = _Parser(prog="sr3infer models", description="List the known models.")
-    parser.parse_args(argv)
+    parser = _Parser(prog="sr3infer models", description="List the known models and where each would load from.")
+    parser.add_argument("--cache-dir", help="Hub cache folder (default $HF_HUB_CACHE, else $HF_HOME/hub)")
+    args = parser.parse_args(argv)
     from .hub import list_models
 
-    for line in list_models():
-        print(line)
+    rows = [("NAME", "SCALE", "SIZE", "DOMAIN", "CACHED", "LOADS FROM")]
+    for m in list_models(cache_dir=args.cache_dir):
+        rows.append((m.name, f"x{m.task.scale}", f"{m.task.input_size}->{m.task.output_size}", m.task.domain,
+                     "yes" if m.cached else "no", f"{m.source} ({m.location})"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    for row in rows:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)) + "  " + row[-1])
     return EXIT_OK
+
+
+def cmd_download(argv: list[str]) -> int:
+    parser = _Parser(prog="sr3infer download",
+                     description="Fetch a model's files into the Hugging Face cache and check their sha256, for offline use.")
+    parser.add_argument("name", help="model name (see `sr3infer models`)")
+    parser.add_argument("--revision", help="Hub branch, tag or commit (default: the manifest's pinned revision)")
+    parser.add_argument("--cache-dir", help="Hub cache folder (default $HF_HUB_CACHE, else $HF_HOME/hub)")
+    args = parser.parse_args(argv)
+    from .hub import download_model
+    from .manifest import REQUIRED_FILES, load_manifest
+
+    manifest = load_manifest()
+    entry = manifest.get(args.name)
+    folder = manifest.bundled_dir(entry.name)
+    if not entry.published and entry.bundled and all((folder / f).is_file() for f in REQUIRED_FILES):
+        print(f"{entry.name} is bundled with this install ({folder}); nothing to download "
+              f"(its Hub repo {entry.repo_id} is not published yet).", file=sys.stderr)
+        return EXIT_OK
+    for path in download_model(args.name, revision=args.revision, cache_dir=args.cache_dir).values():
+        print(path)
+    return EXIT_OK
+
+
+def cmd_convert(argv: list[str]) -> int:
+    parser = _Parser(prog="sr3infer convert",
+                     description="Turn a community SR3 checkpoint (*_gen.pth or .safetensors) into a model folder.")
+    parser.add_argument("checkpoint", help="the *_gen.pth (opened with torch.load(weights_only=True)) or .safetensors")
+    parser.add_argument("-o", "--output", required=True, help="model folder to write (config.json, model.safetensors, README.md)")
+    parser.add_argument("--norm-groups", type=int,
+                        help="GroupNorm groups, not stored in checkpoints: 32 for the released 16->128 model (default), 16 for 64->512")
+    parser.add_argument("--scale", type=int, default=8, help="output side / input side (default 8, as both released models)")
+    parser.add_argument("--image-size", type=int, help="training output size (default: the file's metadata, else 128)")
+    parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="tensor type written (default fp32)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing model in the output folder")
+    args = parser.parse_args(argv)
+    for flag, value in (("--norm-groups", args.norm_groups), ("--scale", args.scale), ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be at least 1, got {value}")
+    output = Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o must be a folder; {str(output)!r} is a file")
+    import torch
+
+    from .convert import conversion_card, load_community_checkpoint
+    from .manifest import sha256_file
+    from .weights import WEIGHTS_NAME, build_model, save_model_folder
+
+    if (output / WEIGHTS_NAME).exists() and not args.overwrite:
+        raise UsageError(f"{str(output / WEIGHTS_NAME)!r} already exists; pass --overwrite to replace it")
+    config, state = load_community_checkpoint(args.checkpoint, scale=args.scale, norm_groups=args.norm_groups,
+                                              image_size=args.image_size)
+    build_model(config, state)  # every tensor must fit the inferred architecture before anything is written
+    card = conversion_card(config, args.checkpoint, sha256_file(args.checkpoint))
+    dtype = torch.float16 if args.dtype == "fp16" else torch.float32
+    save_model_folder(output, config, state, dtype=dtype, card=card)
+    u = config.unet
+    print(f"wrote {output}: x{config.scale} {config.lowres_size}->{config.out_size}, inner_channel {u.inner_channel}, "
+          f"channel_mults {list(u.channel_mults)}, norm_groups {u.norm_groups}, {len(state)} tensors ({args.dtype})",
+          file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_publish(argv: list[str]) -> int:
+    parser = _Parser(prog="sr3infer publish", description="Upload a model folder to the Hugging Face Hub.")
+    parser.add_argument("folder", help="model folder (config.json + model.safetensors [+ README.md])")
+    parser.add_argument("--repo-id", required=True, help="Hub repo, owner/name (created if missing)")
+    parser.add_argument("--name", help="model name for the manifest entry (default: the repo's name)")
+    parser.add_argument("--revision", help="branch to commit to (default main)")
+    parser.add_argument("--token", help="Hub token with write access (default $HF_TOKEN or the saved login)")
+    parser.add_argument("--dry-run", action="store_true", help="list what would be sent and the manifest entry; upload nothing")
+    args = parser.parse_args(argv)
+    import json
+
+    from .hub import plan_publish, publish_model
+    from .manifest import model_entry_to_dict
+
+    files, entry = plan_publish(args.folder, args.repo_id, name=args.name, revision=args.revision or "main")
+    if args.dry_run:
+        print(f"would upload {len(files)} files from {args.folder} to {args.repo_id} (revision {entry.revision}):")
+        width = max(len(f.name) for f in files)
+        for f in files:
+            print(f"  {f.name.ljust(width)}  {f.size:>12,} bytes  sha256 {f.sha256}")
+        print("manifest entry (publishing replaces revision with the upload's commit):")
+    else:
+        entry = publish_model(args.folder, args.repo_id, name=args.name, revision=args.revision, token=args.token)
+        print(f"published {args.repo_id} at commit {entry.revision}; manifest entry:", file=sys.stderr)
+    print(json.dumps({entry.name: model_entry_to_dict(entry)}, indent=2))
+    return EXIT_OK
+
+
+def cmd_eval(argv: list[str]) -> int:
+    from .train.evaluate import main as eval_main
+
+    return eval_main(argv)
 
 
 def cmd_train(argv: list[str]) -> int:
@@ -130,9 +335,119 @@ def cmd_train(argv: list[str]) -> int:
     return train_main(argv)
 
 
+def _split_per_stage(value: str | None, flag: str, convert: Callable[[str], object], stages: int) -> list:
+    """`--flag a,b` -> one value per stage (a single value applies to every stage); None -> [None] * stages."""
+    if value is None:
+        return [None] * stages
+    try:
+        items = [convert(part.strip()) for part in value.split(",")]
+    except ValueError:
+        raise UsageError(f"{flag} expects comma-separated values, got {value!r}") from None
+    if len(items) == 1:
+        return items * stages
+    if len(items) != stages:
+        raise UsageError(f"{flag} has {len(items)} values for {stages} stages; give one value or one per stage")
+    return items
+
+
+def cmd_cascade(argv: list[str]) -> int:
+    parser = _Parser(prog="sr3infer cascade",
+                     description="Upscale a folder of base-generator samples (e.g. 64x64) through SR3 stages in turn.")
+    parser.add_argument("input", help="a folder of images (or one image), e.g. a base generator's samples")
+    parser.add_argument("-o", "--output", required=True, help="output folder (one PNG per input, same name)")
+    parser.add_argument("--stages", required=True, metavar="NAME[,NAME...]",
+                        help="model names or paths, first stage first, e.g. sr3-64-256 or sr3-64-256,sr3-64-256")
+    parser.add_argument("--steps", metavar="N[,N...]", help="denoising steps, one for all stages or one per stage")
+    parser.add_argument("--sampler", metavar="S[,S...]", help=f"sampler per stage ({', '.join(sorted(SAMPLERS))})")
+    parser.add_argument("--noise-level", metavar="X[,X...]",
+                        help="conditioning augmentation: std of Gaussian noise added to each stage's input in "
+                             "[-1, 1] units (default 0)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (image k of the sorted inputs uses seed + k)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--batch-size", type=int, default=8, help="images (or tiles) per U-Net call")
+    _add_tiling_args(parser)
+    parser.add_argument("--all-stages", action="store_true",
+                        help="also write each earlier stage's output to OUTPUT/stage<k>/")
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
+    args = parser.parse_args(argv)
+    names = [name.strip() for name in args.stages.split(",") if name.strip()]
+    if not names:
+        raise UsageError("--stages needs at least one model name or path")
+    steps = _split_per_stage(args.steps, "--steps", int, len(names))
+    if any(n is not None and n < 1 for n in steps):
+        raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    samplers = _split_per_stage(args.sampler, "--sampler", str, len(names))
+    unknown = [s for s in samplers if s is not None and s not in SAMPLERS]
+    if unknown:
+        raise UsageError(f"unknown sampler {unknown[0]!r}; expected one of {', '.join(sorted(SAMPLERS))}")
+    levels = _split_per_stage(args.noise_level, "--noise-level", float, len(names))
+    if any(x is not None and not x >= 0 for x in levels):
+        raise UsageError(f"--noise-level must be at least 0, got {args.noise_level}")
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    _check_tiling_args(args)
+    source, output = Path(args.input), Path(args.output)
+    if output.exists() and not output.is_dir():
+        raise UsageError(f"-o must be a folder; {str(output)!r} is a file")
+    inputs = _collect_inputs(source)
+    finals = [output / (p.stem + ".png") for p in inputs]
+    _check_distinct_outputs(inputs, finals)
+    stage_dirs = [output / f"stage{k + 1}" for k in range(len(names) - 1)] if args.all_stages else []
+    planned = finals + [d / p.name for d in stage_dirs for p in finals]
+    existing = [str(p) for p in planned if p.exists()]
+    if existing and not args.overwrite:
+        raise UsageError(f"{existing[0]!r} already exists; pass --overwrite to replace it")
+    from . import imageio
+    from .cascade import Cascade
+
+    cascade = Cascade.from_pretrained(names, device=args.device, torch_dtype=args.dtype)
+    for upscaler in cascade.upscalers:
+        _warn_if_untrained(upscaler)
+    failed = written = 0
+    for start in range(0, len(inputs), args.batch_size):
+        loaded = []
+        for index in range(start, min(start + args.batch_size, len(inputs))):
+            try:
+                loaded.append((index, imageio.load_image(inputs[index]).convert("RGB")))
+            except (ValueError, OSError) as err:
+                print(f"sr3infer: skipped {inputs[index]}: {err}", file=sys.stderr)
+                failed += 1
+        # Runs of consecutive files, so file k keeps seed --seed + k (seeds are additive) whatever fails to load.
+        groups: list[list] = []
+        for index, image in loaded:
+            if groups and groups[-1][-1][0] == index - 1:
+                groups[-1].append((index, image))
+            else:
+                groups.append([(index, image)])
+        for group in groups:
+            stages = cascade.run(
+                [image for _, image in group], num_steps=steps, sampler=samplers,
+                noise_level=[x or 0.0 for x in levels], seed=args.seed + group[0][0], batch_size=args.batch_size,
+                tile_size=args.tile, tile_overlap=args.tile_overlap, progress=not args.quiet, output_type="pil",
+                return_all_stages=True,
+            )
+            for folder, results in zip(stage_dirs + [output], stages[-1 - len(stage_dirs):]):
+                for (index, _), result in zip(group, results):
+                    dst = folder / finals[index].name
+                    imageio.save_image(result, dst, overwrite=args.overwrite)
+                    if not args.quiet:
+                        print(f"sr3infer: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
+            written += len(group)
+    if len(inputs) > 1 and not (args.quiet and not failed):
+        print(f"sr3infer: {written} written, {failed} failed of {len(inputs)} files", file=sys.stderr)
+    return EXIT_FAILURE if failed else EXIT_OK
+
+
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "models": cmd_models,
+    "download": cmd_download,
+    "convert": cmd_convert,
+    "publish": cmd_publish,
     "train": cmd_train,
+    "eval": cmd_eval,
+    "cascade": cmd_cascade,
 }
 
 

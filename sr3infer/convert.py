@@ -208,3 +208,36 @@ def load_community_checkpoint(
         task={"converted_from": Path(path).name},
     )
     return config, unet_state
+
+
+def conversion_card(config: ModelConfig, source: str | Path, source_sha256: str) -> str:
+    """A short model card (README.md) for a folder written by `sr3infer convert`."""
+    u = config.unet
+    return f"""---
+library_name: sr3infer
+tags: [super-resolution, sr3, diffusion]
+---
+
+# SR3 x{config.scale}, {config.lowres_size}->{config.out_size} (converted)
+
+Converted by `sr3infer convert` from the community SR3 checkpoint `{Path(source).name}`
+(sha256 `{source_sha256}`), written by
+[Janspiry/Image-Super-Resolution-via-Iterative-Refinement](https://github.com/Janspiry/Image-Super-Resolution-via-Iterative-Refinement)
+(code: Apache-2.0). The weights keep the terms of whoever trained them and of their training data:
+check those before redistributing this folder.
+
+| | |
+|---|---|
+| task | {config.lowres_size}x{config.lowres_size} -> {config.out_size}x{config.out_size}, x{config.scale}, {config.prediction}-prediction |
+| U-Net | inner_channel {u.inner_channel}, channel_mults {list(u.channel_mults)}, res blocks {u.num_res_blocks}, attention at {list(u.attn_resolutions)}, norm_groups {u.norm_groups}, dropout {u.dropout} |
+| schedule | {config.schedule.kind}, {config.schedule.num_steps} steps, beta {config.schedule.beta_start:g} -> {config.schedule.beta_end:g} |
+
+`norm_groups` cannot be read from the tensors; it was set at conversion time. The released
+16->128 checkpoint uses 32 and the 64->512 one uses 16: a wrong value loads without error but
+gives wrong images.
+
+```python
+from sr3infer import Upscaler
+upscaler = Upscaler.from_pretrained("path/to/this/folder")
+```
+"""

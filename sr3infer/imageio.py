@@ -93,6 +93,12 @@ def _from_pil(image: Image.Image) -> Prepared:
         array = np.asarray(image, dtype=np.float32)
         if not np.isfinite(array).all():
             raise ValueError("The mode-F image contains NaN or Inf values; expected finite values in [0, 1].")
+        if array.size and (array.min() < -1e-3 or array.max() > 1 + 1e-3):
+            # Clipping would silently whiten e.g. image.convert('F') of 8-bit data (0..255).
+            raise ValueError(
+                f"Mode-F images must hold values in [0, 1], got [{array.min():.3g}, {array.max():.3g}]. "
+                "Scale it first, or pass 8-bit data as mode 'L'."
+            )
         prep = _from_float_hwc(np.clip(array, 0, 1)[..., None], gray=True)
         prep.bits = 32
     elif mode in ("L", "LA", "RGB", "RGBA"):
@@ -249,6 +255,20 @@ def _to_pil(hwc: np.ndarray, prep: Prepared) -> Image.Image:
     return Image.fromarray(array[..., 0] if c == 1 else array, mode=mode)
 
 
+def _encodable(image: Image.Image, fmt: str) -> Image.Image:
+    """`image` in a mode that `fmt` can store: 16-bit and float (values in [0, 1]) drop to 8 bits only where they must."""
+    if image.mode == "F" and fmt != "TIFF":
+        array = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")
+    elif image.mode.startswith("I;16") and fmt not in ("PNG", "TIFF"):
+        image = Image.fromarray(np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8), mode="L")
+    if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
+        image = image.convert("L") if image.mode == "LA" else image.convert("RGBA").convert("RGB")  # JPEG has no alpha
+    elif fmt == "BMP" and image.mode == "LA":
+        image = image.convert("RGBA")
+    return image
+
+
 def save_image(image: Image.Image, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
     """Write atomically: encode to a temporary file beside `path`, then rename; never leaves half a file."""
     path = Path(path)
@@ -260,9 +280,7 @@ def save_image(image: Image.Image, path: str | os.PathLike, *, overwrite: bool =
         fmt = Image.registered_extensions().get(path.suffix.lower())
         if fmt is None:
             raise ValueError(f"Unknown output format {path.suffix!r}; use .png, .jpg, .webp, .tif or .bmp.")
-        if fmt == "JPEG" and image.mode not in ("RGB", "L"):
-            image = image.convert("RGBA" if image.mode in ("LA", "RGBA") else "RGB").convert("RGB") if image.mode != "I;16" else image.convert("L")
-        image.save(tmp, format=fmt)
+        _encodable(image, fmt).save(tmp, format=fmt)
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -29,7 +29,17 @@ def randn(
             raise ValueError(f"Got {len(generator)} generators for a batch of {shape[0]}.")
         return torch.cat([randn((1, *shape[1:]), generator=g, device=device, dtype=dtype) for g in generator])
     source = generator.device if generator is not None else device
-    return torch.randn(shape, generator=generator, device=source, dtype=dtype).to(device)
+    return _to_device(torch.randn(shape, generator=generator, device=source, dtype=dtype), device)
+
+
+def _to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
+    """Move a host tensor to `device`; to CUDA through pinned memory, non-blocking, so the host never waits on the GPU."""
+    if device is None or t.device == torch.device(device):
+        return t
+    if t.device.type == "cpu" and torch.device(device).type == "cuda":
+        # A plain .to("cuda") of pageable memory synchronizes the stream every step.
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device)
 
 
 def _x0_from_eps(x: Tensor, eps: Tensor, gamma: Tensor, clip: bool) -> Tensor:
@@ -38,12 +48,16 @@ def _x0_from_eps(x: Tensor, eps: Tensor, gamma: Tensor, clip: bool) -> Tensor:
 
 
 def _level(gamma: Tensor, x: Tensor) -> Tensor:
-    return gamma.sqrt().to(torch.float32).expand(x.shape[0]).to(x.device)
+    return _to_device(gamma.sqrt().to(torch.float32).expand(x.shape[0]).contiguous(), x.device)
 
 
 def _coef(value: Tensor, x: Tensor) -> Tensor:
-    """A float64 scalar coefficient as a 0-d tensor in x's dtype on x's device (no host sync)."""
-    return value.to(device=x.device, dtype=x.dtype)
+    """A float64 scalar coefficient as a 0-d host tensor in x's dtype.
+
+    Kept on the host: 0-d CPU tensors enter CUDA kernels as scalar arguments, so there is no
+    copy and no host<->device sync, whichever device x is on.
+    """
+    return value.to(dtype=x.dtype)
 
 
 @torch.no_grad()
@@ -135,12 +149,15 @@ def sample_dpmpp_2m(
             h = lambdas[i + 1] - lambdas[i]
             ratio = ((1 - g_next) / (1 - g)).sqrt()  # sigma_next / sigma
             phi = -torch.expm1(-h)  # 1 - e^{-h}
-            if x0_prev is None:
+            r = (lambdas[i] - lambdas[i - 1]) / h if x0_prev is not None else None
+            # First order on the first step and where this step is over twice the last one: on SR3's
+            # linear-t grid the step to t=0 is ~10x longer in lambda, and extrapolating x0 that far
+            # overshoots (Gaussian data, 25 steps: sample std +48% with it, -5% without, DDIM -15%).
+            if r is None or r < 0.5:
                 d = x0  # first-order (DDIM) step
             else:
-                r = (lambdas[i] - lambdas[i - 1]) / h
                 d = _coef(1 + 1 / (2 * r), x) * x0 - _coef(1 / (2 * r), x) * x0_prev
-            x = _coef(ratio, x) * x - _coef(g_next.sqrt() * phi, x) * d
+            x = _coef(ratio, x) * x + _coef(g_next.sqrt() * phi, x) * d
         x0_prev = x0
         if callback is not None:
             callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})

@@ -74,6 +74,18 @@ def read_config(weights: str | Path, config_path: str | Path | None = None) -> M
     return ModelConfig.from_dict(json.loads(metadata[METADATA_KEY]))
 
 
+def is_community_checkpoint(weights: str | Path) -> bool:
+    """True for a safetensors file with `denoise_fn.*` tensors and no sr3infer config: a community SR3 checkpoint."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as handle:
+            metadata = handle.metadata() or {}
+            return METADATA_KEY not in metadata and any(k.startswith("denoise_fn.") for k in handle.keys())
+    except (SafetensorError, OSError):
+        return False  # read_config / load_weights say what is wrong with the file
+
+
 def load_weights(weights: str | Path) -> dict[str, Tensor]:
     """Read a safetensors file (never a pickle) into CPU tensors."""
     try:

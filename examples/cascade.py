@@ -1,0 +1,122 @@
+"""Cascaded generation: 64x64 samples of a base generator -> SR3 64->256 (-> 1024 with a second stage).
+
+By default the "generator samples" are val photos downscaled to 64x64, so the example needs no
+download; pass --diffusers MODEL_ID to use a real unconditional `diffusers` pipeline instead.
+
+    python examples/cascade.py                                   # 4 samples, one 64->256 stage
+    python examples/cascade.py --model runs/sr3-64-256/export --steps 10
+    python examples/cascade.py --stages 2 --noise-level 0.02     # 64 -> 256 -> 1024 (the second stage tiles)
+    pip install diffusers && python examples/cascade.py --diffusers google/ddpm-cifar10-32
+
+Writes a grid: one row per sample, columns base sample | bicubic x4 | each SR3 stage (shown at 256 px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image, ImageDraw
+
+from sr3infer import SAMPLERS, Cascade
+
+HERE = Path(__file__).resolve().parent
+VAL_PHOTOS = HERE.parent.parent / "shared" / "datasets" / "natural" / "val"
+
+
+def photo_samples(count: int, size: int = 64) -> list[Image.Image]:
+    """Stand-ins for a base generator's samples: val photos, centre-cropped square and downscaled to `size`.
+
+    A real cascade would take these from an unconditional 64x64 generator (see `diffusers_samples`).
+    """
+    paths = sorted(p for p in VAL_PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    if not paths:
+        raise FileNotFoundError(f"No photos in {VAL_PHOTOS}; pass --diffusers MODEL_ID or check the datasets folder.")
+    samples = []
+    for path in (paths * count)[:count]:
+        image = Image.open(path).convert("RGB")
+        side = min(image.size)
+        left, top = (image.width - side) // 2, (image.height - side) // 2
+        samples.append(image.crop((left, top, left + side, top + side)).resize((size, size), Image.Resampling.BICUBIC))
+    return samples
+
+
+def diffusers_samples(model_id: str, seed: int):
+    """An unconditional `diffusers` pipeline as the base generator: a callable `count -> images` for Cascade.
+
+    Optional: needs `pip install diffusers` and the Hub (or a local pipeline folder). Any pipeline
+    whose call takes batch_size / generator / output_type works, e.g. DDPMPipeline checkpoints such
+    as google/ddpm-cifar10-32 (32x32 samples: the stage then warns that it was trained on 64x64).
+    """
+    try:
+        from diffusers import DiffusionPipeline
+    except ImportError:
+        raise SystemExit("--diffusers needs the diffusers package: pip install diffusers") from None
+    pipe = DiffusionPipeline.from_pretrained(model_id)
+
+    def generate(count: int):
+        generator = torch.Generator().manual_seed(seed)
+        # output_type="np": (N, H, W, 3) floats in [0, 1], which Cascade reads with value_range=(0, 1).
+        return pipe(batch_size=count, generator=generator, output_type="np").images
+
+    return generate
+
+
+def grid(columns: list[tuple[str, list[Image.Image]]], cell: int) -> Image.Image:
+    label_h = 16
+    rows = len(columns[0][1])
+    canvas = Image.new("RGB", (cell * len(columns), cell * rows + label_h), "white")
+    draw = ImageDraw.Draw(canvas)
+    for c, (title, images) in enumerate(columns):
+        draw.text((c * cell + 4, 2), title, fill="black")
+        for r, image in enumerate(images):
+            canvas.paste(image.resize((cell, cell), Image.Resampling.NEAREST if image.width < cell
+                                      else Image.Resampling.LANCZOS), (c * cell, label_h + r * cell))
+    return canvas
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="sr3-64-256", help="model name or folder for every stage (default sr3-64-256)")
+    parser.add_argument("--stages", type=int, default=1, help="how many 4x stages (1: 64->256, 2: ->1024, slow on CPU)")
+    parser.add_argument("--steps", type=int, default=25, help="denoising steps per stage (default 25, CPU-friendly)")
+    parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the model's")
+    parser.add_argument("--noise-level", type=float, default=0.0,
+                        help="conditioning augmentation: noise std added to each stage's input, in [-1, 1] units")
+    parser.add_argument("--count", type=int, default=4, help="number of samples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--diffusers", metavar="MODEL_ID", help="use this diffusers pipeline as the base generator")
+    parser.add_argument("-o", "--output", default=str(HERE / "cascade.png"))
+    args = parser.parse_args()
+
+    cascade = Cascade.from_pretrained([args.model] * args.stages, device="cpu")
+    if args.diffusers:
+        base = diffusers_samples(args.diffusers, args.seed)
+        samples = Cascade.to_pil(base(args.count))  # generate once, so the grid shows what the cascade got
+    else:
+        samples = photo_samples(args.count)  # stand-ins for generator samples (no download needed)
+
+    started = time.perf_counter()
+    stages = cascade(samples, num_steps=args.steps, sampler=args.sampler, noise_level=args.noise_level,
+                     seed=args.seed, return_all_stages=True, output_type="pil")
+    print(f"{args.count} samples through {args.stages} stage(s) in {time.perf_counter() - started:.0f} s")
+
+    cell = 256
+    scale = cascade.upscalers[0].config.scale
+    columns = [("base sample", samples),
+               (f"bicubic x{scale}", [s.resize((s.width * scale, s.height * scale), Image.Resampling.BICUBIC)
+                                       for s in samples])]
+    for k, images in enumerate(stages):
+        columns.append((f"SR3 stage {k + 1} ({images[0].width}px)", images))
+    output = Path(args.output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    grid(columns, cell).save(output)
+    for k, image in enumerate(stages[-1]):
+        image.save(output.with_name(f"{output.stem}_{k}.png"))
+    print(f"wrote {output} and {len(stages[-1])} final images {output.stem}_<k>.png")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,114 @@
+"""Sharding a folder of images over the ranks of a `torchrun` job (gloo on CPU, NCCL on GPU)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+__all__ = ["DistContext", "init_from_env", "shard_indices"]
+
+log = logging.getLogger(__name__)
+
+
+def shard_indices(count: int, rank: int, world_size: int) -> list[int]:
+    """Indices of `count` sorted items that `rank` handles: every `world_size`-th, starting at `rank`.
+
+    Every index goes to exactly one rank, and the split depends only on (count, world_size).
+
+    Raises:
+        ValueError: `rank` outside `0 .. world_size - 1`.
+    """
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"rank must be in 0..{world_size - 1} for world_size {world_size}, got rank {rank}.")
+    return list(range(rank, count, world_size))
+
+
+@dataclass
+class DistContext:
+    """This process's place in the job; a single process is rank 0 of 1 with no process group."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    backend: str | None = None       # "gloo" or "nccl" when a process group was started
+    device: str | None = None        # the device this rank should run on (None: the library default)
+
+    @property
+    def distributed(self) -> bool:
+        return self.backend is not None
+
+    def _comm_device(self) -> torch.device:
+        return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
+
+    def barrier(self) -> None:
+        """Wait for every rank (an all-reduce, so it works the same on gloo and NCCL)."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.all_reduce(torch.zeros(1, device=self._comm_device()))
+
+    def gather_counts(self, counts: list[int]) -> list[list[int]]:
+        """Every rank's `counts` (same length on all ranks), indexed by rank; also the barrier before the summary."""
+        if not self.distributed:
+            return [list(counts)]
+        import torch.distributed as dist
+
+        mine = torch.tensor(counts, dtype=torch.long, device=self._comm_device())
+        gathered = [torch.zeros_like(mine) for _ in range(self.world_size)]
+        dist.all_gather(gathered, mine)
+        return [t.tolist() for t in gathered]
+
+    def close(self) -> None:
+        """Tear the process group down (no collective: safe after an error on this rank)."""
+        if self.distributed:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
+            self.backend = None
+
+
+def _env_int(name: str) -> int:
+    value = os.environ[name]
+    try:
+        return int(value)
+    except ValueError:
+        raise ValueError(f"Environment variable {name} must be an integer, got {value!r}. Is it set by torchrun?") from None
+
+
+def init_from_env(device: str | None = None) -> DistContext:
+    """Start a process group when launched by torchrun (RANK and WORLD_SIZE set, WORLD_SIZE > 1).
+
+    The backend is NCCL when this rank runs on CUDA, else gloo. With `device` None or "cuda",
+    rank r on a GPU machine uses `cuda:LOCAL_RANK`; an explicit "cuda:K" or "cpu" is respected.
+
+    Args:
+        device: the `--device` the user asked for, or None.
+
+    Returns:
+        The context; `distributed` is False for a plain single-process run.
+    """
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or _env_int("WORLD_SIZE") <= 1:
+        return DistContext(device=device)
+    rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
+    local_rank = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0
+    want_cuda = device in (None, "cuda") and torch.cuda.is_available()
+    if want_cuda:
+        device = f"cuda:{local_rank % torch.cuda.device_count()}"
+    import torch.distributed as dist
+
+    if not dist.is_available():
+        raise RuntimeError(
+            f"WORLD_SIZE={world_size} asks for a distributed run, but this torch build has no torch.distributed. "
+            "Run without torchrun, or install a torch build with distributed support."
+        )
+    on_cuda = device is not None and torch.device(device).type == "cuda"
+    backend = "nccl" if on_cuda and dist.is_nccl_available() else "gloo"
+    if on_cuda:
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
+    log.info("rank %d of %d on %s (%s)", rank, world_size, device or "the default device", backend)
+    return DistContext(rank=rank, world_size=world_size, local_rank=local_rank, backend=backend, device=device)

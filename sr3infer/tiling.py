@@ -1,0 +1,181 @@
+"""A denoiser that runs its inner denoiser tile by tile over overlapping tiles, blending eps at every step."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, NamedTuple, Sequence
+
+import torch
+from torch import Tensor
+
+from .samplers import Denoiser
+
+__all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "tile_spans", "tile_windows"]
+
+
+class Tile(NamedTuple):
+    """Image `index` of the batch, box `[top, top + height) x [left, left + width)` in output pixels."""
+
+    index: int
+    top: int
+    left: int
+    height: int
+    width: int
+
+    def crop(self, images: Tensor, scale: int = 1) -> Tensor:
+        """This tile's slice (1, C, height / scale, width / scale) of `images` (B, C, H / scale, W / scale).
+
+        With `scale` the model's scale factor this is the exact low-res counterpart of the tile.
+
+        Raises:
+            ValueError: the box is not on the grid of `scale`.
+        """
+        if self.top % scale or self.left % scale or self.height % scale or self.width % scale:
+            raise ValueError(
+                f"Tile {tuple(self)} is not aligned to multiples of {scale}; build tiles with align={scale}."
+            )
+        top, left = self.top // scale, self.left // scale
+        return images[self.index : self.index + 1, :, top : top + self.height // scale, left : left + self.width // scale]
+
+
+TileDenoiserFactory = Callable[[Sequence[Tile]], Denoiser]
+"""`tiles -> denoiser` whose input x is (len(tiles), C, h, w), item j being tile j of the image (condition bound)."""
+
+
+def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
+    """`(start, stop)` spans of `tile` pixels covering `[0, length)`, neighbours overlapping by at least `overlap`.
+
+    Starts are multiples of `align` and spread evenly, so the last span ends exactly at `length`.
+    A length of at most `tile` gives the single span `(0, length)`.
+
+    Raises:
+        ValueError: sizes that are not positive multiples of `align`, or `overlap >= tile`.
+    """
+    if align < 1 or tile < align or tile % align or overlap < 0 or overlap % align:
+        raise ValueError(
+            f"Expected tile ({tile}) and overlap ({overlap}) to be multiples of align ({align}), with tile > 0 "
+            "and overlap >= 0; round them to the model's scale factor."
+        )
+    if overlap >= tile:
+        raise ValueError(f"Tile overlap ({overlap}) must be smaller than the tile size ({tile}); lower the overlap.")
+    if length <= tile:
+        return [(0, length)]
+    if length % align:
+        raise ValueError(f"Image side {length} is not a multiple of align ({align}); tiles could not cover it exactly.")
+    # In units of `align`: n tiles with evenly spread integer starts. Consecutive starts then differ by at most
+    # ceil((L - T) / (n - 1)) <= T - O, so every overlap is at least O.
+    span, size, keep = length // align, tile // align, overlap // align
+    n = math.ceil((span - size) / (size - keep)) + 1
+    starts = [(k * (span - size) + (n - 1) // 2) // (n - 1) for k in range(n)]
+    return [(s * align, s * align + tile) for s in starts]
+
+
+def _ramp(n: int) -> Tensor:
+    """Raised-cosine weights rising over `n` pixels; a ramp and its mirror image sum to exactly 1."""
+    k = torch.arange(n, dtype=torch.float64)
+    return torch.sin(0.5 * math.pi * (k + 0.5) / n) ** 2
+
+
+def tile_windows(spans: Sequence[tuple[int, int]]) -> list[Tensor]:
+    """One blending weight vector per span (float64), rising and falling over each actual overlap.
+
+    Sides at the image border are not ramped. The weights are divided by their sum over all spans,
+    so at every pixel the windows covering it add up to 1.
+    """
+    windows = []
+    for j, (start, stop) in enumerate(spans):
+        w = torch.ones(stop - start, dtype=torch.float64)
+        if j > 0:
+            lead = spans[j - 1][1] - start
+            if lead > 0:
+                w[:lead] *= _ramp(lead)
+        if j < len(spans) - 1:
+            trail = stop - spans[j + 1][0]
+            if trail > 0:
+                w[stop - start - trail :] *= _ramp(trail).flip(0)
+        windows.append(w)
+    total = torch.zeros(spans[-1][1], dtype=torch.float64)
+    for (start, stop), w in zip(spans, windows):
+        total[start:stop] += w
+    return [w / total[start:stop] for (start, stop), w in zip(spans, windows)]
+
+
+class TiledDenoiser:
+    """A denoiser over the whole image that evaluates `make_tile_denoiser` tile by tile.
+
+    At every call (one denoising step; all tiles share the step's noise level) x is cut into
+    overlapping tiles, the inner denoiser predicts eps for `tile_batch_size` tiles at a time, and the
+    predictions are blended with separable raised-cosine windows that sum to 1. Memory for the model
+    is bounded by the tile batch, whatever the image size; samplers see an ordinary denoiser.
+
+    Args:
+        make_tile_denoiser: `tiles -> denoiser` for a batch of tiles, e.g. one that binds each tile's
+            slice of the condition (see `Tile.crop`).
+        tile_size: tile side in pixels of x (one int, or (height, width)).
+        overlap: minimum overlap between neighbouring tiles, in pixels.
+        align: tile boxes start on multiples of this (the model's scale factor, so the low-res
+            slice of a tile is exact). tile_size, overlap and the image sides must be multiples of it.
+        tile_batch_size: tiles per inner call (across all images of the batch).
+
+    Example:
+        >>> denoise = TiledDenoiser(lambda tiles: make_denoiser(crop_cond(tiles)), tile_size=256, overlap=64)
+        >>> x = sample_ddim(denoise, noise, gammas)
+    """
+
+    def __init__(
+        self,
+        make_tile_denoiser: TileDenoiserFactory,
+        *,
+        tile_size: int | tuple[int, int],
+        overlap: int,
+        align: int = 1,
+        tile_batch_size: int = 8,
+    ) -> None:
+        tile_h, tile_w = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
+        if not isinstance(tile_batch_size, int) or tile_batch_size < 1:
+            raise ValueError(f"tile_batch_size must be a positive integer, got {tile_batch_size!r}.")
+        for tile in (tile_h, tile_w):
+            tile_spans(tile, tile, overlap, align)  # validates the sizes now rather than at the first step
+        self.make_tile_denoiser = make_tile_denoiser
+        self.tile_size = (tile_h, tile_w)
+        self.overlap = overlap
+        self.align = align
+        self.tile_batch_size = tile_batch_size
+        self._plan_cache: dict[tuple[int, int], tuple[list[tuple[int, int]], list[tuple[int, int]], list[Tensor], list[Tensor]]] = {}
+
+    def plan(self, height: int, width: int) -> list[Tile]:
+        """The tiles of one image of size (height, width), row by row, with index 0."""
+        rows, cols, _, _ = self._plan(height, width)
+        return [Tile(0, top, left, bottom - top, right - left) for top, bottom in rows for left, right in cols]
+
+    def _plan(self, height: int, width: int):
+        key = (height, width)
+        if key not in self._plan_cache:
+            rows = tile_spans(height, self.tile_size[0], self.overlap, self.align)
+            cols = tile_spans(width, self.tile_size[1], self.overlap, self.align)
+            self._plan_cache = {key: (rows, cols, tile_windows(rows), tile_windows(cols))}
+        return self._plan_cache[key]
+
+    def __call__(self, x: Tensor, noise_level: Tensor) -> Tensor:
+        """eps for x (B, C, H, W) at `noise_level` (B,), blended from the tiles' predictions."""
+        batch, _, height, width = x.shape
+        rows, cols, row_windows, col_windows = self._plan(height, width)
+        jobs = [
+            (Tile(b, top, left, bottom - top, right - left), r, c)
+            for b in range(batch)
+            for r, (top, bottom) in enumerate(rows)
+            for c, (left, right) in enumerate(cols)
+        ]
+        row_w = [w.to(device=x.device, dtype=x.dtype) for w in row_windows]
+        col_w = [w.to(device=x.device, dtype=x.dtype) for w in col_windows]
+        eps = torch.zeros_like(x)
+        for start in range(0, len(jobs), self.tile_batch_size):
+            chunk = jobs[start : start + self.tile_batch_size]
+            tiles = [tile for tile, _, _ in chunk]
+            x_tiles = torch.cat([tile.crop(x) for tile in tiles])
+            levels = noise_level[[tile.index for tile in tiles]]
+            eps_tiles = self.make_tile_denoiser(tiles)(x_tiles, levels)
+            for (tile, r, c), eps_tile in zip(chunk, eps_tiles):
+                window = row_w[r][:, None] * col_w[c][None, :]
+                tile.crop(eps)[0].add_(eps_tile.to(x.dtype) * window)
+        return eps

@@ -1,0 +1,161 @@
+"""Cascade: input forms, per-stage options, seeding (batch == one by one), and the `sr3infer cascade` CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sr3infer.cascade import Cascade
+from sr3infer.cli import EXIT_OK, EXIT_USAGE, main
+from sr3infer.upscaler import Upscaler
+from sr3infer.weights import build_model
+
+
+@pytest.fixture
+def cascade(tiny_config) -> Cascade:
+    """Two tiny x2 stages, 8 -> 16 -> 32; the second one tiles (its output is larger than 16)."""
+    torch.manual_seed(0)
+    first = Upscaler(tiny_config, build_model(tiny_config), device="cpu")
+    second_config = tiny_config.replace(prediction="v", residual=True)
+    second = Upscaler(second_config, build_model(second_config), device="cpu")
+    return Cascade([first, second])
+
+
+@pytest.fixture
+def samples() -> np.ndarray:
+    """Four 8x8 uint8 RGB 'base generator samples'."""
+    return np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+
+
+FAST = dict(num_steps=2, progress=False)
+
+
+def test_every_input_form_gives_the_same_images(cascade, samples):
+    reference = cascade(samples, seed=3, **FAST)
+    assert isinstance(reference, np.ndarray) and reference.shape == (4, 32, 32, 3) and reference.dtype == np.uint8
+    unit = torch.from_numpy(samples).permute(0, 3, 1, 2).float() / 255
+    forms = {
+        "pil": [Image.fromarray(a) for a in samples],
+        "tensor [0, 1]": unit,
+        "tensor [-1, 1], auto": unit * 2 - 1,
+        "tensor [-1, 1], explicit": unit * 2 - 1,
+        "numpy float [0, 1]": samples.astype(np.float32) / 255,
+        "uint8 tensor": torch.from_numpy(samples).permute(0, 3, 1, 2).contiguous(),
+    }
+    for name, images in forms.items():
+        value_range = (-1, 1) if name.endswith("explicit") else "auto"
+        out = cascade(images, seed=3, value_range=value_range, output_type="np", **FAST)
+        assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1, name
+    pil = cascade(forms["pil"], seed=3, **FAST)
+    assert isinstance(pil, list) and len(pil) == 4 and pil[0].size == (32, 32) and pil[0].mode == "RGB"
+    pt = cascade(forms["tensor [0, 1]"], seed=3, **FAST)
+    assert pt.shape == (4, 3, 32, 32) and pt.dtype == torch.float32 and 0 <= pt.min() and pt.max() <= 1
+
+
+def test_value_range_is_checked(cascade, samples):
+    unit = torch.from_numpy(samples).permute(0, 3, 1, 2).float() / 255
+    with pytest.raises(ValueError, match=r"Expected float images in \[0, 1\]"):
+        cascade(unit * 2 - 1, value_range=(0, 1), **FAST)
+    with pytest.raises(ValueError, match="value_range"):
+        cascade(unit, value_range="0-1", **FAST)
+    with pytest.raises(ValueError, match="NaN"):
+        cascade(unit * float("nan"), **FAST)
+    with pytest.raises(ValueError, match="channels first"):
+        cascade(unit.permute(0, 2, 3, 1), **FAST)
+    with pytest.raises(TypeError, match="Expected a list of PIL images"):
+        cascade("not images", **FAST)
+
+
+def test_callable_base_generator_and_all_stages(cascade, samples):
+    calls = []
+
+    def base(count: int) -> np.ndarray:
+        calls.append(count)
+        return samples[:count]
+
+    stages = cascade(base, count=3, seed=1, return_all_stages=True, output_type="pt", **FAST)
+    assert calls == [3]
+    assert [tuple(s.shape) for s in stages] == [(3, 3, 16, 16), (3, 3, 32, 32)]
+    final = cascade(samples[:3], seed=1, output_type="pt", **FAST)
+    torch.testing.assert_close(stages[-1], final)
+    with pytest.raises(ValueError, match="count="):
+        cascade(base, **FAST)
+
+
+def test_a_batch_and_the_same_images_one_by_one_agree(cascade, samples):
+    kwargs = dict(noise_level=[0.05, 0.02], num_steps=[2, 1], output_type="pt", progress=False, batch_size=4)
+    batch = cascade(samples, seed=10, **kwargs)
+    for k in range(len(samples)):
+        one = cascade(samples[k : k + 1], seed=10 + k, **kwargs)
+        torch.testing.assert_close(one, batch[k : k + 1], rtol=0, atol=1e-4)
+
+
+def test_a_stage_can_be_rerun_alone(cascade, samples):
+    stages = cascade(samples, seed=5, noise_level=0.03, return_all_stages=True, output_type="pt", **FAST)
+    second = Cascade([cascade.upscalers[1]])
+    rerun = second(stages[0], seed=Cascade.stage_seed(5, 1), noise_level=0.03, value_range=(0, 1),
+                   output_type="pt", **FAST)
+    torch.testing.assert_close(rerun, stages[1], rtol=0, atol=1e-4)
+
+
+def test_seed_and_noise_level_change_the_result(cascade, samples):
+    base = cascade(samples[:1], seed=0, output_type="pt", **FAST)
+    torch.testing.assert_close(cascade(samples[:1], seed=0, output_type="pt", **FAST), base, rtol=0, atol=0)
+    assert (cascade(samples[:1], seed=1, output_type="pt", **FAST) - base).abs().max() > 1e-3
+    noisy = cascade(samples[:1], seed=0, noise_level=[0.2, 0.0], output_type="pt", **FAST)
+    assert (noisy - base).abs().max() > 1e-3
+
+
+def test_per_stage_options_are_checked(cascade, samples):
+    with pytest.raises(ValueError, match="3 values for 2 stages"):
+        cascade(samples, num_steps=[1, 2, 3], progress=False)
+    with pytest.raises(ValueError, match="noise_level for stage 1"):
+        cascade(samples, noise_level=[0.0, -0.1], **FAST)
+    with pytest.raises(ValueError, match="Unknown sampler 'nope'"):
+        cascade(samples, sampler=["ddim", "nope"], num_steps=[2, 10**9], progress=False)  # fails before stage 0 runs
+    with pytest.raises(TypeError, match="expected an Upscaler"):
+        Cascade(["sr3-64-256"])
+    with pytest.raises(ValueError, match="at least one"):
+        Cascade([])
+
+
+def test_cli_cascade(tmp_path, tiny_model_dir, samples):
+    inputs = tmp_path / "samples"
+    inputs.mkdir()
+    for k, array in enumerate(samples[:3]):
+        Image.fromarray(array).save(inputs / f"sample{k}.png")
+    out = tmp_path / "out"
+    stages = f"{tiny_model_dir},{tiny_model_dir}"
+    argv = ["cascade", str(inputs), "-o", str(out), "--stages", stages, "--steps", "2,1", "--noise-level", "0.02",
+            "--seed", "4", "--batch-size", "2", "--all-stages", "--quiet"]
+    assert main(argv) == EXIT_OK
+    finals = sorted(p.name for p in out.glob("*.png"))
+    assert finals == ["sample0.png", "sample1.png", "sample2.png"]
+    assert Image.open(out / "sample2.png").size == (32, 32)
+    assert Image.open(out / "stage1" / "sample2.png").size == (16, 16)
+    # File k has seed --seed + k whatever the batching: the API with that seed gives the same image.
+    cascade = Cascade.from_pretrained([tiny_model_dir, tiny_model_dir], device="cpu")
+    api = cascade([Image.open(inputs / "sample2.png").convert("RGB")], num_steps=[2, 1], noise_level=0.02, seed=6,
+                  output_type="np", progress=False)[0]
+    assert np.abs(api.astype(int) - np.asarray(Image.open(out / "sample2.png"), dtype=int)).max() <= 1
+    assert main(argv) == EXIT_USAGE  # outputs exist, no --overwrite
+    assert main(argv + ["--overwrite"]) == EXIT_OK
+    assert main(["cascade", str(inputs), "-o", str(out), "--stages", stages, "--steps", "1,2,3"]) == EXIT_USAGE
+    assert main(["cascade", str(inputs), "-o", str(out), "--stages", stages, "--noise-level", "-1"]) == EXIT_USAGE
+    assert main(["cascade", str(inputs), "-o", str(out), "--stages", stages, "--tile", "-4"]) == EXIT_USAGE
+
+
+def test_cli_upscale_tile_flags(tmp_path, tiny_model_dir):
+    source = tmp_path / "wide.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (9, 40, 3), dtype=np.uint8)).save(source)
+    out = tmp_path / "wide_x2.png"
+    common = [str(source), "--model", str(tiny_model_dir), "--steps", "2", "--quiet"]
+    assert main(common + ["-o", str(out), "--tile", "16", "--tile-overlap", "4"]) == EXIT_OK
+    assert Image.open(out).size == (80, 18)
+    untiled = tmp_path / "wide_untiled.png"
+    assert main(common + ["-o", str(untiled), "--tile", "0"]) == EXIT_OK
+    assert not np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(untiled)))
+    assert main(common + ["-o", str(tmp_path / "x.png"), "--tile", "-1"]) == EXIT_USAGE
+    assert main(common + ["-o", str(tmp_path / "y.png"), "--tile", "16", "--tile-overlap", "16"]) != EXIT_OK
