@@ -61,6 +61,7 @@ class Variant:
     compile: bool = False               # Upscaler.enable_compile()
     cuda_graphs: bool = False           # Upscaler.enable_cuda_graphs()
     reference: bool = False             # the bare U-Net: fp32, NCHW, no_grad, math attention
+    channels_last: bool = True          # False: the bare U-Net in NCHW under inference_mode (isolates the layout)
 
 
 def model_configs(names: list[str]) -> dict[str, ModelConfig]:
@@ -181,6 +182,14 @@ def build_call(variant: Variant, config: ModelConfig, weights: dict[str, torch.T
                 return model(torch.cat([cond, x], dim=1), level)
 
         return reference_call, None
+    if not variant.channels_last:
+        model = build_model(config, weights).to(device, DTYPES[variant.dtype])
+
+        def nchw_call() -> torch.Tensor:
+            with torch.inference_mode():
+                return model(torch.cat([cond, x], dim=1).to(DTYPES[variant.dtype]), level)
+
+        return nchw_call, None
     up = Upscaler(config, build_model(config, weights), device=device, torch_dtype=variant.dtype)
     if variant.compile:
         up.enable_compile()
@@ -195,24 +204,30 @@ def build_call(variant: Variant, config: ModelConfig, weights: dict[str, torch.T
     return call, up
 
 
-def time_round_robin(calls: dict[str, Callable[[], Any]], device: torch.device, repeats: int, inner: int) -> dict[str, list[float]]:
-    """Seconds per call for each entry, sampled in turns so slow phases of background load hit all alike."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
+def time_round_robin(calls: dict[str, Callable[[], Any]], device: torch.device, repeats: int,
+                     inner: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and process-CPU seconds per call for each entry, sampled in turns so that slow
+    phases of background load hit all entries alike. CPU seconds (all threads) hardly change when
+    other processes take turns on the cores, so on a busy machine their ratios are the steadier."""
+    wall: dict[str, list[float]] = {name: [] for name in calls}
+    cpu: dict[str, list[float]] = {name: [] for name in calls}
     for _ in range(repeats):
         for name, fn in calls.items():
             sync(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             for _ in range(inner):
                 fn()
             sync(device)
-            times[name].append((time.perf_counter() - start) / inner)
-    return times
+            wall[name].append((time.perf_counter() - start) / inner)
+            cpu[name].append((time.process_time() - start_cpu) / inner)
+    return wall, cpu
 
 
 def variants_for(device: torch.device, args: argparse.Namespace, model: str) -> list[Variant]:
     ref = Variant("reference fp32 eager", reference=True)
     if device.type == "cpu":
-        out = [ref, Variant("fp32"), Variant("bf16", dtype="bf16"), Variant("fp32 + bf16 autocast", autocast="bf16")]
+        out = [ref, Variant("fp32 NCHW", channels_last=False), Variant("fp32"), Variant("bf16", dtype="bf16"),
+               Variant("fp32 + bf16 autocast", autocast="bf16")]
         if args.compile:
             out += [Variant("fp32 compile", compile=True), Variant("bf16 compile", dtype="bf16", compile=True)]
         return out
@@ -228,7 +243,7 @@ def variants_for(device: torch.device, args: argparse.Namespace, model: str) -> 
 def image_variants(variants: list[Variant], device: torch.device) -> list[Variant]:
     """The variants also timed end to end (per upscaled image): the library's paths, not the bare reference."""
     if device.type == "cpu":
-        return [v for v in variants if not v.reference]
+        return [v for v in variants if not v.reference and v.channels_last]
     return [v for v in variants if not v.reference and (v.cuda_graphs or not v.compile)]
 
 
@@ -279,16 +294,20 @@ def measure(name: str, config: ModelConfig, batch: int, device: torch.device, ar
             images[variant.name] = upscale
     print(f"  timing {len(calls)} variants x {args.repeats} rounds ...", flush=True)
     load_before = os.getloadavg()[0]
-    call_times = time_round_robin(calls, device, args.repeats, args.inner)
-    image_times = time_round_robin(images, device, args.image_repeats, 1) if args.image_steps > 0 else {}
+    call_times, call_cpu = time_round_robin(calls, device, args.repeats, args.inner)
+    image_times, image_cpu = time_round_robin(images, device, args.image_repeats, 1) if args.image_steps > 0 else ({}, {})
     load_after = os.getloadavg()[0]
     ref_name = next(v.name for v in variants if v.reference)
     ref_median = statistics.median(call_times[ref_name]) if ref_name in call_times else None
-    fp32_image = next((statistics.median(t) for n, t in image_times.items() if n == "fp32"), None)
+    ref_min = min(call_times[ref_name]) if ref_name in call_times else None
+    ref_cpu = statistics.median(call_cpu[ref_name]) if ref_name in call_cpu else None
+    fp32_image = statistics.median(image_times["fp32"]) if "fp32" in image_times else None
+    fp32_image_cpu = statistics.median(image_cpu["fp32"]) if "fp32" in image_cpu else None
     records = []
     for variant in variants:
         record: dict[str, Any] = {
-            "model": name, "batch": batch, "variant": variant.name, **asdict(variant),
+            "model": name, "batch": batch, "variant": variant.name,
+            **{k: v for k, v in asdict(variant).items() if k != "name"},
             "device_name": env["device_name"], "torch": env["torch"], "threads": env["threads"],
             "load_average_1min": [round(load_before, 2), round(load_after, 2)], **info.get(variant.name, {}),
         }
@@ -298,6 +317,9 @@ def measure(name: str, config: ModelConfig, batch: int, device: torch.device, ar
             record.update(
                 call_s_median=round(median, 5), call_s_min=round(min(t), 5), call_s_all=[round(v, 5) for v in t],
                 speedup_vs_reference=round(ref_median / median, 3) if ref_median else None,
+                speedup_vs_reference_min=round(ref_min / min(t), 3) if ref_min else None,
+                call_cpu_s_median=round(statistics.median(call_cpu[variant.name]), 5),
+                speedup_vs_reference_cpu=round(ref_cpu / statistics.median(call_cpu[variant.name]), 3) if ref_cpu else None,
                 tflops=round(flops * batch / median / 1e12, 4),
             )
             peak = peaks.get(peak_key(variant, device))
@@ -311,6 +333,9 @@ def measure(name: str, config: ModelConfig, batch: int, device: torch.device, ar
                 upscale_s_median=round(median, 4), per_image_s=round(median / batch, 4),
                 images_per_s=round(batch / median, 3),
                 image_speedup_vs_fp32=round(fp32_image / median, 3) if fp32_image else None,
+                upscale_cpu_s_median=round(statistics.median(image_cpu[variant.name]), 4),
+                image_speedup_vs_fp32_cpu=(round(fp32_image_cpu / statistics.median(image_cpu[variant.name]), 3)
+                                           if fp32_image_cpu else None),
                 image_tflops=round(flops * batch * args.image_steps / median / 1e12, 4),
             )
             peak = peaks.get(peak_key(variant, device))
@@ -328,19 +353,39 @@ def peak_key(variant: Variant, device: torch.device) -> str:
     return dtype
 
 
-def print_table(records: list[dict[str, Any]]) -> None:
-    head = (f"{'model':22} {'batch':>5} {'variant':24} {'ms/call':>10} {'x ref':>7} {'TFLOP/s':>8} "
-            f"{'peak MiB':>9} {'s/image':>9} {'img/s':>8}")
-    print(head)
-    print("-" * len(head))
+def table_rows(records: list[dict[str, Any]]) -> list[list[str]]:
+    """The summary table: medians, and speed-ups as median, best-of and CPU-time ratios to the reference."""
+    def num(value: Any, fmt: str) -> str:
+        return "-" if value is None else format(value, fmt)
+
+    rows = [["model", "batch", "variant", "ms/call", "x ref", "x ref (min)", "x ref (CPU s)", "TFLOP/s",
+             "peak MiB", "s/image", "x fp32 (image)"]]
     for r in records:
         if "call_s_median" not in r:
-            print(f"{r['model']:22} {r['batch']:>5} {r['variant']:24} {r.get('error', 'not measured')}")
+            rows.append([r["model"], str(r["batch"]), r["variant"], r.get("error", "not measured")] + [""] * 7)
             continue
-        print(f"{r['model']:22} {r['batch']:>5} {r['variant']:24} {r['call_s_median'] * 1e3:>10.1f} "
-              f"{r['speedup_vs_reference'] or float('nan'):>7.2f} {r['tflops']:>8.3f} "
-              f"{r.get('peak_mem_mib', float('nan')):>9.0f} {r.get('per_image_s', float('nan')):>9.3f} "
-              f"{r.get('images_per_s', float('nan')):>8.2f}")
+        rows.append([
+            r["model"], str(r["batch"]), r["variant"], num(r["call_s_median"] * 1e3, ".1f"),
+            num(r.get("speedup_vs_reference"), ".2f"), num(r.get("speedup_vs_reference_min"), ".2f"),
+            num(r.get("speedup_vs_reference_cpu"), ".2f"), num(r.get("tflops"), ".3f"), num(r.get("peak_mem_mib"), ".0f"),
+            num(r.get("per_image_s"), ".3f"), num(r.get("image_speedup_vs_fp32"), ".2f"),
+        ])
+    return rows
+
+
+def print_table(records: list[dict[str, Any]], markdown: bool = False) -> None:
+    rows = table_rows(records)
+    if markdown:
+        for i, row in enumerate(rows):
+            print("| " + " | ".join(row) + " |")
+            if i == 0:
+                print("|" + "|".join("---" for _ in row) + "|")
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for i, row in enumerate(rows):
+        print("  ".join(cell.ljust(w) if j < 3 else cell.rjust(w) for j, (cell, w) in enumerate(zip(row, widths))))
+        if i == 0:
+            print("-" * (sum(widths) + 2 * (len(widths) - 1)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -366,7 +411,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one batch size (1), fewer repeats: a smoke test")
     parser.add_argument("--note", default="", help="free text stored in the JSON (e.g. what else ran)")
     parser.add_argument("--out", type=Path, help="JSON path (default benchmarks/results/unet_speed_<device>.json)")
+    parser.add_argument("--table", type=Path, help="print the table of an existing JSON (as markdown) and exit")
     args = parser.parse_args(argv)
+    if args.table:
+        print_table(json.loads(args.table.read_text(encoding="utf-8"))["records"], markdown=True)
+        return 0
 
     device = torch.device(args.device)
     cuda = device.type == "cuda"

@@ -43,7 +43,7 @@ def photo_samples(count: int, size: int = 64) -> list[Image.Image]:
     return samples
 
 
-def diffusers_samples(model_id: str, seed: int):
+def diffusers_samples(model_id: str, seed: int, steps: int | None = None):
     """An unconditional `diffusers` pipeline as the base generator: a callable `count -> images` for Cascade.
 
     Optional: needs `pip install diffusers` and the Hub (or a local pipeline folder). Any pipeline
@@ -58,8 +58,9 @@ def diffusers_samples(model_id: str, seed: int):
 
     def generate(count: int):
         generator = torch.Generator().manual_seed(seed)
+        extra = {} if steps is None else {"num_inference_steps": steps}
         # output_type="np": (N, H, W, 3) floats in [0, 1], which Cascade reads with value_range=(0, 1).
-        return pipe(batch_size=count, generator=generator, output_type="np").images
+        return pipe(batch_size=count, generator=generator, output_type="np", **extra).images
 
     return generate
 
@@ -88,13 +89,17 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=4, help="number of samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--diffusers", metavar="MODEL_ID", help="use this diffusers pipeline as the base generator")
+    parser.add_argument("--base-steps", type=int, help="the diffusers pipeline's num_inference_steps (default: its own)")
     parser.add_argument("-o", "--output", default=str(HERE / "cascade.png"))
     args = parser.parse_args()
 
     cascade = Cascade.from_pretrained([args.model] * args.stages, device="cpu")
     if args.diffusers:
-        base = diffusers_samples(args.diffusers, args.seed)
-        samples = Cascade.to_pil(base(args.count))  # generate once, so the grid shows what the cascade got
+        # Cascade also takes the callable itself: cascade(generate, count=4, value_range=(0, 1)).
+        # Here the batch is made first so that the grid can show it.
+        generate = diffusers_samples(args.diffusers, args.seed, args.base_steps)
+        generated = generate(args.count)  # (N, H, W, 3) float in [0, 1]
+        samples = [Image.fromarray((a * 255).round().clip(0, 255).astype("uint8")) for a in generated]
     else:
         samples = photo_samples(args.count)  # stand-ins for generator samples (no download needed)
 

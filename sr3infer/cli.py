@@ -127,6 +127,9 @@ def cmd_upscale(argv: list[str]) -> int:
     try:
         ctx.barrier()  # every rank checked for existing outputs before any rank writes one
         upscaler = Upscaler.from_pretrained(args.model, device=ctx.device, torch_dtype=args.dtype)
+        if args.steps is not None and args.steps > upscaler.config.schedule.num_steps:
+            raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_steps} "
+                             f"training steps, got {args.steps}")
         _apply_speed_args(args, upscaler)
         if ctx.rank == 0:
             _warn_if_untrained(upscaler)

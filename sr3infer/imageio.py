@@ -135,6 +135,8 @@ def _from_unit_tensor(t: Tensor, *, gray: bool) -> Prepared:
 
 def _from_numpy(array: np.ndarray) -> list[Prepared]:
     if array.ndim == 4:
+        if len(array) == 0:
+            raise ValueError(f"Got an empty batch of shape {array.shape}; expected at least one image (N >= 1).")
         return [_from_numpy(a)[0] for a in array]
     if array.ndim not in (2, 3):
         raise ValueError(
@@ -171,6 +173,8 @@ def _from_numpy(array: np.ndarray) -> list[Prepared]:
 
 def _from_torch(t: Tensor) -> list[Prepared]:
     if t.dim() == 4:
+        if len(t) == 0:
+            raise ValueError(f"Got an empty batch of shape {tuple(t.shape)}; expected at least one image (N >= 1).")
         return [_from_torch_chw(x, "NCHW", t.dtype) for x in t]
     if t.dim() == 3:
         return [_from_torch_chw(t, "CHW", t.dtype)]
@@ -256,7 +260,7 @@ def _to_pil(hwc: np.ndarray, prep: Prepared) -> Image.Image:
 
 
 def _encodable(image: Image.Image, fmt: str) -> Image.Image:
-    """`image` in a mode that `fmt` can store: 16-bit and float (values in [0, 1]) drop to 8 bits only where they must."""
+    """`image` in a mode `fmt` can store; 16-bit and float (in [0, 1]) drop to 8 bits only where they must."""
     if image.mode == "F" and fmt != "TIFF":
         array = np.nan_to_num(np.asarray(image, dtype=np.float64))
         image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")

@@ -41,6 +41,8 @@ class Tile(NamedTuple):
 TileDenoiserFactory = Callable[[Sequence[Tile]], Denoiser]
 """`tiles -> denoiser` whose input x is (len(tiles), C, h, w), item j being tile j of the image (condition bound)."""
 
+_Plan = tuple[list[tuple[int, int]], list[tuple[int, int]], list[Tensor], list[Tensor]]
+
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
     """`(start, stop)` spans of `tile` pixels covering `[0, length)`, neighbours overlapping by at least `overlap`.
@@ -141,14 +143,15 @@ class TiledDenoiser:
         self.overlap = overlap
         self.align = align
         self.tile_batch_size = tile_batch_size
-        self._plan_cache: dict[tuple[int, int], tuple[list[tuple[int, int]], list[tuple[int, int]], list[Tensor], list[Tensor]]] = {}
+        self._plan_cache: dict[tuple[int, int], _Plan] = {}
 
     def plan(self, height: int, width: int) -> list[Tile]:
         """The tiles of one image of size (height, width), row by row, with index 0."""
         rows, cols, _, _ = self._plan(height, width)
         return [Tile(0, top, left, bottom - top, right - left) for top, bottom in rows for left, right in cols]
 
-    def _plan(self, height: int, width: int):
+    def _plan(self, height: int, width: int) -> _Plan:
+        """Row and column spans with their blending windows, kept for the last image size seen."""
         key = (height, width)
         if key not in self._plan_cache:
             rows = tile_spans(height, self.tile_size[0], self.overlap, self.align)

@@ -24,6 +24,15 @@ def _seed():
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest on one thread (and don't fight other processes for cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 @pytest.fixture
 def tiny_config() -> ModelConfig:
     """8 channels, channel_mults (1, 2), one res block, 16 px output, x2, eps-prediction."""

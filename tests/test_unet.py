@@ -8,7 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sr3infer.convert import config_from_reference, convert_state_dict, load_community_checkpoint
+from sr3infer.convert import (config_from_reference, config_from_state_dict, convert_state_dict,
+                              load_community_checkpoint)
 from sr3infer.prediction import to_eps, training_target
 from sr3infer.unet import UNet, UNetConfig, pad_to_multiple
 from sr3infer.weights import build_model
@@ -134,6 +135,9 @@ def test_every_released_key_maps_to_a_parameter_of_the_equivalent_config(keys_fi
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert {k: tuple(v.shape) for k, v in unet_state.items()} == expected
     assert sum(p.numel() for p in model.parameters()) == num_params
+    # Shapes alone give the same architecture, once told what they cannot show (norm_groups, image_size, dropout).
+    inferred = config_from_state_dict(unet_state, norm_groups=unet_config.norm_groups, image_size=unet_config.image_size)
+    assert inferred.to_dict() == {**unet_config.to_dict(), "dropout": 0.0}
 
 
 @pytest.mark.parametrize("size", [(30, 30), (17, 23), (1, 1), (2, 5)])

@@ -1,0 +1,204 @@
+"""`sr3infer INPUT -o OUTPUT`: exit codes, one-line errors, atomic and refused overwrites, folders, seeds."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sr3infer.cli import main
+from sr3infer.upscaler import Upscaler
+from sr3infer.weights import build_model
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny U-Net calls are dominated by thread hand-offs, and two cores are shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def model(tmp_path, tiny_config) -> str:
+    """The tiny model without the `untrained` flag, so stderr holds only what a run itself reports."""
+    config = tiny_config.replace(task={})
+    return str(Upscaler(config, build_model(config), device="cpu").save_pretrained(tmp_path / "model"))
+
+
+def _png(path: Path, size: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(RNG.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _cli(capsys, *args: str) -> tuple[int, list[str]]:
+    code = main([str(a) for a in args])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return code, err.strip().splitlines()
+
+
+def test_upscales_one_file(tmp_path, model, capsys):
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", model, "--steps", 2, "--device", "cpu")
+    assert code == 0
+    assert Image.open(tmp_path / "out.png").size == (16, 16)
+    assert lines[-1] == f"sr3infer: wrote {tmp_path / 'out.png'} (16x16)"  # after the progress bar
+    assert any("2/2" in line for line in lines[:-1])
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []  # no temporary files left
+
+
+def test_untrained_models_say_so(tmp_path, tiny_model_dir, capsys):
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", tiny_model_dir, "--quiet")
+    assert code == 0
+    assert lines == ["sr3infer: warning: this model is an UNTRAINED demo (random weights); its output is noise."]
+
+
+def test_output_folder_and_seed(tmp_path, model, capsys):
+    src = _png(tmp_path / "face.png")
+    (tmp_path / "out").mkdir()
+    assert _cli(capsys, src, "-o", tmp_path / "out", "--model", model, "--seed", 7, "--quiet")[0] == 0
+    assert _cli(capsys, src, "-o", tmp_path / "again.png", "--model", model, "--seed", 7, "--quiet")[0] == 0
+    assert _cli(capsys, src, "-o", tmp_path / "other.png", "--model", model, "--seed", 8, "--quiet",
+                "--sampler", "ancestral")[0] == 0
+    first = np.asarray(Image.open(tmp_path / "out" / "face.png"))
+    assert np.array_equal(first, np.asarray(Image.open(tmp_path / "again.png")))
+    assert not np.array_equal(first, np.asarray(Image.open(tmp_path / "other.png")))
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], None),
+    (["in.png"], "the following arguments are required: -o/--output"),
+    (["in.png", "-o", "out.png", "--sampler", "euler"], "invalid choice: 'euler'"),
+    (["in.png", "-o", "out.png", "--steps", "0"], "--steps must be at least 1, got 0"),
+    (["in.png", "-o", "out.png", "--steps", "many"], "invalid int value: 'many'"),
+    (["in.png", "-o", "out.png", "--steps", "2001"], "--steps must be at most the model's 2000 training steps"),
+    (["in.png", "-o", "out.png", "--batch-size", "0"], "--batch-size must be at least 1"),
+    (["in.png", "-o", "out.png", "--dtype", "fp64"], "invalid choice: 'fp64'"),
+    (["in.png", "-o", "out.png", "--frobnicate"], "unrecognized arguments: --frobnicate"),
+    (["missing.png", "-o", "out.png"], "input 'missing.png' does not exist"),
+    (["empty_folder", "-o", "out"], "no images"),
+])
+def test_usage_errors_exit_2_with_one_line(tmp_path, model, capsys, monkeypatch, args, message):
+    monkeypatch.chdir(tmp_path)
+    _png(tmp_path / "in.png")
+    (tmp_path / "empty_folder").mkdir()
+    code, lines = _cli(capsys, *args, *(["--model", model] if args else []))
+    assert code == 2
+    if message is None:  # no arguments: the usage text
+        assert any("usage: sr3infer" in line for line in lines)
+    else:
+        assert len(lines) == 1 and lines[0].startswith("sr3infer: error: ") and message in lines[0], lines
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "out").exists()
+
+
+def test_help_exits_0(capsys):
+    assert main(["--help"]) == 0
+    assert "--steps" in capsys.readouterr().out
+
+
+def test_existing_output_is_refused_without_overwrite(tmp_path, model, capsys):
+    src, dst = _png(tmp_path / "in.png"), tmp_path / "out.png"
+    dst.write_bytes(b"precious")
+    code, lines = _cli(capsys, src, "-o", dst, "--model", model, "--quiet")
+    assert code == 2 and len(lines) == 1 and "already exists; pass --overwrite" in lines[0]
+    assert dst.read_bytes() == b"precious"
+    assert _cli(capsys, src, "-o", dst, "--model", model, "--quiet", "--overwrite")[0] == 0
+    assert Image.open(dst).size == (16, 16)
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "empty (0-byte) file"),
+    (b"just some text\n", "not an image PIL can read"),
+    ("truncated", "truncated or corrupt"),
+])
+def test_bad_input_files_exit_1_with_one_line(tmp_path, model, capsys, content, message):
+    src = tmp_path / "bad.png"
+    if content == "truncated":
+        data = _png(tmp_path / "good.png", size=32).read_bytes()
+        content = data[: len(data) // 2]
+    src.write_bytes(content)
+    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", model, "--quiet")
+    assert code == 1
+    assert len(lines) == 1 and lines[0].startswith(f"sr3infer: skipped {src}: ") and message in lines[0], lines
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_unknown_model_exits_nonzero_naming_it(tmp_path, capsys):
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", "no-such-sr3-model", "--quiet")
+    assert code in (1, 2)
+    assert len(lines) == 1 and lines[0].startswith("sr3infer: error: ") and "no-such-sr3-model" in lines[0]
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    src = _png(tmp_path / "in.png")
+    with pytest.raises(ValueError, match="no-such-sr3-model"):
+        main([str(src), "-o", str(tmp_path / "out.png"), "--model", "no-such-sr3-model", "--debug"])
+
+
+def test_weights_that_do_not_match_their_config_exit_1(tmp_path, model, capsys):
+    config_path = Path(model) / "config.json"
+    config = json.loads(config_path.read_text())
+    config["unet"]["inner_channel"] = 16
+    config_path.write_text(json.dumps(config))
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", model, "--quiet")
+    assert code == 1
+    assert len(lines) == 1 and "do not match the model config" in lines[0]
+
+
+def test_a_failed_write_leaves_no_partial_file(tmp_path, model, capsys, monkeypatch):
+    src, dst = _png(tmp_path / "in.png"), tmp_path / "out" / "result.png"
+    original = Image.Image.save
+
+    def write_then_fail(self, fp, *args, **kwargs):
+        original(self, fp, *args, **kwargs)
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(Image.Image, "save", write_then_fail)
+    code, lines = _cli(capsys, src, "-o", dst, "--model", model, "--quiet")
+    assert code == 1
+    assert len(lines) == 1 and "No space left on device" in lines[0]
+    assert not dst.exists() and os.listdir(dst.parent) == []
+
+
+def test_folder_input(tmp_path, model, capsys):
+    inputs = tmp_path / "in"
+    for name in ("a.png", "b.jpg", "c.png"):
+        _png(inputs / name)
+    (inputs / "notes.txt").write_text("ignored: not an image suffix")
+    (inputs / "broken.png").write_bytes(b"")
+    code, lines = _cli(capsys, inputs, "-o", tmp_path / "out", "--model", model, "--quiet", "--seed", 3,
+                       "--batch-size", 2)
+    assert code == 1  # one file failed; the others were written
+    assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "c.png"]
+    assert any("skipped" in line and "broken.png" in line for line in lines)
+    assert lines[-1] == "sr3infer: 3 written, 1 failed of 4 files"
+    # File k of the sorted list gets --seed + k, whatever the batching.
+    code, _ = _cli(capsys, inputs / "c.png", "-o", tmp_path / "c.png", "--model", model, "--quiet", "--seed", 3 + 3)
+    assert code == 0
+    alone, batched = Image.open(tmp_path / "c.png"), Image.open(tmp_path / "out" / "c.png")
+    assert np.array_equal(np.asarray(batched), np.asarray(alone))
+
+    (inputs / "broken.png").unlink()
+    code, _ = _cli(capsys, inputs, "-o", tmp_path / "out2", "--model", model, "--quiet")
+    assert code == 0 and len(os.listdir(tmp_path / "out2")) == 3
+
+
+def test_folder_input_needs_a_folder_output(tmp_path, model, capsys):
+    _png(tmp_path / "in" / "a.png")
+    (tmp_path / "file.png").write_bytes(b"x")
+    code, lines = _cli(capsys, tmp_path / "in", "-o", tmp_path / "file.png", "--model", model, "--quiet")
+    assert code == 2 and "-o must be a folder" in lines[0]

@@ -1,0 +1,407 @@
+"""`Upscaler`: loading, input kinds in and out, reproducibility, prediction/residual variants, options, bad input."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from sr3infer.config import ModelConfig
+from sr3infer.convert import load_community_checkpoint
+from sr3infer.prediction import training_target
+from sr3infer.resample import bicubic
+from sr3infer.samplers import SAMPLERS, sample_ddim
+from sr3infer.upscaler import Upscaler
+from sr3infer.weights import build_model
+
+from conftest import FIXTURES, require
+
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny U-Net calls are dominated by thread hand-offs, and two cores are shared with other jobs."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _rgb(size: int = 8) -> np.ndarray:
+    return RNG.integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def run(upscaler: Upscaler, images, **kwargs):
+    kwargs = {"num_steps": 2, "seed": 0, "progress": False, **kwargs}
+    return upscaler.upscale(images, **kwargs)
+
+
+# The community checkpoint through the public API.
+
+
+def test_community_checkpoint_upscales_16_to_32_end_to_end():
+    path = require(FIXTURES / "tiny_gen.safetensors")
+    upscaler = Upscaler.from_pretrained(path, scale=2, device="cpu")
+    assert (upscaler.config.lowres_size, upscaler.config.out_size, upscaler.config.scale) == (16, 32, 2)
+    image = Image.fromarray(RNG.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the trained size: no off-size warning
+        result = upscaler.upscale(image, num_steps=3, sampler="ddim", seed=3, progress=False)
+    assert isinstance(result, Image.Image) and result.size == (32, 32) and result.mode == "RGB"
+
+    # The same numbers as the documented manual route and as a hand-written SR3 loop.
+    config, state = load_community_checkpoint(path, scale=2)
+    manual = Upscaler(config, build_model(config, state), device="cpu")
+    again = manual.upscale(image, num_steps=3, sampler="ddim", seed=3, progress=False)
+    assert np.array_equal(np.asarray(result), np.asarray(again))
+
+    lowres = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    cond = bicubic(lowres, 32)
+    noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        expected = sample_ddim(lambda x, level: manual.model(torch.cat([cond, x], dim=1), level), noise,
+                               config.schedule.inference_grid(3), disable=True).clamp(-1, 1)
+    got = manual.upscale_tensor(lowres, num_steps=3, sampler="ddim", generator=torch.Generator().manual_seed(3),
+                                progress=False)
+    assert (got - expected).abs().max() <= 1e-5
+
+
+def test_scale_must_match_an_sr3infer_model(tiny_model_dir):
+    assert Upscaler.from_pretrained(tiny_model_dir, scale=2, device="cpu").config.scale == 2
+    with pytest.raises(ValueError, match="scale=4 was requested.*x2 model"):
+        Upscaler.from_pretrained(tiny_model_dir, scale=4, device="cpu")
+
+
+# Saving, loading, reproducibility.
+
+
+def test_save_then_load_gives_the_same_config_and_bitwise_the_same_output(tiny_upscaler, tmp_path):
+    folder = tiny_upscaler.save_pretrained(tmp_path / "model")
+    loaded = Upscaler.from_pretrained(folder, device="cpu")
+    assert loaded.config == tiny_upscaler.config
+    single = Upscaler.from_pretrained(folder / "model.safetensors", device="cpu")  # config from the metadata
+    assert single.config == tiny_upscaler.config
+    image = _rgb()
+    for sampler in sorted(SAMPLERS):
+        expected = run(tiny_upscaler, image, sampler=sampler, output_type="pt", seed=11)
+        assert torch.equal(run(loaded, image, sampler=sampler, output_type="pt", seed=11), expected)
+        assert torch.equal(run(single, image, sampler=sampler, output_type="pt", seed=11), expected)
+
+
+def test_same_seed_same_output_and_a_new_seed_changes_it(tiny_upscaler):
+    image = _rgb()
+    first = run(tiny_upscaler, image, sampler="ancestral", seed=1, output_type="pt")
+    assert torch.equal(first, run(tiny_upscaler, image, sampler="ancestral", seed=1, output_type="pt"))
+    assert not torch.allclose(first, run(tiny_upscaler, image, sampler="ancestral", seed=2, output_type="pt"))
+    generator_result = run(tiny_upscaler, image, sampler="ancestral", seed=None, output_type="pt",
+                           generator=torch.Generator().manual_seed(1))
+    assert torch.equal(first, generator_result)  # seed s for image 0 is a generator seeded with s
+
+
+def test_a_batch_equals_the_images_one_by_one(tiny_upscaler):
+    images = [RNG.random((8, 8, 3), dtype=np.float32) for _ in range(3)]
+    together = run(tiny_upscaler, images, sampler="ancestral", num_steps=3, seed=5, batch_size=3)
+    chunked = run(tiny_upscaler, images, sampler="ancestral", num_steps=3, seed=5, batch_size=2)
+    for k, image in enumerate(images):
+        alone = run(tiny_upscaler, image, sampler="ancestral", num_steps=3, seed=5 + k)
+        assert np.abs(together[k] - alone).max() <= 1e-4
+        assert np.abs(chunked[k] - alone).max() <= 1e-4
+    assert not np.allclose(together[0], together[1], atol=1e-2)  # each image has its own noise
+
+
+# Input kinds: the same kind, count, mode/dtype come back, `scale` times larger.
+
+
+def _pil(mode: str) -> Image.Image:
+    if mode == "I;16":
+        return Image.fromarray(RNG.integers(0, 65536, (8, 8), dtype=np.uint16))
+    if mode == "F":
+        return Image.fromarray(RNG.random((8, 8), dtype=np.float32), mode="F")
+    return Image.fromarray(_rgb()).convert(mode)
+
+
+@pytest.mark.parametrize("mode, out_mode", [
+    ("RGB", "RGB"), ("L", "L"), ("RGBA", "RGBA"), ("LA", "LA"), ("I;16", "I;16"), ("F", "F"),
+    ("P", "RGB"), ("CMYK", "RGB"), ("1", "L"), ("YCbCr", "RGB"),
+])
+def test_pil_modes(tiny_upscaler, mode, out_mode):
+    result = run(tiny_upscaler, _pil(mode))
+    assert isinstance(result, Image.Image)
+    assert result.mode == out_mode and result.size == (16, 16)
+
+
+@pytest.mark.parametrize("array, shape, dtype", [
+    (_rgb(), (16, 16, 3), np.uint8),
+    (_rgb()[..., 0], (16, 16), np.uint8),
+    (_rgb()[..., :1], (16, 16, 1), np.uint8),
+    (RNG.integers(0, 256, (8, 8, 4), dtype=np.uint8), (16, 16, 4), np.uint8),
+    (RNG.integers(0, 65536, (8, 8, 3), dtype=np.uint16), (16, 16, 3), np.uint16),
+    (RNG.random((8, 8, 3), dtype=np.float32), (16, 16, 3), np.float32),
+    (RNG.random((8, 8)), (16, 16), np.float64),
+    (RNG.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8), (2, 16, 16, 3), np.uint8),
+])
+def test_numpy_inputs(tiny_upscaler, array, shape, dtype):
+    result = run(tiny_upscaler, array)
+    assert isinstance(result, np.ndarray)
+    assert result.shape == shape and result.dtype == dtype
+    if np.issubdtype(dtype, np.floating):
+        assert 0 <= result.min() and result.max() <= 1
+
+
+@pytest.mark.parametrize("tensor, shape, dtype", [
+    (torch.rand(3, 8, 8), (3, 16, 16), torch.float32),
+    (torch.rand(1, 8, 8), (1, 16, 16), torch.float32),
+    (torch.rand(4, 8, 8), (4, 16, 16), torch.float32),
+    (torch.rand(2, 3, 8, 8), (2, 3, 16, 16), torch.float32),
+    (torch.randint(0, 256, (3, 8, 8), dtype=torch.uint8), (3, 16, 16), torch.uint8),
+])
+def test_torch_inputs(tiny_upscaler, tensor, shape, dtype):
+    result = run(tiny_upscaler, tensor)
+    assert isinstance(result, torch.Tensor)
+    assert result.shape == shape and result.dtype == dtype
+    if dtype.is_floating_point:
+        assert 0 <= result.min() and result.max() <= 1
+
+
+def test_paths_and_lists(tiny_upscaler, tmp_path):
+    path = tmp_path / "in.png"
+    Image.fromarray(_rgb()).save(path)
+    result = run(tiny_upscaler, str(path))
+    assert isinstance(result, Image.Image) and result.size == (16, 16)
+    assert isinstance(run(tiny_upscaler, path), Image.Image)  # pathlib.Path too
+
+    mixed = [Image.fromarray(_rgb()), _rgb(), torch.rand(3, 8, 8), str(path)]
+    results = run(tiny_upscaler, mixed)
+    assert isinstance(results, list) and len(results) == 4
+    assert [type(r) for r in results] == [type(mixed[0]), np.ndarray, torch.Tensor, type(mixed[0])]
+    assert isinstance(run(tiny_upscaler, (_rgb(),)), list)
+    assert run(tiny_upscaler, []) == []
+
+
+@pytest.mark.parametrize("output_type, kind", [("pil", Image.Image), ("np", np.ndarray), ("pt", torch.Tensor)])
+def test_output_type_overrides_the_kind(tiny_upscaler, output_type, kind):
+    assert isinstance(run(tiny_upscaler, torch.rand(3, 8, 8), output_type=output_type), kind)
+
+
+def test_grayscale_in_grayscale_out(tiny_upscaler):
+    gray = _rgb()[..., 0]
+    as_rgb = np.repeat(gray[..., None], 3, axis=-1)
+    out_gray = run(tiny_upscaler, Image.fromarray(gray))
+    out_rgb = np.asarray(run(tiny_upscaler, Image.fromarray(as_rgb)), dtype=np.float64)
+    assert out_gray.mode == "L"
+    # The single channel is the mean of the model's three, which see the gray image as RGB.
+    assert np.abs(np.asarray(out_gray, dtype=np.float64) - out_rgb.mean(axis=-1)).max() <= 1
+
+
+def test_rgba_keeps_its_alpha_upscaled_separately(tiny_upscaler):
+    rgb = _rgb()
+    alpha = np.zeros((8, 8), dtype=np.uint8)
+    alpha[:, 4:] = 255
+    rgba = Image.fromarray(np.dstack([rgb, alpha]), mode="RGBA")
+    result = np.asarray(run(tiny_upscaler, rgba))
+    assert result.shape == (16, 16, 4)
+    assert (result[:, :6, 3] == 0).all() and (result[:, 10:, 3] == 255).all()
+    unit = torch.from_numpy(alpha / 255.0).float()[None, None]
+    expected = (bicubic(unit, 16).clamp(0, 1) * 255).round()[0, 0].numpy()
+    assert np.abs(result[..., 3] - expected).max() <= 1
+    # The colour channels do not see the alpha.
+    assert np.array_equal(result[..., :3], np.asarray(run(tiny_upscaler, Image.fromarray(rgb))))
+
+
+def test_16_bit_inputs_keep_16_bits(tiny_upscaler):
+    result = run(tiny_upscaler, _pil("I;16"))
+    values = np.asarray(result)
+    assert result.mode == "I;16" and values.dtype == np.uint16
+    assert values.max() > 255 and (values % 257 != 0).any()  # real 16-bit values, not 8-bit ones scaled
+    array = run(tiny_upscaler, RNG.integers(0, 65536, (8, 8, 3), dtype=np.uint16))
+    assert array.dtype == np.uint16 and array.max() > 255 and (array % 257 != 0).any()
+
+
+def test_off_size_input_warns_and_is_still_upscaled(tiny_upscaler):
+    with pytest.warns(UserWarning, match="trained on 8x8 inputs; got 6x6"):
+        result = run(tiny_upscaler, RNG.integers(0, 256, (6, 6, 3), dtype=np.uint8))
+    assert result.shape == (12, 12, 3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run(tiny_upscaler, _rgb(8))
+    with pytest.warns(UserWarning, match="got 7x5"):  # width x height
+        assert run(tiny_upscaler, RNG.random((5, 7, 3))).shape == (10, 14, 3)
+
+
+# Predictions, residual models and options, against a model that knows the answer.
+
+
+class _Oracle(nn.Module):
+    """What a perfect model of the single image `hr` predicts: its eps, v or x0 (of hr - cond if residual)."""
+
+    def __init__(self, hr: torch.Tensor, config: ModelConfig) -> None:
+        super().__init__()
+        self.noise_level_mlp = nn.Linear(1, 1)  # the Upscaler keeps this module in float32
+        self.hr, self.prediction, self.residual = hr.double(), config.prediction, config.residual
+
+    def forward(self, inputs: torch.Tensor, noise_level: torch.Tensor) -> torch.Tensor:
+        cond, x = inputs[:, :3].double(), inputs[:, 3:].double()
+        x0 = self.hr - cond if self.residual else self.hr
+        g = noise_level.double().view(-1, 1, 1, 1)
+        eps = (x - g * x0) / (1 - g * g).sqrt()
+        return training_target(self.prediction, x0, eps, noise_level.double().view(-1)).float()
+
+
+@pytest.mark.parametrize("sampler", sorted(SAMPLERS))
+@pytest.mark.parametrize("prediction, residual", [
+    ("eps", False), ("v", False), ("x0", False), ("eps", True), ("v", True), ("x0", True),
+])
+def test_every_prediction_and_residual_mode_reaches_the_answer(tiny_config, prediction, residual, sampler):
+    config = tiny_config.replace(prediction=prediction, residual=residual)
+    hr = torch.rand(1, 3, 16, 16) * 1.8 - 0.9
+    upscaler = Upscaler(config, _Oracle(hr, config), device="cpu")
+    lowres = torch.rand(1, 3, 8, 8) * 2 - 1
+    out = upscaler.upscale_tensor(lowres, num_steps=5, sampler=sampler, generator=torch.Generator().manual_seed(0),
+                                  progress=False)
+    assert out.shape == hr.shape
+    assert (out - hr).abs().max() <= 1e-3
+    truncated = upscaler.upscale_tensor(lowres, num_steps=3, sampler=sampler, start_noise_level=0.5,
+                                        generator=torch.Generator().manual_seed(0), progress=False)
+    assert (truncated - hr).abs().max() <= 1e-3
+
+
+@pytest.mark.parametrize("prediction, residual", [("v", True), ("x0", False), ("eps", True)])
+def test_prediction_and_residual_configs_run_with_a_real_unet(tiny_config, prediction, residual, tmp_path):
+    config = tiny_config.replace(prediction=prediction, residual=residual)
+    upscaler = Upscaler(config, build_model(config), device="cpu")
+    result = run(upscaler, torch.rand(2, 3, 8, 8), sampler="ancestral")
+    assert result.shape == (2, 3, 16, 16) and torch.isfinite(result).all()
+    reloaded = Upscaler.from_pretrained(upscaler.save_pretrained(tmp_path / "m"), device="cpu")
+    assert (reloaded.config.prediction, reloaded.config.residual) == (prediction, residual)
+
+
+def test_start_noise_level_starts_the_grid_there(tiny_upscaler):
+    levels: list[float] = []
+    result = run(tiny_upscaler, _rgb(), num_steps=3, start_noise_level=0.5,
+                 callback=lambda step: levels.append(step["noise_level"]))
+    assert result.shape == (16, 16, 3)
+    assert len(levels) == 3 and levels[0] <= 0.5 and levels == sorted(levels)
+    with pytest.raises(ValueError, match="start_noise_level"):
+        run(tiny_upscaler, _rgb(), start_noise_level=1.5)
+
+
+def test_consistency_projection_pulls_the_output_onto_the_input(tiny_upscaler):
+    lowres = torch.rand(2, 3, 8, 8) * 1.6 - 0.8
+
+    def error(consistency: str) -> float:
+        out = tiny_upscaler.upscale_tensor(lowres, num_steps=3, consistency=consistency, progress=False,
+                                           generator=torch.Generator().manual_seed(0))
+        return (bicubic(out, 8) - lowres).abs().mean().item()
+
+    none, final, every = error("none"), error("final"), error("every")
+    # One bicubic back-projection, then the clamp to [-1, 1]: about halves the error (0.53 -> 0.25 here).
+    assert final < 0.6 * none, (none, final)
+    assert every < 0.6 * none, (none, every)
+    with pytest.raises(ValueError, match="Unknown consistency 'all'; expected one of none, final, every"):
+        error("all")
+
+
+# Bad input: each gets a clear error.
+
+
+@pytest.mark.parametrize("bad, error, message", [
+    (np.full((8, 8, 3), np.nan, dtype=np.float32), ValueError, "NaN or Inf"),
+    (torch.full((3, 8, 8), float("inf")), ValueError, "NaN or Inf"),
+    (torch.rand(1, 1, 3, 8, 8), ValueError, r"\(C, H, W\) or \(N, C, H, W\)"),
+    (torch.rand(8), ValueError, r"\(C, H, W\) or \(N, C, H, W\)"),
+    (torch.rand(5, 8, 8), ValueError, "1, 2, 3 or 4 channels"),
+    (np.zeros((8, 8, 6), dtype=np.uint8), ValueError, "channels last"),
+    (np.zeros((2, 2, 8, 8, 3), dtype=np.uint8), ValueError, r"\(H, W\), \(H, W, C\)"),
+    (np.zeros((0, 8, 3), dtype=np.uint8), ValueError, "at least 1x1"),
+    (torch.zeros(3, 8, 0), ValueError, "at least 1x1"),
+    (np.zeros((0, 8, 8, 3), dtype=np.uint8), ValueError, "empty batch"),
+    (torch.zeros(0, 3, 8, 8), ValueError, "empty batch"),
+    (np.full((8, 8, 3), 255.0), ValueError, r"\[0, 1\]"),
+    (torch.rand(3, 8, 8) * 2 - 1, ValueError, r"\[0, 1\]"),
+    (np.zeros((8, 8, 3), dtype=np.int32), ValueError, "uint8, uint16 or float"),
+    ({"image": 1}, TypeError, "PIL image, a numpy array, a torch tensor or a file path"),
+])
+def test_bad_images(tiny_upscaler, bad, error, message):
+    with pytest.raises(error, match=message):
+        run(tiny_upscaler, bad)
+
+
+def test_bad_tensor_for_upscale_tensor(tiny_upscaler):
+    with pytest.raises(ValueError, match=r"shape \(B, 3, h, w\)"):
+        tiny_upscaler.upscale_tensor(torch.zeros(3, 8, 8), num_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"shape \(B, 3, h, w\)"):
+        tiny_upscaler.upscale_tensor(torch.zeros(1, 4, 8, 8), num_steps=1, progress=False)
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        tiny_upscaler.upscale_tensor(torch.full((1, 3, 8, 8), float("nan")), num_steps=1, progress=False)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"num_steps": 0}, "between 1 and the schedule's 2000, got 0"),
+    ({"num_steps": -1}, "between 1 and"),
+    ({"num_steps": 2001}, "between 1 and the schedule's 2000, got 2001"),
+    ({"num_steps": 2.0}, "integer"),
+    ({"sampler": "euler"}, "Unknown sampler 'euler'; expected one of ancestral, ddim, dpmpp_2m"),
+    ({"spacing": "cosine"}, "Unknown grid spacing"),
+    ({"batch_size": 0}, "batch_size must be a positive integer"),
+    ({"output_type": "jpg"}, "Unknown output_type 'jpg'"),
+    ({"generator": torch.Generator()}, "either generator or seed"),
+    ({"seed": None, "generator": [torch.Generator()] * 2}, "2 generators for 1 images"),
+])
+def test_bad_options(tiny_upscaler, options, message):
+    with pytest.raises(ValueError, match=message):
+        run(tiny_upscaler, _rgb(), **options)
+
+
+def test_unknown_model_name_is_named_in_the_error():
+    with pytest.raises((ValueError, KeyError), match="no-such-sr3-model"):
+        Upscaler.from_pretrained("no-such-sr3-model", device="cpu")
+
+
+def test_missing_model_files(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Upscaler.from_pretrained(tmp_path / "missing.safetensors", device="cpu")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        Upscaler.from_pretrained(tmp_path / "empty", device="cpu")
+
+
+def test_weights_that_do_not_match_their_config_are_refused(tiny_model_dir):
+    config_path = tiny_model_dir / "config.json"
+    config = json.loads(config_path.read_text())
+    config["unet"]["inner_channel"] = 16
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="do not match the model config.*shape mismatches"):
+        Upscaler.from_pretrained(tiny_model_dir, device="cpu")
+    config["unet"]["inner_channel"] = 8
+    config["unet"]["channel_mults"] = [1, 2, 2]
+    config_path.write_text(json.dumps(config))
+    with pytest.raises(ValueError, match="missing"):
+        Upscaler.from_pretrained(tiny_model_dir, device="cpu")
+
+
+def test_broken_model_files_are_refused(tiny_model_dir):
+    (tiny_model_dir / "config.json").write_text('{"unet": {"inner_channel": 8, "colour": 1}}')
+    with pytest.raises(ValueError, match="Unknown U-Net config keys \\['colour'\\]"):
+        Upscaler.from_pretrained(tiny_model_dir, device="cpu")
+    (tiny_model_dir / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="not valid JSON"):
+        Upscaler.from_pretrained(tiny_model_dir, device="cpu")
+    (tiny_model_dir / "config.json").unlink()
+    weights = tiny_model_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        Upscaler.from_pretrained(tiny_model_dir, device="cpu")
+
+
+def test_bad_device_and_dtype(tiny_upscaler):
+    with pytest.raises(ValueError, match="Unknown dtype 'fp64'"):
+        tiny_upscaler.to("cpu", "fp64")
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="CUDA was requested"):
+            tiny_upscaler.to("cuda")
