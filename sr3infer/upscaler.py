@@ -303,7 +303,7 @@ class Upscaler:
         x = sample(denoise, x, gammas, **kwargs)
         image = x + cond if self.config.residual else x
         if consistency in ("final", "every"):
-            image = consistency_projection(image, lowres)
+            image = consistency_projection(image, lowres, iterations=3)
         return image.clamp(-1, 1)
 
     def upscale(

@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# Continue training a bundled model on a lent GPU for about 8-9 minutes, then write the exported model
+# folder and the resumable state (split into <16 MiB parts) to $OUT.
+#
+# Run from the repository root on the GPU machine, with the data carried in the ignored folder .data/:
+#   (here)  mkdir -p .data && cp -r ../shared/datasets/celeba/train .data/celeba-train
+#           cp -r ../shared/datasets/natural/train .data/natural-train
+#   (device) bash scripts/train_on_gpu.sh sr3-face-8x      # carry: .data, .venv is not needed
+# Then, here: python scripts/bundle_model.py ... --export <files_at>/export  (see that script).
+set -euo pipefail
+NAME="${1:-sr3-face-8x}"
+MINUTES="${MINUTES:-8.5}"
+OUT="${OUT:-/tmp/out}"
+mkdir -p "$OUT"
+python -m pip install -q -e . >/dev/null 2>&1 || python -m pip install -e .
+case "$NAME" in
+  sr3-face-8x) DATA=.data/celeba-train ;;
+  sr3-64-256)  DATA=.data/natural-train ;;
+  *) echo "unknown model $NAME" >&2; exit 2 ;;
+esac
+python - "$NAME" "$DATA" "$MINUTES" <<'PY'
+import json, sys
+name, data, minutes = sys.argv[1], sys.argv[2], float(sys.argv[3])
+cfg = json.load(open(f"training/{name}.json"))
+cfg.update({
+    "data_root": data, "out_dir": "runs-gpu", "batch_size": 64, "patch_size": 0 if name == "sr3-face-8x" else 128,
+    "threads": 0, "autocast": "bf16", "max_minutes": minutes, "checkpoint_minutes": 3, "export_minutes": 3,
+    "warmup_steps": 50, "lr": 2e-4, "init_from": f"sr3infer/bundled/{name}",
+})
+json.dump(cfg, open(f"/tmp/{name}-gpu.json", "w"), indent=2)
+PY
+python -m sr3infer.train "/tmp/$NAME-gpu.json" 2>&1 | tee "$OUT/train.log"
+cp -r "runs-gpu/$NAME/export" "$OUT/export"
+cp "runs-gpu/$NAME/log.jsonl" "$OUT/log.jsonl"
+split -b 15M "runs-gpu/$NAME/state.pt" "$OUT/state.pt.part-"
+nvidia-smi --query-gpu=name --format=csv,noheader > "$OUT/gpu.txt" || true

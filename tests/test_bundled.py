@@ -1,0 +1,55 @@
+"""End to end with the real bundled weights: the trained models must beat bicubic on real validation data."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from sr3infer import Upscaler
+from sr3infer.cli import main
+from sr3infer.resample import bicubic
+from sr3infer.train import metrics
+from sr3infer.train.data import face_eval_images, make_lowres, natural_eval_crops
+
+from .conftest import DATASETS, REPO, require
+
+
+@pytest.fixture(scope="module")
+def face_upscaler() -> Upscaler:
+    return Upscaler.from_pretrained("sr3-face-8x", device="cpu")
+
+
+def test_face_model_is_trained_and_bundled(face_upscaler):
+    assert not face_upscaler.config.task.get("untrained")
+    assert face_upscaler.config.task.get("training_steps", 0) > 1000
+    assert (face_upscaler.config.lowres_size, face_upscaler.config.out_size) == (16, 128)
+
+
+def test_face_model_beats_bicubic_on_validation_faces(face_upscaler):
+    torch.set_num_threads(2)
+    hr = torch.stack(face_eval_images(require(DATASETS / "celeba" / "val"), 128)[:8])
+    lowres = make_lowres(hr, 8)
+    out = face_upscaler.upscale_tensor(lowres, generator=[torch.Generator().manual_seed(k) for k in range(8)],
+                                       progress=False)
+    baseline = bicubic(lowres, 128).clamp(-1, 1)
+    assert out.shape == hr.shape
+    assert metrics.psnr(out, hr).mean() > metrics.psnr(baseline, hr).mean()
+    assert metrics.consistency(out, lowres).mean() < 0.5 * metrics.consistency(baseline, lowres).mean()
+
+
+def test_natural_model_upscales_a_photo_crop():
+    torch.set_num_threads(2)
+    upscaler = Upscaler.from_pretrained("sr3-64-256", device="cpu")
+    hr = torch.stack(natural_eval_crops(require(DATASETS / "natural" / "val"), 256)[20:21])
+    lowres = make_lowres(hr, 4)
+    out = upscaler.upscale_tensor(lowres, generator=torch.Generator().manual_seed(0), progress=False)
+    assert out.shape == hr.shape
+    baseline = bicubic(lowres, 256).clamp(-1, 1)
+    assert metrics.consistency(out, lowres).mean() < metrics.consistency(baseline, lowres).mean()
+
+
+def test_cli_quickstart_with_the_default_model(tmp_path):
+    out = tmp_path / "face_128.png"
+    assert main([str(REPO / "examples" / "face_16.png"), "-o", str(out), "--quiet"]) == 0
+    assert Image.open(out).size == (128, 128)
