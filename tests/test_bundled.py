@@ -12,7 +12,7 @@ from sr3infer.resample import bicubic
 from sr3infer.train import metrics
 from sr3infer.train.data import face_eval_images, make_lowres, natural_eval_crops
 
-from .conftest import DATASETS, REPO, require
+from conftest import DATASETS, REPO, require
 
 
 @pytest.fixture(scope="module")
