@@ -114,7 +114,7 @@ def run_case(size: int, tiled: bool, args: argparse.Namespace) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 256, 512], help="input sides, tiled")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[64, 128, 256, 512], help="input sides, tiled")
     parser.add_argument("--untiled-sizes", type=int, nargs="*", default=[64, 128, 256],
                         help="input sides run whole, for comparison (untiled 512 px needs ~20 GB: leave it out)")
     parser.add_argument("--steps", type=int, default=2)
@@ -131,31 +131,40 @@ def main() -> None:
     if args.child is not None:
         child(args)
         return
-    rows = []
-    for size in args.sizes:
-        rows.append(run_case(size, True, args))
+    output = args.output or RESULTS / f"tiling_memory_{args.device.split(':')[0]}.json"
+    rows: list[dict] = []
+    cases = [(size, True) for size in args.sizes] + [(size, False) for size in args.untiled_sizes]
+    for size, tiled in cases:
+        rows.append(run_case(size, tiled, args))
         print(json.dumps(rows[-1]), file=sys.stderr)
-    for size in args.untiled_sizes:
-        rows.append(run_case(size, False, args))
-        print(json.dumps(rows[-1]), file=sys.stderr)
-    unit = "peak RSS rise" if args.device == "cpu" else "peak allocated"
-    header = f"{'input':>9} {'output':>11} {'tiled':>5} {'tiles/step':>10} {unit + ' MiB':>20} {'image MiB':>9} {'s':>7}"
-    print(header)
-    for r in rows:
-        print(f"{r['input']:>9} {r['output']:>11} {str(r['tiled']):>5} {r['tiles_per_step']:>10} "
-              f"{r['peak_mib']:>20.1f} {r['image_buffer_mib']:>9.1f} {r['seconds']:>7.1f}")
+        write_report(rows, args, output)  # after every case, so an interrupted run keeps what it measured
+    print_table(rows, args.device)
+    print(f"wrote {output}")
+
+
+def write_report(rows: list[dict], args: argparse.Namespace, output: Path) -> None:
     import torch
 
     report = {
-        "what": f"{unit} (MiB) of one upscale_tensor call, each case in a fresh process",
+        "what": f"{_unit(args.device)} (MiB) of one upscale_tensor call, each case in a fresh process",
         "device": args.device, "torch": torch.__version__, "machine": platform.machine(),
-        "cpu_count": os.cpu_count(), "threads": args.threads, "model": args.model or "random weights, sr3-64-256 architecture",
-        "sampler": "ddim", "rows": rows,
+        "cpu_count": os.cpu_count(), "threads": args.threads,
+        "model": args.model or "random weights, sr3-64-256 architecture", "sampler": "ddim", "rows": rows,
     }
-    output = args.output or RESULTS / f"tiling_memory_{args.device.split(':')[0]}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"wrote {output}")
+
+
+def _unit(device: str) -> str:
+    return "peak RSS rise" if device == "cpu" else "peak allocated"
+
+
+def print_table(rows: list[dict], device: str) -> None:
+    print(f"{'input':>9} {'output':>11} {'tiled':>5} {'tiles/step':>10} {_unit(device) + ' MiB':>20} "
+          f"{'image MiB':>9} {'s':>7}")
+    for r in rows:
+        print(f"{r['input']:>9} {r['output']:>11} {str(r['tiled']):>5} {r['tiles_per_step']:>10} "
+              f"{r['peak_mib']:>20.1f} {r['image_buffer_mib']:>9.1f} {r['seconds']:>7.1f}")
 
 
 if __name__ == "__main__":

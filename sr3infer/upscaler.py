@@ -277,9 +277,10 @@ class Upscaler:
         lowres = lowres.to(self.device, torch.float32)
         size = (lowres.shape[-2] * self.config.scale, lowres.shape[-1] * self.config.scale)
         cond = bicubic(lowres, size)
-        denoise = self.make_denoiser(cond, lowres, consistency)
         tiling = self.tile_plan(size, tile_size, tile_overlap)
-        if tiling is not None:
+        if tiling is None:
+            denoise = self.make_denoiser(cond, lowres, consistency)
+        else:
             scale = self.config.scale
 
             def make_tile_denoiser(tiles: Sequence[Tile]) -> Denoiser:
