@@ -1,0 +1,98 @@
+"""The training loop: a few real steps on a tiny model, resuming, exporting, and DDP with two CPU ranks."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sr3infer import Upscaler
+from sr3infer.train.data import FaceImages, gaussian_blur, make_lowres
+from sr3infer.train.loop import TrainConfig, train
+
+from conftest import REPO
+
+TINY_MODEL = {
+    "scale": 2, "lowres_size": 8, "prediction": "v", "residual": True,
+    "unet": {"in_channels": 6, "out_channels": 3, "inner_channel": 8, "channel_mults": [1, 2], "num_res_blocks": 1,
+             "attn_resolutions": [8], "dropout": 0.0, "norm_groups": 4, "image_size": 16},
+}
+
+
+@pytest.fixture
+def face_folder(tmp_path):
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(folder / f"{i:06d}.jpg")
+    return folder
+
+
+def _config(tmp_path, face_folder, **changes) -> TrainConfig:
+    values = dict(name="tiny", data_kind="faces", data_root=str(face_folder), model=TINY_MODEL, out_dir=str(tmp_path / "runs"),
+                  batch_size=2, patch_size=8, max_steps=3, max_minutes=5, threads=1, autocast="none", warmup_steps=2)
+    values.update(changes)
+    return TrainConfig(**values)
+
+
+def test_training_steps_export_and_resume(tmp_path, face_folder):
+    export = train(_config(tmp_path, face_folder))
+    state = torch.load(tmp_path / "runs" / "tiny" / "state.pt", weights_only=True)
+    assert state["step"] == 3
+    upscaler = Upscaler.from_pretrained(export, device="cpu")
+    assert upscaler.config.task["training_steps"] == 3
+    assert upscaler.model.state_dict()["downs.0.weight"].dtype == torch.float32  # built in fp32 from fp16 files
+    before = state["model"]["downs.0.weight"].clone()
+    train(_config(tmp_path, face_folder, max_steps=5))  # resumes at step 3
+    state = torch.load(tmp_path / "runs" / "tiny" / "state.pt", weights_only=True)
+    assert state["step"] == 5 and not torch.equal(state["model"]["downs.0.weight"], before)
+
+
+def test_training_can_start_from_an_exported_model_folder(tmp_path, face_folder):
+    first = train(_config(tmp_path, face_folder, name="first"))
+    second = _config(tmp_path, face_folder, name="second", init_from=str(first), max_steps=1, lr=0.0)
+    export = train(second)
+    a = Upscaler.from_pretrained(first, device="cpu").model.state_dict()
+    b = Upscaler.from_pretrained(export, device="cpu").model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the weights came through unchanged
+
+
+def test_training_config_rejects_unknown_keys(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL, "lr_typo": 1}))
+    with pytest.raises(ValueError, match="lr_typo"):
+        TrainConfig.from_json_file(path)
+
+
+def test_low_res_inputs_are_made_like_inference_inputs(face_folder):
+    import random
+
+    hr = torch.stack([FaceImages(face_folder, 16).sample(random.Random(0)) for _ in range(2)])
+    lowres = make_lowres(hr, 2)
+    assert lowres.shape == (2, 3, 8, 8)
+    assert torch.allclose((lowres + 1) * 127.5, ((lowres + 1) * 127.5).round(), atol=1e-4)  # 8-bit grid
+    blurred = gaussian_blur(hr, torch.tensor([0.0, 2.0]))
+    assert torch.allclose(blurred[0], hr[0], atol=1e-6) and not torch.allclose(blurred[1], hr[1], atol=1e-2)
+
+
+def test_ddp_with_two_cpu_ranks(tmp_path, face_folder):
+    cfg = _config(tmp_path, face_folder, name="ddp", max_steps=2)
+    path = tmp_path / "ddp.json"
+    path.write_text(json.dumps(cfg.__dict__))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "sr3infer.train", str(path)],
+        capture_output=True, text=True, env=env, timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(tmp_path / "runs" / "ddp" / "state.pt", weights_only=True)
+    assert state["step"] == 2
+    assert (tmp_path / "runs" / "ddp" / "export" / "model.safetensors").is_file()
