@@ -82,7 +82,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sr3-64-256", help="model name or folder for every stage (default sr3-64-256)")
     parser.add_argument("--stages", type=int, default=1, help="how many 4x stages (1: 64->256, 2: ->1024, slow on CPU)")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps per stage (default 25, CPU-friendly)")
+    parser.add_argument("--steps", type=int, help="denoising steps per stage (default: the model's)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the model's")
     parser.add_argument("--noise-level", type=float, default=0.0,
                         help="conditioning augmentation: noise std added to each stage's input, in [-1, 1] units")

@@ -42,7 +42,7 @@ def main() -> None:
     parser.add_argument("image", nargs="?", default=str(DEFAULT_PHOTO),
                         help="photo to upscale (default: a photo from ../shared/datasets/natural/val)")
     parser.add_argument("--model", default="sr3-64-256", help="model name or folder (default sr3-64-256)")
-    parser.add_argument("--steps", type=int, default=25, help="denoising steps (default 25, CPU-friendly)")
+    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's measured default)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the model's")
     parser.add_argument("--downscale", type=int,
                         help="shrink the photo by this factor first, to compare with the original "
@@ -67,7 +67,7 @@ def main() -> None:
     out_size = (lowres.height * scale, lowres.width * scale)
     plan = upscaler.tile_plan(out_size, args.tile, args.tile_overlap)
     tiles = "one piece" if plan is None else f"{plan[0]}px tiles overlapping by >= {plan[1]}px"
-    print(f"{args.image}: {lowres.width}x{lowres.height} -> {out_size[1]}x{out_size[0]} ({tiles}), {args.steps} steps")
+    print(f"{args.image}: {lowres.width}x{lowres.height} -> {out_size[1]}x{out_size[0]} ({tiles}), {args.steps or upscaler.config.sampling.num_steps} steps")
 
     started = time.perf_counter()
     result = upscaler.upscale(lowres, num_steps=args.steps, sampler=args.sampler, seed=args.seed,
