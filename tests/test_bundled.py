@@ -53,3 +53,11 @@ def test_cli_quickstart_with_the_default_model(tmp_path):
     out = tmp_path / "face_128.png"
     assert main([str(REPO / "examples" / "face_16.png"), "-o", str(out), "--quiet"]) == 0
     assert Image.open(out).size == (128, 128)
+
+
+def test_default_recipes_are_the_measured_ones():
+    """The README and model cards document these defaults; changing them needs new measurements."""
+    face = Upscaler.from_pretrained("sr3-face-8x", device="cpu").config.sampling
+    assert (face.sampler, face.num_steps, face.consistency) == ("ddim", 1, "every")
+    natural = Upscaler.from_pretrained("sr3-64-256", device="cpu").config.sampling
+    assert (natural.sampler, natural.num_steps, natural.spacing, natural.consistency) == ("ancestral", 20, "quadratic", "every")
