@@ -171,9 +171,10 @@ def build_call(variant: Variant, config: ModelConfig, weights: dict[str, torch.T
     """`(one U-Net call, its Upscaler)` for `variant` on fixed random inputs of `batch` images."""
     gen = torch.Generator().manual_seed(0)
     size = config.out_size
-    cond = (torch.rand(batch, config.channels, size, size, generator=gen) * 2 - 1).to(device)
-    x = torch.randn(batch, config.channels, size, size, generator=gen).to(device)
-    level = torch.rand(batch, generator=gen).to(device)
+    with torch.inference_mode():  # as inside upscale(); compiled code is specialised on inference tensors
+        cond = (torch.rand(batch, config.channels, size, size, generator=gen) * 2 - 1).to(device)
+        x = torch.randn(batch, config.channels, size, size, generator=gen).to(device)
+        level = torch.rand(batch, generator=gen).to(device)
     if variant.reference:
         model = build_model(config, weights).to(device)
 
@@ -291,6 +292,7 @@ def measure(name: str, config: ModelConfig, batch: int, device: torch.device, ar
                     return up.upscale_tensor(lowres, num_steps=args.image_steps, sampler="ddim", progress=False,
                                              generator=torch.Generator().manual_seed(2)).cpu()
 
+            up.upscale_tensor(lowres, num_steps=1, sampler="ddim", progress=False)  # any first-call cost, untimed
             images[variant.name] = upscale
     print(f"  timing {len(calls)} variants x {args.repeats} rounds ...", flush=True)
     load_before = os.getloadavg()[0]
