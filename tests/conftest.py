@@ -24,7 +24,7 @@ def _seed():
     torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True)
 def _one_thread():
     """Tiny models run fastest on one thread (and don't fight other processes for cores)."""
     previous = torch.get_num_threads()

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from sr3infer.cli import main
@@ -16,15 +15,6 @@ from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
 
 RNG = np.random.default_rng(0)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny U-Net calls are dominated by thread hand-offs, and two cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture

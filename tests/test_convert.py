@@ -19,15 +19,6 @@ from sr3infer.upscaler import Upscaler
 from conftest import FIXTURES, require
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The U-Net call takes 0.03 s on one thread and seconds when its threads compete with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_convert_reproduces_the_reference_forward(tmp_path, capsys):
     pth = require(FIXTURES / "tiny_gen.pth")
     out = tmp_path / "converted"

@@ -17,15 +17,6 @@ from conftest import FIXTURES, require
 T = 2000
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny U-Net calls are dominated by thread hand-offs, and two cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def reference_model():
     config, state = load_community_checkpoint(require(FIXTURES / "tiny_gen.safetensors"), scale=2)

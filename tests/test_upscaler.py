@@ -24,15 +24,6 @@ from conftest import FIXTURES, require
 RNG = np.random.default_rng(0)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny U-Net calls are dominated by thread hand-offs, and two cores are shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _rgb(size: int = 8) -> np.ndarray:
     return RNG.integers(0, 256, (size, size, 3), dtype=np.uint8)
 
