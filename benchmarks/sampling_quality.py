@@ -1,14 +1,19 @@
 """Quality vs steps: PSNR / SSIM / consistency (and optionally FID) per sampler and recipe on the face validation set.
 
-    python benchmarks/sampling_quality.py --model sr3-face-8x --limit 16 --steps 5 10 20 50 100 250
-    python benchmarks/sampling_quality.py --recipes          # the sampling levers of issue 4, side by side
+    python benchmarks/sampling_quality.py --limit 8 --steps 1 2 5 10 20 50 100 250 1000 2000
+    python benchmarks/sampling_quality.py --limit 8 --search --steps 5 20   # gamma-grid spacing search at fixed budgets
+    python benchmarks/sampling_quality.py --recipes                         # the sampling levers side by side
+    python benchmarks/sampling_quality.py --report                          # table, plot and recommendation only
 
-Writes benchmarks/results/sampling_quality.json (merged with earlier runs by key) and a PNG plot.
+Each point is merged into benchmarks/results/sampling_quality.json (by key) as soon as it is measured, so
+several runs can share the file; the PNG plot and the recommendation (the fewest steps within 0.2 dB PSNR
+and 10% consistency of the 2000-step ancestral result) are rebuilt from the whole file.
 """
 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import platform
 import time
@@ -31,37 +36,92 @@ RECIPES = {
     "truncated-0.29+final": (0.29, "final"),
     "truncated-0.29+every": (0.29, "every"),
     "truncated-0.5+final": (0.5, "final"),
+    "truncated-0.5+every": (0.5, "every"),
 }
+SEARCH_SPACINGS = ("linear", "quadratic", "trailing")
+SEARCH_RECIPES = ("every-projection", "truncated-0.5+every")
 
 
-def run(args: argparse.Namespace) -> dict:
+def run(args: argparse.Namespace, out: Path) -> None:
     torch.set_num_threads(args.threads)
     upscaler = Upscaler.from_pretrained(args.model, device="cpu")
     images = load_eval_set(args.data, args.protocol, upscaler.config.out_size, args.limit)
-    results = {}
     if args.recipes:
-        combos = [(s, args.recipe_steps, r) for s in args.samplers for r in RECIPES]
+        combos = [(s, args.recipe_steps, r, args.spacing) for s in args.samplers for r in RECIPES]
+    elif args.search:
+        combos = [(s, n, r, sp) for n in args.steps for s in args.samplers for r in SEARCH_RECIPES for sp in SEARCH_SPACINGS]
     else:
-        combos = [(s, n, args.recipe) for s in args.samplers for n in args.steps]
-    for sampler, steps, recipe in combos:
+        combos = [(s, n, args.recipe, args.spacing) for n in args.steps for s in args.samplers]
+    for sampler, steps, recipe, spacing in combos:
+        key = f"{sampler}|{steps}|{recipe}|{spacing}"
+        if args.skip_done and key in load(out)["runs"]:
+            continue
         start, consistency = RECIPES[recipe]
         if start is not None and steps > upscaler.config.schedule.num_steps:
             continue
         t = time.time()
         try:
             r = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=args.fid, sampler=sampler,
-                         num_steps=steps, start_noise_level=start, consistency=consistency, spacing=args.spacing)
+                         num_steps=steps, start_noise_level=start, consistency=consistency, spacing=spacing)
         except ValueError as err:
             print(f"skip {sampler} {steps} {recipe}: {err}")
             continue
         r.pop("outputs")
-        key = f"{sampler}|{steps}|{recipe}|{args.spacing}"
-        results[key] = {"sampler": sampler, "steps": steps, "recipe": recipe, "spacing": args.spacing, **r}
+        row = {"sampler": sampler, "steps": steps, "recipe": recipe, "spacing": spacing, **r}
+        update(out, key, row, model=args.model, images=args.limit, threads=args.threads)
         m, b = r["model"], r["bicubic"]
-        print(f"{sampler:9s} {steps:5d} {recipe:22s} PSNR {m['psnr']:.2f} (bic {b['psnr']:.2f})  SSIM {m['ssim']:.3f} "
-              f"({b['ssim']:.3f})  cons {m['consistency_1e5']:.2f}e-5 ({b['consistency_1e5']:.1f})"
+        print(f"{sampler:9s} {steps:5d} {recipe:22s} {spacing:9s} PSNR {m['psnr']:.2f} (bic {b['psnr']:.2f})  SSIM {m['ssim']:.3f} "
+              f"({b['ssim']:.3f})  cons {m['consistency_1e5']:.4f}e-5 ({b['consistency_1e5']:.1f})"
               + (f"  FID {m['fid']:.1f} ({b['fid']:.1f})" if "fid" in m else "") + f"  [{time.time() - t:.0f} s]", flush=True)
-    return results
+
+
+def load(out: Path) -> dict:
+    return json.loads(out.read_text()) if out.exists() else {"runs": {}}
+
+
+def update(out: Path, key: str, row: dict, **meta) -> None:
+    """Merge one measured point into the JSON file under an exclusive lock (other runs may share it)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load(out)
+        data.update(device=platform.processor() or platform.machine(), **meta)
+        data["runs"][key] = row
+        tmp = out.with_suffix(".tmp")
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(out)
+
+
+def recommend(runs: dict, recipe: str, psnr_margin: float = 0.2, consistency_margin: float = 0.10) -> dict | None:
+    """The fewest steps (any sampler, `recipe`) within `psnr_margin` dB and `consistency_margin` of 2000-step ancestral.
+    """
+    reference = next((r for r in runs.values() if r["sampler"] == "ancestral" and r["steps"] == 2000
+                      and r["recipe"] == recipe), None)
+    if reference is None:
+        return None
+    ref = reference["model"]
+    ok = [r for r in runs.values() if r["recipe"] == recipe
+          and r["model"]["psnr"] >= ref["psnr"] - psnr_margin
+          and r["model"]["consistency_1e5"] <= ref["consistency_1e5"] * (1 + consistency_margin)]
+    # Fewest steps; then the best PSNR (to 0.01 dB); then a deterministic sampler (at 1 step all three coincide).
+    best = min(ok, key=lambda r: (r["steps"], -round(r["model"]["psnr"], 2), r["sampler"] != "ddim", r["sampler"]))
+    return {"reference": {k: ref[k] for k in ("psnr", "ssim", "consistency_1e5")},
+            "choice": {"sampler": best["sampler"], "steps": best["steps"], "spacing": best["spacing"], "recipe": recipe,
+                       **{k: best["model"][k] for k in ("psnr", "ssim", "consistency_1e5")}},
+            "rule": f"fewest steps with PSNR >= reference - {psnr_margin} dB and consistency <= reference x {1 + consistency_margin}"}
+
+
+def report(data: dict, recipe: str) -> None:
+    rows = sorted(data["runs"].values(), key=lambda r: (r["recipe"], r["spacing"], r["sampler"], r["steps"]))
+    print(f"| sampler | steps | recipe | spacing | PSNR | SSIM | consistency x1e-5 | s / {data.get('images')} images |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        m = r["model"]
+        print(f"| {r['sampler']} | {r['steps']} | {r['recipe']} | {r['spacing']} | {m['psnr']:.2f} | {m['ssim']:.3f} "
+              f"| {m['consistency_1e5']:.4f} | {r['seconds']} |")
+    rec = recommend(data["runs"], recipe)
+    data["recommendation"] = rec
+    print("recommendation:", json.dumps(rec) if rec else "no 2000-step ancestral reference measured yet")
 
 
 def plot(results: dict, path: Path) -> None:
@@ -76,7 +136,7 @@ def plot(results: dict, path: Path) -> None:
         groups.setdefault((r["sampler"], r["recipe"], r.get("spacing", "linear")), []).append(r)
     for (sampler, recipe, spacing), rows in sorted(groups.items()):
         rows.sort(key=lambda r: r["steps"])
-        if len(rows) < 2:
+        if len(rows) < 4:  # a curve, not a search point
             continue
         steps = [r["steps"] for r in rows]
         for ax, metric in zip(axes, ("psnr", "ssim", "consistency_1e5")):
@@ -101,26 +161,29 @@ def main() -> None:
     parser.add_argument("--limit", type=int, default=16)
     parser.add_argument("--samplers", nargs="+", default=["ancestral", "ddim", "dpmpp_2m"])
     parser.add_argument("--steps", type=int, nargs="+", default=[5, 10, 20, 50, 100, 250])
-    parser.add_argument("--recipe", default="plain", choices=sorted(RECIPES))
+    parser.add_argument("--recipe", default="every-projection", choices=sorted(RECIPES))
     parser.add_argument("--recipes", action="store_true", help="compare all recipes at --recipe-steps")
     parser.add_argument("--recipe-steps", type=int, default=10)
-    parser.add_argument("--spacing", default="linear")
+    parser.add_argument("--search", action="store_true",
+                        help=f"gamma-grid search at each --steps budget: spacings {SEARCH_SPACINGS} x recipes {SEARCH_RECIPES}")
+    parser.add_argument("--skip-done", action="store_true", help="skip points already in the JSON file")
+    parser.add_argument("--report", action="store_true", help="only print the table, plot and recommend from the JSON file")
+    parser.add_argument("--spacing", default="quadratic")
     parser.add_argument("--fid", action="store_true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--out", default=str(HERE / "results" / "sampling_quality.json"))
     args = parser.parse_args()
-    results = run(args)
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    previous = json.loads(out.read_text()) if out.exists() else {"runs": {}}
-    previous["device"] = platform.processor() or platform.machine()
-    previous["model"] = args.model
-    previous["images"] = args.limit
-    previous["runs"].update(results)
-    out.write_text(json.dumps(previous, indent=2) + "\n")
-    plot(previous["runs"], out.with_suffix(".png"))
+    if not args.report:
+        run(args, out)
+    with open(out.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data = load(out)
+        report(data, args.recipe)
+        out.write_text(json.dumps(data, indent=2) + "\n")
+    plot(data["runs"], out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 

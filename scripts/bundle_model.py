@@ -44,6 +44,12 @@ def training_summary(log_path: Path) -> tuple[list[dict], str]:
     return rows, "\n".join(table)
 
 
+def _cell(metric: str, value: float) -> str:
+    if metric == "consistency_1e5" and value < 0.1:  # near the 8-bit rounding floor: keep the digits that differ
+        return f"{value:.4f}"
+    return f"{value:.3f}" if metric == "ssim" else f"{value:.2f}"
+
+
 def metrics_table(result: dict) -> str:
     keys = [k for k in ("psnr", "ssim", "consistency_1e5", "fid") if k in result["model"]]
     names = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "consistency_1e5": "consistency (×1e-5) ↓", "fid": "FID ↓"}
@@ -51,7 +57,7 @@ def metrics_table(result: dict) -> str:
     for row in ("model", "bicubic"):
         label = "this model" if row == "model" else "bicubic"
         lines.append(f"| {label} | " + " | ".join(
-            f"{result[row][k]:.2f}" if k in ("psnr", "consistency_1e5", "fid") else f"{result[row][k]:.3f}" for k in keys
+            _cell(k, result[row][k]) for k in keys
         ) + " |")
     return "\n".join(lines)
 

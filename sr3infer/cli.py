@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 from typing import Callable
 
+from .config import CONSISTENCY_MODES
 from .samplers import SAMPLERS
+from .schedule import SPACINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 DEFAULT_MODEL = "sr3-face-8x"
@@ -45,6 +47,9 @@ def _upscale_parser() -> argparse.ArgumentParser:
     _add_sampling_args(parser)
     _add_speed_args(parser)
     _add_tiling_args(parser)
+    parser.add_argument("--spacing", choices=list(SPACINGS), help="how fewer steps pick noise levels (default: the model's)")
+    parser.add_argument("--consistency", choices=list(CONSISTENCY_MODES),
+                        help="project onto the input: none, final (the output), every (each step); default: the model's")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
@@ -192,6 +197,7 @@ def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.
             try:
                 results = upscaler.upscale(
                     [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
+                    spacing=args.spacing, consistency=args.consistency,
                     generator=[torch.Generator("cpu").manual_seed(args.seed + index) for index, _, _, _ in group],
                     batch_size=args.batch_size, progress=progress, output_type="pil",
                     tile_size=args.tile, tile_overlap=args.tile_overlap,

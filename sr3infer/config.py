@@ -14,6 +14,7 @@ __all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS"]
 
 FORMAT_VERSION = 1
 PREDICTIONS = ("eps", "v", "x0")
+CONSISTENCY_MODES = ("none", "final", "every")
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ import torch
 from torch import Tensor
 
 from . import imageio
-from .config import ModelConfig
+from .config import CONSISTENCY_MODES, ModelConfig
 from .convert import load_community_checkpoint
 from .fastpath import FastModel
 from .hub import resolve_model_files
 from .prediction import to_eps
-from .resample import bicubic, consistency_projection
+from .resample import bicubic, consistency_projection, project_onto_input
 from .samplers import Callback, Denoiser, get_sampler, randn
 from .tiling import Tile, TiledDenoiser
 from .unet import UNet
@@ -25,7 +25,6 @@ from .weights import build_model, is_community_checkpoint, load_weights, read_co
 __all__ = ["Upscaler", "CONSISTENCY_MODES"]
 
 log = logging.getLogger(__name__)
-CONSISTENCY_MODES = ("none", "final", "every")
 _UNSET: Any = object()
 
 
@@ -304,7 +303,7 @@ class Upscaler:
         x = sample(denoise, x, gammas, **kwargs)
         image = x + cond if self.config.residual else x
         if consistency in ("final", "every"):
-            image = consistency_projection(image, lowres, iterations=3)
+            return project_onto_input(image, lowres)
         return image.clamp(-1, 1)
 
     def upscale(

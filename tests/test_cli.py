@@ -66,6 +66,17 @@ def test_output_folder_and_seed(tmp_path, model, capsys):
     assert not np.array_equal(first, np.asarray(Image.open(tmp_path / "other.png")))
 
 
+def test_recipe_flags_reach_the_sampler(tmp_path, model, capsys):
+    src = _png(tmp_path / "face.png")
+    outputs = {}
+    for name, flags in {"final": ["--consistency", "final"], "none": ["--consistency", "none"],
+                        "trailing": ["--consistency", "none", "--spacing", "trailing"]}.items():
+        assert _cli(capsys, src, "-o", tmp_path / f"{name}.png", "--model", model, "--steps", 3, "--quiet", *flags)[0] == 0
+        outputs[name] = np.asarray(Image.open(tmp_path / f"{name}.png")).astype(np.float64)
+    assert not np.array_equal(outputs["final"], outputs["none"])
+    assert not np.array_equal(outputs["trailing"], outputs["none"])
+
+
 @pytest.mark.parametrize("args, message", [
     ([], None),
     (["in.png"], "the following arguments are required: -o/--output"),
@@ -75,6 +86,8 @@ def test_output_folder_and_seed(tmp_path, model, capsys):
     (["in.png", "-o", "out.png", "--steps", "2001"], "--steps must be at most the model's 2000 training steps"),
     (["in.png", "-o", "out.png", "--batch-size", "0"], "--batch-size must be at least 1"),
     (["in.png", "-o", "out.png", "--dtype", "fp64"], "invalid choice: 'fp64'"),
+    (["in.png", "-o", "out.png", "--consistency", "always"], "invalid choice: 'always'"),
+    (["in.png", "-o", "out.png", "--spacing", "cosine"], "invalid choice: 'cosine'"),
     (["in.png", "-o", "out.png", "--frobnicate"], "unrecognized arguments: --frobnicate"),
     (["missing.png", "-o", "out.png"], "input 'missing.png' does not exist"),
     (["empty_folder", "-o", "out"], "no images"),
