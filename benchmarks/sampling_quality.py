@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import torch
 
 from sr3infer import Upscaler
 from sr3infer.train.evaluate import evaluate, load_eval_set
+from unet_speed import cpu_name  # this folder is on sys.path when run as a script
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "datasets" / "celeba" / "val"
@@ -85,7 +85,7 @@ def update(out: Path, key: str, row: dict, **meta) -> None:
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load(out)
-        data.update(device=platform.processor() or platform.machine(), **meta)
+        data.update(device=f"CPU: {cpu_name()}, fp32", **meta)
         data["runs"][key] = row
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -111,7 +111,42 @@ def recommend(runs: dict, recipe: str, psnr_margin: float = 0.2, consistency_mar
             "rule": f"fewest steps with PSNR >= reference - {psnr_margin} dB and consistency <= reference x {1 + consistency_margin}"}
 
 
-def report(data: dict, recipe: str) -> None:
+def curve_table(runs: dict, recipe: str, spacing: str) -> str:
+    """Markdown: one row per step count, one "PSNR / SSIM" column per sampler."""
+    samplers = sorted({r["sampler"] for r in runs.values()})
+    steps = sorted({r["steps"] for r in runs.values() if r["recipe"] == recipe and r["spacing"] == spacing})
+    lines = ["| steps | " + " | ".join(samplers) + " |", "|---:|" + "---|" * len(samplers)]
+    for n in steps:
+        cells = []
+        for sampler in samplers:
+            r = runs.get(f"{sampler}|{n}|{recipe}|{spacing}") or (runs.get(f"{sampler}|{n}|{recipe}|linear") if n == 2000 else None)
+            cells.append(f"{r['model']['psnr']:.2f} / {r['model']['ssim']:.3f}" if r else "not run")
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def search_table(runs: dict) -> str:
+    """Markdown: the gamma-grid search, one row per (budget, sampler), one PSNR / SSIM column per grid."""
+    grids = [(rec, sp) for rec in SEARCH_RECIPES for sp in SEARCH_SPACINGS]
+    budgets = sorted({r["steps"] for r in runs.values() if r["recipe"] in SEARCH_RECIPES[1:]})
+    header = ["start 1.0, " + sp if rec == SEARCH_RECIPES[0] else f"start {RECIPES[rec][0]}, {sp}" for rec, sp in grids]
+    lines = ["| steps | sampler | " + " | ".join(header) + " |", "|---:|---|" + "---|" * len(grids)]
+    for n in budgets:
+        for sampler in sorted({r["sampler"] for r in runs.values()}):
+            found = [runs.get(f"{sampler}|{n}|{rec}|{sp}") for rec, sp in grids]
+            if not any(found):
+                continue
+            best = max((r["model"]["psnr"] for r in found if r), default=None)
+            cells = ["-" if r is None else (f"**{r['model']['psnr']:.2f}**" if r["model"]["psnr"] == best
+                                             else f"{r['model']['psnr']:.2f}") + f" / {r['model']['ssim']:.3f}"
+                     for r in found]
+            lines.append(f"| {n} | {sampler} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def report(data: dict, recipe: str, spacing: str) -> None:
+    print(f"PSNR / SSIM, recipe {recipe}, {spacing} spacing:\n" + curve_table(data["runs"], recipe, spacing) + "\n")
+    print("gamma-grid search, PSNR / SSIM (best per row in bold):\n" + search_table(data["runs"]) + "\n")
     rows = sorted(data["runs"].values(), key=lambda r: (r["recipe"], r["spacing"], r["sampler"], r["steps"]))
     print(f"| sampler | steps | recipe | spacing | PSNR | SSIM | consistency x1e-5 | s / {data.get('images')} images |")
     print("|---|---|---|---|---|---|---|---|")
@@ -181,7 +216,7 @@ def main() -> None:
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load(out)
-        report(data, args.recipe)
+        report(data, args.recipe, args.spacing)
         out.write_text(json.dumps(data, indent=2) + "\n")
     plot(data["runs"], out.with_suffix(".png"))
     print(f"wrote {out} and {out.with_suffix('.png')}")

@@ -96,7 +96,7 @@ def main() -> None:
     for path in args.extra_eval:
         other = json.loads(Path(path).read_text())
         r = other["recipe"]
-        extra += (f"\n\nSame weights, recipe `{r['sampler']}`, {r['num_steps']} steps, start_noise_level "
+        extra += (f"\n\nSame weights, recipe `{r['sampler']}`, {r['num_steps']} steps, `{r['spacing']}` spacing, start_noise_level "
                   f"{r['start_noise_level']}, consistency {r['consistency']}:\n\n```\n{other['command']}\n```\n\n"
                   + metrics_table(other))
     card = f"""# {args.name}

@@ -61,3 +61,16 @@ def test_default_recipes_are_the_measured_ones():
     assert (face.sampler, face.num_steps, face.consistency) == ("ddim", 1, "every")
     natural = Upscaler.from_pretrained("sr3-64-256", device="cpu").config.sampling
     assert (natural.sampler, natural.num_steps, natural.spacing, natural.consistency) == ("ancestral", 20, "quadratic", "every")
+
+
+def test_face_default_is_the_measured_fewest_steps_recipe():
+    """benchmarks/sampling_quality.py picks the fewest steps within 0.2 dB PSNR and 10% consistency of 2000-step
+    ancestral sampling on validation faces; the face model's default must be that pick."""
+    import json
+
+    data = json.loads((REPO / "benchmarks" / "results" / "sampling_quality.json").read_text())
+    choice = data["recommendation"]["choice"]
+    assert data["recommendation"]["reference"]["psnr"] - 0.2 <= choice["psnr"]
+    face = Upscaler.from_pretrained("sr3-face-8x", device="cpu").config.sampling
+    assert (face.sampler, face.num_steps) == (choice["sampler"], choice["steps"])
+    assert choice["recipe"] == "every-projection" and face.consistency == "every"
