@@ -159,7 +159,7 @@ def report(data: dict, recipe: str, spacing: str) -> None:
     print("recommendation:", json.dumps(rec) if rec else "no 2000-step ancestral reference measured yet")
 
 
-def plot(results: dict, path: Path) -> None:
+def plot(results: dict, path: Path, title: str = "") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -175,7 +175,7 @@ def plot(results: dict, path: Path) -> None:
             continue
         steps = [r["steps"] for r in rows]
         for ax, metric in zip(axes, ("psnr", "ssim", "consistency_1e5")):
-            ax.plot(steps, [r["model"][metric] for r in rows], marker="o", label=f"{sampler} / {recipe}")
+            ax.plot(steps, [r["model"][metric] for r in rows], marker="o", label=f"{sampler} / {recipe} / {spacing}")
     any_row = next(iter(results.values()))
     for ax, metric in zip(axes, ("psnr", "ssim", "consistency_1e5")):
         ax.axhline(any_row["bicubic"][metric], color="gray", linestyle="--", label="bicubic")
@@ -184,6 +184,8 @@ def plot(results: dict, path: Path) -> None:
         ax.set_title(metric)
     axes[2].set_yscale("log")
     axes[0].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 
@@ -218,7 +220,8 @@ def main() -> None:
         data = load(out)
         report(data, args.recipe, args.spacing)
         out.write_text(json.dumps(data, indent=2) + "\n")
-    plot(data["runs"], out.with_suffix(".png"))
+    plot(data["runs"], out.with_suffix(".png"),
+         title=f"{data.get('model')}, {data.get('images')} validation images")
     print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
