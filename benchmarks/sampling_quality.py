@@ -169,13 +169,18 @@ def plot(results: dict, path: Path, title: str = "") -> None:
     groups: dict[tuple, list] = {}
     for r in results.values():
         groups.setdefault((r["sampler"], r["recipe"], r.get("spacing", "linear")), []).append(r)
+    curves = 0
     for (sampler, recipe, spacing), rows in sorted(groups.items()):
         rows.sort(key=lambda r: r["steps"])
         if len(rows) < 4:  # a curve, not a search point
             continue
+        curves += 1
         steps = [r["steps"] for r in rows]
         for ax, metric in zip(axes, ("psnr", "ssim", "consistency_1e5")):
             ax.plot(steps, [r["model"][metric] for r in rows], marker="o", label=f"{sampler} / {recipe} / {spacing}")
+    if not curves:  # nothing to draw (e.g. a file of single comparison points)
+        plt.close(fig)
+        return
     any_row = next(iter(results.values()))
     for ax, metric in zip(axes, ("psnr", "ssim", "consistency_1e5")):
         ax.axhline(any_row["bicubic"][metric], color="gray", linestyle="--", label="bicubic")
@@ -222,7 +227,7 @@ def main() -> None:
         out.write_text(json.dumps(data, indent=2) + "\n")
     plot(data["runs"], out.with_suffix(".png"),
          title=f"{data.get('model')}, {data.get('images')} validation images")
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if out.with_suffix(".png").exists() else ""))
 
 
 if __name__ == "__main__":
