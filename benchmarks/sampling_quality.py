@@ -87,9 +87,14 @@ def update(out: Path, key: str, row: dict, **meta) -> None:
         data = load(out)
         data.update(device=f"CPU: {cpu_name()}, fp32", **meta)
         data["runs"][key] = row
-        tmp = out.with_suffix(".tmp")
-        tmp.write_text(json.dumps(data, indent=2) + "\n")
-        tmp.replace(out)
+        save(out, data)
+
+
+def save(out: Path, data: dict) -> None:
+    """Write atomically (temporary file, then rename): a reader never sees half a file."""
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    tmp.replace(out)
 
 
 def recommend(runs: dict, recipe: str, psnr_margin: float = 0.2, consistency_margin: float = 0.10) -> dict | None:
@@ -119,7 +124,7 @@ def curve_table(runs: dict, recipe: str, spacing: str) -> str:
     for n in steps:
         cells = []
         for sampler in samplers:
-            r = runs.get(f"{sampler}|{n}|{recipe}|{spacing}") or (runs.get(f"{sampler}|{n}|{recipe}|linear") if n == 2000 else None)
+            r = runs.get(f"{sampler}|{n}|{recipe}|{spacing}")
             cells.append(f"{r['model']['psnr']:.2f} / {r['model']['ssim']:.3f}" if r else "not run")
         lines.append(f"| {n} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -224,7 +229,7 @@ def main() -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load(out)
         report(data, args.recipe, args.spacing)
-        out.write_text(json.dumps(data, indent=2) + "\n")
+        save(out, data)
     plot(data["runs"], out.with_suffix(".png"),
          title=f"{data.get('model')}, {data.get('images')} validation images")
     print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if out.with_suffix(".png").exists() else ""))

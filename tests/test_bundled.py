@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from PIL import Image
@@ -66,8 +68,6 @@ def test_default_recipes_are_the_measured_ones():
 def test_face_default_is_the_measured_fewest_steps_recipe():
     """benchmarks/sampling_quality.py picks the fewest steps within 0.2 dB PSNR and 10% consistency of 2000-step
     ancestral sampling on validation faces; the face model's default must be that pick."""
-    import json
-
     data = json.loads((REPO / "benchmarks" / "results" / "sampling_quality.json").read_text())
     choice = data["recommendation"]["choice"]
     assert data["recommendation"]["reference"]["psnr"] - 0.2 <= choice["psnr"]
