@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Callable
 
-from .config import CONSISTENCY_MODES
+from .config import CONSISTENCY_MODES, PRESETS
 from .samplers import SAMPLERS
 from .schedule import SPACINGS
 
@@ -50,6 +50,11 @@ def _upscale_parser() -> argparse.ArgumentParser:
     parser.add_argument("--spacing", choices=list(SPACINGS), help="how fewer steps pick noise levels (default: the model's)")
     parser.add_argument("--consistency", choices=list(CONSISTENCY_MODES),
                         help="project onto the input: none, final (the output), every (each step); default: the model's")
+    parser.add_argument("--preset", choices=list(PRESETS),
+                        help="the model's named recipe: fidelity (best PSNR) or realism (lowest KID at a PSNR floor); "
+                             "--steps/--sampler/--spacing/--consistency/--eta override parts of it (default: the model's "
+                             "default recipe)")
+    parser.add_argument("--eta", type=float, help="DDIM stochasticity, 0 (deterministic) to 1 (default: the recipe's)")
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
@@ -132,6 +137,9 @@ def cmd_upscale(argv: list[str]) -> int:
     try:
         ctx.barrier()  # every rank checked for existing outputs before any rank writes one
         upscaler = Upscaler.from_pretrained(args.model, device=ctx.device, torch_dtype=args.dtype)
+        if args.preset is not None and args.preset not in upscaler.config.presets:
+            raise UsageError(f"--preset {args.preset}: model {args.model} has no such preset "
+                             f"(it has: {', '.join(sorted(upscaler.config.presets)) or 'none'}); leave --preset out")
         if args.steps is not None and args.steps > upscaler.config.schedule.num_steps:
             raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_steps} "
                              f"training steps, got {args.steps}")
@@ -197,7 +205,7 @@ def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.
             try:
                 results = upscaler.upscale(
                     [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
-                    spacing=args.spacing, consistency=args.consistency,
+                    spacing=args.spacing, consistency=args.consistency, eta=args.eta, preset=args.preset,
                     generator=[torch.Generator("cpu").manual_seed(args.seed + index) for index, _, _, _ in group],
                     batch_size=args.batch_size, progress=progress, output_type="pil",
                     tile_size=args.tile, tile_overlap=args.tile_overlap,

@@ -10,22 +10,24 @@ from typing import Any
 from .schedule import NoiseSchedule
 from .unet import UNetConfig
 
-__all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS"]
+__all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS", "PRESETS"]
 
 FORMAT_VERSION = 1
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
+PRESETS = ("fidelity", "realism")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
 
 
 @dataclass(frozen=True)
 class SamplingDefaults:
-    """What `upscale()` does when the caller does not say: the measured best for this model."""
+    """A sampling recipe: what `upscale()` does when the caller does not say (`ModelConfig.sampling`), or a preset."""
 
     sampler: str = "ancestral"
     num_steps: int = 2000
     spacing: str = "linear"
     start_noise_level: float | None = None   # None: start from pure noise (plain SR3)
     consistency: str = "none"                # "none", "final" or "every" (DDNM-style, on each x0)
+    eta: float = 0.0                         # DDIM only: 0 deterministic, 1 as stochastic as ancestral
 
     @classmethod
     def from_dict(cls, data: dict) -> SamplingDefaults:
@@ -44,6 +46,7 @@ class ModelConfig:
     prediction: str = "eps"                   # what the U-Net predicts: eps (SR3), v or x0
     residual: bool = False                    # diffuses hr - bicubic(lowres) instead of hr
     sampling: SamplingDefaults = field(default_factory=SamplingDefaults)
+    presets: dict[str, SamplingDefaults] = field(default_factory=dict)  # "fidelity", "realism": chosen by a stated rule
     task: dict = field(default_factory=dict)  # free-form: domain, dataset, licence notes
     format_version: int = FORMAT_VERSION
 
@@ -57,6 +60,9 @@ class ModelConfig:
                 f"config.json has format_version {self.format_version!r}; this sr3infer reads {FORMAT_VERSION}. "
                 "Upgrade sr3infer (pip install -U sr3infer)."
             )
+        unknown = sorted(set(self.presets) - set(PRESETS))
+        if unknown:
+            raise ValueError(f"Unknown preset names {unknown} in the model config; expected a subset of {list(PRESETS)}.")
         if self.unet.in_channels != 2 * self.unet.out_channels:
             raise ValueError(
                 f"U-Net in_channels ({self.unet.in_channels}) must be twice out_channels ({self.unet.out_channels}): "
@@ -80,7 +86,8 @@ class ModelConfig:
             "residual": self.residual,
             "unet": self.unet.to_dict(),
             "schedule": self.schedule.to_dict(),
-            "sampling": {f.name: getattr(self.sampling, f.name) for f in fields(SamplingDefaults)},
+            "sampling": _recipe_dict(self.sampling),
+            **({"presets": {name: _recipe_dict(r) for name, r in self.presets.items()}} if self.presets else {}),
             "task": dict(self.task),
         }
 
@@ -98,6 +105,10 @@ class ModelConfig:
         data["unet"] = UNetConfig.from_dict(data["unet"])
         data["schedule"] = NoiseSchedule.from_dict(data.get("schedule", {}))
         data["sampling"] = SamplingDefaults.from_dict(data.get("sampling", {}))
+        presets = data.get("presets", {})
+        if not isinstance(presets, dict):
+            raise ValueError(f"'presets' in the model config must be an object of recipes, got {type(presets).__name__}.")
+        data["presets"] = {name: SamplingDefaults.from_dict(recipe) for name, recipe in presets.items()}
         return cls(**data)
 
     @classmethod
@@ -110,6 +121,19 @@ class ModelConfig:
 
     def replace(self, **changes: Any) -> ModelConfig:
         return replace(self, **changes)
+
+    def recipe(self, preset: str | None = None) -> SamplingDefaults:
+        """The named preset's recipe, or the default recipe (`sampling`) for None."""
+        if preset is None:
+            return self.sampling
+        if preset not in self.presets:
+            have = ", ".join(sorted(self.presets)) or "none"
+            raise ValueError(f"Unknown preset {preset!r} for this model; it has: {have}. Leave preset out for its default.")
+        return self.presets[preset]
+
+
+def _recipe_dict(recipe: SamplingDefaults) -> dict[str, Any]:
+    return {f.name: getattr(recipe, f.name) for f in fields(SamplingDefaults)}
 
 
 def _reject_unknown(cls: type, data: dict, what: str) -> None:

@@ -246,7 +246,8 @@ class Upscaler:
         spacing: str | None = None,
         start_noise_level: float | None = _UNSET,
         consistency: str | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
+        preset: str | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = True,
         callback: Callback | None = None,
@@ -259,12 +260,13 @@ class Upscaler:
         Outputs larger than a tile are denoised tile by tile, blending every step (see `tile_plan`);
         `tile_batch_size` tiles go through the U-Net at a time.
         """
-        defaults = self.config.sampling
+        defaults = self.config.recipe(preset)
         sampler = sampler or defaults.sampler
         sample = get_sampler(sampler)
         num_steps = defaults.num_steps if num_steps is None else num_steps
         start = defaults.start_noise_level if start_noise_level is _UNSET else start_noise_level
         consistency = consistency or defaults.consistency
+        eta = defaults.eta if eta is None else eta
         if consistency not in CONSISTENCY_MODES:
             raise ValueError(f"Unknown consistency {consistency!r}; expected one of {', '.join(CONSISTENCY_MODES)}.")
         if lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
@@ -315,7 +317,8 @@ class Upscaler:
         spacing: str | None = None,
         start_noise_level: float | None = _UNSET,
         consistency: str | None = None,
-        eta: float = 0.0,
+        eta: float | None = None,
+        preset: str | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         seed: int | None = None,
         batch_size: int = 8,
@@ -330,8 +333,11 @@ class Upscaler:
         Args:
             images: a PIL image, numpy array (H, W[, C]) uint8/uint16/float in [0, 1] or a batch
                 (N, H, W, C), a torch tensor (C, H, W) / (N, C, H, W) in [0, 1], a file path, or a list.
-            num_steps, sampler, spacing, start_noise_level, consistency: the sampling recipe; the
-                model's measured defaults (`config.sampling`) when left out.
+            num_steps, sampler, spacing, start_noise_level, consistency, eta: the sampling recipe;
+                each one left out comes from `preset`.
+            preset: a named recipe of the model, chosen on its validation set by a stated rule:
+                "fidelity" (best PSNR) or "realism" (lowest KID at a PSNR floor); see `config.presets`.
+                None: the model's default recipe (`config.sampling`, the realism preset for the bundled models).
             generator / seed: randomness. `seed` gives image k the seed `seed + k`, so a batch and
                 the same images one at a time give identical results.
             batch_size: images per U-Net call (same-size images are batched together); when
@@ -351,6 +357,7 @@ class Upscaler:
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        self.config.recipe(preset)  # an unknown preset fails before any image is read
         single = not isinstance(images, (list, tuple))
         items: Sequence[Any] = [images] if single else list(images)
         if not items:
@@ -377,7 +384,7 @@ class Upscaler:
                 gens = [generators[i] for i in chunk] if generators is not None else generator
                 out = self.upscale_tensor(
                     lowres, num_steps=num_steps, sampler=sampler, spacing=spacing, start_noise_level=start_noise_level,
-                    consistency=consistency, eta=eta, generator=gens, progress=progress, callback=callback,
+                    consistency=consistency, eta=eta, preset=preset, generator=gens, progress=progress, callback=callback,
                     tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size,
                 ).cpu()
                 for i, result in zip(chunk, out):

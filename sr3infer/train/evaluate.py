@@ -151,6 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spacing", help="gamma-grid spacing: linear, quadratic, trailing")
     parser.add_argument("--start-noise-level", type=float, help="truncated start level; 1 = pure noise (plain SR3)")
     parser.add_argument("--consistency", choices=["none", "final", "every"], help="low-res consistency projection")
+    parser.add_argument("--eta", type=float, help="DDIM stochasticity 0..1 (default: the recipe's)")
+    parser.add_argument("--preset", choices=["fidelity", "realism"],
+                        help="the model's named recipe; the options above override parts of it")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -177,6 +180,10 @@ def main(argv: list[str] | None = None) -> int:
         sampling["start_noise_level"] = None if args.start_noise_level >= 1 else args.start_noise_level
     if args.consistency:
         sampling["consistency"] = args.consistency
+    if args.eta is not None:
+        sampling["eta"] = args.eta
+    if args.preset:
+        sampling["preset"] = args.preset
     images = load_eval_set(args.data, args.protocol, upscaler.config.out_size, args.limit)
     reference = None
     if args.reference and not args.no_fid and metrics.FID_AVAILABLE:
@@ -184,13 +191,15 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=not args.no_fid,
                       reference=reference, **sampling)
     outputs = result.pop("outputs")
-    defaults = upscaler.config.sampling
+    defaults = upscaler.config.recipe(args.preset)
     recipe = {
+        "preset": args.preset,
         "sampler": sampling.get("sampler", defaults.sampler),
         "num_steps": sampling.get("num_steps", defaults.num_steps),
         "spacing": sampling.get("spacing", defaults.spacing),
         "start_noise_level": sampling.get("start_noise_level", defaults.start_noise_level),
         "consistency": sampling.get("consistency", defaults.consistency),
+        "eta": sampling.get("eta", defaults.eta),
         "seed": args.seed,
     }
     result.update({"recipe": recipe, "data": str(args.data), "protocol": args.protocol, "model_name": args.model,
