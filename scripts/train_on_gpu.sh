@@ -2,10 +2,9 @@
 # Continue training a bundled model on a lent GPU for about 8-9 minutes, then write the exported model
 # folder (the point a later session resumes from, via init_from) and the training log to $OUT.
 #
-# Run from the repository root on the GPU machine, with the data carried in the ignored folder .data/:
-#   (here)  mkdir -p .data && cp -r ../shared/datasets/celeba/train .data/celeba-train
-#           cp -r ../shared/datasets/natural/train .data/natural-train
-#   (device) bash scripts/train_on_gpu.sh sr3-face-8x      # carry: .data, .venv is not needed
+# Run from the repository root on the GPU machine, with the data carried in the ignored folder .data/datasets
+# (21 MB; built by `python scripts/prepare_datasets.py`, byte-identical to ../shared/datasets):
+#   (device) bash scripts/train_on_gpu.sh sr3-face-8x      # carry: .data/datasets (not .data/.cache), .venv is not needed
 # Then, here: python scripts/bundle_model.py ... --export <files_at>/export  (see that script).
 set -euo pipefail
 NAME="${1:-sr3-face-8x}"
@@ -14,8 +13,8 @@ OUT="${OUT:-/tmp/out}"
 mkdir -p "$OUT"
 python -m pip install -q -e . >/dev/null 2>&1 || python -m pip install -e .
 case "$NAME" in
-  sr3-face-8x) DATA=.data/celeba-train ;;
-  sr3-64-256)  DATA=.data/natural-train ;;
+  sr3-face-8x) DATA=.data/datasets/celeba/train ;;
+  sr3-64-256)  DATA=.data/datasets/natural/train ;;
   *) echo "unknown model $NAME" >&2; exit 2 ;;
 esac
 python - "$NAME" "$DATA" "$MINUTES" <<'PY'

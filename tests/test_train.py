@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from sr3infer import Upscaler
-from sr3infer.train.data import FaceImages, gaussian_blur, make_lowres
+from sr3infer.train.data import FaceImages, gaussian_blur, make_lowres, resolve_data_root
 from sr3infer.train.loop import TrainConfig, train
 
 from conftest import REPO
@@ -69,6 +69,24 @@ def test_training_config_rejects_unknown_keys(tmp_path):
     path.write_text(json.dumps({"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL, "lr_typo": 1}))
     with pytest.raises(ValueError, match="lr_typo"):
         TrainConfig.from_json_file(path)
+
+
+def test_data_root_is_the_first_existing_folder(tmp_path, face_folder):
+    not_built, no_shared = tmp_path / "not-built", tmp_path / "no-shared"
+    assert resolve_data_root([str(not_built), str(face_folder)]) == face_folder
+    assert resolve_data_root(str(face_folder)) == face_folder
+    with pytest.raises(FileNotFoundError, match="scripts/prepare_datasets.py") as error:
+        resolve_data_root([str(not_built), str(no_shared)])
+    assert str(not_built) in str(error.value) and str(no_shared) in str(error.value)
+
+
+def test_training_configs_read_prepared_data_then_shared():
+    configs = sorted((REPO / "training").rglob("*.json"))
+    assert configs
+    for path in configs:
+        cfg = TrainConfig.from_json_file(path)
+        folder = {"faces": "celeba/train", "natural": "natural/train"}[cfg.data_kind]
+        assert cfg.data_root == [f".data/datasets/{folder}", f"../shared/datasets/{folder}"], path
 
 
 def test_low_res_inputs_are_made_like_inference_inputs(face_folder):

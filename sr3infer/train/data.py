@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,19 @@ from ..resample import bicubic, quantize
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 FACE_BOX = (0, 20, 178, 198)  # CelebA aligned: the 178x178 square around the face
+
+
+def resolve_data_root(roots: str | Path | Sequence[str | Path]) -> Path:
+    """The first of `roots` that is a folder: configs list `.data/datasets/...` first, then `../shared/datasets/...`."""
+    candidates = [roots] if isinstance(roots, (str, Path)) else list(roots)
+    for root in candidates:
+        if Path(root).is_dir():
+            return Path(root)
+    raise FileNotFoundError(
+        f"None of the data folders {[str(r) for r in candidates]} exists (relative paths are from {Path.cwd()}). "
+        "Build .data/datasets with `python scripts/prepare_datasets.py` (downloads the pinned public packages), "
+        "or run from the repository root of a checkout that has ../shared/datasets next to it."
+    )
 
 
 def list_images(root: str | Path) -> list[Path]:

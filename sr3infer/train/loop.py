@@ -22,7 +22,7 @@ from ..config import ModelConfig
 from ..prediction import training_target
 from ..resample import bicubic
 from ..weights import WEIGHTS_NAME, build_model, load_weights, save_model_folder
-from .data import FaceImages, NaturalImages, make_lowres, random_patches
+from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 
 log = logging.getLogger("sr3infer.train")
 
@@ -33,7 +33,7 @@ class TrainConfig:
 
     name: str
     data_kind: str                            # "faces" or "natural"
-    data_root: str
+    data_root: str | list[str]                # a folder, or folders to try in order (first existing wins)
     model: dict
     out_dir: str = "runs"
     batch_size: int = 16
@@ -84,6 +84,8 @@ def train(cfg: TrainConfig) -> Path:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model_config = ModelConfig.from_dict(cfg.model)
+    data_root = resolve_data_root(cfg.data_root)
+    log.info("training data: %s", data_root)
     run_dir = Path(cfg.out_dir) / cfg.name
     state_path, export_dir = run_dir / "state.pt", run_dir / "export"
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -111,7 +113,7 @@ def train(cfg: TrainConfig) -> Path:
         net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
     scale, out_size = model_config.scale, model_config.out_size
-    data = FaceImages(cfg.data_root, out_size) if cfg.data_kind == "faces" else NaturalImages(cfg.data_root, out_size)
+    data = FaceImages(data_root, out_size) if cfg.data_kind == "faces" else NaturalImages(data_root, out_size)
     schedule = model_config.schedule
     amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
     started = time.time()
