@@ -1,0 +1,250 @@
+"""Preset search: every sampling recipe of a grid scored on a whole validation set, presets chosen by a stated rule.
+
+    python benchmarks/preset_search.py sr3-face-8x                 # measure the grid (resumable; --shard 0/2 and 1/2 split it)
+    python benchmarks/preset_search.py sr3-face-8x --report        # table, perception-distortion plot and the two presets
+    python benchmarks/preset_search.py sr3-face-8x --report --write-config sr3infer/bundled/sr3-face-8x
+
+Grid: sampler x steps {1,2,3,5,10,20,50} x spacing x eta {0, 0.5, 1} (DDIM only) x consistency {final, every}.
+"none" is left out: without a projection no recipe reaches consistency <= 1e-5 (bicubic is at 45e-5 on faces).
+At one step every sampler, eta and spacing takes the same single step (pure noise -> the clean estimate), so
+one-step recipes are measured once per consistency mode (as DDIM, eta 0, linear).
+
+Rule (issue 10), on all images of the val set, KID against the train+val high-res images of the domain:
+    fidelity = the best PSNR among recipes with consistency <= 1e-5;
+    realism  = the lowest KID among recipes with PSNR >= bicubic + 0.5 dB and consistency <= 1e-5.
+
+Each recipe is merged into benchmarks/results/preset_search_<model>.json as soon as it is measured, keyed by
+the recipe and tied to the weights' sha256: a file measured on other weights is refused, not mixed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from sampling_quality import load, update  # this folder is on sys.path when run as a script
+from sr3infer import Upscaler
+from sr3infer.hub import resolve_model_files
+from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
+
+HERE = Path(__file__).resolve().parent
+SHARED = HERE.parent.parent / "shared" / "datasets"
+DOMAINS = {  # model -> (val data, protocol, reference folders for KID/FID)
+    "sr3-face-8x": (SHARED / "celeba" / "val", "faces", [SHARED / "celeba" / "train", SHARED / "celeba" / "val"]),
+    "sr3-64-256": (SHARED / "natural" / "val", "natural", [SHARED / "natural" / "train", SHARED / "natural" / "val"]),
+}
+STEPS = (1, 2, 3, 5, 10, 20, 50)
+SAMPLER_VARIANTS = (("ddim", 0.0), ("ddim", 0.5), ("ddim", 1.0), ("ancestral", 0.0), ("dpmpp_2m", 0.0))
+SPACINGS = ("linear", "quadratic", "trailing")
+CONSISTENCY = ("every", "final")
+MAX_CONSISTENCY_1E5 = 1.0
+PSNR_MARGIN_DB = 0.5
+
+
+def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=CONSISTENCY) -> list[dict]:
+    """The recipes to measure in order: fewest steps first, `every` before `final` at each step count, so a
+    budget-limited run covers a stated prefix of the grid (the JSON lists what was measured)."""
+    recipes = []
+    for n in sorted(steps):
+        for mode in consistency:
+            if n == 1:
+                recipes.append({"sampler": "ddim", "eta": 0.0, "num_steps": 1, "spacing": "linear", "consistency": mode})
+                continue
+            for sampler, eta in variants:
+                for spacing in spacings:
+                    recipes.append({"sampler": sampler, "eta": eta, "num_steps": n, "spacing": spacing, "consistency": mode})
+    return recipes
+
+
+def signature(recipe: dict, schedule) -> str:
+    """Recipes with the same sampler, eta, consistency and gamma grid are the same computation (e.g. linear and
+    quadratic spacing at 2 steps); they are measured once and the others recorded as `same_as` it."""
+    gammas = schedule.inference_grid(recipe["num_steps"], spacing=recipe["spacing"])
+    digest = hashlib.sha256(gammas.numpy().tobytes()).hexdigest()[:16]
+    return f"{recipe['sampler']}|{recipe['eta']:g}|{recipe['consistency']}|{digest}"
+
+
+def key(recipe: dict) -> str:
+    return f"{recipe['sampler']}|eta={recipe['eta']:g}|{recipe['num_steps']}|{recipe['spacing']}|{recipe['consistency']}"
+
+
+def weights_sha256(model: str) -> str:
+    _, weights = resolve_model_files(model)
+    return hashlib.sha256(weights.read_bytes()).hexdigest()
+
+
+def measure(args: argparse.Namespace, out: Path) -> None:
+    torch.set_num_threads(args.threads)
+    data, protocol, reference_dirs = DOMAINS[args.model] if args.data is None else (Path(args.data), args.protocol, args.reference)
+    sha = weights_sha256(args.model_path or args.model)
+    existing = load(out)
+    if existing.get("weights_sha256") not in (None, sha):
+        raise SystemExit(f"{out} was measured on other weights ({existing['weights_sha256'][:12]}...); "
+                         "move it away or pass another --out.")
+    upscaler = Upscaler.from_pretrained(args.model_path or args.model, device="cpu")
+    images = load_eval_set(data, protocol, upscaler.config.out_size)
+    reference = reference_features(reference_dirs, protocol, upscaler.config.out_size)
+    recipes = grid(args.steps, [v for v in SAMPLER_VARIANTS if v[0] in args.samplers], args.spacings, args.consistency)
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    for i, recipe in enumerate(recipes):
+        runs = load(out)["runs"]
+        if i % shards != shard or key(recipe) in runs:
+            continue
+        sig = signature(recipe, upscaler.config.schedule)
+        twin = next((k for k, r in runs.items() if r.get("signature") == sig and "same_as" not in r), None)
+        if twin is not None:
+            update(out, key(recipe), {**runs[twin], **recipe, "same_as": twin})
+            print(f"{key(recipe):42s} same computation as {twin}", flush=True)
+            continue
+        started = time.time()
+        result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, reference=reference,
+                          progress=False, **recipe)
+        result.pop("outputs")
+        row = {**recipe, **result, "signature": sig, "seconds_per_image": round((time.time() - started) / len(images), 3)}
+        update(out, key(recipe), row, model=args.model, weights_sha256=sha, data=str(data), protocol=protocol,
+               reference=[str(r) for r in reference_dirs], images=len(images), seed=args.seed, threads=args.threads,
+               rule=RULE)
+        m = result["model"]
+        print(f"{key(recipe):42s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
+              f"KID {m['kid_1e3']:.1f}e-3 FID {m['fid']:.1f}  [{time.time() - started:.0f} s]", flush=True)
+
+
+RULE = (f"fidelity: best PSNR with consistency <= {MAX_CONSISTENCY_1E5:g}e-5; realism: lowest KID with PSNR >= "
+        f"bicubic + {PSNR_MARGIN_DB} dB and consistency <= {MAX_CONSISTENCY_1E5:g}e-5; all val images")
+
+
+def choose(runs: dict) -> dict[str, dict]:
+    """The two presets by the rule; ties broken by fewer steps (faster), then the key (deterministic)."""
+    rows = [r for r in runs.values() if r["model"]["consistency_1e5"] <= MAX_CONSISTENCY_1E5 and "same_as" not in r]
+    if not rows:
+        return {}
+    bicubic = rows[0]["bicubic"]["psnr"]
+    chosen = {"fidelity": max(rows, key=lambda r: (round(r["model"]["psnr"], 3), -r["num_steps"], key(r)))}
+    realistic = [r for r in rows if r["model"]["psnr"] >= bicubic + PSNR_MARGIN_DB and "kid_1e3" in r["model"]]
+    if realistic:
+        chosen["realism"] = min(realistic, key=lambda r: (round(r["model"]["kid_1e3"], 2), r["num_steps"], key(r)))
+    return chosen
+
+
+def recipe_of(row: dict) -> dict:
+    return {"sampler": row["sampler"], "num_steps": row["num_steps"], "spacing": row["spacing"],
+            "start_noise_level": None, "consistency": row["consistency"], "eta": row["eta"]}
+
+
+def table(runs: dict, chosen: dict) -> str:
+    names = {key(row): name for name, row in chosen.items()}
+    first = next(iter(runs.values()))
+    b = first["bicubic"]
+    lines = ["| recipe | PSNR | SSIM | consistency ×1e-5 | KID ×1e-3 | FID | s/image | preset |", "|---|---|---|---|---|---|---|---|",
+             f"| bicubic | {b['psnr']:.2f} | {b['ssim']:.3f} | {b['consistency_1e5']:.2f} | {b.get('kid_1e3', float('nan')):.1f} "
+             f"| {b.get('fid', float('nan')):.1f} | – | |"]
+    for k, r in sorted(runs.items(), key=lambda kv: -kv[1]["model"]["psnr"]):
+        if "same_as" in r:
+            continue
+        m = r["model"]
+        lines.append(f"| {k} | {m['psnr']:.2f} | {m['ssim']:.3f} | {m['consistency_1e5']:.4f} | {m.get('kid_1e3', float('nan')):.1f} "
+                     f"| {m.get('fid', float('nan')):.1f} | {r['seconds_per_image']:.2f} | {names.get(k, '')} |")
+    return "\n".join(lines)
+
+
+def plot(runs: dict, chosen: dict, path: Path, peer: dict | None, title: str) -> None:
+    """Perception-distortion plane: x PSNR, y KID; one point per recipe, bicubic, the peer and the presets marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5))
+    colours = {"ddim": "tab:blue", "ancestral": "tab:red", "dpmpp_2m": "tab:green"}
+    for sampler, colour in colours.items():
+        rows = [r for r in runs.values() if r["sampler"] == sampler]
+        if rows:
+            ax.scatter([r["model"]["psnr"] for r in rows], [r["model"]["kid_1e3"] for r in rows], s=12, alpha=0.6,
+                       color=colour, label=f"{sampler} recipes")
+    b = next(iter(runs.values()))["bicubic"]
+    ax.scatter([b["psnr"]], [b["kid_1e3"]], marker="s", color="black", label="bicubic")
+    if peer:
+        ax.scatter([peer["psnr"]], [peer["kid_1e3"]], marker="D", color="tab:orange", label="ESRGAN-thick (peer)")
+    for name, row in chosen.items():
+        ax.scatter([row["model"]["psnr"]], [row["model"]["kid_1e3"]], marker="*", s=200, edgecolor="black",
+                   color="gold" if name == "realism" else "white", label=f"{name}: {key(row)}", zorder=5)
+    ax.set_xlabel("PSNR (dB) → better fidelity")
+    ax.set_ylabel("KID ×1e-3 (lower = more realistic)")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def report(args: argparse.Namespace, out: Path) -> None:
+    data = load(out)
+    runs = data["runs"]
+    if not runs:
+        raise SystemExit(f"{out} has no measured recipes yet.")
+    chosen = choose(runs)
+    print(f"{args.model}: {len(runs)} recipes on {data['images']} images ({data['data']}), weights {data['weights_sha256'][:12]}")
+    print(f"rule: {RULE}")
+    print(table(runs, chosen))
+    for name, row in chosen.items():
+        print(f"{name}: {key(row)}  PSNR {row['model']['psnr']:.2f}  SSIM {row['model']['ssim']:.3f}  "
+              f"KID {row['model']['kid_1e3']:.1f}e-3")
+    data["presets"] = {name: {"key": key(row), "recipe": recipe_of(row), **row["model"]} for name, row in chosen.items()}
+    data["rule"] = RULE
+    update_all(out, data)
+    peer_file = HERE / "results" / "peer_esrgan_thick.json"
+    peer = None
+    if peer_file.exists():
+        peer_data = json.loads(peer_file.read_text())
+        peer = peer_data.get(data["protocol"], {}).get("peer")
+    plot(runs, chosen, out.with_suffix(".png"), peer, f"{args.model}: {len(runs)} recipes, {data['images']} val images")
+    if args.write_config:
+        write_config(Path(args.write_config), chosen)
+
+
+def update_all(out: Path, data: dict) -> None:
+    from sampling_quality import save
+
+    save(out, data)
+
+
+def write_config(folder: Path, chosen: dict) -> None:
+    """Store the presets in the model folder's config.json; the default recipe becomes `realism` (SR3's purpose)."""
+    config_path = folder / "config.json"
+    config = json.loads(config_path.read_text())
+    config["presets"] = {name: recipe_of(row) for name, row in sorted(chosen.items())}
+    if "realism" in chosen:
+        config["sampling"] = recipe_of(chosen["realism"])
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    print(f"wrote presets into {config_path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("model", choices=sorted(DOMAINS), help="the model whose presets to search")
+    parser.add_argument("--model-path", help="measure this folder instead of the bundled model (e.g. a training export)")
+    parser.add_argument("--data", help="val folder (default: the model's domain in ../shared)")
+    parser.add_argument("--protocol", default="faces")
+    parser.add_argument("--reference", nargs="+", help="KID reference folders (with --data)")
+    parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "ancestral", "dpmpp_2m"])
+    parser.add_argument("--spacings", nargs="+", default=list(SPACINGS))
+    parser.add_argument("--consistency", nargs="+", default=list(CONSISTENCY))
+    parser.add_argument("--shard", default="0/1", help="i/n: measure every n-th recipe starting at i (run n processes)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--batch-size", type=int, default=10)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/preset_search_<model>.json)")
+    parser.add_argument("--report", action="store_true", help="only the table, plot and presets from the JSON file")
+    parser.add_argument("--write-config", metavar="FOLDER", help="with --report: store the presets in FOLDER/config.json")
+    args = parser.parse_args()
+    out = Path(args.out or HERE / "results" / f"preset_search_{args.model}.json")
+    report(args, out) if args.report else measure(args, out)
+
+
+if __name__ == "__main__":
+    main()
