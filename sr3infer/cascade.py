@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
@@ -13,6 +14,7 @@ from PIL import Image
 from torch import Tensor
 
 from . import imageio
+from .limits import DEFAULT_MAX_OUTPUT_PIXELS
 from .samplers import get_sampler, randn
 from .upscaler import Upscaler
 
@@ -94,6 +96,7 @@ class Cascade:
         progress: bool = True,
         output_type: str | None = None,
         return_all_stages: bool = False,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> Any:
         """Upscale a base generator's samples through every stage.
 
@@ -124,6 +127,8 @@ class Cascade:
                 ((N, 3, H, W) float32 in [0, 1]); default the kind of the input. Images of different
                 sizes come back as a list.
             return_all_stages: also return every stage's outputs.
+            max_output_pixels: each stage refuses outputs larger than this, or batches that would need
+                too much memory (see `Upscaler.upscale`); None switches the check off.
 
         Returns:
             The final images; with `return_all_stages`, a list with one entry per stage (each in
@@ -146,8 +151,12 @@ class Cascade:
                 raise ValueError(f"noise_level for stage {s} must be a finite number >= 0, got {level!r}.")
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        batch_size = int(batch_size)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or not 0 <= seed < 2**63):  # leaves room for the stage and image offsets
+            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
         if callable(images):
             if not isinstance(count, int) or count < 1:
                 raise ValueError(f"With a base generator callable, pass count= (a positive integer), got {count!r}.")
@@ -165,6 +174,7 @@ class Cascade:
             current = self._run_stage(
                 upscaler, current, stage_seed, num_steps=steps_list[s], sampler=samplers[s], noise_level=levels[s],
                 batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, progress=progress, stage=s,
+                max_output_pixels=max_output_pixels,
             )
             if return_all_stages or s == stages - 1:
                 per_stage.append(current)
@@ -187,6 +197,7 @@ class Cascade:
         tile_overlap: int | None,
         progress: bool,
         stage: int,
+        max_output_pixels: int | None,
     ) -> list[Tensor]:
         """One stage over all images: same-size images batched, image k seeded with `stage_seed + k`."""
         trained = upscaler.config.lowres_size
@@ -217,6 +228,7 @@ class Cascade:
                 out = upscaler.upscale_tensor(
                     lowres, num_steps=num_steps, sampler=sampler, generator=generators, progress=progress,
                     tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size,
+                    max_output_pixels=max_output_pixels,
                 ).float().cpu()
                 for k, result in zip(chunk, out):
                     results[k] = result[None]

@@ -5,14 +5,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 from .config import CONSISTENCY_MODES, PRESETS
+from .limits import DEFAULT_MAX_OUTPUT_PIXELS
 from .samplers import SAMPLERS
 from .schedule import SPACINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+MAX_SEED = 2**63 - 1  # leaves room for the per-file (and per-stage) offsets within torch's 64-bit seeds
+OUT_OF_MEMORY_HINT = " (out of memory: try --batch-size 1, tiling with --tile, --dtype fp16/bf16, or a smaller input)"
 DEFAULT_MODEL = "sr3-face-8x"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
@@ -66,12 +70,31 @@ def _add_tiling_args(parser: argparse.ArgumentParser) -> None:
                              "tiles blended every step (default: the trained output size, only when larger; 0: off)")
     parser.add_argument("--tile-overlap", type=int, metavar="N",
                         help="minimum overlap of neighbouring tiles in output pixels (default: a quarter of the tile)")
+    parser.add_argument("--max-output-pixels", type=int, metavar="N", default=DEFAULT_MAX_OUTPUT_PIXELS,
+                        help="refuse outputs larger than N pixels per image, and batches whose estimated memory is "
+                             "over 160 bytes per such pixel (at least 4 GiB) "
+                             f"(default {DEFAULT_MAX_OUTPUT_PIXELS:,}: a 24 GiB machine)")
 
 
-def _check_tiling_args(args: argparse.Namespace) -> None:
+def _check_shared_args(args: argparse.Namespace) -> None:
     for flag, value in (("--tile", args.tile), ("--tile-overlap", args.tile_overlap)):
         if value is not None and value < 0:
             raise UsageError(f"{flag} must be at least 0, got {value}")
+    if args.tile and args.tile_overlap is not None and args.tile_overlap >= args.tile:
+        raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
+    if args.max_output_pixels < 1:
+        raise UsageError(f"--max-output-pixels must be at least 1, got {args.max_output_pixels}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+
+
+def _check_model_args(args: argparse.Namespace, upscaler) -> None:
+    """The options that depend on the model, checked once it is loaded and before any image is read."""
+    size = 2 * upscaler.config.out_size + upscaler.config.scale  # large enough to need tiles
+    try:
+        upscaler.tile_plan((size, size), args.tile, args.tile_overlap)
+    except ValueError as err:
+        raise UsageError(str(err).replace("tile_size", "--tile").replace("tile_overlap", "--tile-overlap")) from None
 
 
 def _add_speed_args(parser: argparse.ArgumentParser) -> None:
@@ -114,19 +137,27 @@ def cmd_upscale(argv: list[str]) -> int:
     from .distributed import init_from_env, shard_indices
     from .upscaler import Upscaler
 
+    from .imageio import output_format
+
     source, output = Path(args.input), Path(args.output)
     inputs = _collect_inputs(source)
     outputs = _output_paths(inputs, source, output)
+    try:
+        output_format(outputs[0])
+    except ValueError as err:
+        raise UsageError(f"-o {outputs[0]}: {err}") from None
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:
         raise UsageError(f"{existing[0]!r} already exists; pass --overwrite to replace it")
     if args.steps is not None and args.steps < 1:
         raise UsageError(f"--steps must be at least 1, got {args.steps}")
+    if args.eta is not None and not 0 <= args.eta <= 1:
+        raise UsageError(f"--eta must be between 0 and 1, got {args.eta}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.threads is not None and args.threads < 1:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
-    _check_tiling_args(args)
+    _check_shared_args(args)
     _check_distinct_outputs(inputs, outputs)
     if args.threads is not None:
         import torch
@@ -143,6 +174,7 @@ def cmd_upscale(argv: list[str]) -> int:
         if args.steps is not None and args.steps > upscaler.config.schedule.num_steps:
             raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_steps} "
                              f"training steps, got {args.steps}")
+        _check_model_args(args, upscaler)
         _apply_speed_args(args, upscaler)
         if ctx.rank == 0:
             _warn_if_untrained(upscaler)
@@ -172,48 +204,67 @@ def _check_distinct_outputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 
 def _error_line(err: BaseException) -> str:
+    """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
     message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-    if "out of memory" in message.lower():
-        message += " (try --batch-size 1, --dtype fp16, or tiling with --tile)"
+    lowered = message.lower()
+    if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
+                                                                   "cannot allocate memory", "not enough memory")):
+        message += OUT_OF_MEMORY_HINT
     return message
+
+
+def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[list, Any, Exception | None]]:
+    """`run` each group of jobs; a failing group is retried one job at a time, so a bad file fails alone.
+
+    Yields `(group, run(group), None)` for each success and `([job], None, error)` for a job that fails by itself.
+    """
+    pending = list(groups)
+    while pending:
+        group = pending.pop(0)
+        try:
+            results = run(group)
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
+            if len(group) > 1:
+                pending[:0] = [[job] for job in group]
+                continue
+            yield group, None, err
+            continue
+        yield group, results, None
 
 
 def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.Namespace, prefix: str,
                    progress: bool) -> tuple[int, int]:
     """Upscale `(index, source, destination)` jobs in batches; returns (written, failed).
 
-    File `index` of the sorted input list always gets seed `--seed + index`, so the result does
-    not depend on batching or on how many ranks share the work. A failed file is reported and
+    File `index` of the sorted input list always gets seed `--seed + index`, so batching and the
+    number of ranks change the result only through float rounding. A failed file is reported and
     the rest go on: a failing batch is retried one image at a time.
     """
     import torch
 
     from . import imageio
 
+    def run(group: list) -> list:
+        # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
+        return upscaler.upscale(
+            [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
+            spacing=args.spacing, consistency=args.consistency, eta=args.eta, preset=args.preset,
+            generator=[torch.Generator("cpu").manual_seed(args.seed + index) for index, _, _, _ in group],
+            batch_size=args.batch_size, progress=progress, tile_size=args.tile, tile_overlap=args.tile_overlap,
+            max_output_pixels=args.max_output_pixels,
+        )
+
     written = failed = 0
     for start in range(0, len(jobs), args.batch_size):
         loaded = []
         for index, src, dst in jobs[start : start + args.batch_size]:
             try:
-                loaded.append((index, imageio.load_image(src), src, dst))
+                loaded.append((index, imageio.read_image(src), src, dst))
             except (ValueError, OSError) as err:
                 print(f"{prefix}: skipped {src}: {err}", file=sys.stderr)
                 failed += 1
-        pending = [loaded] if loaded else []
-        while pending:
-            group = pending.pop(0)
-            try:
-                results = upscaler.upscale(
-                    [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
-                    spacing=args.spacing, consistency=args.consistency, eta=args.eta, preset=args.preset,
-                    generator=[torch.Generator("cpu").manual_seed(args.seed + index) for index, _, _, _ in group],
-                    batch_size=args.batch_size, progress=progress, output_type="pil",
-                    tile_size=args.tile, tile_overlap=args.tile_overlap,
-                )
-            except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-                if len(group) > 1:
-                    pending[:0] = [[job] for job in group]
-                    continue
+        for group, results, err in _isolated([loaded] if loaded else [], run):
+            if err is not None:
                 print(f"{prefix}: failed {group[0][2]}: {_error_line(err)}", file=sys.stderr)
                 failed += 1
                 continue
@@ -226,7 +277,8 @@ def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.
                     continue
                 written += 1
                 if not args.quiet:
-                    print(f"{prefix}: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
+                    width, height = imageio.image_size(result)
+                    print(f"{prefix}: wrote {dst} ({width}x{height})", file=sys.stderr)
     return written, failed
 
 
@@ -404,7 +456,7 @@ def cmd_cascade(argv: list[str]) -> int:
         raise UsageError(f"--noise-level must be at least 0, got {args.noise_level}")
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    _check_tiling_args(args)
+    _check_shared_args(args)
     source, output = Path(args.input), Path(args.output)
     if output.exists() and not output.is_dir():
         raise UsageError(f"-o must be a folder; {str(output)!r} is a file")
@@ -421,7 +473,16 @@ def cmd_cascade(argv: list[str]) -> int:
 
     cascade = Cascade.from_pretrained(names, device=args.device, torch_dtype=args.dtype)
     for upscaler in cascade.upscalers:
+        _check_model_args(args, upscaler)
         _warn_if_untrained(upscaler)
+    def run(group: list) -> list:
+        return cascade.run(
+            [image for _, image in group], num_steps=steps, sampler=samplers,
+            noise_level=[x or 0.0 for x in levels], seed=args.seed + group[0][0], batch_size=args.batch_size,
+            tile_size=args.tile, tile_overlap=args.tile_overlap, progress=not args.quiet, output_type="pil",
+            return_all_stages=True, max_output_pixels=args.max_output_pixels,
+        )
+
     failed = written = 0
     for start in range(0, len(inputs), args.batch_size):
         loaded = []
@@ -438,20 +499,24 @@ def cmd_cascade(argv: list[str]) -> int:
                 groups[-1].append((index, image))
             else:
                 groups.append([(index, image)])
-        for group in groups:
-            stages = cascade.run(
-                [image for _, image in group], num_steps=steps, sampler=samplers,
-                noise_level=[x or 0.0 for x in levels], seed=args.seed + group[0][0], batch_size=args.batch_size,
-                tile_size=args.tile, tile_overlap=args.tile_overlap, progress=not args.quiet, output_type="pil",
-                return_all_stages=True,
-            )
-            for folder, results in zip(stage_dirs + [output], stages[-1 - len(stage_dirs):]):
-                for (index, _), result in zip(group, results):
-                    dst = folder / finals[index].name
-                    imageio.save_image(result, dst, overwrite=args.overwrite)
-                    if not args.quiet:
-                        print(f"sr3infer: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
-            written += len(group)
+        for group, stages, err in _isolated(groups, run):
+            if err is not None:
+                print(f"sr3infer: failed {inputs[group[0][0]]}: {_error_line(err)}", file=sys.stderr)
+                failed += 1
+                continue
+            per_file = zip(*stages[-1 - len(stage_dirs):])  # each file's outputs: earlier stages first, final last
+            for (index, _), results in zip(group, per_file):
+                try:
+                    for folder, result in zip(stage_dirs + [output], results):
+                        dst = folder / finals[index].name
+                        imageio.save_image(result, dst, overwrite=args.overwrite)
+                        if not args.quiet:
+                            print(f"sr3infer: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
+                except (ValueError, OSError) as err:
+                    print(f"sr3infer: failed to write {dst} (from {inputs[index]}): {err}", file=sys.stderr)
+                    failed += 1
+                    continue
+                written += 1
     if len(inputs) > 1 and not (args.quiet and not failed):
         print(f"sr3infer: {written} written, {failed} failed of {len(inputs)} files", file=sys.stderr)
     return EXIT_FAILURE if failed else EXIT_OK
@@ -476,6 +541,17 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--debug")
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
     command = SUBCOMMANDS.get(argv[0]) if argv else None
+    with warnings.catch_warnings():
+        warnings.showwarning = _show_warning
+        return _run(command, argv, debug)
+
+
+def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+    """Library warnings (trained size, long runs, bit depth) as one `sr3infer: warning: ...` line each."""
+    print(f"sr3infer: warning: {message}", file=sys.stderr)
+
+
+def _run(command: Callable[[list[str]], int] | None, argv: list[str], debug: bool) -> int:
     try:
         if command is not None:
             return command(argv[1:])
@@ -494,10 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a message
         if debug:
             raise
-        message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        if "out of memory" in message.lower():
-            message += " (try --batch-size 1, --dtype fp16, or tiling with --tile)"
-        print(f"sr3infer: error: {message}", file=sys.stderr)
+        print(f"sr3infer: error: {_error_line(err)}", file=sys.stderr)
         return EXIT_FAILURE
 
 

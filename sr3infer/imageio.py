@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import os
+import struct
+import tempfile
 import warnings
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Union
+from typing import IO, Any, Callable, Union
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
 from .resample import bicubic
 
-__all__ = ["ImageLike", "Prepared", "load_image", "prepare", "restore", "save_image"]
+__all__ = ["ImageLike", "Prepared", "load_image", "read_image", "peek_sizes", "prepare", "restore", "save_image",
+           "output_format", "image_size", "write_atomically"]
+
+_PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
 
@@ -34,7 +40,27 @@ class Prepared:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file fully (so truncation is found now), with clear errors for every bad file."""
+    """Open an image file fully (so truncation is found now), upright (EXIF orientation applied), with clear errors."""
+    return _open(path)[0]
+
+
+def read_image(path: str | os.PathLike) -> Image.Image | np.ndarray:
+    """`load_image`, except that a 16-bit RGB or RGBA PNG comes back as a uint16 (H, W, C) array with all 16 bits.
+
+    Pillow has no 16-bit colour mode and decodes such files to their high bytes; here its PNG decoder
+    runs a second time with the little-endian unpacker, which picks the low bytes instead.
+    """
+    image, stored_as = _open(path)
+    low_bytes = _PNG_16_BIT_COLOUR.get(stored_as or "")
+    if low_bytes is None:
+        return image
+    high = np.asarray(image, dtype=np.uint16)
+    low = np.asarray(_open(path, rawmode=low_bytes)[0], dtype=np.uint16)
+    return (high << 8) | low
+
+
+def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None]:
+    """The decoded, upright image and, for a PNG, the raw sample layout it was stored in (e.g. "RGB;16B")."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"Input image {str(path)!r} does not exist.")
@@ -46,6 +72,9 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
+            stored_as = image.tile[0][3] if image.format == "PNG" and len(image.tile) == 1 else None
+            if rawmode is not None:
+                image.tile = [(*image.tile[0][:3], rawmode)]
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(
@@ -56,7 +85,38 @@ def load_image(path: str | os.PathLike) -> Image.Image:
         raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
     except (OSError, SyntaxError) as err:
         raise ValueError(f"{str(path)!r} could not be decoded; is it truncated or corrupt? ({err})") from None
-    return image
+    try:
+        ImageOps.exif_transpose(image, in_place=True)  # a phone photo stored sideways comes out upright
+    except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
+        pass
+    return image, stored_as if isinstance(stored_as, str) else None
+
+
+def peek_sizes(image: Any) -> list[tuple[int, int]]:
+    """(height, width) of each image in `image` (one input, a batch counts as several), read without decoding.
+
+    For estimating a run before any pixel is converted; [] when the input is not understood (the
+    conversion then says what is wrong).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(image) as opened:  # reads the header only
+                    return [(opened.height, opened.width)]
+        except Exception:  # noqa: BLE001 - load_image reports bad files properly
+            return []
+    if isinstance(image, Image.Image):
+        return [(image.height, image.width)]
+    if isinstance(image, (np.ndarray, Tensor)):
+        shape = tuple(image.shape)
+        if isinstance(image, np.ndarray) and len(shape) in (2, 3):
+            return [shape[:2]]
+        if isinstance(image, Tensor) and len(shape) == 3:
+            return [shape[-2:]]
+        if len(shape) == 4:
+            return [shape[1:3] if isinstance(image, np.ndarray) else shape[-2:]] * shape[0]
+    return []
 
 
 def _check_size(h: int, w: int, what: str) -> None:
@@ -86,6 +146,12 @@ def _from_pil(image: Image.Image) -> Prepared:
         prep.bits = 16
     elif mode == "I":
         array = np.asarray(image, dtype=np.float64)
+        if array.size and (array.min() < 0 or array.max() > 65535):
+            # 32-bit integer data (e.g. a 32-bit TIFF): clipping at 65535 would silently whiten it.
+            raise ValueError(
+                f"The 32-bit integer (mode 'I') image holds values in [{array.min():.0f}, {array.max():.0f}]; "
+                "expected 0..65535. Scale it to 16 bits first, e.g. Image.fromarray((a >> 16).astype('uint16'))."
+            )
         top = 65535.0 if array.max(initial=0) > 255 else 255.0
         prep = _from_float_hwc((np.clip(array, 0, top) / top).astype(np.float32)[..., None], gray=True)
         prep.bits = 16 if top > 255 else 8
@@ -209,7 +275,12 @@ def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype) -> Prepared:
 def prepare(image: ImageLike) -> list[Prepared]:
     """Turn one input (a batch array/tensor counts as several) into `Prepared` images."""
     if isinstance(image, (str, os.PathLike)):
-        return [_from_pil(load_image(image))]
+        loaded = read_image(image)
+        if isinstance(loaded, np.ndarray):  # 16-bit colour: numpy keeps all bits (output_type="np" returns them)
+            (prep,) = _from_numpy(loaded)
+            prep.kind = "pil"
+            return [prep]
+        return [_from_pil(loaded)]
     if isinstance(image, Image.Image):
         return [_from_pil(image)]
     if isinstance(image, np.ndarray):
@@ -273,20 +344,100 @@ def _encodable(image: Image.Image, fmt: str) -> Image.Image:
     return image
 
 
-def save_image(image: Image.Image, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write atomically: encode to a temporary file beside `path`, then rename; never leaves half a file."""
+def output_format(path: str | os.PathLike) -> str:
+    """Pillow's format name for the suffix of `path`, e.g. "PNG"; ValueError for a suffix Pillow cannot write."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(f"Unknown output format {suffix!r}; use .png, .jpg, .webp, .tif or .bmp.")
+    return fmt
+
+
+def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
+    """(width, height) of a PIL image or an (H, W[, C]) array."""
+    return image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
+
+
+def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write `image` (PIL, or a uint16 (H, W, 3|4) array from `read_image`) in the format of the suffix of `path`.
+
+    Atomic and safe, see `write_atomically`: never half a file, no symlink followed, and without
+    `overwrite` an existing name (even a dangling symlink) is never replaced.
+    """
+    fmt = output_format(path)
+    return write_atomically(path, lambda handle: _encode(image, fmt, handle), overwrite=overwrite)
+
+
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
+    """Call `write(handle)` on a new private file beside `path` (`tempfile.mkstemp`), then move it into place.
+
+    The file is written through its descriptor, so no planted symlink is followed. Without `overwrite`
+    the name is claimed atomically, so of two processes writing one name exactly one wins and the other
+    gets FileExistsError. A failure leaves nothing behind.
+    """
     path = Path(path)
-    if path.exists() and not overwrite:
+    if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite (overwrite=True) to replace it.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        fmt = Image.registered_extensions().get(path.suffix.lower())
-        if fmt is None:
-            raise ValueError(f"Unknown output format {path.suffix!r}; use .png, .jpg, .webp, .tif or .bmp.")
-        _encodable(image, fmt).save(tmp, format=fmt)
-        os.replace(tmp, path)
+        with os.fdopen(fd, "wb") as handle:
+            write(handle)
+        os.chmod(tmp, 0o644)
+        if overwrite:
+            os.replace(tmp, path)
+        else:
+            _claim(tmp, path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def _claim(tmp: str, path: Path) -> None:
+    """Give the finished file `tmp` the name `path` only if nothing has that name yet, atomically."""
+    try:
+        try:
+            os.link(tmp, path)  # fails if the name exists, whatever it is; never follows it
+        except FileExistsError:
+            raise
+        except OSError:  # no hard links on this file system: claim the name with O_EXCL, then fill it
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            os.replace(tmp, path)
+            return
+    except FileExistsError:
+        raise FileExistsError(
+            f"{str(path)!r} already exists (another run wrote it first); pass --overwrite (overwrite=True) to replace it."
+        ) from None
+    os.unlink(tmp)
+
+
+def _encode(image: Image.Image | np.ndarray, fmt: str, handle: IO[bytes]) -> None:
+    if isinstance(image, np.ndarray):
+        if image.dtype != np.uint16 or image.ndim != 3 or image.shape[-1] not in (3, 4):
+            raise TypeError(f"Expected a PIL image or a uint16 (H, W, 3|4) array, got {image.dtype} {image.shape}.")
+        if fmt == "PNG":
+            _write_png16(image, handle)
+            return
+        warnings.warn(f"Pillow writes {fmt} with 8 bits per colour channel; write .png to keep all 16 bits.",
+                      stacklevel=3)
+        image = Image.fromarray(np.round(image / 257).astype(np.uint8))
+    _encodable(image, fmt).save(handle, format=fmt)
+
+
+def _write_png16(array: np.ndarray, handle: IO[bytes]) -> None:
+    """A 16-bit RGB or RGBA PNG (which Pillow cannot write): big-endian samples, each row "Sub"-filtered, zlib."""
+    height, width, channels = array.shape
+    raw = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
+    step = channels * 2  # bytes per pixel: "Sub" stores each byte minus the one a pixel to the left
+    rows = np.empty((height, 1 + raw.shape[1]), dtype=np.uint8)
+    rows[:, 0] = 1
+    rows[:, 1 : 1 + step] = raw[:, :step]
+    rows[:, 1 + step :] = raw[:, step:] - raw[:, :-step]
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 2 if channels == 3 else 6, 0, 0, 0)
+    handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
+                 + chunk(b"IEND", b""))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -79,8 +80,9 @@ class NoiseSchedule:
             ValueError: `num_steps` outside 1..T (or outside the truncated range), or an unknown spacing.
         """
         total = self.num_steps
-        if isinstance(num_steps, bool) or not isinstance(num_steps, int):
+        if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
             raise ValueError(f"num_steps must be an integer, got {num_steps!r}.")
+        num_steps = int(num_steps)
         if spacing not in SPACINGS:
             raise ValueError(f"Unknown grid spacing {spacing!r}; expected one of {', '.join(SPACINGS)}.")
         gammas = self.gammas

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -134,8 +135,9 @@ class TiledDenoiser:
         tile_batch_size: int = 8,
     ) -> None:
         tile_h, tile_w = (tile_size, tile_size) if isinstance(tile_size, int) else tile_size
-        if not isinstance(tile_batch_size, int) or tile_batch_size < 1:
+        if isinstance(tile_batch_size, bool) or not isinstance(tile_batch_size, numbers.Integral) or tile_batch_size < 1:
             raise ValueError(f"tile_batch_size must be a positive integer, got {tile_batch_size!r}.")
+        tile_batch_size = int(tile_batch_size)
         for tile in (tile_h, tile_w):
             tile_spans(tile, tile, overlap, align)  # validates the sizes now rather than at the first step
         self.make_tile_denoiser = make_tile_denoiser

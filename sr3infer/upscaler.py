@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import numbers
 import warnings
 from pathlib import Path
 from typing import Any, Sequence
@@ -15,17 +16,21 @@ from .config import CONSISTENCY_MODES, ModelConfig
 from .convert import load_community_checkpoint
 from .fastpath import FastModel
 from .hub import resolve_model_files
+from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
 from .prediction import to_eps
 from .resample import bicubic, consistency_projection, project_onto_input
 from .samplers import Callback, Denoiser, get_sampler, randn
 from .tiling import Tile, TiledDenoiser
 from .unet import UNet
-from .weights import build_model, is_community_checkpoint, load_weights, read_config, save_model_folder
+from .weights import (
+    build_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
+)
 
 __all__ = ["Upscaler", "CONSISTENCY_MODES"]
 
 log = logging.getLogger(__name__)
 _UNSET: Any = object()
+MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 
 
 def _default_device() -> torch.device:
@@ -97,9 +102,12 @@ class Upscaler:
         if config_path is None and is_community_checkpoint(weights_path):
             config, state = load_community_checkpoint(weights_path, scale=scale or 8)
         else:
-            config, state = read_config(weights_path, config_path), load_weights(weights_path)
+            config = read_config(weights_path, config_path)
+            check_weights_file(config, weights_path, config_path)  # before a huge config allocates anything
+            state = load_weights(weights_path)
             if scale is not None and scale != config.scale:
                 raise ValueError(f"scale={scale} was requested, but {name_or_path} is a x{config.scale} model.")
+        check_finite(state, weights_path)
         model = build_model(config, state)
         upscaler = cls(config, model, device=device, torch_dtype=torch_dtype)
         upscaler.source = str(name_or_path)
@@ -215,8 +223,9 @@ class Upscaler:
         scale = self.config.scale
         if tile_size is None:
             tile_size = self.config.out_size if max(size) > self.config.out_size else 0
-        if isinstance(tile_size, bool) or not isinstance(tile_size, int) or tile_size < 0:
+        if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < 0:
             raise ValueError(f"tile_size must be a non-negative integer (0: no tiling), got {tile_size!r}.")
+        tile_size = int(tile_size)
         if tile_size == 0:
             return None
         if tile_size < scale:
@@ -224,8 +233,9 @@ class Upscaler:
         tile = tile_size // scale * scale
         if tile_overlap is None:
             tile_overlap = tile // 4
-        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, int) or tile_overlap < 0:
+        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, numbers.Integral) or tile_overlap < 0:
             raise ValueError(f"tile_overlap must be a non-negative integer, got {tile_overlap!r}.")
+        tile_overlap = int(tile_overlap)
         overlap = -(-tile_overlap // scale) * scale
         if overlap >= tile:
             raise ValueError(
@@ -235,6 +245,18 @@ class Upscaler:
         if size[0] <= tile and size[1] <= tile:
             return None
         return tile, overlap
+
+    def estimate(self, size: tuple[int, int], *, batch: int = 1, num_steps: int | None = None,
+                 tile_size: int | None = None, tile_overlap: int | None = None, tile_batch_size: int = 8) -> RunEstimate:
+        """What upscaling `batch` inputs of `size` (h, w) in one call costs, from sizes alone.
+
+        Returns a `sr3infer.limits.RunEstimate`: output size, tiles, U-Net calls (`num_steps`
+        defaults to the model's recipe) and the estimated peak memory in bytes.
+        """
+        out = (int(size[0]) * self.config.scale, int(size[1]) * self.config.scale)
+        steps = self.config.sampling.num_steps if num_steps is None else num_steps
+        return estimate_run(self.config, out, batch=batch, tiling=self.tile_plan(out, tile_size, tile_overlap),
+                            tile_batch_size=tile_batch_size, num_steps=steps, dtype=self.dtype)
 
     @torch.inference_mode()
     def upscale_tensor(
@@ -254,27 +276,40 @@ class Upscaler:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         tile_batch_size: int = 8,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> Tensor:
         """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1].
 
         Outputs larger than a tile are denoised tile by tile, blending every step (see `tile_plan`);
-        `tile_batch_size` tiles go through the U-Net at a time.
+        `tile_batch_size` tiles go through the U-Net at a time. Before anything is allocated the
+        run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`).
+
+        Raises:
+            RuntimeError: sampling produced NaN or Inf (broken weights or an unstable recipe).
         """
         defaults = self.config.recipe(preset)
-        sampler = sampler or defaults.sampler
+        sampler = defaults.sampler if sampler is None else sampler
         sample = get_sampler(sampler)
         num_steps = defaults.num_steps if num_steps is None else num_steps
         start = defaults.start_noise_level if start_noise_level is _UNSET else start_noise_level
-        consistency = consistency or defaults.consistency
+        consistency = defaults.consistency if consistency is None else consistency
         eta = defaults.eta if eta is None else eta
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 <= eta <= 1:
+            raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1, got {eta!r}.")
         if consistency not in CONSISTENCY_MODES:
             raise ValueError(f"Unknown consistency {consistency!r}; expected one of {', '.join(CONSISTENCY_MODES)}.")
         if lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
             raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {tuple(lowres.shape)}.")
         if not torch.isfinite(lowres).all():
             raise ValueError("lowres contains NaN or Inf values.")
-        gammas = self.config.schedule.inference_grid(num_steps, spacing=spacing or defaults.spacing,
+        gammas = self.config.schedule.inference_grid(num_steps, spacing=defaults.spacing if spacing is None else spacing,
                                                      start_noise_level=start)
+        run = self.estimate(tuple(lowres.shape[-2:]), batch=lowres.shape[0], num_steps=len(gammas) - 1,
+                            tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size)
+        check_run(run, max_output_pixels)
+        slow = slow_run_warning(run, self.config.lowres_size)
+        if slow is not None:
+            warnings.warn(slow, stacklevel=3)
         lowres = lowres.to(self.device, torch.float32)
         size = (lowres.shape[-2] * self.config.scale, lowres.shape[-1] * self.config.scale)
         cond = bicubic(lowres, size)
@@ -303,6 +338,11 @@ class Upscaler:
         if sampler == "ddim":
             kwargs["eta"] = eta
         x = sample(denoise, x, gammas, **kwargs)
+        if not torch.isfinite(x).all():
+            raise RuntimeError(
+                f"Sampling produced NaN or Inf values ({sampler}, {num_steps} steps): the model's weights are broken "
+                "or the recipe is unstable. Check the model files, or try another sampler or step count."
+            )
         image = x + cond if self.config.residual else x
         if consistency in ("final", "every"):
             return project_onto_input(image, lowres)
@@ -327,6 +367,7 @@ class Upscaler:
         callback: Callback | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> Any:
         """Upscale one image or a list of images by `config.scale`.
 
@@ -348,6 +389,11 @@ class Upscaler:
                 overlapping tiles blended at every step, so memory does not grow with the image.
                 Default: tiles of the trained output size when the output is larger than it;
                 0 turns tiling off. See `tile_plan`.
+            max_output_pixels: refuse (ValueError, before any image is decoded) an output over this
+                many pixels per image, or a batch whose estimated peak memory is over 160 bytes per
+                allowed pixel, and at least 4 GiB (16 GB by default: too many images or tiles per U-Net
+                call, or a large image untiled). The default, 100 MP, suits a 24 GiB machine; None
+                switches the check off. See `estimate`.
 
         Returns:
             The same kind and count as `images`: one result for one image, a list for a list,
@@ -355,13 +401,18 @@ class Upscaler:
         """
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
-        if not isinstance(batch_size, int) or batch_size < 1:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+        batch_size = int(batch_size)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+                                 or not 0 <= seed <= MAX_SEED):
+            raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}.")
         self.config.recipe(preset)  # an unknown preset fails before any image is read
         single = not isinstance(images, (list, tuple))
         items: Sequence[Any] = [images] if single else list(images)
         if not items:
             return []
+        self._check_sizes(items, num_steps, preset, batch_size, tile_size, tile_overlap, max_output_pixels)
         prepared: list[list[imageio.Prepared]] = [imageio.prepare(item) for item in items]
         flat = [p for group in prepared for p in group]
         scale = self.config.scale
@@ -372,6 +423,8 @@ class Upscaler:
         ])
         if generator is not None and seed is not None:
             raise ValueError("Pass either generator or seed, not both.")
+        if seed is not None and seed + len(flat) - 1 > MAX_SEED:
+            raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} images.")
         generators = self._per_image_generators(len(flat), generator, seed)
         results: list[Tensor | None] = [None] * len(flat)
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -386,6 +439,7 @@ class Upscaler:
                     lowres, num_steps=num_steps, sampler=sampler, spacing=spacing, start_noise_level=start_noise_level,
                     consistency=consistency, eta=eta, preset=preset, generator=gens, progress=progress, callback=callback,
                     tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size,
+                    max_output_pixels=max_output_pixels,
                 ).cpu()
                 for i, result in zip(chunk, out):
                     results[i] = result[None]
@@ -405,6 +459,18 @@ class Upscaler:
                 raise ValueError(f"Got {len(generator)} generators for {count} images; pass one per image or a single one.")
             return list(generator)
         return None
+
+    def _check_sizes(self, items: Sequence[Any], num_steps: Any, preset: str | None, batch_size: int,
+                     tile_size: int | None, tile_overlap: int | None, max_output_pixels: int | None) -> None:
+        """Refuse a run over the limits from the images' sizes alone, before any image is decoded or converted."""
+        sizes = [size for item in items for size in imageio.peek_sizes(item)]
+        steps = self.config.recipe(preset).num_steps if num_steps is None else num_steps
+        if not isinstance(steps, numbers.Integral):
+            return  # upscale_tensor says what is wrong with it, and checks the run itself
+        for size in sorted(set(sizes)):
+            run = self.estimate(size, batch=min(batch_size, sizes.count(size)), num_steps=int(steps),
+                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size)
+            check_run(run, max_output_pixels)
 
     def _warn_if_off_size(self, flat: list[imageio.Prepared]) -> None:
         trained = self.config.lowres_size
