@@ -25,7 +25,8 @@ STATE_BYTES_PER_PIXEL = 96
 """Sampler state per output pixel: x, the condition, eps, x0, noise and temporaries in float32 (measured 64-77)."""
 
 UNET_MAPS_PER_CHANNEL = 24
-"""U-Net activations per pixel of a U-Net call, in units of `inner_channel` elements (measured 14-22 on CPU)."""
+"""U-Net activations per pixel of a U-Net call, in `inner_channel` elements (CPU fp32: 14-22 for the bundled
+architectures at 128-1024 px, 26 for the 8-channel test U-Net)."""
 
 SLOW_RUN_FACTOR = 100
 """Warn when one image costs more than this many times the U-Net work of one trained-size image."""
