@@ -24,6 +24,19 @@ def to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(((x.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy())
 
 
+def grid_image(columns: list[tuple[str, list[Image.Image]]]) -> Image.Image:
+    """Equal-size pictures in titled columns, one row per image."""
+    width, height = columns[0][1][0].size
+    label_h = 16
+    grid = Image.new("RGB", (width * len(columns), height * len(columns[0][1]) + label_h), "white")
+    draw = ImageDraw.Draw(grid)
+    for col, (title, images) in enumerate(columns):
+        draw.text((col * width + 4, 2), title, fill="black")
+        for row, image in enumerate(images):
+            grid.paste(image, (col * width, label_h + row * height))
+    return grid
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sr3-face-8x")
@@ -46,14 +59,7 @@ def main() -> None:
         ("SR3", sr),
         ("original", hr),
     ]
-    label_h = 16
-    grid = Image.new("RGB", (size * len(columns), size * len(hr) + label_h), "white")
-    draw = ImageDraw.Draw(grid)
-    for col, (title, images) in enumerate(columns):
-        draw.text((col * size + 4, 2), title, fill="black")
-        for row, image in enumerate(images):
-            grid.paste(to_pil(image), (col * size, label_h + row * size))
-    grid.save(args.output)
+    grid_image([(title, [to_pil(image) for image in images]) for title, images in columns]).save(args.output)
     print(f"wrote {args.output}")
 
 

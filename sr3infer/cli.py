@@ -33,10 +33,11 @@ class _Parser(argparse.ArgumentParser):
 def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's measured default)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the model's)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (image k of a run uses seed + k)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed (image k of a run uses seed + k; with --samples K, seeds seed + k*K to seed + k*K + K-1)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per U-Net call")
+    parser.add_argument("--batch-size", type=int, default=8, help="images (with --samples: samples) per U-Net call")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -59,6 +60,7 @@ def _upscale_parser() -> argparse.ArgumentParser:
                              "--steps/--sampler/--spacing/--consistency/--eta override parts of it (default: the model's "
                              "default recipe)")
     parser.add_argument("--eta", type=float, help="DDIM stochasticity, 0 (deterministic) to 1 (default: the recipe's)")
+    _add_ensemble_args(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
@@ -86,6 +88,61 @@ def _check_shared_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-output-pixels must be at least 1, got {args.max_output_pixels}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+
+
+def _add_ensemble_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--samples", type=int, default=1, metavar="K",
+                        help="draw K samples per image and write their per-pixel mean (default 1: one sample; "
+                             "K times the work)")
+    parser.add_argument("--uncertainty", metavar="PATH",
+                        help="also write each image's uncertainty map, the per-pixel std of the K samples (needs "
+                             "--samples 2 or more): a heat-map PNG (black: the samples agree; pale yellow: std >= 0.05 "
+                             "of the pixel range), or for a PATH ending in .npy the raw float32 (H, W) array in [0, 1] "
+                             "units. For a folder INPUT, PATH is a folder (it may be the -o folder) and image NAME gets "
+                             "PATH/NAME_uncertainty.png (.npy with --uncertainty-format npy)")
+    parser.add_argument("--uncertainty-format", choices=["png", "npy"],
+                        help="folder INPUT: write the maps as heat-map PNGs (default) or raw .npy arrays")
+
+
+def _uncertainty_paths(args: argparse.Namespace, source: Path, outputs: list[Path]) -> dict[Path, Path] | None:
+    """Check --samples/--uncertainty; the uncertainty map's path for each output path, or None without --uncertainty."""
+    from .imageio import output_format
+    from .uncertainty import MAX_NUM_SAMPLES
+
+    if not 1 <= args.samples <= MAX_NUM_SAMPLES:
+        raise UsageError(f"--samples must be between 1 and {MAX_NUM_SAMPLES}, got {args.samples}")
+    if args.uncertainty is None:
+        if args.uncertainty_format is not None:
+            raise UsageError("--uncertainty-format needs --uncertainty PATH")
+        return None
+    if args.samples < 2:
+        raise UsageError(f"--uncertainty needs --samples 2 or more (the spread of several samples), got "
+                         f"{args.samples}; e.g. --samples 8")
+    target = Path(args.uncertainty)
+    if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise UsageError(f"input is a folder, so --uncertainty must be a folder; {str(target)!r} is a file")
+        suffix = "." + (args.uncertainty_format or "png")
+        maps = {out: target / f"{out.stem}_uncertainty{suffix}" for out in outputs}
+    else:
+        if args.uncertainty_format is not None:
+            raise UsageError("--uncertainty-format is for folder input; for one file give --uncertainty a .npy or "
+                             ".png name")
+        if target.is_dir():
+            target = target / f"{outputs[0].stem}_uncertainty.png"
+        elif target.suffix.lower() != ".npy":
+            try:
+                output_format(target)
+            except ValueError as err:
+                raise UsageError(f"--uncertainty {target}: {err}") from None
+        maps = {outputs[0]: target}
+    for out, path in maps.items():
+        if path in maps:
+            raise UsageError(f"the output and the uncertainty map would both be written to {str(path)!r}; "
+                             "give --uncertainty another name")
+        if path.exists() and not args.overwrite:
+            raise UsageError(f"{str(path)!r} already exists; pass --overwrite to replace it")
+    return maps
 
 
 def _check_model_args(args: argparse.Namespace, upscaler) -> None:
@@ -159,6 +216,7 @@ def cmd_upscale(argv: list[str]) -> int:
         raise UsageError(f"--threads must be at least 1, got {args.threads}")
     _check_shared_args(args)
     _check_distinct_outputs(inputs, outputs)
+    maps = _uncertainty_paths(args, source, outputs)
     if args.threads is not None:
         import torch
 
@@ -180,7 +238,8 @@ def cmd_upscale(argv: list[str]) -> int:
             _warn_if_untrained(upscaler)
         jobs = [(i, inputs[i], outputs[i]) for i in shard_indices(len(inputs), ctx.rank, ctx.world_size)]
         prefix = f"sr3infer[rank {ctx.rank}]" if ctx.distributed else "sr3infer"
-        written, failed = _upscale_files(upscaler, jobs, args, prefix, progress=not args.quiet and ctx.rank == 0)
+        written, failed = _upscale_files(upscaler, jobs, args, prefix, progress=not args.quiet and ctx.rank == 0,
+                                         maps=maps)
         per_rank = ctx.gather_counts([written, failed])
     finally:
         ctx.close()
@@ -233,26 +292,35 @@ def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[
 
 
 def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.Namespace, prefix: str,
-                   progress: bool) -> tuple[int, int]:
+                   progress: bool, maps: dict[Path, Path] | None = None) -> tuple[int, int]:
     """Upscale `(index, source, destination)` jobs in batches; returns (written, failed).
 
-    File `index` of the sorted input list always gets seed `--seed + index`, so batching and the
-    number of ranks change the result only through float rounding. A failed file is reported and
-    the rest go on: a failing batch is retried one image at a time.
+    File `index` of the sorted input list always gets seed `--seed + index` (sample k of K:
+    `--seed + index * K + k`), so the result does not depend on batching or on how many ranks share
+    the work. A failed file is reported and the rest go on: a failing batch is retried one image at
+    a time. With `maps` (output path -> uncertainty map path) each file's map is written after it.
     """
     import torch
 
     from . import imageio
 
+    samples = args.samples
+    uncertainties: dict[Path, Any] = {}  # output path -> its map, from the upscale call to the write
+
     def run(group: list) -> list:
         # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
-        return upscaler.upscale(
+        out = upscaler.upscale(
             [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
             spacing=args.spacing, consistency=args.consistency, eta=args.eta, preset=args.preset,
-            generator=[torch.Generator("cpu").manual_seed(args.seed + index) for index, _, _, _ in group],
+            generator=[torch.Generator("cpu").manual_seed(args.seed + index * samples + k)
+                       for index, _, _, _ in group for k in range(samples)],
             batch_size=args.batch_size, progress=progress, tile_size=args.tile, tile_overlap=args.tile_overlap,
-            max_output_pixels=args.max_output_pixels,
+            max_output_pixels=args.max_output_pixels, num_samples=samples, return_uncertainty=maps is not None,
         )
+        if maps is None:
+            return out
+        uncertainties.update((dst, u) for (_, _, _, dst), u in zip(group, out[1]))
+        return out[0]
 
     written = failed = 0
     for start in range(0, len(jobs), args.batch_size):
@@ -275,11 +343,28 @@ def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.
                     print(f"{prefix}: failed to write {dst} (from {src}): {err}", file=sys.stderr)
                     failed += 1
                     continue
+                if maps is not None and not _write_map(uncertainties.pop(dst), maps[dst], args, prefix, src):
+                    failed += 1
+                    continue
                 written += 1
                 if not args.quiet:
                     width, height = imageio.image_size(result)
                     print(f"{prefix}: wrote {dst} ({width}x{height})", file=sys.stderr)
     return written, failed
+
+
+def _write_map(uncertainty, path: Path, args: argparse.Namespace, prefix: str, src: Path) -> bool:
+    """Write one uncertainty map (atomically); report and return False on failure."""
+    from .uncertainty import save_uncertainty
+
+    try:
+        save_uncertainty(uncertainty, path, overwrite=args.overwrite)
+    except (ValueError, OSError) as err:
+        print(f"{prefix}: failed to write the uncertainty map {path} (from {src}): {err}", file=sys.stderr)
+        return False
+    if not args.quiet:
+        print(f"{prefix}: wrote {path} (uncertainty, mean std {float(uncertainty.mean()):.4f})", file=sys.stderr)
+    return True
 
 
 def _warn_if_untrained(upscaler) -> None:

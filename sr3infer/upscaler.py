@@ -21,6 +21,7 @@ from .prediction import to_eps
 from .resample import bicubic, consistency_projection, project_onto_input
 from .samplers import Callback, Denoiser, get_sampler, randn
 from .tiling import Tile, TiledDenoiser
+from .uncertainty import check_num_samples, ensemble_mean, sample_spread
 from .unet import UNet
 from .weights import (
     build_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
@@ -367,6 +368,9 @@ class Upscaler:
         callback: Callback | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
+        num_samples: int = 1,
+        return_uncertainty: bool = False,
+        return_samples: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> Any:
         """Upscale one image or a list of images by `config.scale`.
@@ -380,15 +384,26 @@ class Upscaler:
                 "fidelity" (best PSNR) or "realism" (lowest KID at a PSNR floor); see `config.presets`.
                 None: the model's default recipe (`config.sampling`, the realism preset for the bundled models).
             generator / seed: randomness. `seed` gives image k the seed `seed + k`, so a batch and
-                the same images one at a time give identical results.
+                the same images one at a time give identical results. With `num_samples=K`, sample j
+                of image k gets the seed `seed + k * K + j` (image k alone with seed `seed + k * K`
+                gives the same samples). A list of generators has one per sample, K per image,
+                image-major; a single generator draws all the call's noise in turn.
             batch_size: images per U-Net call (same-size images are batched together); when
-                tiling, also the number of tiles per U-Net call.
+                tiling, also the number of tiles per U-Net call. With `num_samples`, samples per U-Net call.
             progress: show a tqdm bar over the denoising steps.
             output_type: "pil", "np" or "pt"; default the kind of the input (paths give PIL).
             tile_size, tile_overlap: in output pixels. Outputs larger than a tile are denoised as
                 overlapping tiles blended at every step, so memory does not grow with the image.
                 Default: tiles of the trained output size when the output is larger than it;
                 0 turns tiling off. See `tile_plan`.
+            num_samples: K samples per image (1 to 256). The result is their per-pixel mean (an
+                ensemble estimate: smoother, higher PSNR than one sample), projected onto the input like
+                any output; K = 1 is a plain sample. Costs K times the U-Net calls.
+            return_uncertainty: also return each image's uncertainty map, a float32 (H, W) numpy
+                array: the per-pixel standard deviation across the K samples (ddof=1, so it needs
+                K >= 2), averaged over colour channels, in [0, 1] pixel units. High where the model
+                invents detail the input does not pin down; it is not an error bound (see README).
+            return_samples: also return the K samples of each image, in the output's kind.
             max_output_pixels: refuse (ValueError, before any image is decoded) an output over this
                 many pixels per image, or a batch whose estimated peak memory is over 160 bytes per
                 allowed pixel, and at least 4 GiB (16 GB by default: too many images or tiles per U-Net
@@ -397,7 +412,10 @@ class Upscaler:
 
         Returns:
             The same kind and count as `images`: one result for one image, a list for a list,
-            a batch array/tensor for a batch array/tensor.
+            a batch array/tensor for a batch array/tensor. With `return_uncertainty` and/or
+            `return_samples`, a tuple `(result, uncertainty[, samples])` / `(result, samples)`:
+            per image an (H, W) map and a list of K samples, grouped like `result` (a batch input
+            gives an (N, H, W) map array and (N, K, ...) samples).
         """
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
@@ -408,11 +426,15 @@ class Upscaler:
                                  or not 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}.")
         self.config.recipe(preset)  # an unknown preset fails before any image is read
+        num_samples = check_num_samples(num_samples)
+        if return_uncertainty and num_samples < 2:
+            raise ValueError(f"return_uncertainty needs num_samples >= 2 (the spread of several samples), "
+                             f"got {num_samples}; e.g. num_samples=8.")
         single = not isinstance(images, (list, tuple))
         items: Sequence[Any] = [images] if single else list(images)
         if not items:
             return []
-        self._check_sizes(items, num_steps, preset, batch_size, tile_size, tile_overlap, max_output_pixels)
+        self._check_sizes(items, num_steps, preset, batch_size, tile_size, tile_overlap, max_output_pixels, num_samples)
         prepared: list[list[imageio.Prepared]] = [imageio.prepare(item) for item in items]
         flat = [p for group in prepared for p in group]
         scale = self.config.scale
@@ -423,54 +445,83 @@ class Upscaler:
         ])
         if generator is not None and seed is not None:
             raise ValueError("Pass either generator or seed, not both.")
-        if seed is not None and seed + len(flat) - 1 > MAX_SEED:
+        if seed is not None and seed + len(flat) * num_samples - 1 > MAX_SEED:
             raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} images.")
-        generators = self._per_image_generators(len(flat), generator, seed)
-        results: list[Tensor | None] = [None] * len(flat)
+        generators = self._per_image_generators(len(flat), generator, seed, num_samples)
+        results: list[list[Tensor]] = [[] for _ in flat]  # the samples of each image
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, prep in enumerate(flat):
             by_size.setdefault(tuple(prep.rgb.shape[-2:]), []).append(index)
         for indices in by_size.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                lowres = torch.cat([flat[i].rgb for i in chunk])
-                gens = [generators[i] for i in chunk] if generators is not None else generator
+            units = [(i, k) for i in indices for k in range(num_samples)]  # (image, sample), batched together
+            for start in range(0, len(units), batch_size):
+                chunk = units[start : start + batch_size]
+                lowres = torch.cat([flat[i].rgb for i, _ in chunk])
+                gens = [generators[i * num_samples + k] for i, k in chunk] if generators is not None else generator
                 out = self.upscale_tensor(
                     lowres, num_steps=num_steps, sampler=sampler, spacing=spacing, start_noise_level=start_noise_level,
                     consistency=consistency, eta=eta, preset=preset, generator=gens, progress=progress, callback=callback,
                     tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size,
                     max_output_pixels=max_output_pixels,
                 ).cpu()
-                for i, result in zip(chunk, out):
-                    results[i] = result[None]
-        outputs = [imageio.restore(results[i], flat[i], output_type) for i in range(len(flat))]
-        grouped, cursor = [], 0
-        for item, group in zip(items, prepared):
-            chunk = outputs[cursor : cursor + len(group)]
-            cursor += len(group)
-            grouped.append(_regroup(item, chunk))
-        return grouped[0] if single else grouped
+                for (i, _), result in zip(chunk, out):
+                    results[i].append(result[None])
+        if num_samples == 1:
+            merged = [samples[0] for samples in results]
+        else:
+            consistency_mode = self.config.recipe(preset).consistency if consistency is None else consistency
+            merged = [ensemble_mean(torch.cat(results[i]), flat[i].rgb, consistency_mode) for i in range(len(flat))]
+        outputs = [imageio.restore(merged[i], flat[i], output_type) for i in range(len(flat))]
+        grouped = _group_like(items, prepared, outputs, _regroup)
+        extras = []
+        if return_uncertainty:
+            maps = [sample_spread(torch.cat(results[i]), flat[i].gray) for i in range(len(flat))]
+            extras.append(_group_like(items, prepared, maps, _regroup_maps))
+        if return_samples:
+            samples = [[imageio.restore(s, flat[i], output_type) for s in results[i]] for i in range(len(flat))]
+            extras.append(_group_like(items, prepared, samples, _regroup_samples))
+        if not extras:
+            return grouped[0] if single else grouped
+        return tuple(group[0] if single else group for group in (grouped, *extras))
 
-    def _per_image_generators(self, count: int, generator: Any, seed: int | None) -> list[torch.Generator] | None:
+    def _per_image_generators(self, count: int, generator: Any, seed: int | None,
+                              samples: int = 1) -> list[torch.Generator] | None:
+        """One generator per sample (`samples` per image, image-major), or None for a single shared generator."""
         if seed is not None:
-            return [torch.Generator("cpu").manual_seed(int(seed) + k) for k in range(count)]
+            return [torch.Generator("cpu").manual_seed(int(seed) + k) for k in range(count * samples)]
         if isinstance(generator, (list, tuple)):
-            if len(generator) != count:
-                raise ValueError(f"Got {len(generator)} generators for {count} images; pass one per image or a single one.")
+            if len(generator) != count * samples:
+                if samples == 1:
+                    raise ValueError(
+                        f"Got {len(generator)} generators for {count} images; pass one per image or a single one.")
+                raise ValueError(f"Got {len(generator)} generators for {count} images x {samples} samples; pass one "
+                                 f"per sample ({count * samples}, image-major) or a single one.")
             return list(generator)
         return None
 
     def _check_sizes(self, items: Sequence[Any], num_steps: Any, preset: str | None, batch_size: int,
-                     tile_size: int | None, tile_overlap: int | None, max_output_pixels: int | None) -> None:
-        """Refuse a run over the limits from the images' sizes alone, before any image is decoded or converted."""
+                     tile_size: int | None, tile_overlap: int | None, max_output_pixels: int | None,
+                     num_samples: int = 1) -> None:
+        """Refuse a run over the limits from the images' sizes alone, before any image is decoded or converted.
+
+        With `num_samples` K, each image is K samples: K times the U-Net inputs, and K outputs held at once.
+        """
         sizes = [size for item in items for size in imageio.peek_sizes(item)]
         steps = self.config.recipe(preset).num_steps if num_steps is None else num_steps
         if not isinstance(steps, numbers.Integral):
             return  # upscale_tensor says what is wrong with it, and checks the run itself
         for size in sorted(set(sizes)):
-            run = self.estimate(size, batch=min(batch_size, sizes.count(size)), num_steps=int(steps),
+            run = self.estimate(size, batch=min(batch_size, sizes.count(size) * num_samples), num_steps=int(steps),
                                 tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size)
             check_run(run, max_output_pixels)
+            if max_output_pixels is not None and run.output_pixels * num_samples > max_output_pixels:
+                height, width = run.size
+                raise ValueError(
+                    f"{num_samples} samples of a {width}x{height} output are {run.output_pixels * num_samples / 1e6:,.1f} "
+                    f"MP held at once, over max_output_pixels = {max_output_pixels / 1e6:,.1f} MP. Use fewer samples "
+                    "(num_samples, --samples), a smaller input, or raise the limit (max_output_pixels=, "
+                    "--max-output-pixels) on a machine with that much memory."
+                )
 
     def _warn_if_off_size(self, flat: list[imageio.Prepared]) -> None:
         trained = self.config.lowres_size
@@ -482,6 +533,36 @@ class Upscaler:
                 f"{self.config.scale}x larger, but results are best at the trained size.",
                 stacklevel=3,
             )
+
+
+def _group_like(items: Sequence[Any], prepared: list[list[imageio.Prepared]], per_image: list[Any],
+                regroup: Any) -> list[Any]:
+    """Per-image values back into one entry per input item (`regroup(item, values)` merges a batch item's)."""
+    grouped, cursor = [], 0
+    for item, group in zip(items, prepared):
+        grouped.append(regroup(item, per_image[cursor : cursor + len(group)]))
+        cursor += len(group)
+    return grouped
+
+
+def _is_batch(item: Any) -> bool:
+    import numpy as np
+
+    return (isinstance(item, np.ndarray) and item.ndim == 4) or (isinstance(item, Tensor) and item.dim() == 4)
+
+
+def _regroup_maps(item: Any, maps: list[Any]) -> Any:
+    """Uncertainty maps: (H, W) for one image, stacked (N, H, W) for a batch array/tensor input."""
+    import numpy as np
+
+    return np.stack(maps) if _is_batch(item) else maps[0]
+
+
+def _regroup_samples(item: Any, samples: list[list[Any]]) -> Any:
+    """Samples: a list of K for one image; for a batch array/tensor input stacked (N, K, ...) when they stack."""
+    if _is_batch(item):
+        return _regroup(item, [_regroup(item, k_samples) for k_samples in samples])
+    return samples[0]
 
 
 def _regroup(item: Any, outputs: list[Any]) -> Any:
