@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 from tqdm.auto import trange
 
-__all__ = ["Denoiser", "Callback", "SAMPLERS", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m", "get_sampler", "randn"]
+from .prediction import eps_from_x0
+
+__all__ = ["Denoiser", "Callback", "SAMPLERS", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m", "get_sampler",
+           "sampler_options", "randn"]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
-"""`(x (B, C, H, W), noise_level (B,)) -> eps`, with the condition already bound."""
+"""`(x (B, C, H, W), noise_level (B,) float64) -> x0`, the clean estimate, with the condition already bound."""
 
 Callback = Callable[[dict], None]
 
@@ -42,13 +46,11 @@ def _to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
     return t.to(device)
 
 
-def _x0_from_eps(x: Tensor, eps: Tensor, gamma: Tensor, clip: bool) -> Tensor:
-    x0 = (x - (1 - gamma).sqrt() * eps) / gamma.sqrt()
-    return x0.clamp(-1, 1) if clip else x0
-
-
-def _level(gamma: Tensor, x: Tensor) -> Tensor:
-    return _to_device(gamma.sqrt().to(torch.float32).expand(x.shape[0]).contiguous(), x.device)
+def _denoise(denoise: Denoiser, x: Tensor, gamma: Tensor, clip: bool) -> tuple[Tensor, Tensor]:
+    """(x0, noise level) at grid point `gamma`; the level goes to the denoiser in float64 (exact conversions)."""
+    level = _to_device(gamma.sqrt().expand(x.shape[0]).contiguous(), x.device)
+    x0 = denoise(x, level)
+    return (x0.clamp(-1, 1) if clip else x0), level
 
 
 def _coef(value: Tensor, x: Tensor) -> Tensor:
@@ -75,10 +77,7 @@ def sample_ancestral(
     gammas = gammas.to(torch.float64).cpu()
     for i in trange(len(gammas) - 1, disable=disable, desc="ancestral"):
         g, g_next = gammas[i], gammas[i + 1]
-        eps = denoise(x, _level(g, x))
-        x0 = (_coef(g.rsqrt(), x) * x - _coef((1 / g - 1).sqrt(), x) * eps)
-        if clip_denoised:
-            x0 = x0.clamp(-1, 1)
+        x0, _ = _denoise(denoise, x, g, clip_denoised)
         alpha = g / g_next  # this step's alpha (1 - beta) on the respaced grid
         beta = 1 - alpha
         coef1 = beta * g_next.sqrt() / (1 - g)
@@ -108,10 +107,8 @@ def sample_ddim(
     gammas = gammas.to(torch.float64).cpu()
     for i in trange(len(gammas) - 1, disable=disable, desc="ddim"):
         g, g_next = gammas[i], gammas[i + 1]
-        eps = denoise(x, _level(g, x))
-        x0 = _x0_from_eps(x, eps, _coef(g, x), clip_denoised)
-        if clip_denoised:  # keep eps consistent with the clamped x0
-            eps = (x - _coef(g.sqrt(), x) * x0) / _coef((1 - g).sqrt(), x)
+        x0, level = _denoise(denoise, x, g, clip_denoised)
+        eps = eps_from_x0(x, x0, level)
         sigma = eta * ((1 - g_next) / (1 - g) * (1 - g / g_next)).clamp_min(0).sqrt()
         x = _coef(g_next.sqrt(), x) * x0 + _coef((1 - g_next - sigma**2).clamp_min(0).sqrt(), x) * eps
         if sigma > 0:
@@ -140,8 +137,7 @@ def sample_dpmpp_2m(
     x0_prev: Tensor | None = None
     for i in trange(len(gammas) - 1, disable=disable, desc="dpmpp_2m"):
         g, g_next = gammas[i], gammas[i + 1]
-        eps = denoise(x, _level(g, x))
-        x0 = _x0_from_eps(x, eps, _coef(g, x), clip_denoised)
+        x0, _ = _denoise(denoise, x, g, clip_denoised)
         if g_next >= 1:
             # Last step: the solution at gamma = 1 is the data prediction itself.
             x = x0
@@ -177,3 +173,9 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
         return SAMPLERS[name]
     except (KeyError, TypeError):
         raise ValueError(f"Unknown sampler {name!r}; expected one of {', '.join(sorted(SAMPLERS))}.") from None
+
+
+def sampler_options(sampler: Callable[..., Tensor], **options: Any) -> dict[str, Any]:
+    """The keyword `options` (such as eta) that `sampler` takes; the others do not apply to it."""
+    accepted = inspect.signature(sampler).parameters
+    return {name: value for name, value in options.items() if name in accepted}

@@ -1,4 +1,4 @@
-"""A denoiser that runs its inner denoiser tile by tile over overlapping tiles, blending eps at every step."""
+"""A denoiser that runs its inner denoiser tile by tile over overlapping tiles, blending x0 at every step."""
 
 from __future__ import annotations
 
@@ -107,7 +107,7 @@ class TiledDenoiser:
     """A denoiser over the whole image that evaluates `make_tile_denoiser` tile by tile.
 
     At every call (one denoising step; all tiles share the step's noise level) x is cut into
-    overlapping tiles, the inner denoiser predicts eps for `tile_batch_size` tiles at a time, and the
+    overlapping tiles, the inner denoiser predicts x0 for `tile_batch_size` tiles at a time, and the
     predictions are blended with separable raised-cosine windows that sum to 1. Memory for the model
     is bounded by the tile batch, whatever the image size; samplers see an ordinary denoiser.
 
@@ -162,7 +162,7 @@ class TiledDenoiser:
         return self._plan_cache[key]
 
     def __call__(self, x: Tensor, noise_level: Tensor) -> Tensor:
-        """eps for x (B, C, H, W) at `noise_level` (B,), blended from the tiles' predictions."""
+        """x0 for x (B, C, H, W) at `noise_level` (B,), blended from the tiles' predictions."""
         batch, _, height, width = x.shape
         rows, cols, row_windows, col_windows = self._plan(height, width)
         jobs = [
@@ -173,14 +173,14 @@ class TiledDenoiser:
         ]
         row_w = [w.to(device=x.device, dtype=x.dtype) for w in row_windows]
         col_w = [w.to(device=x.device, dtype=x.dtype) for w in col_windows]
-        eps = torch.zeros_like(x)
+        x0 = torch.zeros_like(x)
         for start in range(0, len(jobs), self.tile_batch_size):
             chunk = jobs[start : start + self.tile_batch_size]
             tiles = [tile for tile, _, _ in chunk]
             x_tiles = torch.cat([tile.crop(x) for tile in tiles])
             levels = noise_level[[tile.index for tile in tiles]]
-            eps_tiles = self.make_tile_denoiser(tiles)(x_tiles, levels)
-            for (tile, r, c), eps_tile in zip(chunk, eps_tiles):
+            x0_tiles = self.make_tile_denoiser(tiles)(x_tiles, levels)
+            for (tile, r, c), x0_tile in zip(chunk, x0_tiles):
                 window = row_w[r][:, None] * col_w[c][None, :]
-                tile.crop(eps)[0].add_(eps_tile.to(x.dtype) * window)
-        return eps
+                tile.crop(x0)[0].add_(x0_tile.to(x.dtype) * window)
+        return x0

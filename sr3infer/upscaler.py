@@ -17,9 +17,9 @@ from .convert import load_community_checkpoint
 from .fastpath import FastModel
 from .hub import resolve_model_files
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
-from .prediction import to_eps
+from .prediction import to_x0
 from .resample import bicubic, consistency_projection, project_onto_input
-from .samplers import Callback, Denoiser, get_sampler, randn
+from .samplers import Callback, Denoiser, get_sampler, randn, sampler_options
 from .tiling import Tile, TiledDenoiser
 from .uncertainty import check_num_samples, ensemble_mean, sample_spread
 from .unet import UNet
@@ -171,11 +171,11 @@ class Upscaler:
     # The denoiser that samplers see.
 
     def make_denoiser(self, cond: Tensor, lowres: Tensor | None = None, consistency: str = "none") -> Denoiser:
-        """`(x, noise_level) -> eps` for this model with `cond` (B, 3, H, W) bound.
+        """`(x, noise_level) -> x0`, the clean estimate, for this model with `cond` (B, 3, H, W) bound.
 
-        For residual models x lives in residual space (image - cond); the clean estimate is clamped
-        to [-1, 1] in image space, and with `consistency="every"` projected onto the low-res input
-        (DDNM-style) before being turned back into eps.
+        For residual models x and x0 live in residual space (image - cond). The clean image is
+        clamped to [-1, 1], and with `consistency="every"` first projected onto the low-res input
+        (DDNM-style).
         """
         model, config, dtype = self.fast_path, self.config, self.dtype
         cond_in = cond.to(dtype)
@@ -184,19 +184,13 @@ class Upscaler:
         def denoise(x: Tensor, noise_level: Tensor) -> Tensor:
             inputs = torch.cat([cond_in, x.to(dtype)], dim=1)
             inputs = inputs.contiguous(memory_format=torch.channels_last)
-            out = model(inputs, noise_level).float()
-            eps = to_eps(config.prediction, x, out, noise_level)
-            if not (config.residual or project):
-                return eps
-            g = noise_level.float().view(-1, 1, 1, 1)
-            s = (1 - g * g).clamp_min(1e-12).sqrt()
-            x0 = (x - s * eps) / g
+            out = model(inputs, noise_level.float()).float()
+            x0 = to_x0(config.prediction, x, out, noise_level)
             image = x0 + cond if config.residual else x0
             if project:
                 image = consistency_projection(image, lowres)
             image = image.clamp(-1, 1)
-            x0 = image - cond if config.residual else image
-            return (x - g * x0) / s
+            return image - cond if config.residual else image
 
         return denoise
 
@@ -334,11 +328,9 @@ class Upscaler:
         else:  # truncated start: the noised bicubic upsampling (zero residual) at the first grid level
             x_start = torch.zeros_like(cond) if self.config.residual else cond
             x = g0.sqrt() * x_start + (1 - g0).sqrt() * noise
-        kwargs: dict[str, Any] = {"clip_denoised": not self.config.residual, "generator": generator,
-                                  "callback": callback, "disable": not progress}
-        if sampler == "ddim":
-            kwargs["eta"] = eta
-        x = sample(denoise, x, gammas, **kwargs)
+        options = sampler_options(sample, eta=eta)  # the denoiser clamps, in image space
+        x = sample(denoise, x, gammas, clip_denoised=False, generator=generator, callback=callback,
+                   disable=not progress, **options)
         if not torch.isfinite(x).all():
             raise RuntimeError(
                 f"Sampling produced NaN or Inf values ({sampler}, {num_steps} steps): the model's weights are broken "

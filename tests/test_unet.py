@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 
 from sr3infer.convert import (config_from_reference, config_from_state_dict, convert_state_dict,
                               load_community_checkpoint)
-from sr3infer.prediction import to_eps, training_target
+from sr3infer.prediction import eps_from_x0, to_x0, training_target
 from sr3infer.unet import UNet, UNetConfig, pad_to_multiple
 from sr3infer.weights import build_model
 
@@ -171,14 +171,17 @@ def test_training_loss_matches_reference(reference_model):
 
 
 @pytest.mark.parametrize("prediction", ["eps", "v", "x0"])
-def test_prediction_targets_convert_back_to_eps(prediction):
+def test_prediction_targets_convert_back_to_x0_and_eps(prediction):
     x0, eps = torch.rand(3, 3, 4, 4) * 2 - 1, torch.randn(3, 3, 4, 4)
     g = torch.tensor([0.05, 0.5, 0.95])
     x = g.view(-1, 1, 1, 1) * x0 + (1 - g.view(-1, 1, 1, 1) ** 2).sqrt() * eps
     target = training_target(prediction, x0, eps, g)
-    assert torch.allclose(to_eps(prediction, x, target, g), eps, atol=1e-4)
+    assert torch.allclose(to_x0(prediction, x, target, g), x0, atol=1e-4)
+    assert torch.allclose(eps_from_x0(x, x0, g), eps, atol=1e-4)
     with pytest.raises(ValueError, match="eps, v or x0"):
         training_target("score", x0, eps, g)
+    with pytest.raises(ValueError, match="eps, v or x0"):
+        to_x0("score", x, target, g)
 
 
 def test_unet_config_rejects_bad_values():

@@ -13,7 +13,7 @@ from torch import nn
 
 from sr3infer.config import ModelConfig
 from sr3infer.convert import load_community_checkpoint
-from sr3infer.prediction import training_target
+from sr3infer.prediction import to_x0, training_target
 from sr3infer.resample import bicubic, consistency_projection
 from sr3infer.samplers import SAMPLERS, sample_ddim
 from sr3infer.upscaler import Upscaler
@@ -56,8 +56,10 @@ def test_community_checkpoint_upscales_16_to_32_end_to_end():
     cond = bicubic(lowres, 32)
     noise = torch.randn(cond.shape, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        expected = sample_ddim(lambda x, level: manual.model(torch.cat([cond, x], dim=1), level), noise,
-                               config.schedule.inference_grid(3), disable=True).clamp(-1, 1)
+        def denoise(x, level):  # the eps-prediction U-Net, its eps turned into the clean estimate
+            return to_x0("eps", x, manual.model(torch.cat([cond, x], dim=1), level.float()), level)
+
+        expected = sample_ddim(denoise, noise, config.schedule.inference_grid(3), disable=True).clamp(-1, 1)
     got = manual.upscale_tensor(lowres, num_steps=3, sampler="ddim", generator=torch.Generator().manual_seed(3),
                                 progress=False)
     assert (got - expected).abs().max() <= 1e-5
