@@ -1,7 +1,14 @@
-"""Before/after grid for the face model: low-res input | bicubic | SR3 | original, one row per validation face.
+"""README face grid: input | bicubic | peer (ESRGAN thick) | SR3 fidelity | SR3 realism | original, a row per val face.
 
-    python examples/face_grid.py                       # bundled sr3-face-8x, 6 faces, writes examples/face_grid.png
-    python examples/face_grid.py --model runs/sr3-face-8x/export --count 4
+    python examples/face_grid.py                       # bundled sr3-face-8x, 8 val faces, writes examples/face_grid.png
+    python examples/face_grid.py --model runs/sr3-face-8x/export --count 4 -o /tmp/face_grid.png
+
+The faces are the first `--count` of `sr3infer eval`'s faces protocol (`load_eval_set(data, "faces", 128)`), made
+16x16 by `make_lowres`; the input column shows them enlarged by nearest neighbour. The peer column is read from the
+PNGs that benchmarks/peers/esrgan_thick.py writes (`work/faces/peer/0000.png` is val face 0, and so on), checked
+against the low-res PNGs it wrote beside them. SR3 face k uses the seed `seed + k` in both preset columns.
+The PNG is lossless (about 0.9 MB for 8 faces), so every column shows the exact pixels (tests/conftest.py takes
+the val faces from its original column).
 """
 
 from __future__ import annotations
@@ -9,15 +16,21 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
 from sr3infer import Upscaler
 from sr3infer.resample import bicubic
-from sr3infer.train.data import face_eval_images, make_lowres
+from sr3infer.train import metrics
+from sr3infer.train.data import make_lowres, to_unit_tensor
+from sr3infer.train.evaluate import load_eval_set
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "celeba" / "val"
+REPO = HERE.parent
+DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "celeba" / "val"
+DEFAULT_PEER_DIR = REPO / "benchmarks" / "peers" / "work" / "faces" / "peer"
+PRESETS = ("fidelity", "realism")
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:
@@ -37,30 +50,89 @@ def grid_image(columns: list[tuple[str, list[Image.Image]]]) -> Image.Image:
     return grid
 
 
+def peer_outputs(folder: Path, lowres: torch.Tensor, size: int) -> torch.Tensor:
+    """The peer's upscaled faces 0000.png, 0001.png, ... from `folder`, as (N, 3, size, size) in [-1, 1].
+
+    When the low-res PNGs the benchmark upscaled are beside `folder` (../lowres), they must be `lowres` to the bit,
+    so the peer column shows the same faces as the others.
+    """
+    make = (f"python {Path('benchmarks/peers/esrgan_thick.py')} --domains faces --limit {len(lowres)} --no-fid "
+            f"--no-fixture-check --json /tmp/peer_faces.json   # from the repository root, after "
+            f"`(cd benchmarks/peers && npm ci --ignore-scripts)`")
+    names = [f"{i:04d}.png" for i in range(len(lowres))]
+    missing = [name for name in names if not (folder / name).is_file()]
+    if missing:
+        raise SystemExit(f"The peer's outputs {', '.join(missing)} are not in {folder}; expected the PNGs that "
+                         f"benchmarks/peers/esrgan_thick.py writes for the val faces. Make them with:\n  {make}\n"
+                         f"or pass --peer-dir FOLDER.")
+    inputs = folder.parent / "lowres"
+    if inputs.is_dir():
+        ours = ((lowres + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+        for name, expected in zip(names, ours):
+            path = inputs / name
+            if not path.is_file() or not np.array_equal(np.asarray(Image.open(path).convert("RGB")), expected):
+                raise SystemExit(f"{path} is not val face {name[:4]} made low-res, so {folder} holds the peer's "
+                                 f"outputs for other images; remake them with:\n  {make}")
+    else:
+        print(f"note: no {inputs} beside the peer's outputs, so their order could not be checked against the faces")
+    images = [to_unit_tensor(Image.open(folder / name)) for name in names]
+    for name, image in zip(names, images):
+        if tuple(image.shape[-2:]) != (size, size):
+            raise SystemExit(f"{folder / name} is {image.shape[-1]}x{image.shape[-2]}; expected {size}x{size}.")
+    return torch.stack(images)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", default="sr3-face-8x")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="CelebA aligned faces (178x218)")
-    parser.add_argument("--count", type=int, default=6)
-    parser.add_argument("--steps", type=int, help="default: the model's")
+    parser.add_argument("--model", default="sr3-face-8x",
+                        help="a model name or folder with fidelity and realism presets")
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help="CelebA aligned val faces (178x218)")
+    parser.add_argument("--peer-dir", type=Path, default=DEFAULT_PEER_DIR,
+                        help="the peer's upscaled val faces 0000.png, ... (default: what esrgan_thick.py writes)")
+    parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--palette", action="store_true",
+                        help="a 256-colour PNG: a third of the size, but smooth skin bands and no column is exact")
     parser.add_argument("-o", "--output", default=str(HERE / "face_grid.png"))
     args = parser.parse_args()
+    if args.count < 1:
+        parser.error(f"--count must be at least 1; got {args.count}")
 
     upscaler = Upscaler.from_pretrained(args.model, device="cpu")
+    missing = [name for name in PRESETS if name not in upscaler.config.presets]
+    if missing:
+        raise SystemExit(f"{args.model} has no {' or '.join(missing)} preset (its config.json 'presets': "
+                         f"{sorted(upscaler.config.presets) or 'none'}); pass --model with a model that has both.")
     size = upscaler.config.out_size
-    hr = torch.stack(face_eval_images(args.data, size)[: args.count])
+    try:
+        hr = torch.stack(load_eval_set(args.data, "faces", size)[: args.count])
+    except (FileNotFoundError, ValueError) as error:
+        raise SystemExit(f"{error} Pass --data with the CelebA val faces.") from None
     lowres = make_lowres(hr, upscaler.config.scale)
-    sr = upscaler.upscale_tensor(lowres, num_steps=args.steps,
-                                 generator=[torch.Generator().manual_seed(args.seed + k) for k in range(len(hr))])
+    peer = peer_outputs(args.peer_dir, lowres, size)
+
+    unit = (lowres + 1) / 2
+    sr = {name: upscaler.upscale(unit, preset=name, seed=args.seed, output_type="pt", progress=False) * 2 - 1
+          for name in PRESETS}
     columns = [
-        ("input (nearest)", torch.nn.functional.interpolate(lowres, size=size, mode="nearest")),
+        (f"input {lowres.shape[-1]}x{lowres.shape[-2]}",
+         torch.nn.functional.interpolate(lowres, size=size, mode="nearest")),
         ("bicubic", bicubic(lowres, size).clamp(-1, 1)),
-        ("SR3", sr),
+        ("ESRGAN thick (peer)", peer),
+        ("SR3 fidelity", sr["fidelity"]),
+        ("SR3 realism", sr["realism"]),
         ("original", hr),
     ]
-    grid_image([(title, [to_pil(image) for image in images]) for title, images in columns]).save(args.output)
-    print(f"wrote {args.output}")
+    grid = grid_image([(title, [to_pil(image) for image in images]) for title, images in columns])
+    partial = Path(f"{args.output}.partial")  # renamed when complete: never a half-written grid
+    (grid.quantize(256, method=Image.Quantize.MEDIANCUT) if args.palette else grid).save(partial, "PNG", optimize=True)
+    partial.replace(args.output)
+    for name in PRESETS:
+        print(f"{name}: {upscaler.config.presets[name]}")
+    for title, images in columns[1:-1]:
+        print(f"{title}: PSNR {metrics.psnr(images, hr).mean():.2f} dB, consistency "
+              f"{metrics.consistency(images, lowres).mean() * 1e5:.2f}e-5 (mean of these {len(hr)} faces)")
+    print(f"wrote {args.output} ({Path(args.output).stat().st_size // 1024} KB)")
 
 
 if __name__ == "__main__":
