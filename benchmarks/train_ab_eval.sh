@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# A/B of face training at equal CPU time: each export (and the bundled start point) on all 50 val faces,
+# two recipes: DDIM 3 linear + every (a fidelity-type recipe), ancestral 10 linear + every (a sample).
+set -euo pipefail
+cd /work/main; . .venv/bin/activate
+REF="../shared/datasets/celeba/train ../shared/datasets/celeba/val"
+mkdir -p benchmarks/results/train_ab
+for arm in "$@"; do
+  case $arm in bundled) model=sr3infer/bundled/sr3-face-8x;; *) model=runs/sr3-face-8x-ab-$arm/export;; esac
+  for recipe in "ddim 3" "ancestral 10"; do
+    set -- $recipe
+    OMP_NUM_THREADS=1 sr3infer eval $model ../shared/datasets/celeba/val --protocol faces --sampler $1 --steps $2 \
+      --spacing linear --consistency every --reference $REF --batch-size 10 \
+      --json benchmarks/results/train_ab/face_${arm}_$1$2.json | tail -n 3
+  done
+done
