@@ -2,7 +2,7 @@
 # A/B of face training at equal CPU time: each export (and the bundled start point) on all 50 val faces,
 # two recipes: DDIM 3 linear + every (a fidelity-type recipe), ancestral 10 linear + every (a sample).
 set -euo pipefail
-cd /work/main; . .venv/bin/activate
+cd "$(dirname "$0")/.."   # the repository root; run with the project venv active
 REF="../shared/datasets/celeba/train ../shared/datasets/celeba/val"
 mkdir -p benchmarks/results/train_ab
 for arm in "$@"; do
