@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .config import CONSISTENCY_MODES, PRESETS
+from .errors import first_line
+from .imageio import IMAGE_SUFFIXES
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
 from .samplers import SAMPLERS
 from .schedule import SPACINGS
@@ -17,8 +19,8 @@ from .schedule import SPACINGS
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_SEED = 2**63 - 1  # leaves room for the per-file (and per-stage) offsets within torch's 64-bit seeds
 OUT_OF_MEMORY_HINT = " (out of memory: try --batch-size 1, tiling with --tile, --dtype fp16/bf16, or a smaller input)"
-DEFAULT_MODEL = "sr3-face-8x"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+DEFAULT_MODELS = {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "photos")}
+"""Without --model: the bundled model whose trained input size (side: name, domain) every input has."""
 
 
 class UsageError(Exception):
@@ -48,7 +50,9 @@ def _upscale_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="an image file or a folder of images")
     parser.add_argument("-o", "--output", required=True, help="output file (for one image) or folder")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help=f"model name or path (default {DEFAULT_MODEL})")
+    parser.add_argument("--model", help="model name or path (default: the bundled model trained on the inputs' size: "
+                                        + ", ".join(f"{s}x{s} {name}" for s, (name, _) in DEFAULT_MODELS.items())
+                                        + "; other sizes need --model)")
     _add_sampling_args(parser)
     _add_speed_args(parser)
     _add_tiling_args(parser)
@@ -217,6 +221,8 @@ def cmd_upscale(argv: list[str]) -> int:
     _check_shared_args(args)
     _check_distinct_outputs(inputs, outputs)
     maps = _uncertainty_paths(args, source, outputs)
+    if args.model is None:
+        args.model = _default_model(inputs, source)
     if args.threads is not None:
         import torch
 
@@ -253,6 +259,24 @@ def cmd_upscale(argv: list[str]) -> int:
     return EXIT_FAILURE if total_failed else EXIT_OK
 
 
+def _default_model(inputs: list[Path], source: Path) -> str:
+    """The model for a run without --model: the bundled one trained on the inputs' size, said on stderr."""
+    from .imageio import peek_sizes
+
+    sizes = {size for path in inputs for size in peek_sizes(path)}
+    sides = {h for h, w in sizes if h == w and h in DEFAULT_MODELS}
+    if len(sizes) == len(sides) == 1:
+        side = sides.pop()
+        name, domain = DEFAULT_MODELS[side]
+        print(f"sr3infer: no --model given; using {name} ({domain}), the bundled model trained on {side}x{side} inputs",
+              file=sys.stderr)
+        return name
+    got = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)) or "unreadable"
+    trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in DEFAULT_MODELS.items())
+    raise UsageError(f"no --model given, and {str(source)!r} is {got}, not one bundled model's trained input size "
+                     f"({trained}); pass --model, e.g. --model sr3-64-256 for photos (larger inputs run by tiles)")
+
+
 def _check_distinct_outputs(inputs: list[Path], outputs: list[Path]) -> None:
     seen: dict[Path, Path] = {}
     for src, dst in zip(inputs, outputs):
@@ -264,7 +288,7 @@ def _check_distinct_outputs(inputs: list[Path], outputs: list[Path]) -> None:
 
 def _error_line(err: BaseException) -> str:
     """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
-    message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    message = first_line(err)
     lowered = message.lower()
     if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
                                                                    "cannot allocate memory", "not enough memory")):

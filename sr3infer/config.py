@@ -7,12 +7,13 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from .errors import reject_unknown_keys
+from .manifest import FORMAT_VERSION
 from .schedule import NoiseSchedule
 from .unet import UNetConfig
 
 __all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS", "PRESETS"]
 
-FORMAT_VERSION = 1
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
 PRESETS = ("fidelity", "realism")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
@@ -31,7 +32,7 @@ class SamplingDefaults:
 
     @classmethod
     def from_dict(cls, data: dict) -> SamplingDefaults:
-        _reject_unknown(cls, data, "sampling")
+        reject_unknown_keys(data, (f.name for f in fields(cls)), "sampling config")
         return cls(**data)
 
 
@@ -98,7 +99,7 @@ class ModelConfig:
     def from_dict(cls, data: dict) -> ModelConfig:
         if not isinstance(data, dict):
             raise ValueError(f"A model config must be a JSON object, got {type(data).__name__}.")
-        _reject_unknown(cls, data, "model")
+        reject_unknown_keys(data, (f.name for f in fields(cls)), "model config")
         data = dict(data)
         if "unet" not in data:
             raise ValueError("The model config has no 'unet' section; is this an sr3infer config.json?")
@@ -134,10 +135,3 @@ class ModelConfig:
 
 def _recipe_dict(recipe: SamplingDefaults) -> dict[str, Any]:
     return {f.name: getattr(recipe, f.name) for f in fields(SamplingDefaults)}
-
-
-def _reject_unknown(cls: type, data: dict, what: str) -> None:
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ValueError(f"Unknown {what} config keys {unknown}; expected a subset of {sorted(known)}.")

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from .config import ModelConfig, SamplingDefaults
+from .errors import first_line
 from .schedule import NoiseSchedule
 from .unet import UNetConfig
 
@@ -56,10 +57,9 @@ def load_community_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise ValueError(
             f"Refusing to load {str(path)!r}: it is not a plain tensor checkpoint and could run code when "
-            f"unpickled ({first}). Only load checkpoints from sources you trust, and convert them there."
+            f"unpickled ({first_line(err)}). Only load checkpoints from sources you trust, and convert them there."
         ) from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
@@ -132,10 +132,9 @@ def config_from_state_dict(
     num_res_blocks = len([i for i in blocks if level_of[i] == 0])
     if attn_resolutions is None:
         attn_resolutions = tuple(sorted({image_size // 2 ** level_of[i] for i in attn_at}, reverse=True))
-    dropout = 0.0
     return UNetConfig(
         in_channels=in_channels, out_channels=out_channels, inner_channel=inner, channel_mults=tuple(mults),
-        num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, dropout=dropout,
+        num_res_blocks=num_res_blocks, attn_resolutions=attn_resolutions, dropout=0.0,
         norm_groups=norm_groups, image_size=image_size,
     )
 

@@ -10,6 +10,8 @@ from typing import Any, Callable
 import torch
 from torch import Tensor, nn
 
+from .errors import first_line
+
 __all__ = ["FastModel", "compile_unavailable_reason"]
 
 log = logging.getLogger(__name__)
@@ -43,8 +45,7 @@ class _Graph:
 
 
 def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__
+    return f"{type(err).__name__}: {first_line(err)}"
 
 
 class FastModel:

@@ -24,6 +24,7 @@ __all__ = ["ImageLike", "Prepared", "load_image", "read_image", "peek_sizes", "p
 _PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # what a folder of images is read as
 
 
 @dataclass

@@ -17,7 +17,7 @@ __all__ = [
 
 MANIFEST_ENV = "SR3INFER_MANIFEST"   # a path to a manifest that replaces the packaged one
 MANIFEST_NAME = "weights_manifest.json"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # of the files sr3infer writes: this manifest and model config.json
 REQUIRED_FILES = ("config.json", "model.safetensors")
 PACKAGED_MANIFEST = Path(__file__).with_name(MANIFEST_NAME)
 

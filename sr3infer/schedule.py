@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .errors import reject_unknown_keys
+
 __all__ = ["NoiseSchedule", "SPACINGS"]
 
 SPACINGS = ("linear", "quadratic", "trailing")
@@ -38,10 +40,7 @@ class NoiseSchedule:
 
     @classmethod
     def from_dict(cls, data: dict) -> NoiseSchedule:
-        known = {"kind", "num_steps", "beta_start", "beta_end"}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown schedule config keys {unknown}; expected a subset of {sorted(known)}.")
+        reject_unknown_keys(data, ("kind", "num_steps", "beta_start", "beta_end"), "schedule config")
         return cls(**data)
 
     def to_dict(self) -> dict:

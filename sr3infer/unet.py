@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .errors import reject_unknown_keys
+
 __all__ = ["UNetConfig", "UNet"]
 
 
@@ -49,10 +51,7 @@ class UNetConfig:
     @classmethod
     def from_dict(cls, data: dict) -> UNetConfig:
         """Build from a dict (e.g. `config.json["unet"]`), rejecting unknown keys by name."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown U-Net config keys {unknown}; expected a subset of {sorted(known)}.")
+        reject_unknown_keys(data, (f.name for f in fields(cls)), "U-Net config")
         return cls(**data)
 
     def to_dict(self) -> dict:
@@ -190,6 +189,8 @@ class UNet(nn.Module):
     Parameter names match the `denoise_fn.*` keys of community SR3 checkpoints with the
     `denoise_fn.` prefix removed (see `sr3infer.convert`).
     """
+
+    _keep_in_fp32_modules = ("noise_level_mlp",)  # the noise embedding stays float32 in every precision
 
     def __init__(
         self,

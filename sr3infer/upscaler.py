@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import numbers
 import warnings
 from pathlib import Path
@@ -24,12 +23,11 @@ from .tiling import Tile, TiledDenoiser
 from .uncertainty import check_num_samples, ensemble_mean, sample_spread
 from .unet import UNet
 from .weights import (
-    build_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
+    build_model, cast_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
 )
 
 __all__ = ["Upscaler", "CONSISTENCY_MODES"]
 
-log = logging.getLogger(__name__)
 _UNSET: Any = object()
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 
@@ -119,13 +117,12 @@ class Upscaler:
         return save_model_folder(folder, self.config, self.model.state_dict(), dtype=dtype, card=card)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = _UNSET) -> Upscaler:
-        """Move to `device` and cast to `dtype` (default: fp16 on CUDA, fp32 on CPU). Returns self."""
+        """Move to `device`, keeping the dtype unless `dtype` is given (None: fp16 on CUDA, fp32 on CPU). Returns self."""
         device = torch.device(device) if device is not None else self.device
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu'.")
-        dtype = _resolve_dtype(None if dtype is _UNSET else dtype, device)
-        self.model.to(device=device, dtype=dtype)
-        self.model.noise_level_mlp.float()  # the noise embedding stays float32 in every precision
+        dtype = self.dtype if dtype is _UNSET else _resolve_dtype(dtype, device)
+        cast_model(self.model, device, dtype)
         # channels_last: faster convolutions on CUDA, and 3-11% per U-Net call on CPU (benchmarks/unet_speed.py).
         self.model.to(memory_format=torch.channels_last)
         self.device, self.dtype = device, dtype

@@ -157,6 +157,14 @@ def check_finite(state_dict: dict[str, Tensor], weights: str | Path) -> None:
                          "the file is damaged or the training diverged. Use another copy or checkpoint.")
 
 
+def cast_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
+    """Move `model` to `device` and `dtype`, keeping the modules it names in `_keep_in_fp32_modules` in float32."""
+    model.to(device=device, dtype=dtype)
+    for name in getattr(model, "_keep_in_fp32_modules", ()):
+        model.get_submodule(name).float()
+    return model
+
+
 def build_model(config: ModelConfig, state_dict: dict[str, Tensor] | None = None) -> UNet:
     """Build the U-Net from `config` and load `state_dict` strictly, in float32, on CPU, in eval mode.
 
@@ -170,6 +178,3 @@ def build_model(config: ModelConfig, state_dict: dict[str, Tensor] | None = None
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     return model.eval()
 
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

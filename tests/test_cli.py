@@ -205,3 +205,21 @@ def test_folder_input_needs_a_folder_output(tmp_path, model, capsys):
     (tmp_path / "file.png").write_bytes(b"x")
     code, lines = _cli(capsys, tmp_path / "in", "-o", tmp_path / "file.png", "--model", model, "--quiet")
     assert code == 2 and "-o must be a folder" in lines[0]
+
+
+def test_without_model_the_input_size_picks_a_bundled_model_or_the_run_stops(tmp_path, capsys, monkeypatch):
+    """No photo silently goes through the 8x face model: only the trained input sizes pick a model, said on stderr."""
+    code, lines = _cli(capsys, _png(tmp_path / "photo.png", 20), "-o", tmp_path / "out.png")
+    assert code == 2 and not (tmp_path / "out.png").exists()
+    assert "no --model given" in lines[-1] and "20x20" in lines[-1] and "--model sr3-64-256" in lines[-1]
+    mixed = tmp_path / "mixed"
+    _png(mixed / "a.png", 16), _png(mixed / "b.png", 64)
+    code, lines = _cli(capsys, mixed, "-o", tmp_path / "out")
+    assert code == 2 and "16x16, 64x64" in lines[-1]
+
+    loaded = []
+    monkeypatch.setattr(Upscaler, "from_pretrained", classmethod(lambda cls, name, **kw: loaded.append(name) or 1 / 0))
+    for size, name in ((16, "sr3-face-8x"), (64, "sr3-64-256")):
+        code, lines = _cli(capsys, _png(tmp_path / f"in{size}.png", size), "-o", tmp_path / f"out{size}.png")
+        assert code == 1 and loaded[-1] == name  # (the stand-in loader fails, after the choice)
+        assert lines[0].startswith(f"sr3infer: no --model given; using {name}") and f"{size}x{size}" in lines[0]

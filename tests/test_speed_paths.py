@@ -158,10 +158,15 @@ def test_bf16_upscaler_on_cpu_keeps_noise_embedding_fp32_and_stays_close(tiny_co
     bf16 = Upscaler(tiny_config, build_model(tiny_config, model.state_dict()), device="cpu", torch_dtype="bf16")
     assert bf16.model.downs[0].weight.dtype == torch.bfloat16
     assert bf16.model.noise_level_mlp[1].weight.dtype == torch.float32
+    bf16.to("cpu")  # a move keeps the dtype, and the modules the U-Net keeps in float32 (`_keep_in_fp32_modules`)
+    assert bf16.dtype == bf16.model.downs[0].weight.dtype == torch.bfloat16
+    assert bf16.model.noise_level_mlp[1].weight.dtype == torch.float32
     got = _upscale(bf16, lowres)
     assert got.dtype == torch.float32 and torch.isfinite(got).all()
     diff = (got - expected).abs().mean().item() * 127.5  # in 8-bit levels ([-1, 1] spans 255)
     assert 0 < diff < 4.0, f"bf16 vs fp32 mean abs difference {diff:.2f}/255 (expected > 0 and < 4/255)"
+    assert bf16.to("cpu", None).dtype == torch.float32  # dtype=None: the device's default
+    assert bf16.model.downs[0].weight.dtype == torch.float32
 
 
 def test_bf16_autocast_unet_on_cpu(tiny_unet_model):
