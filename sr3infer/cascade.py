@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import numbers
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -14,8 +13,10 @@ from PIL import Image
 from torch import Tensor
 
 from . import imageio
+from .config import UNSET, SamplingDefaults
+from .imageio import ValueRange
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
-from .samplers import get_sampler, randn
+from .samplers import Callback, randn
 from .upscaler import Upscaler
 
 __all__ = ["Cascade", "STAGE_SEED_STRIDE"]
@@ -25,7 +26,6 @@ STAGE_SEED_STRIDE = 1_000_000
 
 Images = Union[Sequence[Image.Image], Image.Image, np.ndarray, Tensor]
 BaseGenerator = Callable[[int], Any]
-ValueRange = Union[str, tuple[float, float]]
 
 
 class Cascade:
@@ -87,6 +87,12 @@ class Cascade:
         count: int | None = None,
         num_steps: int | None | Sequence[int | None] = None,
         sampler: str | None | Sequence[str | None] = None,
+        spacing: str | None | Sequence[str | None] = None,
+        start_noise_level: float | None | Sequence[float | None] = UNSET,
+        consistency: str | None | Sequence[str | None] = None,
+        eta: float | None | Sequence[float | None] = None,
+        preset: str | None | Sequence[str | None] = None,
+        recipe: SamplingDefaults | None | Sequence[SamplingDefaults | None] = None,
         noise_level: float | Sequence[float] = 0.0,
         seed: int | None = None,
         value_range: ValueRange = "auto",
@@ -94,20 +100,24 @@ class Cascade:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         progress: bool = True,
+        callback: Callback | None = None,
         output_type: str | None = None,
         return_all_stages: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> Any:
-        """Upscale a base generator's samples through every stage.
+        """Upscale a base generator's samples through every stage; each stage is one `Upscaler.upscale` call.
 
         Args:
-            images: the base generator's output, in any form generators emit: a list of PIL images,
+            images: the base generator's output, in any form `Upscaler.upscale` takes: a list of PIL images,
                 a numpy batch (N, H, W, C) (uint8, uint16 or float), a tensor batch (N, C, H, W)
                 (float or uint8), or one image of these kinds; or a callable `base(count)` that
                 returns one of these (e.g. `lambda n: pipe(batch_size=n).images` for diffusers).
             count: how many images to ask a callable `images` for; required with a callable.
-            num_steps, sampler: per stage, one value for all stages or a sequence with one per stage;
-                None is the stage model's default.
+            num_steps, sampler, spacing, start_noise_level, consistency, eta, preset: the sampling recipe
+                (see `Upscaler.upscale`) per stage: one value for all stages or a sequence with one per
+                stage; left out, the stage model's default.
+            recipe: a whole recipe (`SamplingDefaults`) instead of `preset`, one or one per stage; the
+                arguments above override parts of it.
             noise_level: conditioning augmentation per stage (one value or one per stage): the std of
                 Gaussian noise added to the stage's low-res input, in [-1, 1] units, before it is
                 upscaled (then clamped to [-1, 1]). 0 (default) adds none. Models trained without
@@ -123,6 +133,7 @@ class Cascade:
             tile_size, tile_overlap: output-pixel tiling for every stage (see `Upscaler.tile_plan`):
                 default tiles of the trained size when a stage's output is larger; 0 turns it off.
             progress: tqdm bars over the denoising steps.
+            callback: called after every denoising step of every stage (see `Upscaler.upscale`).
             output_type: "pil" (list of RGB images), "np" ((N, H, W, 3) uint8) or "pt"
                 ((N, 3, H, W) float32 in [0, 1]); default the kind of the input. Images of different
                 sizes come back as a list.
@@ -135,25 +146,24 @@ class Cascade:
             `output_type`), the last being the final images.
 
         Raises:
-            ValueError: per-stage lists of the wrong length, bad noise levels, values outside the
-                value range, NaN/Inf, or a callable without `count`.
+            ValueError: per-stage lists of the wrong length, bad noise levels or recipes, values outside
+                the value range, NaN/Inf, or a callable without `count`.
             TypeError: an input that is not an image batch of a supported kind.
         """
         stages = len(self.upscalers)
-        steps_list = _per_stage(num_steps, "num_steps", stages)
-        samplers = _per_stage(sampler, "sampler", stages)
+        settings = {"num_steps": num_steps, "sampler": sampler, "spacing": spacing,
+                    "start_noise_level": start_noise_level, "consistency": consistency, "eta": eta}
+        per_stage = {name: _per_stage(value, name, stages) for name, value in settings.items()}
+        presets, given = _per_stage(preset, "preset", stages), _per_stage(recipe, "recipe", stages)
+        # Every stage's recipe is resolved and checked now, not after the earlier stages have run.
+        recipes = [up.sampling_recipe(given[s], presets[s], **{name: values[s] for name, values in per_stage.items()})
+                   for s, up in enumerate(self.upscalers)]
         levels = _per_stage(noise_level, "noise_level", stages)
-        for name in samplers:
-            if name is not None:
-                get_sampler(name)  # unknown names fail now, not after the earlier stages have run
         for s, level in enumerate(levels):
             if isinstance(level, bool) or not isinstance(level, (int, float)) or not math.isfinite(level) or level < 0:
                 raise ValueError(f"noise_level for stage {s} must be a finite number >= 0, got {level!r}.")
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        batch_size = int(batch_size)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= seed < 2**63):  # leaves room for the stage and image offsets
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
@@ -168,71 +178,25 @@ class Cascade:
         current, kind = to_lowres_batch(images, value_range)
         kind = output_type or kind
 
-        per_stage: list[list[Tensor]] = []
+        outputs: list[list[Tensor]] = []
         for s, upscaler in enumerate(self.upscalers):
-            stage_seed = None if seed is None else self.stage_seed(seed, s)
-            current = self._run_stage(
-                upscaler, current, stage_seed, num_steps=steps_list[s], sampler=samplers[s], noise_level=levels[s],
-                batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, progress=progress, stage=s,
-                max_output_pixels=max_output_pixels,
+            generators = (None if seed is None
+                          else [torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k) for k in range(len(current))])
+            if levels[s] > 0:  # conditioning augmentation, drawn first from each image's own generator
+                current = [(image + levels[s] * randn(image.shape, generator=None if generators is None else [generators[k]],
+                                                      device="cpu")).clamp(-1, 1) for k, image in enumerate(current)]
+            upscaled = upscaler.upscale(
+                [image[0] for image in current], recipe=recipes[s], generator=generators, value_range=(-1, 1),
+                batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, progress=progress,
+                callback=callback, output_type="pt", max_output_pixels=max_output_pixels,
             )
+            current = [image[None].float() * 2 - 1 for image in upscaled]
             if return_all_stages or s == stages - 1:
-                per_stage.append(current)
-        outputs = [from_lowres_batch(stage_images, kind) for stage_images in per_stage]
-        return outputs if return_all_stages else outputs[-1]
+                outputs.append(current)
+        results = [from_lowres_batch(stage_images, kind) for stage_images in outputs]
+        return results if return_all_stages else results[-1]
 
     __call__ = run
-
-    def _run_stage(
-        self,
-        upscaler: Upscaler,
-        images: list[Tensor],
-        stage_seed: int | None,
-        *,
-        num_steps: int | None,
-        sampler: str | None,
-        noise_level: float,
-        batch_size: int,
-        tile_size: int | None,
-        tile_overlap: int | None,
-        progress: bool,
-        stage: int,
-        max_output_pixels: int | None,
-    ) -> list[Tensor]:
-        """One stage over all images: same-size images batched, image k seeded with `stage_seed + k`."""
-        trained = upscaler.config.lowres_size
-        small = sorted({tuple(im.shape[-2:]) for im in images if min(im.shape[-2:]) < trained})
-        if small:
-            sizes = ", ".join(f"{w}x{h}" for h, w in small)
-            warnings.warn(
-                f"Cascade stage {stage} was trained on {trained}x{trained} inputs; got {sizes}. "
-                "Results are best at (or above, by tiles) the trained size.",
-                stacklevel=4,
-            )
-        results: list[Tensor | None] = [None] * len(images)
-        by_size: dict[tuple[int, int], list[int]] = {}
-        for k, image in enumerate(images):
-            by_size.setdefault(tuple(image.shape[-2:]), []).append(k)
-        for indices in by_size.values():
-            for start in range(0, len(indices), batch_size):
-                chunk = indices[start : start + batch_size]
-                lowres = torch.cat([images[k] for k in chunk])
-                generators = (
-                    None if stage_seed is None
-                    else [torch.Generator("cpu").manual_seed(stage_seed + k) for k in chunk]
-                )
-                if noise_level > 0:
-                    # Conditioning augmentation, drawn first from each image's own generator.
-                    noise = randn(lowres.shape, generator=generators, device="cpu")
-                    lowres = (lowres + noise_level * noise).clamp(-1, 1)
-                out = upscaler.upscale_tensor(
-                    lowres, num_steps=num_steps, sampler=sampler, generator=generators, progress=progress,
-                    tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size,
-                    max_output_pixels=max_output_pixels,
-                ).float().cpu()
-                for k, result in zip(chunk, out):
-                    results[k] = result[None]
-        return [r for r in results if r is not None]
 
 
 def _per_stage(value: Any, name: str, stages: int) -> list[Any]:
@@ -245,93 +209,27 @@ def _per_stage(value: Any, name: str, stages: int) -> list[Any]:
     return [value] * stages
 
 
-def _resolve_range(data: Tensor, value_range: ValueRange) -> tuple[float, float]:
-    if isinstance(value_range, str):
-        if value_range != "auto":
-            raise ValueError(f"Unknown value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).")
-        return (-1.0, 1.0) if data.numel() and float(data.min()) < 0 else (0.0, 1.0)
-    try:
-        low, high = (float(v) for v in value_range)
-    except (TypeError, ValueError):
-        raise ValueError(f"Unknown value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).") from None
-    if (low, high) not in ((0.0, 1.0), (-1.0, 1.0)):
-        raise ValueError(f"Unsupported value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).")
-    return low, high
-
-
-def _float_batch_to_unit(data: Tensor, value_range: ValueRange) -> Tensor:
-    """(N, C, H, W) float in `value_range` -> [0, 1], checking that the values fit."""
-    if not torch.isfinite(data).all():
-        raise ValueError("The images contain NaN or Inf values; expected finite values.")
-    low, high = _resolve_range(data, value_range)
-    if data.numel() and (float(data.min()) < low - 1e-3 or float(data.max()) > high + 1e-3):
-        raise ValueError(
-            f"Expected float images in [{low:g}, {high:g}], got values in [{float(data.min()):.3g}, "
-            f"{float(data.max()):.3g}]. Pass value_range=(-1, 1) or (0, 1) to say which range the generator emits."
-        )
-    return ((data - low) / (high - low)).clamp(0, 1)
-
-
-def _unit_to_model(unit: Tensor) -> list[Tensor]:
-    """(N, C, H, W) in [0, 1] with C in (1, 3, 4) -> list of (1, 3, H, W) in [-1, 1] (gray expanded, alpha dropped)."""
-    if unit.dim() != 4 or unit.shape[1] not in (1, 3, 4):
-        raise ValueError(f"Expected images with 1, 3 or 4 channels, got a batch of shape {tuple(unit.shape)}.")
-    if min(unit.shape[-2:]) < 1:
-        raise ValueError(f"Images must be at least 1x1 pixels, got a batch of shape {tuple(unit.shape)}.")
-    rgb = unit[:, :3] if unit.shape[1] != 1 else unit.expand(-1, 3, -1, -1)
-    return [image[None].float().contiguous() * 2 - 1 for image in rgb]
-
-
 def to_lowres_batch(images: Any, value_range: ValueRange = "auto") -> tuple[list[Tensor], str]:
-    """A base generator's output -> (list of (1, 3, h, w) float32 in [-1, 1], its kind "pil"/"np"/"pt")."""
-    if isinstance(images, Image.Image):
-        images = [images]
-    if isinstance(images, np.ndarray):
-        array = images[None] if images.ndim == 3 else images
-        if array.ndim != 4:
-            raise ValueError(f"Expected a numpy batch of shape (N, H, W, C), got shape {images.shape}.")
-        if array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3, 4):
-            raise ValueError(f"Expected channels last (N, H, W, C), got shape {images.shape}; transpose it first.")
-        if array.dtype == np.uint8:
-            unit = torch.from_numpy(array.astype(np.float32) / 255.0)
-        elif array.dtype == np.uint16:
-            unit = torch.from_numpy(array.astype(np.float32) / 65535.0)
-        elif np.issubdtype(array.dtype, np.floating):
-            unit = _float_batch_to_unit(torch.from_numpy(array.astype(np.float32)), value_range)
-        else:
-            raise ValueError(f"Unsupported numpy dtype {array.dtype}; expected uint8, uint16 or float.")
-        return _unit_to_model(unit.permute(0, 3, 1, 2)), "np"
-    if isinstance(images, Tensor):
-        data = images.detach().cpu()
-        data = data[None] if data.dim() == 3 else data
-        if data.dim() != 4:
-            raise ValueError(f"Expected a tensor batch of shape (N, C, H, W), got shape {tuple(images.shape)}.")
-        if data.shape[1] not in (1, 3, 4) and data.shape[-1] in (1, 3, 4):
-            raise ValueError(f"Expected channels first (N, C, H, W), got shape {tuple(images.shape)}; permute it first.")
-        if data.dtype == torch.uint8:
-            unit = data.float() / 255
-        elif data.is_floating_point():
-            unit = _float_batch_to_unit(data.float(), value_range)
-        else:
-            raise ValueError(f"Unsupported tensor dtype {data.dtype}; expected a float or uint8 tensor.")
-        return _unit_to_model(unit), "pt"
-    if isinstance(images, (list, tuple)):
+    """A base generator's output -> (list of (1, 3, h, w) float32 in [-1, 1], its kind "pil"/"np"/"pt").
+
+    Each image is read as `Upscaler.upscale` reads it (`imageio.prepare`); an alpha channel is dropped.
+    """
+    if isinstance(images, (Image.Image, np.ndarray, Tensor)):
+        items = [images]
+    elif isinstance(images, (list, tuple)):
         if not images:
             raise ValueError("Got an empty list of images; the base generator produced nothing.")
-        batch: list[Tensor] = []
         for item in images:
-            if isinstance(item, (np.ndarray, Tensor)):
-                items, _ = to_lowres_batch(item, value_range)
-                batch.extend(items)
-            elif isinstance(item, Image.Image):
-                batch.extend(p.rgb for p in imageio.prepare(item))
-            else:
+            if not isinstance(item, (Image.Image, np.ndarray, Tensor)):
                 raise TypeError(f"Expected PIL images in the list, got {type(item).__name__}.")
-        return batch, "pil" if isinstance(images[0], Image.Image) else ("np" if isinstance(images[0], np.ndarray) else "pt")
-    raise TypeError(
-        "Expected a list of PIL images, a numpy batch (N, H, W, C), a tensor batch (N, C, H, W) or a callable "
-        f"base generator, got {type(images).__name__}."
-    )
+        items = list(images)
+    else:
+        raise TypeError(
+            "Expected a list of PIL images, a numpy batch (N, H, W, C), a tensor batch (N, C, H, W) or a callable "
+            f"base generator, got {type(images).__name__}."
+        )
+    kind = "pil" if isinstance(items[0], Image.Image) else ("np" if isinstance(items[0], np.ndarray) else "pt")
+    return [prep.rgb for item in items for prep in imageio.prepare(item, value_range)], kind
 
 
 def from_lowres_batch(images: list[Tensor], kind: str) -> Any:

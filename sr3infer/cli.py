@@ -32,15 +32,61 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
-def _add_sampling_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--steps", type=int, help="denoising steps (default: the model's measured default)")
-    parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="sampler (default: the model's)")
+# name: (flag, parse one value, choices or None, metavar, help). One value, or for `cascade` one per stage.
+RECIPE_OPTIONS: dict[str, tuple[str, Callable[[str], Any], list[str] | None, str, str]] = {
+    "num_steps": ("--steps", int, None, "N", "denoising steps (default: the model's measured default)"),
+    "sampler": ("--sampler", str, sorted(SAMPLERS), "S", "sampler (default: the model's)"),
+    "spacing": ("--spacing", str, list(SPACINGS), "S", "how fewer steps pick noise levels (default: the model's)"),
+    "consistency": ("--consistency", str, list(CONSISTENCY_MODES), "C",
+                    "project onto the input: none, final (the output), every (each step); default: the model's"),
+    "preset": ("--preset", str, list(PRESETS), "P",
+               "the model's named recipe: fidelity (best PSNR) or realism (lowest KID at a PSNR floor); "
+               "--steps/--sampler/--spacing/--consistency/--eta override parts of it (default: the model's default "
+               "recipe)"),
+    "eta": ("--eta", float, None, "X", "DDIM stochasticity, 0 (deterministic) to 1 (default: the recipe's)"),
+}
+
+
+def _add_run_args(parser: argparse.ArgumentParser, *, per_stage: bool = False) -> None:
+    """The options of every command that runs models: recipe, seed, device, batching, tiling, speed.
+
+    With `per_stage` (cascade) each recipe option takes one value for all stages or a comma-separated one per stage.
+    """
+    for flag, convert, choices, metavar, text in RECIPE_OPTIONS.values():
+        if per_stage:
+            listed = f" ({', '.join(choices)})" if choices else ""
+            parser.add_argument(flag, metavar=f"{metavar}[,{metavar}...]",
+                                help=f"{text}{listed}; one value for all stages or one per stage")
+        else:
+            parser.add_argument(flag, type=convert, choices=choices, help=text)
     parser.add_argument("--seed", type=int, default=0,
                         help="random seed (image k of a run uses seed + k; with --samples K, seeds seed + k*K to seed + k*K + K-1)")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--batch-size", type=int, default=8, help="images (with --samples: samples) per U-Net call")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_speed_args(parser)
+    _add_tiling_args(parser)
+    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+
+
+def _recipe_settings(args: argparse.Namespace, stages: int | None = None) -> dict[str, Any]:
+    """The recipe options as `upscale` arguments (for `stages`, lists with one value per stage), checked."""
+    settings: dict[str, Any] = {}
+    for name, (flag, convert, choices, _, _) in RECIPE_OPTIONS.items():
+        value = getattr(args, flag[2:].replace("-", "_"))
+        values = [value] if stages is None else _split_per_stage(value, flag, convert, stages)
+        for v in values:
+            if choices is not None and v is not None and v not in choices:
+                raise UsageError(f"argument {flag}: invalid choice: {v!r} (choose from {', '.join(choices)})")
+        settings[name] = values[0] if stages is None else values
+    for value in ([settings["num_steps"]] if stages is None else settings["num_steps"]):
+        if value is not None and value < 1:
+            raise UsageError(f"--steps must be at least 1, got {value}")
+    for value in ([settings["eta"]] if stages is None else settings["eta"]):
+        if value is not None and not 0 <= value <= 1:
+            raise UsageError(f"--eta must be between 0 and 1, got {value}")
+    return settings
 
 
 def _upscale_parser() -> argparse.ArgumentParser:
@@ -53,19 +99,8 @@ def _upscale_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", help="model name or path (default: the bundled model trained on the inputs' size: "
                                         + ", ".join(f"{s}x{s} {name}" for s, (name, _) in DEFAULT_MODELS.items())
                                         + "; other sizes need --model)")
-    _add_sampling_args(parser)
-    _add_speed_args(parser)
-    _add_tiling_args(parser)
-    parser.add_argument("--spacing", choices=list(SPACINGS), help="how fewer steps pick noise levels (default: the model's)")
-    parser.add_argument("--consistency", choices=list(CONSISTENCY_MODES),
-                        help="project onto the input: none, final (the output), every (each step); default: the model's")
-    parser.add_argument("--preset", choices=list(PRESETS),
-                        help="the model's named recipe: fidelity (best PSNR) or realism (lowest KID at a PSNR floor); "
-                             "--steps/--sampler/--spacing/--consistency/--eta override parts of it (default: the model's "
-                             "default recipe)")
-    parser.add_argument("--eta", type=float, help="DDIM stochasticity, 0 (deterministic) to 1 (default: the recipe's)")
+    _add_run_args(parser)
     _add_ensemble_args(parser)
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
 
@@ -83,6 +118,10 @@ def _add_tiling_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_shared_args(args: argparse.Namespace) -> None:
+    if args.batch_size < 1:
+        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.threads is not None and args.threads < 1:
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     for flag, value in (("--tile", args.tile), ("--tile-overlap", args.tile_overlap)):
         if value is not None and value < 0:
             raise UsageError(f"{flag} must be at least 0, got {value}")
@@ -149,8 +188,15 @@ def _uncertainty_paths(args: argparse.Namespace, source: Path, outputs: list[Pat
     return maps
 
 
-def _check_model_args(args: argparse.Namespace, upscaler) -> None:
+def _check_model_args(args: argparse.Namespace, upscaler, name: str, preset: str | None = None,
+                      steps: int | None = None) -> None:
     """The options that depend on the model, checked once it is loaded and before any image is read."""
+    if preset is not None and preset not in upscaler.config.presets:
+        raise UsageError(f"--preset {preset}: model {name} has no such preset "
+                         f"(it has: {', '.join(sorted(upscaler.config.presets)) or 'none'}); leave --preset out")
+    if steps is not None and steps > upscaler.config.schedule.num_steps:
+        raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_steps} "
+                         f"training steps, got {steps}")
     size = 2 * upscaler.config.out_size + upscaler.config.scale  # large enough to need tiles
     try:
         upscaler.tile_plan((size, size), args.tile, args.tile_overlap)
@@ -210,14 +256,7 @@ def cmd_upscale(argv: list[str]) -> int:
     existing = [str(p) for p in outputs if p.exists()]
     if existing and not args.overwrite:
         raise UsageError(f"{existing[0]!r} already exists; pass --overwrite to replace it")
-    if args.steps is not None and args.steps < 1:
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    if args.eta is not None and not 0 <= args.eta <= 1:
-        raise UsageError(f"--eta must be between 0 and 1, got {args.eta}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    settings = _recipe_settings(args)
     _check_shared_args(args)
     _check_distinct_outputs(inputs, outputs)
     maps = _uncertainty_paths(args, source, outputs)
@@ -232,20 +271,14 @@ def cmd_upscale(argv: list[str]) -> int:
     try:
         ctx.barrier()  # every rank checked for existing outputs before any rank writes one
         upscaler = Upscaler.from_pretrained(args.model, device=ctx.device, torch_dtype=args.dtype)
-        if args.preset is not None and args.preset not in upscaler.config.presets:
-            raise UsageError(f"--preset {args.preset}: model {args.model} has no such preset "
-                             f"(it has: {', '.join(sorted(upscaler.config.presets)) or 'none'}); leave --preset out")
-        if args.steps is not None and args.steps > upscaler.config.schedule.num_steps:
-            raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_steps} "
-                             f"training steps, got {args.steps}")
-        _check_model_args(args, upscaler)
+        _check_model_args(args, upscaler, args.model, settings["preset"], settings["num_steps"])
         _apply_speed_args(args, upscaler)
         if ctx.rank == 0:
             _warn_if_untrained(upscaler)
         jobs = [(i, inputs[i], outputs[i]) for i in shard_indices(len(inputs), ctx.rank, ctx.world_size)]
         prefix = f"sr3infer[rank {ctx.rank}]" if ctx.distributed else "sr3infer"
-        written, failed = _upscale_files(upscaler, jobs, args, prefix, progress=not args.quiet and ctx.rank == 0,
-                                         maps=maps)
+        written, failed = _upscale_files(upscaler, jobs, args, settings, prefix,
+                                         progress=not args.quiet and ctx.rank == 0, maps=maps)
         per_rank = ctx.gather_counts([written, failed])
     finally:
         ctx.close()
@@ -315,8 +348,8 @@ def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[
         yield group, results, None
 
 
-def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.Namespace, prefix: str,
-                   progress: bool, maps: dict[Path, Path] | None = None) -> tuple[int, int]:
+def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.Namespace, settings: dict[str, Any],
+                   prefix: str, progress: bool, maps: dict[Path, Path] | None = None) -> tuple[int, int]:
     """Upscale `(index, source, destination)` jobs in batches; returns (written, failed).
 
     File `index` of the sorted input list always gets seed `--seed + index` (sample k of K:
@@ -334,8 +367,7 @@ def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.
     def run(group: list) -> list:
         # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
         out = upscaler.upscale(
-            [image for _, image, _, _ in group], num_steps=args.steps, sampler=args.sampler,
-            spacing=args.spacing, consistency=args.consistency, eta=args.eta, preset=args.preset,
+            [image for _, image, _, _ in group], **settings,
             generator=[torch.Generator("cpu").manual_seed(args.seed + index * samples + k)
                        for index, _, _, _ in group for k in range(samples)],
             batch_size=args.batch_size, progress=progress, tile_size=args.tile, tile_overlap=args.tile_overlap,
@@ -535,36 +567,20 @@ def cmd_cascade(argv: list[str]) -> int:
     parser.add_argument("-o", "--output", required=True, help="output folder (one PNG per input, same name)")
     parser.add_argument("--stages", required=True, metavar="NAME[,NAME...]",
                         help="model names or paths, first stage first, e.g. sr3-64-256 or sr3-64-256,sr3-64-256")
-    parser.add_argument("--steps", metavar="N[,N...]", help="denoising steps, one for all stages or one per stage")
-    parser.add_argument("--sampler", metavar="S[,S...]", help=f"sampler per stage ({', '.join(sorted(SAMPLERS))})")
     parser.add_argument("--noise-level", metavar="X[,X...]",
                         help="conditioning augmentation: std of Gaussian noise added to each stage's input in "
                              "[-1, 1] units (default 0)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (image k of the sorted inputs uses seed + k)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--batch-size", type=int, default=8, help="images (or tiles) per U-Net call")
-    _add_tiling_args(parser)
+    _add_run_args(parser, per_stage=True)
     parser.add_argument("--all-stages", action="store_true",
                         help="also write each earlier stage's output to OUTPUT/stage<k>/")
-    parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or messages")
     args = parser.parse_args(argv)
     names = [name.strip() for name in args.stages.split(",") if name.strip()]
     if not names:
         raise UsageError("--stages needs at least one model name or path")
-    steps = _split_per_stage(args.steps, "--steps", int, len(names))
-    if any(n is not None and n < 1 for n in steps):
-        raise UsageError(f"--steps must be at least 1, got {args.steps}")
-    samplers = _split_per_stage(args.sampler, "--sampler", str, len(names))
-    unknown = [s for s in samplers if s is not None and s not in SAMPLERS]
-    if unknown:
-        raise UsageError(f"unknown sampler {unknown[0]!r}; expected one of {', '.join(sorted(SAMPLERS))}")
+    settings = _recipe_settings(args, len(names))
     levels = _split_per_stage(args.noise_level, "--noise-level", float, len(names))
     if any(x is not None and not x >= 0 for x in levels):
         raise UsageError(f"--noise-level must be at least 0, got {args.noise_level}")
-    if args.batch_size < 1:
-        raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
     _check_shared_args(args)
     source, output = Path(args.input), Path(args.output)
     if output.exists() and not output.is_dir():
@@ -577,29 +593,65 @@ def cmd_cascade(argv: list[str]) -> int:
     existing = [str(p) for p in planned if p.exists()]
     if existing and not args.overwrite:
         raise UsageError(f"{existing[0]!r} already exists; pass --overwrite to replace it")
-    from . import imageio
-    from .cascade import Cascade
+    if args.threads is not None:
+        import torch
 
-    cascade = Cascade.from_pretrained(names, device=args.device, torch_dtype=args.dtype)
-    for upscaler in cascade.upscalers:
-        _check_model_args(args, upscaler)
-        _warn_if_untrained(upscaler)
+        torch.set_num_threads(args.threads)
+    from .cascade import Cascade
+    from .distributed import init_from_env, shard_indices
+
+    # Under torchrun every rank takes every len(inputs)/WORLD_SIZE-th file, as the main command does.
+    ctx = init_from_env(args.device)
+    try:
+        ctx.barrier()  # every rank checked for existing outputs before any rank writes one
+        cascade = Cascade.from_pretrained(names, device=ctx.device, torch_dtype=args.dtype)
+        for s, upscaler in enumerate(cascade.upscalers):
+            _check_model_args(args, upscaler, names[s], settings["preset"][s], settings["num_steps"][s])
+            _apply_speed_args(args, upscaler)
+            if ctx.rank == 0:
+                _warn_if_untrained(upscaler)
+        jobs = shard_indices(len(inputs), ctx.rank, ctx.world_size)
+        prefix = f"sr3infer[rank {ctx.rank}]" if ctx.distributed else "sr3infer"
+        written, failed = _cascade_files(cascade, jobs, inputs, finals, stage_dirs, args, settings,
+                                         [x or 0.0 for x in levels], prefix, progress=not args.quiet and ctx.rank == 0)
+        per_rank = ctx.gather_counts([written, failed])
+    finally:
+        ctx.close()
+    total_written, total_failed = sum(c[0] for c in per_rank), sum(c[1] for c in per_rank)
+    if ctx.rank != 0:
+        return EXIT_OK  # rank 0 reports for the job
+    if len(inputs) > 1 and not (args.quiet and not total_failed):
+        ranks = "; ".join(f"rank {r}: {w} written, {f} failed" for r, (w, f) in enumerate(per_rank))
+        print(f"sr3infer: {total_written} written, {total_failed} failed of {len(inputs)} files"
+              + (f" ({len(per_rank)} ranks: {ranks})" if len(per_rank) > 1 else ""), file=sys.stderr)
+    return EXIT_FAILURE if total_failed else EXIT_OK
+
+
+def _cascade_files(cascade, jobs: list[int], inputs: list[Path], finals: list[Path], stage_dirs: list[Path],
+                   args: argparse.Namespace, settings: dict[str, list], levels: list[float], prefix: str,
+                   progress: bool) -> tuple[int, int]:
+    """Run the files `jobs` (indices into `inputs`) through the cascade in batches; returns (written, failed).
+
+    File k always gets seed `--seed + k` (seeds are additive), whatever the batching, the ranks and the
+    files that fail; a failing batch is retried one file at a time, so a bad file fails alone.
+    """
+    from . import imageio
+
     def run(group: list) -> list:
         return cascade.run(
-            [image for _, image in group], num_steps=steps, sampler=samplers,
-            noise_level=[x or 0.0 for x in levels], seed=args.seed + group[0][0], batch_size=args.batch_size,
-            tile_size=args.tile, tile_overlap=args.tile_overlap, progress=not args.quiet, output_type="pil",
-            return_all_stages=True, max_output_pixels=args.max_output_pixels,
+            [image for _, image in group], **settings, noise_level=levels, seed=args.seed + group[0][0],
+            batch_size=args.batch_size, tile_size=args.tile, tile_overlap=args.tile_overlap, progress=progress,
+            output_type="pil", return_all_stages=True, max_output_pixels=args.max_output_pixels,
         )
 
     failed = written = 0
-    for start in range(0, len(inputs), args.batch_size):
+    for start in range(0, len(jobs), args.batch_size):
         loaded = []
-        for index in range(start, min(start + args.batch_size, len(inputs))):
+        for index in jobs[start : start + args.batch_size]:
             try:
                 loaded.append((index, imageio.load_image(inputs[index]).convert("RGB")))
             except (ValueError, OSError) as err:
-                print(f"sr3infer: skipped {inputs[index]}: {err}", file=sys.stderr)
+                print(f"{prefix}: skipped {inputs[index]}: {err}", file=sys.stderr)
                 failed += 1
         # Runs of consecutive files, so file k keeps seed --seed + k (seeds are additive) whatever fails to load.
         groups: list[list] = []
@@ -610,25 +662,23 @@ def cmd_cascade(argv: list[str]) -> int:
                 groups.append([(index, image)])
         for group, stages, err in _isolated(groups, run):
             if err is not None:
-                print(f"sr3infer: failed {inputs[group[0][0]]}: {_error_line(err)}", file=sys.stderr)
+                print(f"{prefix}: failed {inputs[group[0][0]]}: {_error_line(err)}", file=sys.stderr)
                 failed += 1
                 continue
             per_file = zip(*stages[-1 - len(stage_dirs):])  # each file's outputs: earlier stages first, final last
             for (index, _), results in zip(group, per_file):
                 try:
-                    for folder, result in zip(stage_dirs + [output], results):
+                    for folder, result in zip(stage_dirs + [finals[index].parent], results):
                         dst = folder / finals[index].name
                         imageio.save_image(result, dst, overwrite=args.overwrite)
                         if not args.quiet:
-                            print(f"sr3infer: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
+                            print(f"{prefix}: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
                 except (ValueError, OSError) as err:
-                    print(f"sr3infer: failed to write {dst} (from {inputs[index]}): {err}", file=sys.stderr)
+                    print(f"{prefix}: failed to write {dst} (from {inputs[index]}): {err}", file=sys.stderr)
                     failed += 1
                     continue
                 written += 1
-    if len(inputs) > 1 and not (args.quiet and not failed):
-        print(f"sr3infer: {written} written, {failed} failed of {len(inputs)} files", file=sys.stderr)
-    return EXIT_FAILURE if failed else EXIT_OK
+    return written, failed
 
 
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {

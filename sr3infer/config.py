@@ -12,16 +12,21 @@ from .manifest import FORMAT_VERSION
 from .schedule import NoiseSchedule
 from .unet import UNetConfig
 
-__all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS", "PRESETS"]
+__all__ = ["ModelConfig", "SamplingDefaults", "FORMAT_VERSION", "PREDICTIONS", "PRESETS", "UNSET"]
 
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
 PRESETS = ("fidelity", "realism")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
+UNSET: Any = object()  # an argument left out, where None is a value (start_noise_level=None: start from pure noise)
 
 
 @dataclass(frozen=True)
 class SamplingDefaults:
-    """A sampling recipe: what `upscale()` does when the caller does not say (`ModelConfig.sampling`), or a preset."""
+    """A sampling recipe: what `upscale()` does when the caller does not say (`ModelConfig.sampling`), or a preset.
+
+    The one sampling-settings object of `Upscaler.upscale`, `upscale_tensor`, `Cascade` and the CLI:
+    `config.recipe(preset, num_steps=..., ...)` resolves a call's arguments into one.
+    """
 
     sampler: str = "ancestral"
     num_steps: int = 2000
@@ -34,6 +39,12 @@ class SamplingDefaults:
     def from_dict(cls, data: dict) -> SamplingDefaults:
         reject_unknown_keys(data, (f.name for f in fields(cls)), "sampling config")
         return cls(**data)
+
+    def override(self, **settings: Any) -> SamplingDefaults:
+        """This recipe with `settings` replaced; a setting given as None (start_noise_level: UNSET) is kept."""
+        reject_unknown_keys(settings, (f.name for f in fields(self)), "sampling setting")
+        given = {k: v for k, v in settings.items() if v is not (UNSET if k == "start_noise_level" else None)}
+        return replace(self, **given) if given else self
 
 
 @dataclass(frozen=True)
@@ -123,14 +134,15 @@ class ModelConfig:
     def replace(self, **changes: Any) -> ModelConfig:
         return replace(self, **changes)
 
-    def recipe(self, preset: str | None = None) -> SamplingDefaults:
-        """The named preset's recipe, or the default recipe (`sampling`) for None."""
+    def recipe(self, preset: str | None = None, **settings: Any) -> SamplingDefaults:
+        """The named preset's recipe, or the default recipe (`sampling`) for None, with `settings` overriding parts
+        of it (see `SamplingDefaults.override`)."""
         if preset is None:
-            return self.sampling
+            return self.sampling.override(**settings)
         if preset not in self.presets:
             have = ", ".join(sorted(self.presets)) or "none"
             raise ValueError(f"Unknown preset {preset!r} for this model; it has: {have}. Leave preset out for its default.")
-        return self.presets[preset]
+        return self.presets[preset].override(**settings)
 
 
 def _recipe_dict(recipe: SamplingDefaults) -> dict[str, Any]:

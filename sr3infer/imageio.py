@@ -24,6 +24,7 @@ __all__ = ["ImageLike", "Prepared", "load_image", "read_image", "peek_sizes", "p
 _PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
+ValueRange = Union[str, tuple[float, float]]  # of float inputs: (0, 1), (-1, 1) or "auto"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # what a folder of images is read as
 
 
@@ -200,11 +201,43 @@ def _from_unit_tensor(t: Tensor, *, gray: bool) -> Prepared:
     return Prepared(rgb=rgb.contiguous(), alpha=alpha, kind="", gray=gray or c in (1, 2), bits=32)
 
 
-def _from_numpy(array: np.ndarray) -> list[Prepared]:
+def float_range(data_min: float, value_range: ValueRange) -> tuple[float, float]:
+    """(low, high) of float input: (0, 1), (-1, 1), or for "auto" [-1, 1] when the data has a value below 0."""
+    if isinstance(value_range, str):
+        if value_range != "auto":
+            raise ValueError(f"Unknown value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).")
+        return (-1.0, 1.0) if data_min < 0 else (0.0, 1.0)
+    try:
+        low, high = (float(v) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"Unknown value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).") from None
+    if (low, high) not in ((0.0, 1.0), (-1.0, 1.0)):
+        raise ValueError(f"Unsupported value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).")
+    return low, high
+
+
+def _float_to_unit(data: Any, value_range: ValueRange, what: str) -> Any:
+    """Finite float data (numpy or torch) in `value_range` -> [0, 1], with a clear error for values outside it."""
+    empty = (data.size if isinstance(data, np.ndarray) else data.numel()) == 0
+    lowest, highest = (0.0, 0.0) if empty else (float(data.min()), float(data.max()))
+    if not np.isfinite([lowest, highest]).all():
+        raise ValueError(f"The {what} contains NaN or Inf values; expected finite values.")
+    low, high = float_range(lowest, value_range)
+    if lowest < low - 1e-3 or highest > high + 1e-3:
+        hint = ("Pass value_range=(-1, 1) for [-1, 1] data; divide uint8 data by 255 (or pass it as uint8)."
+                if low == 0 else "Pass value_range=(0, 1) for [0, 1] data.")
+        raise ValueError(f"Expected float images in [{low:g}, {high:g}], got values in [{lowest:.3g}, {highest:.3g}]. "
+                         + hint)
+    return (data - low) / (high - low) if low != 0 else data
+
+
+def _from_numpy(array: np.ndarray, value_range: ValueRange = (0, 1)) -> list[Prepared]:
     if array.ndim == 4:
         if len(array) == 0:
             raise ValueError(f"Got an empty batch of shape {array.shape}; expected at least one image (N >= 1).")
-        return [_from_numpy(a)[0] for a in array]
+        if isinstance(value_range, str) and np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all():
+            value_range = float_range(float(array.min()), value_range)  # "auto" decides once for the batch
+        return [_from_numpy(a, value_range)[0] for a in array]
     if array.ndim not in (2, 3):
         raise ValueError(
             f"Expected a numpy image of shape (H, W), (H, W, C) or a batch (N, H, W, C), got shape {array.shape}."
@@ -223,14 +256,7 @@ def _from_numpy(array: np.ndarray) -> list[Prepared]:
     elif dtype == np.uint16:
         unit, bits = array.astype(np.float32) / 65535.0, 16
     elif np.issubdtype(dtype, np.floating):
-        unit, bits = array.astype(np.float32), 32
-        if not np.isfinite(unit).all():
-            raise ValueError("The numpy image contains NaN or Inf values; expected finite values in [0, 1].")
-        if unit.size and (unit.min() < -1e-3 or unit.max() > 1 + 1e-3):
-            raise ValueError(
-                f"Float images must be in [0, 1], got values in [{unit.min():.3g}, {unit.max():.3g}]. "
-                "Divide uint8 data by 255 (or pass it as uint8)."
-            )
+        unit, bits = _float_to_unit(array.astype(np.float32), value_range, "numpy image"), 32
     else:
         raise ValueError(f"Unsupported numpy dtype {dtype}; expected uint8, uint16 or float in [0, 1].")
     prep = _from_float_hwc(unit, gray=array.shape[-1] in (1, 2))
@@ -238,17 +264,19 @@ def _from_numpy(array: np.ndarray) -> list[Prepared]:
     return [prep]
 
 
-def _from_torch(t: Tensor) -> list[Prepared]:
+def _from_torch(t: Tensor, value_range: ValueRange = (0, 1)) -> list[Prepared]:
     if t.dim() == 4:
         if len(t) == 0:
             raise ValueError(f"Got an empty batch of shape {tuple(t.shape)}; expected at least one image (N >= 1).")
-        return [_from_torch_chw(x, "NCHW", t.dtype) for x in t]
+        if isinstance(value_range, str) and t.is_floating_point() and torch.isfinite(t).all():
+            value_range = float_range(float(t.min()), value_range)  # "auto" decides once for the batch
+        return [_from_torch_chw(x, "NCHW", t.dtype, value_range) for x in t]
     if t.dim() == 3:
-        return [_from_torch_chw(t, "CHW", t.dtype)]
+        return [_from_torch_chw(t, "CHW", t.dtype, value_range)]
     raise ValueError(f"Expected a tensor of shape (C, H, W) or (N, C, H, W) in [0, 1], got shape {tuple(t.shape)}.")
 
 
-def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype) -> Prepared:
+def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype, value_range: ValueRange = (0, 1)) -> Prepared:
     if t.shape[0] not in (1, 2, 3, 4):
         raise ValueError(
             f"Expected 1, 2, 3 or 4 channels first (C, H, W), got shape {tuple(t.shape)}. "
@@ -259,22 +287,21 @@ def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype) -> Prepared:
             t = t.float() / 255
         else:
             raise ValueError(f"Unsupported tensor dtype {t.dtype}; expected a float tensor in [0, 1] or uint8.")
-    t = t.detach().float().cpu()
-    if not torch.isfinite(t).all():
-        raise ValueError("The input tensor contains NaN or Inf values; expected finite values in [0, 1].")
-    if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
-        raise ValueError(
-            f"Tensor images must be in [0, 1], got values in [{t.min():.3g}, {t.max():.3g}]. "
-            "Map [-1, 1] data with (x + 1) / 2."
-        )
+        t = t.detach().cpu()
+    else:
+        t = _float_to_unit(t.detach().float().cpu(), value_range, "input tensor")
     _check_size(t.shape[-2], t.shape[-1], "The image")
     prep = _from_unit_tensor(t[None], gray=t.shape[0] in (1, 2))
     prep.kind, prep.layout, prep.source_dtype = "pt", layout, dtype
     return prep
 
 
-def prepare(image: ImageLike) -> list[Prepared]:
-    """Turn one input (a batch array/tensor counts as several) into `Prepared` images."""
+def prepare(image: ImageLike, value_range: ValueRange = (0, 1)) -> list[Prepared]:
+    """Turn one input (a batch array/tensor counts as several) into `Prepared` images.
+
+    `value_range` is that of float arrays and tensors: (0, 1), (-1, 1), or "auto" ([-1, 1] when a value,
+    of the whole batch, is below 0). Integer inputs are 0..255 (uint8) or 0..65535 (uint16).
+    """
     if isinstance(image, (str, os.PathLike)):
         loaded = read_image(image)
         if isinstance(loaded, np.ndarray):  # 16-bit colour: numpy keeps all bits (output_type="np" returns them)
@@ -285,9 +312,9 @@ def prepare(image: ImageLike) -> list[Prepared]:
     if isinstance(image, Image.Image):
         return [_from_pil(image)]
     if isinstance(image, np.ndarray):
-        return _from_numpy(image)
+        return _from_numpy(image, value_range)
     if isinstance(image, Tensor):
-        return _from_torch(image)
+        return _from_torch(image, value_range)
     raise TypeError(
         f"Expected a PIL image, a numpy array, a torch tensor or a file path, got {type(image).__name__}."
     )

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor
 
 from . import imageio
-from .config import CONSISTENCY_MODES, ModelConfig
+from .config import CONSISTENCY_MODES, UNSET, ModelConfig, SamplingDefaults
 from .convert import load_community_checkpoint
 from .fastpath import FastModel
 from .hub import resolve_model_files
@@ -28,7 +28,6 @@ from .weights import (
 
 __all__ = ["Upscaler", "CONSISTENCY_MODES"]
 
-_UNSET: Any = object()
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 
 
@@ -116,12 +115,12 @@ class Upscaler:
         """Write `config.json` + `model.safetensors` (and a model card if given) to `folder`."""
         return save_model_folder(folder, self.config, self.model.state_dict(), dtype=dtype, card=card)
 
-    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = _UNSET) -> Upscaler:
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = UNSET) -> Upscaler:
         """Move to `device`, keeping the dtype unless `dtype` is given (None: fp16 on CUDA, fp32 on CPU). Returns self."""
         device = torch.device(device) if device is not None else self.device
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu'.")
-        dtype = self.dtype if dtype is _UNSET else _resolve_dtype(dtype, device)
+        dtype = self.dtype if dtype is UNSET else _resolve_dtype(dtype, device)
         cast_model(self.model, device, dtype)
         # channels_last: faster convolutions on CUDA, and 3-11% per U-Net call on CPU (benchmarks/unet_speed.py).
         self.model.to(memory_format=torch.channels_last)
@@ -258,10 +257,11 @@ class Upscaler:
         num_steps: int | None = None,
         sampler: str | None = None,
         spacing: str | None = None,
-        start_noise_level: float | None = _UNSET,
+        start_noise_level: float | None = UNSET,
         consistency: str | None = None,
         eta: float | None = None,
         preset: str | None = None,
+        recipe: SamplingDefaults | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = True,
         callback: Callback | None = None,
@@ -274,28 +274,21 @@ class Upscaler:
 
         Outputs larger than a tile are denoised tile by tile, blending every step (see `tile_plan`);
         `tile_batch_size` tiles go through the U-Net at a time. Before anything is allocated the
-        run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`).
+        run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`). The sampling
+        arguments are those of `upscale`.
 
         Raises:
             RuntimeError: sampling produced NaN or Inf (broken weights or an unstable recipe).
         """
-        defaults = self.config.recipe(preset)
-        sampler = defaults.sampler if sampler is None else sampler
-        sample = get_sampler(sampler)
-        num_steps = defaults.num_steps if num_steps is None else num_steps
-        start = defaults.start_noise_level if start_noise_level is _UNSET else start_noise_level
-        consistency = defaults.consistency if consistency is None else consistency
-        eta = defaults.eta if eta is None else eta
-        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 <= eta <= 1:
-            raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1, got {eta!r}.")
-        if consistency not in CONSISTENCY_MODES:
-            raise ValueError(f"Unknown consistency {consistency!r}; expected one of {', '.join(CONSISTENCY_MODES)}.")
+        recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
+                                      start_noise_level=start_noise_level, consistency=consistency, eta=eta)
+        sample, num_steps, start, consistency = (get_sampler(recipe.sampler), recipe.num_steps,
+                                                 recipe.start_noise_level, recipe.consistency)
         if lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
             raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {tuple(lowres.shape)}.")
         if not torch.isfinite(lowres).all():
             raise ValueError("lowres contains NaN or Inf values.")
-        gammas = self.config.schedule.inference_grid(num_steps, spacing=defaults.spacing if spacing is None else spacing,
-                                                     start_noise_level=start)
+        gammas = self.config.schedule.inference_grid(num_steps, spacing=recipe.spacing, start_noise_level=start)
         run = self.estimate(tuple(lowres.shape[-2:]), batch=lowres.shape[0], num_steps=len(gammas) - 1,
                             tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size)
         check_run(run, max_output_pixels)
@@ -325,12 +318,12 @@ class Upscaler:
         else:  # truncated start: the noised bicubic upsampling (zero residual) at the first grid level
             x_start = torch.zeros_like(cond) if self.config.residual else cond
             x = g0.sqrt() * x_start + (1 - g0).sqrt() * noise
-        options = sampler_options(sample, eta=eta)  # the denoiser clamps, in image space
+        options = sampler_options(sample, eta=recipe.eta)  # the denoiser clamps, in image space
         x = sample(denoise, x, gammas, clip_denoised=False, generator=generator, callback=callback,
                    disable=not progress, **options)
         if not torch.isfinite(x).all():
             raise RuntimeError(
-                f"Sampling produced NaN or Inf values ({sampler}, {num_steps} steps): the model's weights are broken "
+                f"Sampling produced NaN or Inf values ({recipe.sampler}, {num_steps} steps): the model's weights are broken "
                 "or the recipe is unstable. Check the model files, or try another sampler or step count."
             )
         image = x + cond if self.config.residual else x
@@ -345,12 +338,14 @@ class Upscaler:
         num_steps: int | None = None,
         sampler: str | None = None,
         spacing: str | None = None,
-        start_noise_level: float | None = _UNSET,
+        start_noise_level: float | None = UNSET,
         consistency: str | None = None,
         eta: float | None = None,
         preset: str | None = None,
+        recipe: SamplingDefaults | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         seed: int | None = None,
+        value_range: tuple[float, float] | str = (0, 1),
         batch_size: int = 8,
         progress: bool = True,
         output_type: str | None = None,
@@ -372,11 +367,15 @@ class Upscaler:
             preset: a named recipe of the model, chosen on its validation set by a stated rule:
                 "fidelity" (best PSNR) or "realism" (lowest KID at a PSNR floor); see `config.presets`.
                 None: the model's default recipe (`config.sampling`, the realism preset for the bundled models).
+            recipe: a whole recipe (a `SamplingDefaults`, e.g. `config.recipe("fidelity", num_steps=10)`)
+                instead of `preset`; the arguments above override parts of it.
             generator / seed: randomness. `seed` gives image k the seed `seed + k`, so a batch and
                 the same images one at a time give identical results. With `num_samples=K`, sample j
                 of image k gets the seed `seed + k * K + j` (image k alone with seed `seed + k * K`
                 gives the same samples). A list of generators has one per sample, K per image,
                 image-major; a single generator draws all the call's noise in turn.
+            value_range: the range of float arrays and tensors: (0, 1) (default), (-1, 1), or "auto"
+                ([-1, 1] when a value of the batch is below 0; see `imageio.prepare`).
             batch_size: images per U-Net call (same-size images are batched together); when
                 tiling, also the number of tiles per U-Net call. With `num_samples`, samples per U-Net call.
             progress: show a tqdm bar over the denoising steps.
@@ -414,7 +413,8 @@ class Upscaler:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}.")
-        self.config.recipe(preset)  # an unknown preset fails before any image is read
+        recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
+                                      start_noise_level=start_noise_level, consistency=consistency, eta=eta)
         num_samples = check_num_samples(num_samples)
         if return_uncertainty and num_samples < 2:
             raise ValueError(f"return_uncertainty needs num_samples >= 2 (the spread of several samples), "
@@ -423,8 +423,8 @@ class Upscaler:
         items: Sequence[Any] = [images] if single else list(images)
         if not items:
             return []
-        self._check_sizes(items, num_steps, preset, batch_size, tile_size, tile_overlap, max_output_pixels, num_samples)
-        prepared: list[list[imageio.Prepared]] = [imageio.prepare(item) for item in items]
+        self._check_sizes(items, recipe.num_steps, batch_size, tile_size, tile_overlap, max_output_pixels, num_samples)
+        prepared: list[list[imageio.Prepared]] = [imageio.prepare(item, value_range) for item in items]
         flat = [p for group in prepared for p in group]
         scale = self.config.scale
         # Tiled images reach the model at its trained size, tile by tile; warn only about the others.
@@ -448,18 +448,15 @@ class Upscaler:
                 lowres = torch.cat([flat[i].rgb for i, _ in chunk])
                 gens = [generators[i * num_samples + k] for i, k in chunk] if generators is not None else generator
                 out = self.upscale_tensor(
-                    lowres, num_steps=num_steps, sampler=sampler, spacing=spacing, start_noise_level=start_noise_level,
-                    consistency=consistency, eta=eta, preset=preset, generator=gens, progress=progress, callback=callback,
-                    tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size,
-                    max_output_pixels=max_output_pixels,
+                    lowres, recipe=recipe, generator=gens, progress=progress, callback=callback, tile_size=tile_size,
+                    tile_overlap=tile_overlap, tile_batch_size=batch_size, max_output_pixels=max_output_pixels,
                 ).cpu()
                 for (i, _), result in zip(chunk, out):
                     results[i].append(result[None])
         if num_samples == 1:
             merged = [samples[0] for samples in results]
         else:
-            consistency_mode = self.config.recipe(preset).consistency if consistency is None else consistency
-            merged = [ensemble_mean(torch.cat(results[i]), flat[i].rgb, consistency_mode) for i in range(len(flat))]
+            merged = [ensemble_mean(torch.cat(results[i]), flat[i].rgb, recipe.consistency) for i in range(len(flat))]
         outputs = [imageio.restore(merged[i], flat[i], output_type) for i in range(len(flat))]
         grouped = _group_like(items, prepared, outputs, _regroup)
         extras = []
@@ -488,7 +485,23 @@ class Upscaler:
             return list(generator)
         return None
 
-    def _check_sizes(self, items: Sequence[Any], num_steps: Any, preset: str | None, batch_size: int,
+    def sampling_recipe(self, recipe: SamplingDefaults | None = None, preset: str | None = None,
+                        **settings: Any) -> SamplingDefaults:
+        """The recipe a call runs: `recipe`, else `preset`'s, else the model's default, with `settings` overriding
+        parts of it (None, or UNSET for start_noise_level, keeps a part); checked before anything runs."""
+        if recipe is not None and preset is not None:
+            raise ValueError("Pass either recipe or preset, not both.")
+        recipe = self.config.recipe(preset, **settings) if recipe is None else recipe.override(**settings)
+        get_sampler(recipe.sampler)
+        eta = recipe.eta
+        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 <= eta <= 1:
+            raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1, got {eta!r}.")
+        if recipe.consistency not in CONSISTENCY_MODES:
+            raise ValueError(
+                f"Unknown consistency {recipe.consistency!r}; expected one of {', '.join(CONSISTENCY_MODES)}.")
+        return recipe
+
+    def _check_sizes(self, items: Sequence[Any], steps: Any, batch_size: int,
                      tile_size: int | None, tile_overlap: int | None, max_output_pixels: int | None,
                      num_samples: int = 1) -> None:
         """Refuse a run over the limits from the images' sizes alone, before any image is decoded or converted.
@@ -496,7 +509,6 @@ class Upscaler:
         With `num_samples` K, each image is K samples: K times the U-Net inputs, and K outputs held at once.
         """
         sizes = [size for item in items for size in imageio.peek_sizes(item)]
-        steps = self.config.recipe(preset).num_steps if num_steps is None else num_steps
         if not isinstance(steps, numbers.Integral):
             return  # upscale_tensor says what is wrong with it, and checks the run itself
         for size in sorted(set(sizes)):

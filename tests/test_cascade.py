@@ -121,6 +121,52 @@ def test_per_stage_options_are_checked(cascade, samples):
         Cascade([])
 
 
+def test_a_stage_is_an_upscale_call_with_every_recipe_option(cascade, samples):
+    first = cascade.upscalers[0]
+    unit = torch.from_numpy(samples).permute(0, 3, 1, 2).float() / 255
+    recipe = dict(num_steps=2, sampler="ddim", spacing="quadratic", consistency="final", eta=0.5)
+    steps: list[dict] = []
+    staged = Cascade([first])(unit, seed=7, callback=steps.append, output_type="pt", progress=False, **recipe)
+    direct = first.upscale(unit, generator=[torch.Generator().manual_seed(7 + k) for k in range(4)], output_type="pt",
+                           progress=False, **recipe)
+    torch.testing.assert_close(staged, direct, rtol=0, atol=1e-5)
+    assert [s["i"] for s in steps] == [0, 1]
+    other = Cascade([first])(unit, seed=7, output_type="pt", progress=False, **{**recipe, "consistency": "none"})
+    assert (other - staged).abs().max() > 1e-3  # the option reaches the stage
+    per_stage = cascade(samples, seed=1, spacing=["quadratic", "linear"], eta=[0.5, None], sampler="ddim",
+                        output_type="pt", **FAST)
+    assert per_stage.shape == (4, 3, 32, 32)
+    by_object = Cascade([first])(unit, seed=7, recipe=first.config.recipe(None, **recipe), output_type="pt",
+                                 progress=False)
+    torch.testing.assert_close(by_object, staged, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="Unknown consistency 'sometimes'"):
+        cascade(samples, consistency=[None, "sometimes"], **FAST)
+    with pytest.raises(ValueError, match="Unknown preset 'fidelity'"):
+        cascade(samples, preset="fidelity", **FAST)
+
+
+def test_cli_cascade_takes_the_shared_recipe_options(tmp_path, tiny_model_dir, samples, capsys):
+    inputs = tmp_path / "samples"
+    inputs.mkdir()
+    for k, array in enumerate(samples[:2]):
+        Image.fromarray(array).save(inputs / f"sample{k}.png")
+    stages = f"{tiny_model_dir},{tiny_model_dir}"
+    argv = ["cascade", str(inputs), "-o", str(tmp_path / "out"), "--stages", stages, "--steps", "2", "--sampler", "ddim",
+            "--spacing", "quadratic,linear", "--consistency", "final", "--eta", "0.5,0", "--seed", "4", "--quiet"]
+    assert main(argv) == EXIT_OK
+    cascade = Cascade.from_pretrained([tiny_model_dir, tiny_model_dir], device="cpu")
+    api = cascade([Image.open(inputs / "sample1.png").convert("RGB")], num_steps=2, sampler="ddim",
+                  spacing=["quadratic", "linear"], consistency="final", eta=[0.5, 0.0], seed=5, output_type="np",
+                  progress=False)[0]
+    assert np.abs(api.astype(int) - np.asarray(Image.open(tmp_path / "out" / "sample1.png"), dtype=int)).max() <= 1
+    common = ["cascade", str(inputs), "-o", str(tmp_path / "x"), "--stages", stages]
+    assert main(common + ["--consistency", "final,sometimes"]) == EXIT_USAGE
+    assert "invalid choice: 'sometimes'" in capsys.readouterr().err
+    assert main(common + ["--preset", "fidelity"]) == EXIT_USAGE
+    assert "has no such preset" in capsys.readouterr().err
+    assert main(common + ["--eta", "2"]) == EXIT_USAGE
+
+
 def test_cli_cascade(tmp_path, tiny_model_dir, samples):
     inputs = tmp_path / "samples"
     inputs.mkdir()

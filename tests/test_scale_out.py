@@ -54,6 +54,17 @@ def test_no_process_group_without_torchrun(monkeypatch):
     assert not context.distributed and context.rank == 0 and context.world_size == 1
 
 
+def _torchrun_two_ranks(*cli_args: str) -> tuple[int, str]:
+    """`sr3infer ...` under torchrun with 2 gloo CPU ranks; (exit code, stderr + stdout)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+         "-m", "sr3infer.cli", *cli_args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )
+    return proc.returncode, proc.stderr + proc.stdout
+
+
 def test_torchrun_two_ranks_shard_a_folder_with_a_corrupt_file(tmp_path, tiny_model_dir):
     """2 gloo ranks: each good file written once, the corrupt one reported, same pixels as one process."""
     good = ["a.png", "b.png", "c.png", "d.png", "e.png"]
@@ -61,15 +72,8 @@ def test_torchrun_two_ranks_shard_a_folder_with_a_corrupt_file(tmp_path, tiny_mo
     _write_images(inputs, good)
     (inputs / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
     common = ["--model", str(tiny_model_dir), "--steps", "2", "--device", "cpu", "--seed", "3"]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "sr3infer.cli", str(inputs), "-o", str(tmp_path / "out"), "--batch-size", "2", *common],
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )
-    log = proc.stderr + proc.stdout
-    assert proc.returncode != 0, f"a failed file must make the job fail:\n{log}"
+    code, log = _torchrun_two_ranks(str(inputs), "-o", str(tmp_path / "out"), "--batch-size", "2", *common)
+    assert code != 0, f"a failed file must make the job fail:\n{log}"
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == good, log
     wrote = re.findall(r"sr3infer\[rank (\d)\]: wrote \S*/(\w+\.png)", log)
     assert sorted(name for _, name in wrote) == good, f"every file written exactly once:\n{log}"
@@ -82,6 +86,24 @@ def test_torchrun_two_ranks_shard_a_folder_with_a_corrupt_file(tmp_path, tiny_mo
     for name in good:
         diff = np.abs(_pixels(tmp_path / "out" / name) - _pixels(tmp_path / "single" / name)).max()
         assert diff <= 1, f"{name}: sharded and single-process outputs differ by {diff} levels"
+
+
+def test_torchrun_two_ranks_shard_a_cascade(tmp_path, tiny_model_dir):
+    """`sr3infer cascade` shards like the main command: each good file written once, file k seeded --seed + k."""
+    good = ["a.png", "b.png", "c.png"]
+    inputs = tmp_path / "in"
+    _write_images(inputs, good)
+    (inputs / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n this is not really a PNG")
+    common = ["--stages", str(tiny_model_dir), "--steps", "1", "--device", "cpu", "--seed", "3"]
+    code, log = _torchrun_two_ranks("cascade", str(inputs), "-o", str(tmp_path / "out"), *common)
+    assert code != 0, f"a failed file must make the job fail:\n{log}"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == good, log
+    wrote = re.findall(r"sr3infer\[rank (\d)\]: wrote \S*/(\w+\.png)", log)
+    assert sorted(name for _, name in wrote) == good and {rank for rank, _ in wrote} == {"0", "1"}, log
+    assert "3 written, 1 failed of 4 files (2 ranks:" in log, log
+    assert main(["cascade", str(inputs), "-o", str(tmp_path / "single"), "--batch-size", "1", "--quiet", *common]) == 1
+    for name in good:
+        assert np.abs(_pixels(tmp_path / "out" / name) - _pixels(tmp_path / "single" / name)).max() <= 1, name
 
 
 def test_a_failing_image_in_a_batch_does_not_sink_the_others(tmp_path, tiny_model_dir, monkeypatch, capsys):

@@ -411,3 +411,36 @@ def test_final_projection_is_in_range_and_matches_the_input():
     out = project_onto_input(x, lowres)
     assert out.abs().max() <= 1
     assert (bicubic(out, 8) - lowres).abs().max() < 1e-3 < (bicubic(once, 8) - lowres).abs().max()
+
+
+def test_upscale_reads_minus_one_to_one_tensors_as_the_cascade_does(tiny_upscaler):
+    unit = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    kwargs = dict(num_steps=2, seed=1, progress=False)
+    expected = tiny_upscaler.upscale(unit, **kwargs)
+    for value_range in ((-1, 1), "auto"):
+        got = tiny_upscaler.upscale(unit * 2 - 1, value_range=value_range, **kwargs)
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"Expected float images in \[0, 1\].*value_range=\(-1, 1\)"):
+        tiny_upscaler.upscale(unit * 2 - 1, **kwargs)
+
+
+def test_one_recipe_object_for_every_entry_point(tiny_upscaler):
+    from dataclasses import replace
+
+    from sr3infer.config import UNSET
+
+    config = tiny_upscaler.config
+    recipe = config.recipe(None, num_steps=3, sampler="ancestral", spacing="quadratic")
+    assert recipe == replace(config.sampling, num_steps=3, sampler="ancestral", spacing="quadratic")
+    assert config.recipe(None, num_steps=None, start_noise_level=UNSET) is config.sampling  # None / UNSET: not given
+    assert config.recipe(None, start_noise_level=0.5).start_noise_level == 0.5
+    with pytest.raises(ValueError, match=r"Unknown sampling setting keys \['steps'\]"):
+        config.recipe(None, steps=3)
+    lowres = torch.rand(1, 3, 8, 8, generator=torch.Generator().manual_seed(2)) * 2 - 1
+    by_object = tiny_upscaler.upscale_tensor(lowres, recipe=recipe, generator=torch.Generator().manual_seed(0),
+                                             progress=False)
+    by_arguments = tiny_upscaler.upscale_tensor(lowres, num_steps=3, sampler="ancestral", spacing="quadratic",
+                                                generator=torch.Generator().manual_seed(0), progress=False)
+    assert torch.equal(by_object, by_arguments)
+    with pytest.raises(ValueError, match="either recipe or preset"):
+        tiny_upscaler.upscale_tensor(lowres, recipe=recipe, preset="fidelity")
