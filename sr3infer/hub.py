@@ -5,13 +5,15 @@ Resolution order for `resolve_model_files(x)`:
 1. `x` is an existing folder (config.json + model.safetensors) or `.safetensors` file: use it as is.
 2. `x` is a name in the weights manifest (`sr3infer models`) and the package carries the files
    under `bundled/<name>/`: use them after checking their sha256 against the manifest.
-3. The files are in the local Hugging Face cache (`cache_dir`, else `$HF_HUB_CACHE`, else
-   `$HF_HOME/hub`): use them after checking their sha256.
+3. The files are in the local Hugging Face cache (`cache_dir`, else huggingface_hub's own:
+   `$HF_HUB_CACHE`, else `$HF_HOME/hub`): use them after checking their sha256.
 4. Download them with `huggingface_hub.hf_hub_download` at the manifest's pinned revision (from
    `$HF_ENDPOINT` when set, with `token` / `$HF_TOKEN`), then check their sha256.
 
 A file whose sha256 does not match is deleted from the cache (snapshot link and blob) and an error
 names it with both hashes. `$HF_HUB_OFFLINE=1` or `local_files_only=True` stops at step 3.
+The cache and offline settings are huggingface_hub's (`huggingface_hub.constants`), so, as there, the
+environment counts as it was when huggingface_hub was imported.
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ __all__ = ["resolve_model_files", "fetch_model_files", "download_model", "list_m
            "plan_publish", "publish_model", "hub_cache_dir", "hub_endpoint", "is_offline"]
 
 log = logging.getLogger(__name__)
-_TRUE = {"1", "ON", "YES", "TRUE"}
 
 
 def resolve_model_files(
@@ -165,19 +166,11 @@ def list_models(
 
 
 def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
-    """The Hub cache folder: `cache_dir`, else `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else huggingface_hub's default.
-
-    The environment is read at call time (huggingface_hub reads it once, at import).
-    """
+    """The Hub cache folder: `cache_dir`, else huggingface_hub's (`constants.HF_HUB_CACHE`)."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     from huggingface_hub import constants
 
-    for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
-        if os.environ.get(var):
-            return Path(os.path.expandvars(os.environ[var])).expanduser()
-    if os.environ.get("HF_HOME"):
-        return Path(os.path.expandvars(os.environ["HF_HOME"])).expanduser() / "hub"
     return Path(constants.HF_HUB_CACHE)
 
 
@@ -187,12 +180,10 @@ def hub_endpoint() -> str | None:
 
 
 def is_offline(local_files_only: bool | None = None) -> bool:
-    """True when downloads are off: `local_files_only`, or `HF_HUB_OFFLINE` (now or at huggingface_hub's import)."""
+    """True when downloads are off: `local_files_only`, or huggingface_hub's offline mode (`HF_HUB_OFFLINE`)."""
     from huggingface_hub import constants
 
-    return bool(local_files_only) or constants.is_offline_mode() or (
-        os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in _TRUE
-    )
+    return bool(local_files_only) or constants.is_offline_mode()
 
 
 # Steps 2-4 for one file.

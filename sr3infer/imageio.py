@@ -201,7 +201,7 @@ def _from_unit_tensor(t: Tensor, *, gray: bool) -> Prepared:
     return Prepared(rgb=rgb.contiguous(), alpha=alpha, kind="", gray=gray or c in (1, 2), bits=32)
 
 
-def float_range(data_min: float, value_range: ValueRange) -> tuple[float, float]:
+def _float_range(data_min: float, value_range: ValueRange) -> tuple[float, float]:
     """(low, high) of float input: (0, 1), (-1, 1), or for "auto" [-1, 1] when the data has a value below 0."""
     if isinstance(value_range, str):
         if value_range != "auto":
@@ -222,7 +222,7 @@ def _float_to_unit(data: Any, value_range: ValueRange, what: str) -> Any:
     lowest, highest = (0.0, 0.0) if empty else (float(data.min()), float(data.max()))
     if not np.isfinite([lowest, highest]).all():
         raise ValueError(f"The {what} contains NaN or Inf values; expected finite values.")
-    low, high = float_range(lowest, value_range)
+    low, high = _float_range(lowest, value_range)
     if lowest < low - 1e-3 or highest > high + 1e-3:
         hint = ("Pass value_range=(-1, 1) for [-1, 1] data; divide uint8 data by 255 (or pass it as uint8)."
                 if low == 0 else "Pass value_range=(0, 1) for [0, 1] data.")
@@ -236,7 +236,7 @@ def _from_numpy(array: np.ndarray, value_range: ValueRange = (0, 1)) -> list[Pre
         if len(array) == 0:
             raise ValueError(f"Got an empty batch of shape {array.shape}; expected at least one image (N >= 1).")
         if isinstance(value_range, str) and np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all():
-            value_range = float_range(float(array.min()), value_range)  # "auto" decides once for the batch
+            value_range = _float_range(float(array.min()), value_range)  # "auto" decides once for the batch
         return [_from_numpy(a, value_range)[0] for a in array]
     if array.ndim not in (2, 3):
         raise ValueError(
@@ -269,7 +269,7 @@ def _from_torch(t: Tensor, value_range: ValueRange = (0, 1)) -> list[Prepared]:
         if len(t) == 0:
             raise ValueError(f"Got an empty batch of shape {tuple(t.shape)}; expected at least one image (N >= 1).")
         if isinstance(value_range, str) and t.is_floating_point() and torch.isfinite(t).all():
-            value_range = float_range(float(t.min()), value_range)  # "auto" decides once for the batch
+            value_range = _float_range(float(t.min()), value_range)  # "auto" decides once for the batch
         return [_from_torch_chw(x, "NCHW", t.dtype, value_range) for x in t]
     if t.dim() == 3:
         return [_from_torch_chw(t, "CHW", t.dtype, value_range)]

@@ -122,7 +122,7 @@ class Upscaler:
             raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu'.")
         dtype = self.dtype if dtype is UNSET else _resolve_dtype(dtype, device)
         cast_model(self.model, device, dtype)
-        # channels_last: faster convolutions on CUDA, and 3-11% per U-Net call on CPU (benchmarks/unet_speed.py).
+        # channels_last: faster convolutions on CUDA and CPU (measured: benchmarks/results/unet_speed_cpu.json).
         self.model.to(memory_format=torch.channels_last)
         self.device, self.dtype = device, dtype
         self.fast_path.reset()  # compiled code and graphs belong to the old device/dtype

@@ -178,11 +178,16 @@ def write_manifest(folder: Path, files: dict[str, bytes], *, repo_id: str = REPO
 
 @pytest.fixture(autouse=True)
 def hub_env(tmp_path, monkeypatch):
-    """A private HF_HOME, no token, online, the packaged manifest: nothing leaks in from the machine."""
+    """A private Hub cache, no token, online, the packaged manifest: nothing leaks in from the machine.
+
+    sr3infer reads the cache and offline settings from `huggingface_hub.constants` (set from the environment
+    when huggingface_hub is imported), so the tests set those.
+    """
     for var in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "HF_HUB_OFFLINE",
                 "HF_ENDPOINT", "SR3INFER_MANIFEST"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_home" / "hub"))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "hf_home" / "token"))
     return tmp_path / "hf_home" / "hub"
@@ -237,21 +242,16 @@ def test_first_call_fills_the_cache_second_call_makes_no_request(hub, tiny_repo,
 def test_offline_uses_the_cache(hub, tiny_repo, monkeypatch):
     _, weights = resolve_model_files("tiny")
     count = len(hub.requests)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    assert resolve_model_files("tiny")[1] == weights
-    monkeypatch.delenv("HF_HUB_OFFLINE")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as when HF_HUB_OFFLINE was set before the import
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # as when HF_HUB_OFFLINE=1 was set before the import
     assert resolve_model_files("tiny")[1] == weights
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     assert resolve_model_files("tiny", local_files_only=True)[1] == weights
     assert len(hub.requests) == count
 
 
-@pytest.mark.parametrize("how", ["env", "constants", "argument"])
+@pytest.mark.parametrize("how", ["constants", "argument"])
 def test_offline_without_cache_fails_clearly(hub, tiny_repo, monkeypatch, capsys, how):
-    if how == "env":
-        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    elif how == "constants":
+    if how == "constants":
         monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     with pytest.raises(LocalEntryNotFoundError, match=r"config\.json of model 'tiny'.*`sr3infer download tiny`"):
         resolve_model_files("tiny", local_files_only=how == "argument" or None)
@@ -356,7 +356,7 @@ def test_bundled_copy_is_used_first_and_verified(hub, tiny_files, tmp_path, monk
     bundled.mkdir(parents=True)
     for name, data in tiny_files.items():
         (bundled / name).write_bytes(data)
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert resolve_model_files("tiny", manifest=manifest) == (bundled / "config.json", bundled / "model.safetensors")
     assert [m.source for m in list_models(manifest=manifest)] == ["bundled"]
 
