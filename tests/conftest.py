@@ -6,17 +6,18 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 
 from sr3infer.config import ModelConfig, SamplingDefaults
 from sr3infer.schedule import NoiseSchedule
+from sr3infer.train.data import to_unit_tensor
 from sr3infer.unet import UNetConfig
 from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared"
 FIXTURES = REPO / "tests" / "fixtures" / "janspiry_sr3"  # vendored: the parity tests run in any clone
-DATASETS = SHARED / "datasets"
+EXAMPLES = REPO / "examples"  # committed pictures; the datasets in ../shared are never needed by the tests
 
 
 @pytest.fixture(autouse=True)
@@ -59,9 +60,24 @@ def tiny_model_dir(tmp_path, tiny_upscaler) -> Path:
 
 
 def require(path: Path) -> Path:
-    """A vendored fixture must be there (a missing one fails); data from ../shared may be absent (skip)."""
+    """A test input that ships with the repository: a missing one fails, never skips."""
     if not path.exists():
-        if path.is_relative_to(FIXTURES):
-            pytest.fail(f"test fixture {path} is missing; it ships with the repository (tests/fixtures/)")
-        pytest.skip(f"{path} is not available")
+        pytest.fail(f"test input {path} is missing; it ships with the repository (tests/fixtures/, examples/)")
     return path
+
+
+def example_faces() -> torch.Tensor:
+    """The first CelebA validation faces (000900, 000901, ...) as (N, 3, 128, 128) in [-1, 1].
+
+    Read from the "original" column, the last one, of the committed lossless examples/face_grid.png (written by
+    examples/face_grid.py: columns of 128 px under a 16 px title row), they are the pixels of `sr3infer eval`'s faces
+    protocol for those files, so the face tests need no dataset beside the repository.
+    """
+    grid = Image.open(require(EXAMPLES / "face_grid.png")).convert("RGB")
+    size, title = 128, 16
+    if grid.width % size or (grid.height - title) % size or grid.height <= title:
+        pytest.fail(f"{EXAMPLES / 'face_grid.png'} is {grid.width}x{grid.height}; expected columns of {size} px "
+                    f"under a {title} px title row, as examples/face_grid.py writes it")
+    left, rows = grid.width - size, (grid.height - title) // size
+    crops = [grid.crop((left, title + r * size, left + size, title + (r + 1) * size)) for r in range(rows)]
+    return torch.stack([to_unit_tensor(crop) for crop in crops])

@@ -12,9 +12,9 @@ from sr3infer import Upscaler
 from sr3infer.cli import main
 from sr3infer.resample import bicubic
 from sr3infer.train import metrics
-from sr3infer.train.data import face_eval_images, make_lowres, natural_eval_crops
+from sr3infer.train.data import make_lowres, to_unit_tensor
 
-from conftest import DATASETS, REPO, require
+from conftest import EXAMPLES, REPO, example_faces, require
 
 
 @pytest.fixture(scope="module")
@@ -28,11 +28,18 @@ def test_face_model_is_trained_and_bundled(face_upscaler):
     assert (face_upscaler.config.lowres_size, face_upscaler.config.out_size) == (16, 128)
 
 
+def test_example_faces_are_the_committed_validation_face():
+    """examples/face_16.png is validation face 000900 made low-res: the first of the example faces, to the bit."""
+    face_16 = to_unit_tensor(Image.open(require(EXAMPLES / "face_16.png")))
+    assert torch.equal(make_lowres(example_faces()[:1], 8)[0], face_16)
+
+
 def test_face_model_beats_bicubic_on_validation_faces(face_upscaler):
+    """The validation faces of examples/face_grid.png (its original column), made low-res as at training."""
     torch.set_num_threads(2)
-    hr = torch.stack(face_eval_images(require(DATASETS / "celeba" / "val"), 128)[:8])
+    hr = example_faces()
     lowres = make_lowres(hr, 8)
-    out = face_upscaler.upscale_tensor(lowres, generator=[torch.Generator().manual_seed(k) for k in range(8)],
+    out = face_upscaler.upscale_tensor(lowres, generator=[torch.Generator().manual_seed(k) for k in range(len(hr))],
                                        progress=False)
     baseline = bicubic(lowres, 128).clamp(-1, 1)
     assert out.shape == hr.shape
@@ -41,12 +48,12 @@ def test_face_model_beats_bicubic_on_validation_faces(face_upscaler):
 
 
 def test_natural_model_upscales_a_photo_crop():
+    """examples/photo_64.png: a real photo (scikit-image's chelsea), bicubic-downsampled 4x to the model's input size."""
     torch.set_num_threads(2)
     upscaler = Upscaler.from_pretrained("sr3-64-256", device="cpu")
-    hr = torch.stack(natural_eval_crops(require(DATASETS / "natural" / "val"), 256)[20:21])
-    lowres = make_lowres(hr, 4)
+    lowres = to_unit_tensor(Image.open(require(EXAMPLES / "photo_64.png")))[None]
     out = upscaler.upscale_tensor(lowres, generator=torch.Generator().manual_seed(0), progress=False)
-    assert out.shape == hr.shape
+    assert out.shape == (1, 3, 256, 256)
     baseline = bicubic(lowres, 256).clamp(-1, 1)
     assert metrics.consistency(out, lowres).mean() < metrics.consistency(baseline, lowres).mean()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 import copy
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -16,15 +15,22 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
+from torch import Tensor
 
 from ..config import ModelConfig
+from ..distributed import DistContext, init_from_env
+from ..errors import reject_unknown_keys
 from ..prediction import training_target
 from ..resample import bicubic
 from ..weights import WEIGHTS_NAME, build_model, load_weights, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
+from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
 
 log = logging.getLogger("sr3infer.train")
+
+
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "none": None}
+DATASETS = {"faces": FaceImages, "natural": NaturalImages}
 
 
 @dataclass
@@ -38,11 +44,13 @@ class TrainConfig:
     out_dir: str = "runs"
     batch_size: int = 16
     patch_size: int = 64                      # train on random high-res patches; 0 = full images
+    whole_image_fraction: float = 0.0         # share of steps that train on whole images instead of patches
     lr: float = 2e-4
     warmup_steps: int = 200
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     loss: str = "l1"                          # "l1" (SR3) or "l2"
+    loss_weighting: str = "none"              # "none" or "min_snr" (Min-SNR-γ, γ = 5)
     blur_prob: float = 0.0                    # conditioning augmentation: blur the high-res before downsampling
     blur_sigma_max: float = 0.6               # in low-res pixels
     max_steps: int = 1_000_000
@@ -55,139 +63,217 @@ class TrainConfig:
     init_from: str | None = None              # an exported model folder: weights only, fresh optimiser
     card_notes: dict = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        for key, allowed in (("data_kind", tuple(DATASETS)), ("loss", LOSSES), ("loss_weighting", LOSS_WEIGHTINGS),
+                             ("autocast", tuple(AUTOCAST_DTYPES))):
+            value = getattr(self, key)
+            if value not in allowed:
+                raise ValueError(f"Training config {key!r} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
+        fraction = self.whole_image_fraction
+        if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0 <= fraction <= 1:
+            raise ValueError(f"Training config 'whole_image_fraction' must be a number from 0 to 1, got {fraction!r}.")
+        if fraction > 0 and not self.patch_size:
+            raise ValueError(f"Training config 'whole_image_fraction' is {fraction} but 'patch_size' is 0, so every step "
+                             "already trains on whole images; set patch_size, or whole_image_fraction to 0.")
+
     @classmethod
     def from_json_file(cls, path: str | Path) -> TrainConfig:
         data = json.loads(Path(path).read_text())
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"Unknown training config keys {unknown}; expected a subset of {sorted(known)}.")
+        reject_unknown_keys(data, (f.name for f in fields(cls)), "training config")
         return cls(**data)
 
 
-def _distributed() -> tuple[int, int]:
-    if "RANK" in os.environ and "WORLD_SIZE" in os.environ:
-        import torch.distributed as dist
+@dataclass
+class TrainingRun:
+    """Everything a step needs: the model and its EMA, the optimiser, the data, this rank's RNG and place."""
 
-        if not dist.is_initialized():
-            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
+    cfg: TrainConfig
+    dist: DistContext
+    device: torch.device
+    model_config: ModelConfig
+    model: torch.nn.Module
+    ema: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    data: FaceImages | NaturalImages
+    rng: random.Random
+    run_dir: Path
+    step: int = 0
+
+    @property
+    def state_path(self) -> Path:
+        return self.run_dir / "state.pt"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.run_dir / "export"
 
 
-def train(cfg: TrainConfig) -> Path:
-    """Train until `max_steps` or `max_minutes`; returns the exported model folder."""
-    rank, world = _distributed()
-    device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}" if torch.cuda.is_available() else "cpu")
+def _training_device(dist: DistContext) -> torch.device:
+    device = torch.device(dist.device or "cpu")
     if device.type == "cuda":
+        if device.index is None:
+            device = torch.device("cuda", dist.local_rank)
         torch.cuda.set_device(device)
+    return device
+
+
+def setup(cfg: TrainConfig) -> TrainingRun:
+    """Join the torchrun job if any, build the model (from `init_from` when starting fresh), its EMA, Adam and the data."""
+    dist = init_from_env("cuda" if torch.cuda.is_available() else "cpu")
+    device = _training_device(dist)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     model_config = ModelConfig.from_dict(cfg.model)
     data_root = resolve_data_root(cfg.data_root)
     log.info("training data: %s", data_root)
     run_dir = Path(cfg.out_dir) / cfg.name
-    state_path, export_dir = run_dir / "state.pt", run_dir / "export"
     run_dir.mkdir(parents=True, exist_ok=True)
 
     model = build_model(model_config).train()
-    if cfg.init_from and not state_path.exists():
+    if cfg.init_from and not (run_dir / "state.pt").exists():
         model.load_state_dict({k: v.float() for k, v in load_weights(Path(cfg.init_from) / WEIGHTS_NAME).items()})
         log.info("initialised weights from %s", cfg.init_from)
     model = model.to(device, memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    step, rng = 0, random.Random(cfg.seed + rank)
-    torch.manual_seed(cfg.seed + rank)
-    if state_path.exists():
-        state = torch.load(state_path, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        torch.set_rng_state(state["torch_rng"])
-        rng.seed(cfg.seed + rank + step)
-        log.info("resumed %s at step %d", state_path, step)
-    net = model
-    if world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    rng = random.Random(cfg.seed + dist.rank)
+    torch.manual_seed(cfg.seed + dist.rank)
+    data = DATASETS[cfg.data_kind](data_root, model_config.out_size)
+    return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir)
 
-    scale, out_size = model_config.scale, model_config.out_size
-    data = FaceImages(data_root, out_size) if cfg.data_kind == "faces" else NaturalImages(data_root, out_size)
-    schedule = model_config.schedule
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.autocast)
+
+def resume(run: TrainingRun) -> None:
+    """Continue from `state.pt` when the run has one: weights, EMA, optimiser, step and RNG."""
+    if not run.state_path.exists():
+        return
+    state = torch.load(run.state_path, map_location="cpu", weights_only=True)
+    run.model.load_state_dict(state["model"])
+    run.ema.load_state_dict(state["ema"])
+    run.optimizer.load_state_dict(state["optimizer"])
+    run.step = int(state["step"])
+    torch.set_rng_state(state["torch_rng"])
+    run.rng.seed(run.cfg.seed + run.dist.rank + run.step)
+    log.info("resumed %s at step %d", run.state_path, run.step)
+
+
+def save_state(run: TrainingRun) -> None:
+    """Write `state.pt` atomically (a temporary file, then a rename)."""
+    state = {
+        "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
+        "step": run.step, "torch_rng": torch.get_rng_state(),
+    }
+    tmp = run.state_path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, run.state_path)
+
+
+def export(run: TrainingRun) -> None:
+    """The EMA weights as a model folder, with the step count in the config's task."""
+    config = run.model_config.replace(task={**run.model_config.task, "training_steps": run.step})
+    save_model_folder(run.export_dir, config, run.ema.state_dict())
+
+
+def whole_image_step(cfg: TrainConfig, step: int) -> bool:
+    """Whether `step` trains on whole images rather than patches: true with probability `whole_image_fraction`.
+
+    Patches and whole images differ in shape, so a step is all one or all the other. The draw depends only on
+    (seed, step): every rank agrees, a resumed run repeats it, and other random streams are untouched.
+    """
+    if cfg.whole_image_fraction <= 0:
+        return False
+    return random.Random(cfg.seed * 1_000_003 + step).random() < cfg.whole_image_fraction
+
+
+def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
+    """(high-res target, bicubic conditioning) on the CPU: random patches, or whole images on a whole-image step."""
+    cfg = run.cfg
+    hr = torch.stack([run.data.sample(run.rng) for _ in range(cfg.batch_size)])
+    blur = None
+    if cfg.blur_prob > 0:
+        use = torch.rand(hr.shape[0]) < cfg.blur_prob
+        blur = torch.where(use, torch.rand(hr.shape[0]) * cfg.blur_sigma_max, torch.zeros(hr.shape[0]))
+    lowres = make_lowres(hr, run.model_config.scale, blur)
+    cond = bicubic(lowres, tuple(hr.shape[-2:]))
+    if cfg.patch_size and not whole_image_step(cfg, run.step):
+        hr, cond = random_patches(hr, cond, cfg.patch_size, run.rng)
+    return hr, cond
+
+
+def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
+    """One optimiser step on a fresh batch, then the EMA update; returns the loss, gradient norm and lr."""
+    cfg, model_config = run.cfg, run.model_config
+    hr, cond = training_batch(run)
+    hr, cond = hr.to(run.device), cond.to(run.device)
+    x0 = hr - cond if model_config.residual else hr
+    noise_level = model_config.schedule.sample_training_noise_levels(hr.shape[0], device=run.device)
+    eps = torch.randn_like(x0)
+    g = noise_level.view(-1, 1, 1, 1)
+    x_noisy = g * x0 + (1 - g * g).sqrt() * eps
+    target = training_target(model_config.prediction, x0, eps, noise_level)
+    inputs = torch.cat([cond, x_noisy], dim=1).contiguous(memory_format=torch.channels_last)
+    lr = cfg.lr * min(1.0, (run.step + 1) / max(1, cfg.warmup_steps))
+    for group in run.optimizer.param_groups:
+        group["lr"] = lr
+    amp_dtype = AUTOCAST_DTYPES[cfg.autocast]
+    with torch.autocast(run.device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = net(inputs, noise_level)
+    weights = min_snr_weights(noise_level, model_config.prediction) if cfg.loss_weighting == "min_snr" else None
+    loss = training_loss(out.float(), target, cfg.loss, weights)
+    run.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(), cfg.grad_clip)
+    run.optimizer.step()
+    run.step += 1
+    decay = min(cfg.ema_decay, (1 + run.step) / (10 + run.step))
+    with torch.no_grad():
+        for p_ema, p in zip(run.ema.parameters(), run.model.parameters()):
+            p_ema.lerp_(p, 1 - decay)
+    return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr}
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train until `max_steps` or `max_minutes`; returns the exported model folder."""
+    run = setup(cfg)
+    try:
+        resume(run)
+        net = run.model
+        if run.dist.world_size > 1:
+            device_ids = [run.device.index] if run.device.type == "cuda" else None
+            net = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids)
+        _train_until_done(run, net)
+    finally:
+        run.dist.close()
+    return run.export_dir
+
+
+def _train_until_done(run: TrainingRun, net: torch.nn.Module) -> None:
+    cfg, is_main = run.cfg, run.dist.rank == 0
     started = time.time()
     last_ckpt = last_export = started
-    log_file = (run_dir / "log.jsonl").open("a")
     losses: list[float] = []
-
-    def save_state() -> None:
-        state = {
-            "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
-            "step": step, "torch_rng": torch.get_rng_state(),
-        }
-        tmp = state_path.with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, state_path)
-
-    def export() -> None:
-        config = model_config.replace(task={**model_config.task, "training_steps": step})
-        save_model_folder(export_dir, config, ema.state_dict())
-
-    while step < cfg.max_steps and (time.time() - started) < cfg.max_minutes * 60:
-        hr = torch.stack([data.sample(rng) for _ in range(cfg.batch_size)])
-        blur = None
-        if cfg.blur_prob > 0:
-            use = torch.rand(hr.shape[0]) < cfg.blur_prob
-            blur = torch.where(use, torch.rand(hr.shape[0]) * cfg.blur_sigma_max, torch.zeros(hr.shape[0]))
-        lowres = make_lowres(hr, scale, blur)
-        cond = bicubic(lowres, tuple(hr.shape[-2:]))
-        hr, cond = random_patches(hr, cond, cfg.patch_size, rng) if cfg.patch_size else (hr, cond)
-        hr, cond = hr.to(device), cond.to(device)
-        x0 = hr - cond if model_config.residual else hr
-        noise_level = schedule.sample_training_noise_levels(hr.shape[0], device=device)
-        eps = torch.randn_like(x0)
-        g = noise_level.view(-1, 1, 1, 1)
-        x_noisy = g * x0 + (1 - g * g).sqrt() * eps
-        target = training_target(model_config.prediction, x0, eps, noise_level)
-        inputs = torch.cat([cond, x_noisy], dim=1).contiguous(memory_format=torch.channels_last)
-        lr = cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out = net(inputs, noise_level)
-        out = out.float()
-        loss = F.l1_loss(out, target) if cfg.loss == "l1" else F.mse_loss(out, target)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        optimizer.step()
-        step += 1
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for p_ema, p in zip(ema.parameters(), model.parameters()):
-                p_ema.lerp_(p, 1 - decay)
-        losses.append(loss.item())
-        if step % 50 == 0 and rank == 0:
-            elapsed = time.time() - started
-            record = {"step": step, "loss": sum(losses) / len(losses), "grad_norm": float(grad_norm), "lr": lr,
-                      "minutes": round(elapsed / 60, 2)}
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
-            log.info("step %d loss %.4f grad %.3f", step, record["loss"], record["grad_norm"])
-            losses.clear()
-        now = time.time()
-        if rank == 0 and now - last_ckpt > cfg.checkpoint_minutes * 60:
-            save_state()
-            last_ckpt = now
-        if rank == 0 and now - last_export > cfg.export_minutes * 60:
-            export()
-            last_export = now
-    if rank == 0:
-        save_state()
-        export()
-        log.info("finished at step %d after %.1f min; exported %s", step, (time.time() - started) / 60, export_dir)
-    return export_dir
+    with (run.run_dir / "log.jsonl").open("a") as log_file:
+        while run.step < cfg.max_steps and (time.time() - started) < cfg.max_minutes * 60:
+            stats = train_step(run, net)
+            losses.append(stats["loss"])
+            if run.step % 50 == 0 and is_main:
+                record = {"step": run.step, "loss": sum(losses) / len(losses), "grad_norm": stats["grad_norm"],
+                          "lr": stats["lr"], "minutes": round((time.time() - started) / 60, 2)}
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                log.info("step %d loss %.4f grad %.3f", run.step, record["loss"], record["grad_norm"])
+                losses.clear()
+            now = time.time()
+            if is_main and now - last_ckpt > cfg.checkpoint_minutes * 60:
+                save_state(run)
+                last_ckpt = now
+            if is_main and now - last_export > cfg.export_minutes * 60:
+                export(run)
+                last_export = now
+    if is_main:
+        save_state(run)
+        export(run)
+        log.info("finished at step %d after %.1f min; exported %s", run.step, (time.time() - started) / 60,
+                 run.export_dir)
 
 
 def main(argv: list[str] | None = None) -> int:
