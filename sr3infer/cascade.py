@@ -95,6 +95,7 @@ class Cascade:
         recipe: SamplingDefaults | None | Sequence[SamplingDefaults | None] = None,
         noise_level: float | Sequence[float] = 0.0,
         seed: int | None = None,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         value_range: ValueRange = "auto",
         batch_size: int = 8,
         tile_size: int | None = None,
@@ -124,7 +125,10 @@ class Cascade:
                 augmentation keep part of that noise, so use small levels (about 0.01-0.05).
             seed: stage s uses `stage_seed(seed, s) = seed + s * 1_000_000`, image k of it that plus k,
                 for both its augmentation noise and its sampling noise; a batch and the same images one
-                at a time (image k with seed + k) give the same results. None: torch's global RNG.
+                at a time (image k with seed + k) give the same results. None: `generator`, else torch's
+                global RNG.
+            generator: instead of `seed`, one generator per image (each used by every stage in turn) or a
+                single one that draws all the noise in turn.
             value_range: for float inputs: (0, 1), (-1, 1), or "auto" (default), which reads the
                 batch as [-1, 1] if its minimum is below 0 and as [0, 1] otherwise. A [-1, 1] batch
                 with no negative value (a very bright one) is then misread: pass the range to be sure.
@@ -167,6 +171,8 @@ class Cascade:
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= seed < 2**63):  # leaves room for the stage and image offsets
             raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
+        if seed is not None and generator is not None:
+            raise ValueError("Pass either generator or seed, not both.")
         if callable(images):
             if not isinstance(count, int) or count < 1:
                 raise ValueError(f"With a base generator callable, pass count= (a positive integer), got {count!r}.")
@@ -177,14 +183,20 @@ class Cascade:
             raise ValueError("count= is for a callable base generator; with images, leave it out.")
         current, kind = to_lowres_batch(images, value_range)
         kind = output_type or kind
+        if isinstance(generator, (list, tuple)):
+            generator = list(generator)
+            if len(generator) != len(current):
+                raise ValueError(f"Got {len(generator)} generators for {len(current)} images; pass one per image or "
+                                 "a single one.")
 
         outputs: list[list[Tensor]] = []
         for s, upscaler in enumerate(self.upscalers):
-            generators = (None if seed is None
+            generators = (generator if seed is None
                           else [torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k) for k in range(len(current))])
             if levels[s] > 0:  # conditioning augmentation, drawn first from each image's own generator
-                current = [(image + levels[s] * randn(image.shape, generator=None if generators is None else [generators[k]],
-                                                      device="cpu")).clamp(-1, 1) for k, image in enumerate(current)]
+                own = (lambda k: [generators[k]]) if isinstance(generators, list) else (lambda k: generators)
+                current = [(image + levels[s] * randn(image.shape, generator=own(k), device="cpu")).clamp(-1, 1)
+                           for k, image in enumerate(current)]
             upscaled = upscaler.upscale(
                 [image[0] for image in current], recipe=recipes[s], generator=generators, value_range=(-1, 1),
                 batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, progress=progress,

@@ -136,6 +136,16 @@ def test_a_stage_is_an_upscale_call_with_every_recipe_option(cascade, samples):
     per_stage = cascade(samples, seed=1, spacing=["quadratic", "linear"], eta=[0.5, None], sampler="ddim",
                         output_type="pt", **FAST)
     assert per_stage.shape == (4, 3, 32, 32)
+    by_generators = Cascade([first])(unit, generator=[torch.Generator().manual_seed(7 + k) for k in range(4)],
+                                     output_type="pt", progress=False, **recipe)
+    torch.testing.assert_close(by_generators, staged, rtol=0, atol=0)
+    one = [Cascade([first])(unit, generator=torch.Generator().manual_seed(3), noise_level=0.05, output_type="pt",
+                            progress=False, **recipe) for _ in range(2)]
+    torch.testing.assert_close(one[0], one[1], rtol=0, atol=0)  # a single generator draws all the noise in turn
+    with pytest.raises(ValueError, match="either generator or seed"):
+        cascade(samples, seed=1, generator=torch.Generator(), **FAST)
+    with pytest.raises(ValueError, match="3 generators for 4 images"):
+        cascade(samples, generator=[torch.Generator()] * 3, **FAST)
     by_object = Cascade([first])(unit, seed=7, recipe=first.config.recipe(None, **recipe), output_type="pt",
                                  progress=False)
     torch.testing.assert_close(by_object, staged, rtol=0, atol=0)
