@@ -59,11 +59,13 @@ def _add_run_args(parser: argparse.ArgumentParser, *, per_stage: bool = False) -
                                 help=f"{text}{listed}; one value for all stages or one per stage")
         else:
             parser.add_argument(flag, type=convert, choices=choices, help=text)
+    samples = "" if per_stage else "; with --samples K, seeds seed + k*K to seed + k*K + K-1"
     parser.add_argument("--seed", type=int, default=0,
-                        help="random seed (image k of a run uses seed + k; with --samples K, seeds seed + k*K to seed + k*K + K-1)")
+                        help=f"random seed (file k of the sorted inputs uses seed + k{samples})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
-    parser.add_argument("--batch-size", type=int, default=8, help="images (with --samples: samples) per U-Net call")
+    parser.add_argument("--batch-size", type=int, default=8,
+                        help="images (or tiles) per U-Net call" + ("" if per_stage else "; with --samples: samples"))
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_speed_args(parser)
     _add_tiling_args(parser)
@@ -296,7 +298,10 @@ def _default_model(inputs: list[Path], source: Path) -> str:
     """The model for a run without --model: the bundled one trained on the inputs' size, said on stderr."""
     from .imageio import peek_sizes
 
-    sizes = {size for path in inputs for size in peek_sizes(path)}
+    sizes = {size for path in inputs for size in peek_sizes(path)}  # unreadable files fail later, on their own
+    if not sizes:
+        raise UsageError(f"no --model given, and no image in {str(source)!r} could be read to pick a model by its "
+                         "size; pass --model")
     sides = {h for h, w in sizes if h == w and h in DEFAULT_MODELS}
     if len(sizes) == len(sides) == 1:
         side = sides.pop()
@@ -304,7 +309,7 @@ def _default_model(inputs: list[Path], source: Path) -> str:
         print(f"sr3infer: no --model given; using {name} ({domain}), the bundled model trained on {side}x{side} inputs",
               file=sys.stderr)
         return name
-    got = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)) or "unreadable"
+    got = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
     trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in DEFAULT_MODELS.items())
     raise UsageError(f"no --model given, and {str(source)!r} is {got}, not one bundled model's trained input size "
                      f"({trained}); pass --model, e.g. --model sr3-64-256 for photos (larger inputs run by tiles)")

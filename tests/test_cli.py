@@ -216,6 +216,9 @@ def test_without_model_the_input_size_picks_a_bundled_model_or_the_run_stops(tmp
     _png(mixed / "a.png", 16), _png(mixed / "b.png", 64)
     code, lines = _cli(capsys, mixed, "-o", tmp_path / "out")
     assert code == 2 and "16x16, 64x64" in lines[-1]
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    code, lines = _cli(capsys, tmp_path / "broken.png", "-o", tmp_path / "out.png")
+    assert code == 2 and "could be read to pick a model" in lines[-1]
 
     loaded = []
     monkeypatch.setattr(Upscaler, "from_pretrained", classmethod(lambda cls, name, **kw: loaded.append(name) or 1 / 0))
