@@ -21,12 +21,12 @@ MEMORY_PER_ALLOWED_PIXEL = 160
 MIN_MEMORY_BUDGET = 4 * 2**30
 """... but never less than this, so that a low pixel limit does not refuse ordinary batches."""
 
+# Both are upper bounds of what benchmarks/memory_per_pixel.py measures (benchmarks/results/memory_per_pixel.json).
 STATE_BYTES_PER_PIXEL = 96
-"""Sampler state per output pixel: x, the condition, eps, x0, noise and temporaries in float32 (measured 64-77)."""
+"""Sampler state per output pixel: x, the condition, eps, x0, noise and temporaries in float32."""
 
 UNET_MAPS_PER_CHANNEL = 24
-"""U-Net activations per pixel of a U-Net call, in `inner_channel` elements (CPU fp32: 14-22 for the bundled
-architectures at 128-1024 px, 26 for the 8-channel test U-Net)."""
+"""U-Net activations (and its input) per pixel of a U-Net call, in `inner_channel` elements of the U-Net's dtype."""
 
 SLOW_RUN_FACTOR = 100
 """Warn when one image costs more than this many times the U-Net work of one trained-size image."""

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
+from ..imageio import IMAGE_SUFFIXES
 from ..resample import bicubic, quantize
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 FACE_BOX = (0, 20, 178, 198)  # CelebA aligned: the 178x178 square around the face
 
 
