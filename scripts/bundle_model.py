@@ -66,9 +66,17 @@ def recipe_text(r: dict) -> str:
     return f"{r['sampler']}, {r['num_steps']} step{'s' if r['num_steps'] > 1 else ''}, {r['spacing']} spacing{eta}, consistency `{r['consistency']}`"
 
 
+def _portable(path: str) -> str:
+    """An absolute path beside the checkout (../shared/...) written as the README's commands write it."""
+    return str(path).replace(str(REPO.parent), "..")
+
+
 def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> None:
     dest = REPO / "sr3infer" / "bundled" / name
+    search_path, history_path = search_path.resolve(), history_path.resolve()
     search = json.loads(search_path.read_text())
+    search["data"] = _portable(search["data"])
+    search["reference"] = [_portable(r) for r in search["reference"]]
     sha = hashlib.sha256((dest / "model.safetensors").read_bytes()).hexdigest()
     if search.get("weights_sha256") != sha:
         raise SystemExit(f"{search_path} was measured on weights {search.get('weights_sha256', '?')[:12]}, the bundled "
@@ -105,6 +113,10 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
         f"sr3infer eval {name} {search['data']} --protocol {search['protocol']} --preset {p} --batch-size 10 "
         f"--seed {search['seed']} --reference {reference}" for p in ("fidelity", "realism"))
     measured = sorted({r["num_steps"] for r in runs.values()})
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from preset_search import grid  # noqa: E402 - the full grid, to say how much of it was measured
+
+    full = len(grid())
     unique = sum(1 for r in runs.values() if "same_as" not in r)
     history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
     history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
@@ -134,8 +146,8 @@ input, pixels in [0, 1].
 
 {chr(10).join(table)}
 
-The presets were chosen by `benchmarks/preset_search.py {name}` ({unique} distinct recipes measured, step counts
-{', '.join(map(str, measured))}; JSON `{search_path.relative_to(REPO)}`) by this rule: {search['rule']}.
+The presets were chosen by `benchmarks/preset_search.py {name}` ({len(runs)} of the {full} recipes of its full grid
+measured, {unique} of them distinct computations, at step counts {', '.join(map(str, measured))}; JSON `{search_path.relative_to(REPO)}`) by this rule: {search['rule']}.
 Each row is reproduced by
 
 ```
