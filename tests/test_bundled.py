@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from sr3infer import Upscaler
+from sr3infer.config import SamplingDefaults
 from sr3infer.cli import main
 from sr3infer.resample import bicubic
 from sr3infer.train import metrics
@@ -64,20 +65,23 @@ def test_cli_quickstart_with_the_default_model(tmp_path):
     assert Image.open(out).size == (128, 128)
 
 
-def test_default_recipes_are_the_measured_ones():
-    """The README and model cards document these defaults; changing them needs new measurements."""
-    face = Upscaler.from_pretrained("sr3-face-8x", device="cpu").config.sampling
-    assert (face.sampler, face.num_steps, face.consistency) == ("ddim", 1, "every")
-    natural = Upscaler.from_pretrained("sr3-64-256", device="cpu").config.sampling
-    assert (natural.sampler, natural.num_steps, natural.spacing, natural.consistency) == ("ancestral", 20, "quadratic", "every")
+@pytest.mark.parametrize("name", ["sr3-face-8x", "sr3-64-256"])
+def test_presets_are_the_searched_ones(name):
+    """benchmarks/preset_search.py measured the bundled weights on all val images; each preset in config.json must
+    be the one its rule picks from that JSON (re-applied here), and the default recipe must be `realism`."""
+    import hashlib
+    import sys
 
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import preset_search
 
-def test_face_default_is_the_measured_fewest_steps_recipe():
-    """benchmarks/sampling_quality.py picks the fewest steps within 0.2 dB PSNR and 10% consistency of 2000-step
-    ancestral sampling on validation faces; the face model's default must be that pick."""
-    data = json.loads((REPO / "benchmarks" / "results" / "sampling_quality.json").read_text())
-    choice = data["recommendation"]["choice"]
-    assert data["recommendation"]["reference"]["psnr"] - 0.2 <= choice["psnr"]
-    face = Upscaler.from_pretrained("sr3-face-8x", device="cpu").config.sampling
-    assert (face.sampler, face.num_steps) == (choice["sampler"], choice["steps"])
-    assert choice["recipe"] == "every-projection" and face.consistency == "every"
+    search = json.loads((REPO / "benchmarks" / "results" / f"preset_search_{name}.json").read_text())
+    weights = REPO / "sr3infer" / "bundled" / name / "model.safetensors"
+    assert search["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest(), "search on other weights"
+    config = Upscaler.from_pretrained(name, device="cpu").config
+    chosen = preset_search.choose(search["runs"])
+    assert set(config.presets) == set(chosen) == {"fidelity", "realism"}
+    for preset, row in chosen.items():
+        assert config.presets[preset] == SamplingDefaults.from_dict(preset_search.recipe_of(row)), preset
+    assert config.sampling == config.presets["realism"]
+    assert all(r["model"]["consistency_1e5"] <= 1.0 for r in chosen.values())
