@@ -28,9 +28,10 @@ from pathlib import Path
 
 import torch
 
-from sampling_quality import load, update  # this folder is on sys.path when run as a script
+from sampling_quality import load, save, update  # this folder is on sys.path when run as a script
 from sr3infer import Upscaler
 from sr3infer.hub import resolve_model_files
+from sr3infer.manifest import sha256_file
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
 HERE = Path(__file__).resolve().parent
@@ -75,8 +76,7 @@ def key(recipe: dict) -> str:
 
 
 def weights_sha256(model: str) -> str:
-    _, weights = resolve_model_files(model)
-    return hashlib.sha256(weights.read_bytes()).hexdigest()
+    return sha256_file(resolve_model_files(model)[1])
 
 
 def measure(args: argparse.Namespace, out: Path) -> None:
@@ -202,7 +202,7 @@ def report(args: argparse.Namespace, out: Path) -> None:
                               **({"psnr_floor_db": row["psnr_floor_db"]} if "psnr_floor_db" in row else {})}
                        for name, row in chosen.items()}
     data["rule"] = RULE
-    update_all(out, data)
+    save(out, data)
     peer_file = HERE / "results" / "peer_esrgan_thick.json"
     peer = None
     if peer_file.exists():
@@ -211,12 +211,6 @@ def report(args: argparse.Namespace, out: Path) -> None:
     plot(runs, chosen, out.with_suffix(".png"), peer, f"{args.model}: {len(runs)} recipes, {data['images']} val images")
     if args.write_config:
         write_config(Path(args.write_config), chosen)
-
-
-def update_all(out: Path, data: dict) -> None:
-    from sampling_quality import save
-
-    save(out, data)
 
 
 def write_config(folder: Path, chosen: dict) -> None:

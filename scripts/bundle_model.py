@@ -14,7 +14,6 @@ the peer benchmark's JSON, and training/history/<name>.json (every stretch with 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import subprocess
 import sys
@@ -27,6 +26,8 @@ sys.path.insert(0, str(REPO))
 import torch  # noqa: E402
 
 from sr3infer.config import SamplingDefaults  # noqa: E402
+from sr3infer.imageio import write_atomically  # noqa: E402
+from sr3infer.manifest import sha256_file  # noqa: E402
 from sr3infer.weights import build_model, load_weights, read_config, save_model_folder  # noqa: E402
 
 LICENCES = {
@@ -77,7 +78,7 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
     search = json.loads(search_path.read_text())
     search["data"] = _portable(search["data"])
     search["reference"] = [_portable(r) for r in search["reference"]]
-    sha = hashlib.sha256((dest / "model.safetensors").read_bytes()).hexdigest()
+    sha = sha256_file(dest / "model.safetensors")
     if search.get("weights_sha256") != sha:
         raise SystemExit(f"{search_path} was measured on weights {search.get('weights_sha256', '?')[:12]}, the bundled "
                          f"ones are {sha[:12]}: run benchmarks/preset_search.py {name} on them first.")
@@ -183,8 +184,8 @@ Every stretch so far (`{history_path.relative_to(REPO)}`; loss curves in the log
   degradations (JPEG, noise, camera blur) are out of distribution.
 """
     # Only config.json and the card change: the weights (and so the search's sha256 of them) stay byte-identical.
-    (dest / "config.json").write_text(config.to_json())
-    (dest / "README.md").write_text(card)
+    for path, text in ((dest / "config.json", config.to_json()), (dest / "README.md", card)):
+        write_atomically(path, lambda handle, text=text: handle.write(text.encode()), overwrite=True)
     manifest_path = REPO / "sr3infer" / "weights_manifest.json"
     manifest = json.loads(manifest_path.read_text())
     realism = rows["realism"]

@@ -69,15 +69,16 @@ def test_cli_quickstart_with_the_default_model(tmp_path):
 def test_presets_are_the_searched_ones(name):
     """benchmarks/preset_search.py measured the bundled weights on all val images; each preset in config.json must
     be the one its rule picks from that JSON (re-applied here), and the default recipe must be `realism`."""
-    import hashlib
     import sys
+
+    from sr3infer.manifest import sha256_file
 
     sys.path.insert(0, str(REPO / "benchmarks"))
     import preset_search
 
     search = json.loads((REPO / "benchmarks" / "results" / f"preset_search_{name}.json").read_text())
     weights = REPO / "sr3infer" / "bundled" / name / "model.safetensors"
-    assert search["weights_sha256"] == hashlib.sha256(weights.read_bytes()).hexdigest(), "search on other weights"
+    assert search["weights_sha256"] == sha256_file(weights), "search on other weights"
     config = Upscaler.from_pretrained(name, device="cpu").config
     chosen = preset_search.choose(search["runs"])
     assert set(config.presets) == set(chosen) == {"fidelity", "realism"}
