@@ -59,6 +59,8 @@ class TrainConfig:
     export_minutes: float = 10.0
     threads: int = 0                          # CPU threads; 0 = torch default
     autocast: str = "bf16"                    # "bf16", "fp16" (CUDA only) or "none"
+    channels_last: bool = True                # NHWC activations (faster convolutions on CPU and CUDA)
+    compile: bool = False                     # torch.compile the training network (inductor)
     seed: int = 0
     init_from: str | None = None              # an exported model folder: weights only, fresh optimiser
     card_notes: dict = field(default_factory=dict)
@@ -133,7 +135,7 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     if cfg.init_from and not (run_dir / "state.pt").exists():
         model.load_state_dict({k: v.float() for k, v in load_weights(Path(cfg.init_from) / WEIGHTS_NAME).items()})
         log.info("initialised weights from %s", cfg.init_from)
-    model = model.to(device, memory_format=torch.channels_last)
+    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = random.Random(cfg.seed + dist.rank)
@@ -210,7 +212,9 @@ def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     g = noise_level.view(-1, 1, 1, 1)
     x_noisy = g * x0 + (1 - g * g).sqrt() * eps
     target = training_target(model_config.prediction, x0, eps, noise_level)
-    inputs = torch.cat([cond, x_noisy], dim=1).contiguous(memory_format=torch.channels_last)
+    inputs = torch.cat([cond, x_noisy], dim=1)
+    if cfg.channels_last:
+        inputs = inputs.contiguous(memory_format=torch.channels_last)
     lr = cfg.lr * min(1.0, (run.step + 1) / max(1, cfg.warmup_steps))
     for group in run.optimizer.param_groups:
         group["lr"] = lr
@@ -231,12 +235,17 @@ def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     return {"loss": loss.item(), "grad_norm": float(grad_norm), "lr": lr}
 
 
+def training_network(run: TrainingRun) -> torch.nn.Module:
+    """The module the steps call: the model itself, or its `torch.compile`d wrapper (same parameters)."""
+    return torch.compile(run.model) if run.cfg.compile else run.model
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train until `max_steps` or `max_minutes`; returns the exported model folder."""
     run = setup(cfg)
     try:
         resume(run)
-        net = run.model
+        net = training_network(run)
         if run.dist.world_size > 1:
             device_ids = [run.device.index] if run.device.type == "cuda" else None
             net = torch.nn.parallel.DistributedDataParallel(run.model, device_ids=device_ids)
