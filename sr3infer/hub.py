@@ -10,8 +10,10 @@ Resolution order for `resolve_model_files(x)`:
 4. Download them with `huggingface_hub.hf_hub_download` at the manifest's pinned revision (from
    `$HF_ENDPOINT` when set, with `token` / `$HF_TOKEN`), then check their sha256.
 
-A file whose sha256 does not match is deleted from the cache (snapshot link and blob) and an error
-names it with both hashes. `$HF_HUB_OFFLINE=1` or `local_files_only=True` stops at step 3.
+A cached file is checked for being a regular file of the manifest's size before it is hashed. One
+that fails is deleted (snapshot link and blob) only when this call downloaded it; one that was
+already in the cache is left in place (another program may share the repo) and the error says so.
+`$HF_HUB_OFFLINE=1` or `local_files_only=True` stops at step 3.
 The cache and offline settings are huggingface_hub's (`huggingface_hub.constants`), so, as there, the
 environment counts as it was when huggingface_hub was imported.
 """
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -123,10 +126,14 @@ def download_model(
 ) -> dict[str, Path]:
     """Put every file of model `name` into the Hub cache (downloading what is missing) and verify it.
 
-    Returns the cached paths. This is what `sr3infer download NAME` runs, for later offline use.
+    Returns the cached paths. This is what `sr3infer download NAME` runs, for later offline use. A model
+    whose Hub repo is not published yet has nothing to download: its verified bundled files are returned
+    (FileNotFoundError if this installation does not carry them).
     """
+    known = load_manifest(manifest)
+    unpublished = not known.get(name).published
     return fetch_model_files(name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=False,
-                             manifest=manifest, use_bundled=False)
+                             manifest=known, use_bundled=unpublished)
 
 
 @dataclass(frozen=True)
@@ -151,7 +158,8 @@ def list_models(
     for name in sorted(known.models):
         entry = known.models[name]
         folder = known.bundled_dir(name)
-        cached = all(_cached_path(entry, f, entry.revision, cache) is not None for f in REQUIRED_FILES)
+        cached = all(_cache_problem(_cached_path(entry, f, entry.revision, cache), entry.file(f)) is None
+                     for f in REQUIRED_FILES)
         if entry.bundled and all((folder / f).is_file() for f in REQUIRED_FILES):
             source, location = "bundled", str(folder)
         elif cached:
@@ -248,6 +256,7 @@ def _cached_or_download(
             f"bundled/{entry.name}/ and run scripts/update_manifest.py)."
         )
     path = _cached_path(entry, f.name, revision, cache)
+    downloaded = path is None
     if path is None:
         if not entry.published:
             where = f"its bundled copy ({known.bundled_dir(entry.name)}) is not in this installation, " if entry.bundled else ""
@@ -284,15 +293,41 @@ def _cached_or_download(
         log.warning("%s of %s: revision %r is not the manifest's %r, so its sha256 is not checked.",
                     f.name, entry.name, revision, entry.revision)
         return path
-    actual = sha256_file(path)
-    if actual != f.sha256:
+    where = f"{f.name} of model {entry.name!r} from {entry.repo_id}@{revision}"
+    problem = _cache_problem(path, f)
+    if problem is None:
+        actual = sha256_file(path)
+        problem = None if actual == f.sha256 else f"expected sha256 {f.sha256}, got {actual}"
+    if problem is None:
+        return path
+    if downloaded:
         _remove_from_cache(path, cache)
         raise ValueError(
-            f"{f.name} of model {entry.name!r} from {entry.repo_id}@{revision} failed verification: expected sha256 "
-            f"{f.sha256}, got {actual}. The cached copy was deleted; run `sr3infer download {entry.name}` to fetch it "
-            "again. If this repeats, the file on the Hub does not match this sr3infer version's manifest."
+            f"{where} failed verification: {problem}. The copy just downloaded was deleted; run `sr3infer download "
+            f"{entry.name}` to fetch it again. If this repeats, the file on the Hub does not match this sr3infer "
+            "version's manifest."
         )
-    return path
+    raise ValueError(
+        f"{where} failed verification: {problem}. The file {path} was already in the Hub cache {cache}, so it was "
+        f"left in place: another program may use {entry.repo_id}, and sr3infer deletes only what it downloaded "
+        f"itself. If the file is yours, delete it and its blob {path.resolve()} (or use `hf cache delete`) and run "
+        f"`sr3infer download {entry.name}`; otherwise check the manifest's repo_id."
+    )
+
+
+def _cache_problem(path: Path | None, f: FileEntry) -> str | None:
+    """Why the cached `path` cannot be `f` before hashing it (missing, not a regular file, wrong size), or None."""
+    if path is None:
+        return "not in the Hub cache"
+    try:
+        info = path.stat()  # follows the snapshot link to its blob
+    except OSError as err:
+        return f"it cannot be read ({err.strerror})"
+    if not stat.S_ISREG(info.st_mode):
+        return f"it is not a regular file (it resolves to {path.resolve()})"
+    if f.size is not None and info.st_size != f.size:
+        return f"expected {f.size} bytes, found {info.st_size}"
+    return None
 
 
 def _remove_from_cache(pointer: Path, cache: Path) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import stat
 import struct
 import tempfile
 import warnings
@@ -18,8 +20,8 @@ from torch import Tensor
 
 from .resample import bicubic
 
-__all__ = ["ImageLike", "Prepared", "load_image", "read_image", "peek_sizes", "prepare", "restore", "save_image",
-           "output_format", "image_size", "write_atomically"]
+__all__ = ["ImageLike", "Prepared", "ImageHeader", "load_image", "read_image", "read_header", "peek_sizes", "prepare",
+           "restore", "save_image", "output_format", "image_size", "write_atomically"]
 
 _PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
 
@@ -47,12 +49,15 @@ def load_image(path: str | os.PathLike) -> Image.Image:
 
 
 def read_image(path: str | os.PathLike) -> Image.Image | np.ndarray:
-    """`load_image`, except that a 16-bit RGB or RGBA PNG comes back as a uint16 (H, W, C) array with all 16 bits.
+    """`load_image`, except that a 16-bit RGB, RGBA or gray+alpha PNG comes back as a uint16 (H, W, C) array.
 
     Pillow has no 16-bit colour mode and decodes such files to their high bytes; here its PNG decoder
-    runs a second time with the little-endian unpacker, which picks the low bytes instead.
+    runs a second time with the little-endian unpacker, which picks the low bytes instead. A 16-bit
+    gray+alpha PNG is decoded as the 8-bit RGBA PNG of the same bytes (see `_png16_gray_alpha`).
     """
-    image, stored_as = _open(path)
+    image, stored_as, orientation = _open(path)
+    if stored_as == "LA;16B":
+        return _png16_gray_alpha(path, orientation)
     low_bytes = _PNG_16_BIT_COLOUR.get(stored_as or "")
     if low_bytes is None:
         return image
@@ -61,15 +66,56 @@ def read_image(path: str | os.PathLike) -> Image.Image | np.ndarray:
     return (high << 8) | low
 
 
-def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None]:
-    """The decoded, upright image and, for a PNG, the raw sample layout it was stored in (e.g. "RGB;16B")."""
-    path = Path(path)
+def _png16_gray_alpha(path: str | os.PathLike, orientation: int) -> np.ndarray:
+    """All 16 bits of a 16-bit gray+alpha PNG, as a uint16 (H, W, 2) array.
+
+    Its 4 bytes per pixel (gray high, gray low, alpha high, alpha low) are filtered exactly like those
+    of an 8-bit RGBA PNG, so the file is decoded as one, with its IHDR rewritten and only IDAT kept.
+    """
+    data = Path(path).read_bytes()
+    chunks, pos = [], 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR":
+            body = body[:8] + bytes([8, 6]) + body[10:]
+        if kind in (b"IHDR", b"IDAT", b"IEND"):
+            chunks.append(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
+        pos += 12 + length
+    with Image.open(io.BytesIO(data[:8] + b"".join(chunks))) as image:
+        raw = np.asarray(image.convert("RGBA"), dtype=np.uint16)
+    array = np.stack([(raw[..., 0] << 8) | raw[..., 1], (raw[..., 2] << 8) | raw[..., 3]], axis=-1)
+    return _ORIENT.get(orientation, _ORIENT[1])(array)
+
+
+# EXIF orientation -> how to turn the stored (H, W, C) array upright (as ImageOps.exif_transpose does).
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _check_file(path: Path) -> None:
+    """Refuse, before opening it, a path that is not a non-empty regular file (a FIFO would block for ever)."""
     if not path.exists():
         raise FileNotFoundError(f"Input image {str(path)!r} does not exist.")
     if path.is_dir():
         raise IsADirectoryError(f"Expected an image file, got the directory {str(path)!r}.")
-    if path.stat().st_size == 0:
+    info = path.stat()
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"Input image {str(path)!r} is not a regular file (a FIFO, device or socket); "
+                         "expected an image file.")
+    if info.st_size == 0:
         raise ValueError(f"Input image {str(path)!r} is an empty (0-byte) file.")
+
+
+def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None, int]:
+    """The decoded, upright image, for a PNG the raw sample layout it was stored in (e.g. "RGB;16B"), and the
+    EXIF orientation that was undone (1: none). Of a multi-frame file (GIF, APNG, TIFF) frame 0, with a warning.
+    """
+    path = Path(path)
+    _check_file(path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -87,11 +133,79 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
         raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
     except (OSError, SyntaxError) as err:
         raise ValueError(f"{str(path)!r} could not be decoded; is it truncated or corrupt? ({err})") from None
+    frames = getattr(image, "n_frames", 1)
+    if isinstance(frames, int) and frames > 1:
+        if rawmode is None:
+            warnings.warn(f"{str(path)!r} holds {frames} frames ({image.format}); only the first is used. "
+                          "Split it into single images to upscale every frame.", stacklevel=3)
+        first = image.copy()  # frame 0 alone, so the file is closed now
+        image.close()
+        image = first
+    orientation = 1
     try:
+        orientation = int(image.getexif().get(0x0112, 1))
         ImageOps.exif_transpose(image, in_place=True)  # a phone photo stored sideways comes out upright
     except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
-        pass
-    return image, stored_as if isinstance(stored_as, str) else None
+        orientation = 1
+    return image, stored_as if isinstance(stored_as, str) else None, orientation
+
+
+@dataclass(frozen=True)
+class ImageHeader:
+    """What an image file's header says, read without decoding any pixel (see `read_header`)."""
+
+    width: int          # upright (EXIF orientation applied), as `read_image` returns it
+    height: int
+    mode: str           # Pillow's mode, e.g. "RGB"; a 16-bit gray+alpha PNG says "LA"
+    bits: int           # per sample: 8, 16 or 32
+    channels: int
+    frames: int         # > 1 for animated GIF/APNG and multi-page TIFF; only frame 0 is read
+    format: str         # e.g. "PNG"
+
+    @property
+    def pixels(self) -> int:
+        return self.width * self.height
+
+    @property
+    def decoded_bytes(self) -> int:
+        """Bytes of the decoded pixels (frame 0), before any conversion to float."""
+        return self.pixels * self.channels * max(1, self.bits // 8)
+
+
+def read_header(path: str | os.PathLike) -> ImageHeader:
+    """Size, mode, bit depth and frame count of an image file from its header, without decoding it.
+
+    A folder run calls this on every file first, so an over-size file is refused before any memory
+    is spent on it. Raises like `load_image` for a missing, empty, non-regular or unreadable file.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as image:
+                width, height, mode, fmt = image.width, image.height, image.mode, image.format or ""
+                rawmode = image.tile[0][3] if fmt == "PNG" and len(image.tile) == 1 else ""
+                frames = getattr(image, "n_frames", 1)
+                try:  # a PNG's getexif() decodes the pixels to look past them: read only the eXIf before them
+                    exif = image.getexif() if fmt != "PNG" else Image.Exif()
+                    if fmt == "PNG" and "exif" in image.info:
+                        exif.load(image.info["exif"])
+                    orientation = int(exif.get(0x0112, 1))
+                except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored when decoding too
+                    orientation = 1
+    except UnidentifiedImageError:
+        raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} has an unreadable header; is it truncated or corrupt? ({err})") from None
+    rawmode = rawmode if isinstance(rawmode, str) else ""
+    if rawmode.startswith("LA;16"):
+        mode = "LA"
+    bits = 16 if ";16" in rawmode or mode.startswith("I;16") else 32 if mode in ("I", "F") else 8
+    if orientation in (5, 6, 7, 8):
+        width, height = height, width
+    return ImageHeader(width=width, height=height, mode=mode, bits=bits, channels=Image.getmodebands(mode),
+                       frames=frames if isinstance(frames, int) else 1, format=fmt)
 
 
 def peek_sizes(image: Any) -> list[tuple[int, int]]:
@@ -102,12 +216,10 @@ def peek_sizes(image: Any) -> list[tuple[int, int]]:
     """
     if isinstance(image, (str, os.PathLike)):
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                with Image.open(image) as opened:  # reads the header only
-                    return [(opened.height, opened.width)]
+            header = read_header(image)
         except Exception:  # noqa: BLE001 - load_image reports bad files properly
             return []
+        return [(header.height, header.width)]
     if isinstance(image, Image.Image):
         return [(image.height, image.width)]
     if isinstance(image, (np.ndarray, Tensor)):
@@ -232,6 +344,8 @@ def _float_to_unit(data: Any, value_range: ValueRange, what: str) -> Any:
 
 
 def _from_numpy(array: np.ndarray, value_range: ValueRange = (0, 1)) -> list[Prepared]:
+    if not array.dtype.isnative:  # big-endian data (e.g. '>u2' from a FITS or raw file): same values, native order
+        array = array.astype(array.dtype.newbyteorder("="))
     if array.ndim == 4:
         if len(array) == 0:
             raise ValueError(f"Got an empty batch of shape {array.shape}; expected at least one image (N >= 1).")
@@ -387,7 +501,7 @@ def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
 
 
 def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write `image` (PIL, or a uint16 (H, W, 3|4) array from `read_image`) in the format of the suffix of `path`.
+    """Write `image` (PIL, or a uint16 (H, W, 2|3|4) array from `read_image`) in the format of the suffix of `path`.
 
     Atomic and safe, see `write_atomically`: never half a file, no symlink followed, and without
     `overwrite` an existing name (even a dangling symlink) is never replaced.
@@ -442,8 +556,8 @@ def _claim(tmp: str, path: Path) -> None:
 
 def _encode(image: Image.Image | np.ndarray, fmt: str, handle: IO[bytes]) -> None:
     if isinstance(image, np.ndarray):
-        if image.dtype != np.uint16 or image.ndim != 3 or image.shape[-1] not in (3, 4):
-            raise TypeError(f"Expected a PIL image or a uint16 (H, W, 3|4) array, got {image.dtype} {image.shape}.")
+        if image.dtype != np.uint16 or image.ndim != 3 or image.shape[-1] not in (2, 3, 4):
+            raise TypeError(f"Expected a PIL image or a uint16 (H, W, 2|3|4) array, got {image.dtype} {image.shape}.")
         if fmt == "PNG":
             _write_png16(image, handle)
             return
@@ -454,7 +568,7 @@ def _encode(image: Image.Image | np.ndarray, fmt: str, handle: IO[bytes]) -> Non
 
 
 def _write_png16(array: np.ndarray, handle: IO[bytes]) -> None:
-    """A 16-bit RGB or RGBA PNG (which Pillow cannot write): big-endian samples, each row "Sub"-filtered, zlib."""
+    """A 16-bit gray+alpha, RGB or RGBA PNG (which Pillow cannot write): big-endian samples, each row "Sub"-filtered, zlib."""
     height, width, channels = array.shape
     raw = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
     step = channels * 2  # bytes per pixel: "Sub" stores each byte minus the one a pixel to the left
@@ -466,6 +580,6 @@ def _write_png16(array: np.ndarray, handle: IO[bytes]) -> None:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    header = struct.pack(">IIBBBBB", width, height, 16, 2 if channels == 3 else 6, 0, 0, 0)
+    header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
     handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
                  + chunk(b"IEND", b""))

@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,21 +112,42 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     """
     if isinstance(path, Manifest):
         return path
+    from_env = path is None and bool(os.environ.get(MANIFEST_ENV))
     if path is None:
         path = os.environ.get(MANIFEST_ENV) or PACKAGED_MANIFEST
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(
-            f"Weights manifest {str(path)!r} does not exist"
-            + (f" (set by ${MANIFEST_ENV})." if os.environ.get(MANIFEST_ENV) else ".")
-        ) from None
+    origin = f" (set by ${MANIFEST_ENV})" if from_env else ""
+    text = _read_text(path, origin)
     try:
         data = json.loads(text)
     except json.JSONDecodeError as err:
-        raise ValueError(f"Weights manifest {str(path)!r} is not valid JSON ({err}).") from None
+        raise ValueError(f"Weights manifest {str(path)!r} is not valid JSON ({err}){origin}.") from None
     return parse_manifest(data, path=path)
+
+
+MAX_MANIFEST_BYTES = 16 << 20  # the packaged manifest is a few KB; a manifest is never read past this
+
+
+def _read_text(path: Path, origin: str) -> str:
+    """The UTF-8 text of a regular file of at most MAX_MANIFEST_BYTES; errors name the file and `origin`."""
+    what = f"Weights manifest {str(path)!r}"
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{what} does not exist{origin}.") from None
+    if not stat.S_ISREG(info.st_mode):
+        kind = "a directory" if stat.S_ISDIR(info.st_mode) else "not a regular file (a device, FIFO or socket)"
+        raise ValueError(f"{what} is {kind}{origin}; expected a weights_manifest.json file.")
+    with open(path, "rb") as handle:
+        data = handle.read(MAX_MANIFEST_BYTES + 1)
+    if len(data) > MAX_MANIFEST_BYTES:
+        raise ValueError(f"{what} is larger than {MAX_MANIFEST_BYTES >> 20} MiB{origin}; a manifest is a small JSON "
+                         "file. Is it the right file?")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{what} is not UTF-8 text{origin} ({err.reason} at byte {err.start}): a binary file? "
+                         "Expected a weights_manifest.json file.") from None
 
 
 def parse_manifest(data: Any, *, path: Path | None = None) -> Manifest:

@@ -283,16 +283,71 @@ def test_corrupted_file_on_the_server_fails_and_leaves_no_poisoned_cache(hub, ti
     assert weights.read_bytes() == good
 
 
-def test_a_cached_file_that_changed_on_disk_is_deleted_and_fetched_again(hub, tiny_repo):
+def test_a_cached_file_that_changed_on_disk_is_reported_and_left_in_place(hub, tiny_repo):
     _, weights = resolve_model_files("tiny")
     blob = weights.resolve()
-    blob.write_bytes(blob.read_bytes()[:-1] + b"\0")
-    with pytest.raises(ValueError, match=r"model\.safetensors of model 'tiny'.*expected sha256 [0-9a-f]{64}, got"):
+    changed = blob.read_bytes()[:-1] + b"\0"
+    blob.write_bytes(changed)
+    with pytest.raises(ValueError, match=r"model\.safetensors of model 'tiny'.*expected sha256 [0-9a-f]{64}, got .*"
+                                         r"already in the Hub cache .* left in place"):
         resolve_model_files("tiny")
-    assert not blob.exists() and not weights.is_symlink()
+    assert blob.read_bytes() == changed and weights.is_symlink()  # sr3infer did not download it in this call
+    weights.unlink()  # what the message tells its owner to do: the link and its blob
+    blob.unlink()
     count = len(hub.requests)
     assert resolve_model_files("tiny")[1].read_bytes() == tiny_repo["model.safetensors"]
     assert len(hub.requests) == count + 2  # HEAD + GET of the weights only
+
+
+def test_another_projects_cached_file_is_never_deleted(hub, tiny_files, hub_env, tmp_path, monkeypatch):
+    """Issue 17 item 15: a manifest whose repo_id names another project's cached repo, with a wrong sha256."""
+    from huggingface_hub import hf_hub_download
+
+    monkeypatch.setenv("HF_ENDPOINT", hub.url)
+    hub.repos["other/project"] = dict(tiny_files)
+    theirs = Path(hf_hub_download("other/project", "model.safetensors", endpoint=hub.url))  # the other program's copy
+    wrong = {**tiny_files, "model.safetensors": tiny_files["model.safetensors"] + b"x"}
+    manifest = write_manifest(tmp_path / "custom", wrong, repo_id="other/project")
+    wrong_size = json.loads(manifest.read_text())
+    wrong_size["models"]["tiny"]["files"]["model.safetensors"]["size"] = len(tiny_files["model.safetensors"])
+    manifest.write_text(json.dumps(wrong_size))
+    with pytest.raises(ValueError, match=r"left in place: another program may use other/project, and sr3infer "
+                                         r"deletes only what it downloaded itself"):
+        resolve_model_files("tiny", manifest=manifest)
+    assert theirs.read_bytes() == tiny_files["model.safetensors"] and theirs.resolve().is_file()
+
+
+def test_a_cached_file_linked_to_a_device_is_refused_before_hashing(hub, tiny_repo, hub_env, monkeypatch, capsys):
+    """Issue 17 item 7: a snapshot link to /dev/zero would be hashed for ever; `sr3infer models` called it cached."""
+    from sr3infer import hub as hub_module
+
+    _, weights = resolve_model_files("tiny")
+    weights.unlink()
+    weights.symlink_to("/dev/zero")
+    real = hub_module.sha256_file
+    monkeypatch.setattr(hub_module, "sha256_file",
+                        lambda path: pytest.fail(f"hashed {path}") if Path(path).name == weights.name else real(path))
+    with pytest.raises(ValueError, match=r"model\.safetensors of model 'tiny'.*not a regular file .*/dev/zero"):
+        resolve_model_files("tiny")
+    assert Path(weights).is_symlink()  # not ours to delete: it was in the cache before this call
+    assert [m.cached for m in list_models()] == [False]
+    assert main(["models"]) == 0
+    assert re.search(r"tiny\s+x2\s+8->16\s+noise\s+no\s", capsys.readouterr().out)
+
+
+def test_a_cached_file_of_the_wrong_size_is_refused_before_hashing(hub, tiny_repo, monkeypatch):
+    from sr3infer import hub as hub_module
+
+    _, weights = resolve_model_files("tiny")
+    blob = weights.resolve()
+    blob.write_bytes(blob.read_bytes() + b"extra")
+    real = hub_module.sha256_file
+    monkeypatch.setattr(hub_module, "sha256_file",
+                        lambda path: pytest.fail(f"hashed {path}") if Path(path).name == weights.name else real(path))
+    size = len(tiny_repo["model.safetensors"])
+    with pytest.raises(ValueError, match=rf"expected {size} bytes, found {size + 5}"):
+        resolve_model_files("tiny")
+    assert [m.cached for m in list_models()] == [False]
 
 
 def test_unknown_revision_gives_a_clear_error(hub, tiny_repo, hub_env, capsys):
@@ -349,13 +404,20 @@ def test_other_revisions_load_but_are_not_checked_against_the_manifest(hub, tiny
     assert "is not the manifest's 'main'" in caplog.text
 
 
-def test_bundled_copy_is_used_first_and_verified(hub, tiny_files, tmp_path, monkeypatch):
+@pytest.fixture
+def bundled_tiny(hub, tiny_files, tmp_path, monkeypatch) -> tuple[Path, Path]:
+    """(manifest, folder): `tiny` bundled in a package beside the manifest, not published; $HF_ENDPOINT at the server."""
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
     manifest = write_manifest(tmp_path / "pkg", tiny_files, published=False, bundled=True)
     bundled = tmp_path / "pkg" / "bundled" / "tiny"
     bundled.mkdir(parents=True)
     for name, data in tiny_files.items():
         (bundled / name).write_bytes(data)
+    return manifest, bundled
+
+
+def test_bundled_copy_is_used_first_and_verified(hub, tiny_files, bundled_tiny, monkeypatch):
+    manifest, bundled = bundled_tiny
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     assert resolve_model_files("tiny", manifest=manifest) == (bundled / "config.json", bundled / "model.safetensors")
     assert [m.source for m in list_models(manifest=manifest)] == ["bundled"]
@@ -371,6 +433,16 @@ def test_bundled_copy_is_used_first_and_verified(hub, tiny_files, tmp_path, monk
     with pytest.raises(FileNotFoundError, match="bundled copy of 'tiny'.*incomplete: missing model.safetensors"):
         resolve_model_files("tiny", manifest=manifest)
     assert hub.requests == []
+
+
+def test_download_model_finds_the_bundled_copy_of_an_unpublished_model(hub, tiny_files, bundled_tiny, tmp_path):
+    """Issue 17 item 22: `download_model(name, cache_dir=...)` as the README shows it, like `sr3infer download`."""
+    from sr3infer.hub import download_model
+
+    manifest, bundled = bundled_tiny
+    paths = download_model("tiny", cache_dir=tmp_path / "cache", manifest=manifest)
+    assert paths == {name: bundled / name for name in tiny_files}
+    assert hub.requests == [] and not (tmp_path / "cache").exists()
 
 
 def test_packaged_names_without_weights_fail_clearly(tmp_path):

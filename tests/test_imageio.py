@@ -248,3 +248,78 @@ def test_a_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
 
 def test_imageio_exports():
     assert {"load_image", "prepare", "restore", "save_image"} <= set(imageio.__all__)
+
+
+# Issue 17: headers read before decoding (2), big-endian arrays (13), multi-frame files and 16-bit gray+alpha (25).
+
+
+def _png16_header(path, width: int, height: int, colour_type: int = 6) -> None:
+    """A PNG whose header claims `width` x `height` 16-bit pixels; its pixel data is a few bytes (never decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+                     + chunk(b"IEND", b""))
+
+
+def test_read_header_gives_size_and_depth_without_decoding(tmp_path, monkeypatch):
+    path = tmp_path / "huge.png"
+    _png16_header(path, 9400, 9400)
+    monkeypatch.setattr(Image.Image, "load", lambda self: pytest.fail("read_header decoded pixels"))
+    header = imageio.read_header(path)
+    assert (header.width, header.height, header.mode, header.bits, header.channels) == (9400, 9400, "RGBA", 16, 4)
+    assert header.decoded_bytes == 9400 * 9400 * 4 * 2 and header.frames == 1
+
+
+def test_read_header_is_upright_and_names_bad_files(tmp_path):
+    image = Image.fromarray(_rgb(3, 5))
+    exif = image.getexif()
+    exif[0x0112] = 6  # stored sideways
+    image.save(tmp_path / "phone.jpg", exif=exif)
+    header = imageio.read_header(tmp_path / "phone.jpg")
+    assert (header.width, header.height) == load_image(tmp_path / "phone.jpg").size == (3, 5)
+    (tmp_path / "text.png").write_text("not an image")
+    with pytest.raises(ValueError, match="text.png' is not an image"):
+        imageio.read_header(tmp_path / "text.png")
+    os.mkfifo(tmp_path / "pipe.png")  # opening it would block for ever
+    with pytest.raises(ValueError, match="pipe.png' is not a regular file"):
+        imageio.read_header(tmp_path / "pipe.png")
+    with pytest.raises(ValueError, match="pipe.png' is not a regular file"):
+        load_image(tmp_path / "pipe.png")
+    assert imageio.peek_sizes(tmp_path / "pipe.png") == []
+
+
+@pytest.mark.parametrize("dtype", [">u2", ">f4", ">f8"])
+def test_big_endian_arrays_are_read_like_native_ones(dtype):
+    native = RNG.integers(0, 65536, (6, 5, 3)).astype(np.uint16)
+    if dtype != ">u2":
+        native = native.astype(np.float64) / 65535
+    (big,) = prepare(native.astype(dtype))
+    (same,) = prepare(native.astype(np.dtype(dtype).newbyteorder("=")))
+    assert torch.equal(big.rgb, same.rgb) and big.bits == same.bits
+    assert restore(big.rgb, big).dtype.isnative
+
+
+@pytest.mark.parametrize("suffix", [".gif", ".png", ".tif"])
+def test_multi_frame_files_warn_that_only_frame_0_is_used(tmp_path, suffix):
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200, 90)]
+    frames[0].save(tmp_path / f"anim{suffix}", save_all=True, append_images=frames[1:])
+    with pytest.warns(UserWarning, match=r"holds 3 frames .*only the first is used"):
+        image = load_image(tmp_path / f"anim{suffix}")
+    assert np.asarray(image.convert("RGB"))[0, 0, 0] == 10
+    assert imageio.read_header(tmp_path / f"anim{suffix}").frames == 3
+
+
+def test_16_bit_gray_alpha_keeps_16_bits(tmp_path):
+    pixels = RNG.integers(0, 65536, (5, 7, 2)).astype(np.uint16)
+    path = save_image(pixels, tmp_path / "ga.png")
+    assert imageio.read_header(path).bits == 16 and imageio.read_header(path).mode == "LA"
+    back = imageio.read_image(path)
+    assert back.dtype == np.uint16 and np.array_equal(back, pixels)
+    (prep,) = prepare(back)
+    assert prep.gray and prep.alpha is not None and prep.bits == 16
+    assert np.array_equal(restore(prep.rgb, prep), pixels)  # through the model's tensors and back, all 16 bits

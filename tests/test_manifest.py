@@ -6,6 +6,7 @@ import copy
 import hashlib
 import importlib.util
 import json
+import re
 import shutil
 
 import pytest
@@ -133,6 +134,24 @@ def test_manifest_path_from_the_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(MANIFEST_ENV, str(tmp_path / "missing.json"))
     with pytest.raises(FileNotFoundError, match=r"missing\.json' does not exist \(set by \$SR3INFER_MANIFEST\)"):
         load_manifest()
+
+
+@pytest.mark.parametrize("kind", ["device", "binary", "directory", "huge"])
+def test_a_manifest_that_is_not_a_small_text_file_is_refused_by_name(tmp_path, monkeypatch, kind):
+    """Issue 17 item 16: /dev/zero was read without bound; a binary file or a folder gave a raw codec/Errno message."""
+    from sr3infer import manifest as manifest_module
+
+    path = {"device": "/dev/zero", "binary": tmp_path / "m.bin", "directory": tmp_path, "huge": tmp_path / "m.json"}[kind]
+    (tmp_path / "m.bin").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 10)
+    (tmp_path / "m.json").write_text(json.dumps(valid()) + " " * 2048)
+    monkeypatch.setattr(manifest_module, "MAX_MANIFEST_BYTES", 1024)
+    monkeypatch.setenv(MANIFEST_ENV, str(path))
+    expected = {"device": "is not a regular file", "binary": "is not UTF-8 text", "directory": "is a directory",
+                "huge": "is larger than"}[kind]
+    with pytest.raises(ValueError, match=rf"Weights manifest '{re.escape(str(path))}' {expected}.*\(set by "
+                                         r"\$SR3INFER_MANIFEST\)") as info:
+        load_manifest()
+    assert "Errno" not in str(info.value) and "codec" not in str(info.value)
 
 
 def _update_script():
