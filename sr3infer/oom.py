@@ -1,0 +1,122 @@
+"""Out-of-memory fallback: a sampling run that runs out of device memory is retried with half the tile (down to the
+minimum tile), then one image and one tile per U-Net call, with one warning line; only then does it fail."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable, TypeVar
+
+import torch
+from torch import Tensor
+
+__all__ = ["OUT_OF_MEMORY_HINT", "is_out_of_memory", "min_tile", "fallback_steps", "run_with_fallback"]
+
+T = TypeVar("T")
+
+OUT_OF_MEMORY_HINT = "try a smaller input, --dtype fp16/bf16 (torch_dtype=), or a machine with more memory"
+
+
+def is_out_of_memory(err: BaseException) -> bool:
+    """A device running out of memory: torch.OutOfMemoryError (CUDA; torch.cuda.OutOfMemoryError is the same class),
+    MemoryError (CPU), or a RuntimeError saying "out of memory" (MPS and older torch)."""
+    if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+
+
+def min_tile(out_size: int, scale: int) -> int:
+    """The smallest tile the fallback tries: half the trained output size on the scale grid (`Upscaler.tile_plan`'s
+    lower bound: smaller tiles multiply the U-Net calls and lose quality)."""
+    return max(scale, -(-(out_size // 2) // scale) * scale)
+
+
+def fallback_steps(output_size: tuple[int, int], tile: int | None, batch_size: int, *, out_size: int,
+                   scale: int) -> list[tuple[int, int]]:
+    """The (tile, batch size) settings tried after an out-of-memory run of (`tile`, `batch_size`) on outputs of
+    `output_size` (H, W): the tile halved (a run without tiles counts as one tile of the whole output) down to
+    `min_tile`, then the minimum tile with batch size 1. A tile of 0 means untiled (the output fits in one tile)."""
+    smallest = min_tile(out_size, scale)
+    whole = max(output_size)
+    current = tile if tile else whole
+    steps = []
+    while current > smallest:
+        current = max(smallest, current // 2 // scale * scale)
+        steps.append((current, batch_size))
+    if batch_size > 1:
+        steps.append((min(current, smallest), 1))
+    return [(0 if t >= whole else t, b) for t, b in steps]  # 0: the whole output in one piece, untiled
+
+
+def _snapshot(generator: Any) -> Callable[[], None]:
+    """A function that puts `generator` (one, a list, or None: torch's global CPU generator) back to its state now,
+    so a retry draws the same noise."""
+    gens = [generator] if isinstance(generator, torch.Generator) else list(generator or [])
+    states = [g.get_state() for g in gens]
+    global_state = torch.get_rng_state() if generator is None else None
+
+    def restore() -> None:
+        for g, state in zip(gens, states):
+            g.set_state(state)
+        if global_state is not None:
+            torch.set_rng_state(global_state)
+
+    return restore
+
+
+def run_with_fallback(run: Callable[[Tensor, Any, int | None, int], Tensor], lowres: Tensor, generator: Any, *,
+                      output_size: tuple[int, int], tile: int | None, batch_size: int, out_size: int, scale: int,
+                      device: torch.device | None = None) -> Tensor:
+    """`run(lowres, generator, tile, batch_size)`, retried on running out of memory (see `fallback_steps`).
+
+    `tile` is the tile side the first run uses (None: untiled). At batch size 1 the images of `lowres` (B, ...) go
+    one at a time, each with its generator when `generator` is a list. One warning names the setting that worked.
+
+    Raises:
+        The out-of-memory error type, saying what was tried and what to do, when even the last setting fails.
+        Any other error at once.
+    """
+    restore = _snapshot(generator)
+    try:
+        return run(lowres, generator, tile, batch_size)
+    except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
+        if not is_out_of_memory(err):
+            raise
+        first = err
+    height, width = output_size
+    tried = f"{lowres.shape[0]} image(s) of {width}x{height} px, tile {tile or 'off'}, batch size {batch_size}"
+    steps = fallback_steps(output_size, tile, batch_size, out_size=out_size, scale=scale)
+    for step_tile, step_batch in steps:
+        _free(device)
+        restore()
+        try:
+            if step_batch == 1 and lowres.shape[0] > 1:  # one image at a time, each with its own generator
+                own = list(generator) if isinstance(generator, (list, tuple)) else None
+                result = torch.cat([run(lowres[i : i + 1], [own[i]] if own else generator, step_tile, 1)
+                                    for i in range(lowres.shape[0])])
+            else:
+                result = run(lowres, generator, step_tile, step_batch)
+        except Exception as err:  # noqa: BLE001
+            if not is_out_of_memory(err):
+                raise
+            continue
+        warnings.warn(f"Out of memory with {tried}; retried with tile {step_tile or 'off'}, batch size {step_batch}, "
+                      "which worked (pass these to skip the failed try).", stacklevel=4)
+        return result
+    last = (f"still with tile {steps[-1][0] or 'off'}, batch size {steps[-1][1]}" if steps
+            else "nothing smaller to try")
+    message = (f"Out of memory with {tried}, and {last}: "
+               f"{str(first).splitlines()[0] if str(first) else type(first).__name__}; {OUT_OF_MEMORY_HINT}.")
+    raise _same_type(first, message) from first
+
+
+def _free(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _same_type(err: BaseException, message: str) -> BaseException:
+    """An error of `err`'s type (torch.OutOfMemoryError, MemoryError, ...) with `message`, else a RuntimeError."""
+    try:
+        return type(err)(message)
+    except Exception:  # noqa: BLE001 - a type that takes other arguments
+        return RuntimeError(message)

@@ -1,0 +1,176 @@
+"""Per-image fidelity report: consistency with the input, the uncertainty summary and the "made-up" mask.
+
+The made-up mask marks the pixels whose per-pixel std across the K samples is above the model's
+calibrated threshold (`config.report.madeup_std_threshold`): on the validation set, above it the output's
+error exceeds `MADEUP_ERROR` (0.1 of the pixel range) at least `MADEUP_PRECISION` (half) of the time.
+`calibration_curve` and `choose_threshold` are the rule; benchmarks/calibrate_madeup.py runs it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+
+from .resample import bicubic
+
+__all__ = ["MADEUP_ERROR", "MADEUP_PRECISION", "ImageReport", "consistency_mse", "madeup_mask", "image_report",
+           "madeup_threshold", "calibration_curve", "choose_threshold", "write_report", "mask_overlay",
+           "save_mask_overlay"]
+
+MADEUP_ERROR = 0.1
+"""|output - truth| (mean over colour channels, [0, 1] units) from which a pixel counts as made up."""
+
+MADEUP_PRECISION = 0.5
+"""The calibrated threshold is the lowest std above which at least this share of pixels is made up."""
+
+_OVERLAY = (255, 0, 255)  # magenta: the mask's colour in `mask_overlay`, rare in photos and faces
+
+
+@dataclass
+class ImageReport:
+    """What one output can be trusted for. Sizes are (width, height); values in [0, 1] pixel units."""
+
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    consistency: float                       # MSE of bicubic-down(output) vs the input
+    num_samples: int
+    uncertainty_mean: float | None = None    # of the per-pixel std map (num_samples >= 2)
+    uncertainty_p95: float | None = None
+    madeup_threshold: float | None = None    # the model's calibrated std threshold, None if it has none
+    madeup_fraction: float | None = None     # share of output pixels in the mask
+    note: str = ""                           # why a field is None
+    mask: np.ndarray | None = field(default=None, repr=False)  # (H, W) bool, True = made up
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON fields (the mask itself is written with `save_mask_overlay`)."""
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "mask"}
+        out["input_size"], out["output_size"] = list(self.input_size), list(self.output_size)
+        return out
+
+
+def consistency_mse(output: Tensor, lowres: Tensor) -> float:
+    """SR3's consistency of one image: MSE between bicubic-downsampled `output` and `lowres`, both (1|3, C, ...) in
+    [-1, 1], in [0, 1] pixel units (the eval metric, reported x 1e-5 there). Any output size: it is resized to the
+    input's."""
+    down = bicubic(output.float(), tuple(lowres.shape[-2:])).clamp(-1, 1)
+    return float((((down - lowres.float().to(down.device)) / 2) ** 2).mean())
+
+
+def madeup_threshold(config: Any) -> float | None:
+    """The model's calibrated std threshold (`config.report.madeup_std_threshold`), or None."""
+    return getattr(getattr(config, "report", None), "madeup_std_threshold", None)
+
+
+def madeup_mask(uncertainty: np.ndarray, threshold: float) -> np.ndarray:
+    """(H, W) bool: the pixels whose std (an (H, W) map in [0, 1] units) is above `threshold`."""
+    return np.asarray(uncertainty) > threshold
+
+
+def image_report(output: Tensor, lowres: Tensor, *, uncertainty: np.ndarray | None = None, num_samples: int = 1,
+                 threshold: float | None = None) -> ImageReport:
+    """The report of one output (1, 3, H, W) for its input (1, 3, h, w), both in [-1, 1].
+
+    `uncertainty` is the (H, W) std map of the `num_samples` samples (at the output's size), None for one sample.
+    """
+    height, width = output.shape[-2:]
+    report = ImageReport(input_size=(lowres.shape[-1], lowres.shape[-2]), output_size=(width, height),
+                         consistency=consistency_mse(output, lowres), num_samples=num_samples,
+                         madeup_threshold=threshold)
+    if uncertainty is None:
+        report.note = "one sample: no uncertainty map nor made-up mask (use num_samples >= 2, e.g. 4)"
+        return report
+    std = np.asarray(uncertainty, dtype=np.float64)
+    report.uncertainty_mean, report.uncertainty_p95 = float(std.mean()), float(np.percentile(std, 95))
+    if threshold is None:
+        report.note = "no made-up threshold is calibrated for this model (config.json report.madeup_std_threshold)"
+        return report
+    report.mask = madeup_mask(std, threshold)
+    report.madeup_fraction = float(report.mask.mean())
+    return report
+
+
+def calibration_curve(std: np.ndarray, error: np.ndarray, thresholds: Sequence[float],
+                      error_level: float = MADEUP_ERROR) -> list[dict[str, float]]:
+    """For each threshold t: precision P(error > error_level | std > t), coverage (share of pixels with std > t),
+    recall (share of the pixels with error > error_level that have std > t) and the pixel count above t."""
+    std, wrong = np.ravel(std), np.ravel(error) > error_level
+    order = np.argsort(std, kind="mergesort")
+    std_sorted, wrong_sorted = std[order], wrong[order]
+    wrong_above = np.concatenate([np.cumsum(wrong_sorted[::-1])[::-1], [0]])  # wrong pixels from index i on
+    total_wrong = max(int(wrong.sum()), 1)
+    rows = []
+    for t in thresholds:
+        first = int(np.searchsorted(std_sorted, t, side="right"))  # the first pixel with std > t
+        above = len(std) - first
+        hits = int(wrong_above[first])
+        rows.append({"threshold": float(t), "precision": hits / above if above else float("nan"),
+                     "coverage": above / len(std), "recall": hits / total_wrong, "pixels": above})
+    return rows
+
+
+def choose_threshold(curve: list[dict[str, float]], precision: float = MADEUP_PRECISION,
+                     min_pixels: int = 100) -> dict[str, float] | None:
+    """The lowest threshold whose precision, and that of every higher one with at least `min_pixels` pixels above
+    it, is at least `precision`; None when no threshold reaches it."""
+    chosen = None
+    for row in sorted(curve, key=lambda r: -r["threshold"]):  # from the highest threshold down
+        if row["pixels"] < min_pixels:
+            continue
+        if not row["precision"] >= precision:
+            break
+        chosen = row
+    return chosen
+
+
+def write_report(reports: dict[str, ImageReport], path: str | os.PathLike, *, model: str | None = None,
+                 calibration: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
+    """Write the reports of named images as JSON, atomically (never half a file), with the threshold's meaning."""
+    from .imageio import write_atomically
+
+    data = {"model": model, "madeup_rule": f"std > threshold: on val, |error| > {MADEUP_ERROR} at least "
+                                           f"{MADEUP_PRECISION:.0%} of the time there",
+            "calibration": calibration, "images": {name: r.to_dict() for name, r in reports.items()}}
+    text = (json.dumps(data, indent=2, allow_nan=False) + "\n").encode()
+    return write_atomically(path, lambda handle: handle.write(text), overwrite=overwrite)
+
+
+def mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> Image.Image:
+    """The output `image` (PIL or (H, W[, C]) uint8/uint16/float array) in gray, with the mask's pixels tinted magenta."""
+    if isinstance(image, Image.Image):
+        array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
+    else:
+        array = np.asarray(image, dtype=np.float64)
+        array = array / {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(np.asarray(image).dtype, 1)
+        array = np.repeat(array[..., None], 3, -1) if array.ndim == 2 else array[..., :3]
+        array = np.repeat(array, 3, -1) if array.shape[-1] == 1 else array
+    if mask.shape != array.shape[:2]:
+        raise ValueError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                         f"{array.shape[1]}x{array.shape[0]}; pass the mask of this output.")
+    gray = np.repeat(array.mean(-1, keepdims=True), 3, -1) * 0.8 + 0.1  # dimmed, so the tint stands out
+    tinted = gray * (1 - alpha) + np.array(_OVERLAY) / 255 * alpha
+    out = np.where(mask[..., None], tinted, gray)
+    return Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8), mode="RGB")
+
+
+def save_mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray, path: str | os.PathLike, *,
+                      overwrite: bool = False) -> Path:
+    """Write `mask_overlay(image, mask)` atomically (a PNG for a .png path)."""
+    from .imageio import save_image
+
+    return save_image(mask_overlay(image, mask), path, overwrite=overwrite)
+
+
+def resize_map(uncertainty: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An (H, W) std map resized to `size` (H, W) with the output's resampler, kept >= 0."""
+    if tuple(uncertainty.shape) == tuple(size):
+        return uncertainty
+    t = torch.from_numpy(np.ascontiguousarray(uncertainty, dtype=np.float32))[None, None]
+    return bicubic(t, size)[0, 0].clamp_min(0).numpy()
