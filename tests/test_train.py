@@ -114,3 +114,46 @@ def test_ddp_with_two_cpu_ranks(tmp_path, face_folder):
     state = torch.load(tmp_path / "runs" / "ddp" / "state.pt", weights_only=True)
     assert state["step"] == 2
     assert (tmp_path / "runs" / "ddp" / "export" / "model.safetensors").is_file()
+
+
+def _eval_folder(tmp_path) -> "Path":
+    """Two good 16x16 images, one 24x24, one 3x3, one truncated PNG and one text file named .png."""
+    folder = tmp_path / "val"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    for name, side in (("a.png", 16), ("b.png", 16), ("c_bigger.png", 24), ("d_tiny.png", 3)):
+        Image.fromarray(rng.integers(0, 255, (side, side, 3), dtype=np.uint8)).save(folder / name)
+    data = (folder / "a.png").read_bytes()
+    (folder / "e_truncated.png").write_bytes(data[: len(data) // 2])
+    (folder / "f_text.png").write_text("not an image")
+    return folder
+
+
+def test_eval_skips_bad_files_by_the_stated_rule_and_names_them(tmp_path, tiny_model_dir, capsys):
+    """Issue 17 item 17: mixed sizes, a 3x3 image and a truncated file stopped `sr3infer eval` with a raw message."""
+    from sr3infer.cli import main
+
+    folder = _eval_folder(tmp_path)
+    out = tmp_path / "result.json"
+    assert main(["eval", str(tiny_model_dir), str(folder), "--protocol", "plain", "--no-fid", "--steps", "1",
+                 "--json", str(out)]) == 0
+    err = capsys.readouterr().err
+    for name, reason in (("c_bigger.png", "24x24 differs from the first image's 16x16"),
+                         ("d_tiny.png", "3x3 is too small"), ("e_truncated.png", "truncated or corrupt"),
+                         ("f_text.png", "is not an image")):
+        assert f"sr3infer eval: skipped {folder / name}: " in err and reason in err
+    result = json.loads(out.read_text())
+    assert result["images"] == 2 and len(result["skipped"]) == 4
+
+
+def test_eval_faces_protocol_skips_small_images_and_stops_when_none_is_left(tmp_path, tiny_model_dir, capsys):
+    from sr3infer.cli import main
+    from sr3infer.train.evaluate import load_eval_set
+
+    folder = _eval_folder(tmp_path)
+    with pytest.raises(ValueError, match=r"No usable image in .* for the faces protocol; 6 skipped \(a\.png: 16x16 "
+                                         r"is smaller than the faces protocol's crop box 178x198"):
+        load_eval_set(folder, "faces", 16)
+    assert main(["eval", str(tiny_model_dir), str(folder), "--no-fid", "--steps", "1"]) != 0
+    err = capsys.readouterr().err
+    assert "No usable image" in err and "Traceback" not in err

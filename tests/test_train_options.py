@@ -105,3 +105,38 @@ def test_whole_image_batches_are_full_size(tmp_path, face_folder):
         assert hr.shape == cond.shape == (2, 3, side, side)
     export = train(_config(tmp_path, face_folder, name="mixed", whole_image_fraction=0.5, max_steps=4))
     assert torch.load(export.parent / "state.pt", weights_only=True)["step"] == 4
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("batch_size", 0, "'batch_size' must be a whole number of at least 1, got 0"),
+    ("batch_size", 2.5, "'batch_size' must be a whole number of at least 1, got 2.5"),
+    ("lr", "fast", "'lr' must be a number from 0 to 1, got 'fast'"),
+    ("lr", float("nan"), "'lr' must be a number from 0 to 1, got nan"),
+    ("max_steps", True, "'max_steps' must be a whole number of at least 1, got True"),
+    ("name", "../../escaped_run", "'name' must be a plain folder name .* got '../../escaped_run'"),
+    ("name", "/tmp/abs", "'name' must be a plain folder name"),
+    ("data_root", 5, "'data_root' must be a folder or a list of folders, got 5"),
+    ("channels_last", "false", "'channels_last' must be true or false, got 'false'"),
+])
+def test_config_types_ranges_and_names_are_checked_at_load(tmp_path, key, value, message):
+    """Issue 17 item 18: batch_size 0 crashed in torch.stack after making the run folder; lr "fast" raised a
+    TypeError; a name with '..' wrote outside out_dir. Now each stops at load, naming the file and the key."""
+    path = tmp_path / "cfg.json"
+    values = {"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL, "out_dir": str(tmp_path / "runs")}
+    path.write_text(json.dumps({**values, key: value}))
+    with pytest.raises(ValueError, match=rf"cfg\.json: Training config {message}"):
+        TrainConfig.from_json_file(path)
+    assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "escaped_run").exists()
+
+
+def test_config_file_that_is_not_a_json_object(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text("[1, 2]")
+    with pytest.raises(ValueError, match="cfg.json' must be a JSON object, got list"):
+        TrainConfig.from_json_file(path)
+    path.write_text("{oops")
+    with pytest.raises(ValueError, match="cfg.json' could not be read as JSON"):
+        TrainConfig.from_json_file(path)
+    path.write_text(json.dumps({"name": "x"}))
+    with pytest.raises(ValueError, match=r"missing required key\(s\) \['data_kind', 'data_root', 'model'\]"):
+        TrainConfig.from_json_file(path)

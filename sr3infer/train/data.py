@@ -133,21 +133,28 @@ class NaturalImages:
 
 def natural_eval_crops(root: str | Path, size: int = 256) -> list[Tensor]:
     """The fixed validation protocol for natural images: four `size` crops per photo, centred on the quadrant centres."""
+    return [crop for path in list_images(root) for crop in natural_crops(Image.open(path).convert("RGB"), size)]
+
+
+def natural_crops(image: Image.Image, size: int = 256) -> list[Tensor]:
+    """The four `size` crops of one photo (at least `size` on both sides) centred on its quadrant centres."""
+    w, h = image.size
     crops = []
-    for path in list_images(root):
-        image = Image.open(path).convert("RGB")
-        w, h = image.size
-        for cx, cy in ((w / 4, h / 4), (3 * w / 4, h / 4), (w / 4, 3 * h / 4), (3 * w / 4, 3 * h / 4)):
-            x = int(round(min(max(cx - size / 2, 0), w - size)))
-            y = int(round(min(max(cy - size / 2, 0), h - size)))
-            crops.append(to_unit_tensor(image.crop((x, y, x + size, y + size))))
+    for cx, cy in ((w / 4, h / 4), (3 * w / 4, h / 4), (w / 4, 3 * h / 4), (3 * w / 4, 3 * h / 4)):
+        x = int(round(min(max(cx - size / 2, 0), w - size)))
+        y = int(round(min(max(cy - size / 2, 0), h - size)))
+        crops.append(to_unit_tensor(image.crop((x, y, x + size, y + size))))
     return crops
 
 
 def face_eval_images(root: str | Path, size: int = 128) -> list[Tensor]:
     """Validation faces: the fixed crop box, no jitter, resized to `size`."""
-    faces = FaceImages(root, size, jitter=False)
-    return [to_unit_tensor(im.resize((size, size), Image.BICUBIC, box=FACE_BOX, reducing_gap=None)) for im in faces.images]
+    return [face_crop(Image.open(path), size) for path in list_images(root)]
+
+
+def face_crop(image: Image.Image, size: int = 128) -> Tensor:
+    """One aligned face (at least as large as FACE_BOX) cut by the fixed crop box, resized to `size`."""
+    return to_unit_tensor(image.convert("RGB").resize((size, size), Image.BICUBIC, box=FACE_BOX, reducing_gap=None))
 
 
 def random_patches(hr: Tensor, cond: Tensor, patch: int, rng: random.Random) -> tuple[Tensor, Tensor]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import logging
 import os
 import sys
 import time
@@ -14,30 +15,76 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from ..errors import first_line
+from ..imageio import load_image
 from ..resample import bicubic
-from .data import face_eval_images, list_images, make_lowres, natural_eval_crops, to_unit_tensor
+from .data import FACE_BOX, face_crop, list_images, make_lowres, natural_crops, to_unit_tensor
 from . import metrics
+
+log = logging.getLogger(__name__)
 
 PROTOCOLS = ("faces", "natural", "plain")
 
 
-def load_eval_set(data: str | Path, protocol: str, out_size: int, limit: int | None = None) -> list[Tensor]:
+def load_eval_set(data: str | Path, protocol: str, out_size: int, limit: int | None = None, *, scale: int = 1,
+                  skipped: list[tuple[str, str]] | None = None) -> list[Tensor]:
     """High-res validation images (3, H, W) in [-1, 1] by protocol.
 
     faces: CelebA aligned, crop box (0, 20, 178, 198) resized to out_size (PIL bicubic);
     natural: four out_size crops per photo centred on the quadrant centres;
-    plain: every image as it is.
-    """
-    if protocol == "faces":
-        images = face_eval_images(data, out_size)
-    elif protocol == "natural":
-        images = natural_eval_crops(data, out_size)
-    elif protocol == "plain":
-        from PIL import Image
+    plain: every image as it is, cropped at the bottom and right to a multiple of `scale`.
 
-        images = [to_unit_tensor(Image.open(p)) for p in list_images(data)]
-    else:
+    The rule for bad files: a file that cannot be read (truncated, not an image) or is too small for
+    the protocol (faces: the 178x198 crop box; natural: out_size; plain: 11 px, the SSIM window, and
+    `scale`), and under plain a file of another size than the first usable one, is skipped, with its
+    name and the reason appended to `skipped` (or logged as a warning). If none is left, ValueError.
+    """
+    if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}.")
+    images: list[Tensor] = []
+    first: tuple[int, int] | None = None
+    dropped: list[tuple[str, str]] = []
+    for path in list_images(data):
+        if limit and len(images) >= limit:
+            break
+        try:
+            image = load_image(path).convert("RGB")
+        except (ValueError, OSError) as err:
+            dropped.append((str(path), first_line(err)))
+            continue
+        w, h = image.size
+        if protocol == "faces":
+            if w < FACE_BOX[2] or h < FACE_BOX[3]:
+                dropped.append((str(path), f"{w}x{h} is smaller than the faces protocol's crop box "
+                                     f"{FACE_BOX[2]}x{FACE_BOX[3]} (CelebA aligned faces)"))
+                continue
+            images.append(face_crop(image, out_size))
+        elif protocol == "natural":
+            if min(w, h) < out_size:
+                dropped.append((str(path), f"{w}x{h} is smaller than the natural protocol's {out_size}x{out_size} crops"))
+                continue
+            images.extend(natural_crops(image, out_size))
+        else:
+            w, h = w // scale * scale, h // scale * scale
+            if min(w, h) < max(11, scale):
+                dropped.append((str(path), f"{image.width}x{image.height} is too small: the plain protocol needs at least "
+                                     f"{max(11, scale)} px a side (the SSIM window, and x{scale} the model's scale)"))
+                continue
+            if first is not None and (w, h) != first:
+                dropped.append((str(path), f"{w}x{h} differs from the first image's {first[0]}x{first[1]}; the plain "
+                                     "protocol scores images of one size (put other sizes in another folder)"))
+                continue
+            first = (w, h)
+            images.append(to_unit_tensor(image.crop((0, 0, w, h))))
+    if not images:
+        shown = "; ".join(f"{Path(p).name}: {reason}" for p, reason in dropped[:3])
+        raise ValueError(f"No usable image in {str(data)!r} for the {protocol} protocol; {len(dropped)} skipped ("
+                         f"{shown}{'; ...' if len(dropped) > 3 else ''}).")
+    if skipped is not None:
+        skipped.extend(dropped)
+    else:
+        for path, reason in dropped:
+            log.warning("sr3infer eval: skipped %s: %s", path, reason)
     return images[:limit] if limit else images
 
 
@@ -184,7 +231,11 @@ def main(argv: list[str] | None = None) -> int:
         sampling["eta"] = args.eta
     if args.preset:
         sampling["preset"] = args.preset
-    images = load_eval_set(args.data, args.protocol, upscaler.config.out_size, args.limit)
+    skipped: list[tuple[str, str]] = []
+    images = load_eval_set(args.data, args.protocol, upscaler.config.out_size, args.limit,
+                           scale=upscaler.config.scale, skipped=skipped)
+    for path, reason in skipped:
+        print(f"sr3infer eval: skipped {path}: {reason}", file=sys.stderr)
     reference = None
     if args.reference and not args.no_fid and metrics.FID_AVAILABLE:
         reference = reference_features(args.reference, args.protocol, upscaler.config.out_size)
@@ -203,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
     }
     result.update({"recipe": recipe, "data": str(args.data), "protocol": args.protocol, "model_name": args.model,
+                   "skipped": [{"file": path, "reason": reason} for path, reason in skipped],
                    "reference": [str(r) for r in args.reference] if reference is not None else str(args.data),
                    "command": "sr3infer eval " + " ".join(sys.argv[1:] if argv is None else argv)})
     print(f"{args.model} on {args.data} ({args.protocol}, {result['images']} images), "

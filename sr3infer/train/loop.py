@@ -8,10 +8,12 @@ from __future__ import annotations
 import copy
 import json
 import logging
+import math
 import os
 import random
+import re
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -66,6 +68,7 @@ class TrainConfig:
     card_notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        _check_types(self)
         for key, allowed in (("data_kind", tuple(DATASETS)), ("loss", LOSSES), ("loss_weighting", LOSS_WEIGHTINGS),
                              ("autocast", tuple(AUTOCAST_DTYPES))):
             value = getattr(self, key)
@@ -80,9 +83,63 @@ class TrainConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> TrainConfig:
-        data = json.loads(Path(path).read_text())
-        reject_unknown_keys(data, (f.name for f in fields(cls)), "training config")
-        return cls(**data)
+        """Read and check a training config; every error names the file and the key."""
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"Training config {str(path)!r} could not be read as JSON: {err}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"Training config {str(path)!r} must be a JSON object, got {type(data).__name__}.")
+        try:
+            reject_unknown_keys(data, (f.name for f in fields(cls)), "training config")
+            missing = sorted(f.name for f in fields(cls) if f.name not in data and f.default is MISSING
+                             and f.default_factory is MISSING)
+            if missing:
+                raise ValueError(f"Training config is missing required key(s) {missing}.")
+            return cls(**data)
+        except ValueError as err:
+            raise ValueError(f"{path}: {err}") from None
+
+
+# key: (type, lowest, highest); None: no bound. Integers are whole numbers, floats any number (not true/false).
+_BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
+    "batch_size": (int, 1, None), "patch_size": (int, 0, None), "warmup_steps": (int, 0, None),
+    "max_steps": (int, 1, None), "threads": (int, 0, None), "seed": (int, 0, None),
+    "lr": (float, 0, 1), "ema_decay": (float, 0, 1), "grad_clip": (float, 0, None), "blur_prob": (float, 0, 1),
+    "blur_sigma_max": (float, 0, None), "max_minutes": (float, 0, None), "checkpoint_minutes": (float, 0, None),
+    "export_minutes": (float, 0, None),
+}
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def _check_types(cfg: TrainConfig) -> None:
+    """Type and range of every key, and `name` a plain folder name (the run is written to out_dir/name)."""
+    if not isinstance(cfg.name, str) or not _PLAIN_NAME.fullmatch(cfg.name) or ".." in cfg.name:
+        raise ValueError(f"Training config 'name' must be a plain folder name (letters, digits, '.', '_', '-'; no '/' "
+                         f"or '..'), got {cfg.name!r}; the run is written to out_dir/name.")
+    for key, (kind, low, high) in _BOUNDS.items():
+        value = getattr(cfg, key)
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not number or (kind is int and not isinstance(value, int)) or not math.isfinite(value) \
+                or (low is not None and value < low) or (high is not None and value > high):
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
+            raise ValueError(f"Training config {key!r} must be {'a whole' if kind is int else 'a'} number {span}, "
+                             f"got {value!r}.")
+    if cfg.lr == 0 and cfg.max_steps:
+        log.warning("Training config 'lr' is 0: the weights will not change.")
+    roots = cfg.data_root if isinstance(cfg.data_root, list) else [cfg.data_root]
+    for key, ok, expected in (
+        ("data_root", bool(roots) and all(isinstance(r, str) and r for r in roots), "a folder or a list of folders"),
+        ("out_dir", isinstance(cfg.out_dir, str) and bool(cfg.out_dir), "a folder"),
+        ("model", isinstance(cfg.model, dict), "a model config object"),
+        ("init_from", cfg.init_from is None or isinstance(cfg.init_from, str), "a model folder or null"),
+        ("card_notes", isinstance(cfg.card_notes, dict), "an object"),
+        ("channels_last", isinstance(cfg.channels_last, bool), "true or false"),
+        ("compile", isinstance(cfg.compile, bool), "true or false"),
+    ):
+        if not ok:
+            value = getattr(cfg, key)
+            raise ValueError(f"Training config {key!r} must be {expected}, got {value!r}.")
 
 
 @dataclass
