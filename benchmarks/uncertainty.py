@@ -108,15 +108,12 @@ def run_domain(name: str, args: argparse.Namespace) -> dict[str, Any]:
         for k in ks:  # side by side: every K on the same chunk before the next chunk
             began = time.perf_counter()
             out = upscaler.upscale(chunk, num_samples=k, seed=args.seed + start * k, preset=preset,
-                                   batch_size=args.batch_size, output_type="pt", progress=False,
-                                   return_uncertainty=k > 1, return_samples=k > 1)
+                                   batch_size=args.batch_size, output_type="pt", progress=False, return_dict=True)
             seconds[k] += time.perf_counter() - began
-            if k == 1:
-                means[k].append(out)
-            else:
-                means[k].append(out[0])
-                maps[k].append(torch.from_numpy(out[1]))
-                samples[k].append(out[2])
+            means[k].append(out.images)
+            if k > 1:
+                maps[k].append(torch.from_numpy(out.uncertainty))
+                samples[k].append(out.samples)
         print(f"  {min(start + args.chunk, len(hr))}/{len(hr)} images, "
               + ", ".join(f"K={k}: {seconds[k]:.1f} s" for k in ks), flush=True)
 

@@ -15,15 +15,34 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
-from face_grid import grid_image  # this folder is on sys.path when run as a script
 from sr3infer import Upscaler
-from sr3infer.train.data import face_eval_images, make_lowres
+from sr3infer.train.data import face_eval_images, make_lowres, to_unit_tensor
 from sr3infer.uncertainty import heatmap
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "celeba" / "val"
+COMMITTED_GRID = HERE / "face_grid.png"  # its last column: val faces 000900, ... as 128x128, under a 16 px title row
+
+
+def committed_faces(count: int, size: int = 128) -> list[torch.Tensor]:
+    """The first `count` val faces of the committed face_grid.png (a fresh clone has no ../shared datasets)."""
+    grid = Image.open(COMMITTED_GRID).convert("RGB")
+    left = grid.width - size
+    return [to_unit_tensor(grid.crop((left, 16 + k * size, grid.width, 16 + (k + 1) * size)))
+            for k in range(min(count, (grid.height - 16) // size))]
+
+
+def titled_grid(columns: list[tuple[str, list[Image.Image]]]) -> Image.Image:
+    """Titled columns of equal-size pictures, one row per face."""
+    w, h = columns[0][1][0].size
+    canvas = Image.new("RGB", (w * len(columns), 16 + h * len(columns[0][1])), "white")
+    for c, (title, pictures) in enumerate(columns):
+        ImageDraw.Draw(canvas).text((c * w + 4, 2), title, fill="black")
+        for r, picture in enumerate(pictures):
+            canvas.paste(picture, (c * w, 16 + r * h))
+    return canvas
 
 
 def to_pil(unit: torch.Tensor) -> Image.Image:
@@ -40,7 +59,8 @@ def scale_for(maps: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sr3-face-8x")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="CelebA aligned faces (178x218)")
+    parser.add_argument("--data", help="CelebA aligned faces (178x218); default ../shared/datasets/celeba/val, "
+                                       "else the faces of the committed face_grid.png")
     parser.add_argument("--preset", default="realism", help="the model's recipe; its default recipe when it has none")
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--count", type=int, default=4)
@@ -53,10 +73,16 @@ def main() -> None:
     if preset is None:
         print(f"note: {args.model} has no {args.preset!r} preset; using its default recipe {upscaler.config.sampling}")
     size = upscaler.config.out_size
-    hr = (torch.stack(face_eval_images(args.data, size)[: args.count]) + 1) / 2
+    if args.data is None and not DEFAULT_DATA.is_dir() and size == 128:
+        print(f"note: no {DEFAULT_DATA}; using the val faces of the committed {COMMITTED_GRID.name}")
+        faces = committed_faces(args.count)
+    else:
+        faces = face_eval_images(args.data or DEFAULT_DATA, size)[: args.count]
+    hr = (torch.stack(faces) + 1) / 2
     lowres = (make_lowres(hr * 2 - 1, upscaler.config.scale) + 1) / 2
-    mean, uncertainty = upscaler.upscale(lowres, num_samples=args.samples, seed=args.seed, preset=preset,
-                                         output_type="pt", progress=False, return_uncertainty=True)
+    out = upscaler.upscale(lowres, num_samples=args.samples, seed=args.seed, preset=preset, output_type="pt",
+                           progress=False, return_dict=True)
+    mean, uncertainty = out.images, out.uncertainty
     error = (mean - hr).abs().mean(1).numpy()
     u_top, e_top = scale_for(uncertainty), scale_for(error)
     columns = [
@@ -66,7 +92,7 @@ def main() -> None:
         (f"uncertainty 0-{u_top:g}", [heatmap(u, vmax=u_top) for u in uncertainty]),
         (f"|error| 0-{e_top:g}", [heatmap(e, vmax=e_top) for e in error]),
     ]
-    grid_image(columns).save(args.output)
+    titled_grid(columns).save(args.output)
     print(f"wrote {args.output} ({preset or 'default recipe'}, K = {args.samples}; mean uncertainty "
           f"{uncertainty.mean():.4f}, mean |error| {error.mean():.4f})")
 

@@ -13,9 +13,10 @@ from PIL import Image
 from torch import Tensor
 
 from . import imageio
-from .config import UNSET, SamplingDefaults
+from .config import UNSET, Recipe
 from .imageio import ValueRange
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
+from .outputs import convert, stack_if_same
 from .samplers import Callback, randn
 from .upscaler import Upscaler
 
@@ -92,7 +93,7 @@ class Cascade:
         consistency: str | None | Sequence[str | None] = None,
         eta: float | None | Sequence[float | None] = None,
         preset: str | None | Sequence[str | None] = None,
-        recipe: SamplingDefaults | None | Sequence[SamplingDefaults | None] = None,
+        recipe: Recipe | None | Sequence[Recipe | None] = None,
         noise_level: float | Sequence[float] = 0.0,
         seed: int | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -117,7 +118,7 @@ class Cascade:
             num_steps, sampler, spacing, start_noise_level, consistency, eta, preset: the sampling recipe
                 (see `Upscaler.upscale`) per stage: one value for all stages or a sequence with one per
                 stage; left out, the stage model's default.
-            recipe: a whole recipe (`SamplingDefaults`) instead of `preset`, one or one per stage; the
+            recipe: a whole recipe (`Recipe`) instead of `preset`, one or one per stage; the
                 arguments above override parts of it.
             noise_level: conditioning augmentation per stage (one value or one per stage): the std of
                 Gaussian noise added to the stage's low-res input, in [-1, 1] units, before it is
@@ -138,9 +139,10 @@ class Cascade:
                 default tiles of the trained size when a stage's output is larger; 0 turns it off.
             progress: tqdm bars over the denoising steps.
             callback: called after every denoising step of every stage (see `Upscaler.upscale`).
-            output_type: "pil" (list of RGB images), "np" ((N, H, W, 3) uint8) or "pt"
-                ((N, 3, H, W) float32 in [0, 1]); default the kind of the input. Images of different
-                sizes come back as a list.
+            output_type: "pil" (a list of images), "np" ((N, H, W, C) arrays) or "pt" ((N, C, H, W)
+                tensors); default the kind of the input. Each image comes back as `Upscaler.upscale` gives it
+                (`imageio.restore`): gray stays gray, alpha is kept, 16-bit stays 16-bit, uint8 stays uint8.
+                Images of different sizes or dtypes come back as a list.
             return_all_stages: also return every stage's outputs.
             max_output_pixels: each stage refuses outputs larger than this, or batches that would need
                 too much memory (see `Upscaler.upscale`); None switches the check off.
@@ -181,8 +183,16 @@ class Cascade:
                 images = images.images  # a diffusers ImagePipelineOutput
         elif count is not None:
             raise ValueError("count= is for a callable base generator; with images, leave it out.")
-        current, kind = to_lowres_batch(images, value_range)
-        kind = output_type or kind
+        items, kind = _items(images)
+        # Every stage's recipe, tiling and size checks are resolved now, from the sizes alone, before any stage runs.
+        sizes = [size for item in items for size in imageio.peek_sizes(item)]
+        calls = []
+        for s, upscaler in enumerate(self.upscalers):
+            calls.append(upscaler._plan_call(sizes, recipes[s], batch_size=batch_size, tile_size=tile_size,
+                                             tile_overlap=tile_overlap, max_output_pixels=max_output_pixels))
+            sizes = [(h * upscaler.config.scale, w * upscaler.config.scale) for h, w in sizes]
+        prepared = [prep for item in items for prep in imageio.prepare(item, value_range)]
+        current = [prep.rgb for prep in prepared]
         if isinstance(generator, (list, tuple)):
             generator = list(generator)
             if len(generator) != len(current):
@@ -197,15 +207,15 @@ class Cascade:
                 own = (lambda k: [generators[k]]) if isinstance(generators, list) else (lambda k: generators)
                 current = [(image + levels[s] * randn(image.shape, generator=own(k), device="cpu")).clamp(-1, 1)
                            for k, image in enumerate(current)]
-            upscaled = upscaler.upscale(
-                [image[0] for image in current], recipe=recipes[s], generator=generators, value_range=(-1, 1),
-                batch_size=batch_size, tile_size=tile_size, tile_overlap=tile_overlap, progress=progress,
-                callback=callback, output_type="pt", max_output_pixels=max_output_pixels,
-            )
-            current = [image[None].float() * 2 - 1 for image in upscaled]
+            upscaler._warn_if_off_size([tuple(image.shape[-2:]) for image in current], calls[s])
+            per_image = upscaler._per_image_generators(len(current), generators, None)
+            results = upscaler._sample_images(current, calls[s], per_image, generators, progress, callback)
+            current = [samples[0] for samples in results]
             if return_all_stages or s == stages - 1:
                 outputs.append(current)
-        results = [from_lowres_batch(stage_images, kind) for stage_images in outputs]
+        # The one output converter (`imageio.restore` through `outputs.convert`): kind, mode, bit depth and alpha
+        # of each input, so 16-bit inputs give 16-bit outputs through every stage.
+        results = [stack_if_same(convert(stage, prepared, output_type or kind)) for stage in outputs]
         return results if return_all_stages else results[-1]
 
     __call__ = run
@@ -221,11 +231,8 @@ def _per_stage(value: Any, name: str, stages: int) -> list[Any]:
     return [value] * stages
 
 
-def to_lowres_batch(images: Any, value_range: ValueRange = "auto") -> tuple[list[Tensor], str]:
-    """A base generator's output -> (list of (1, 3, h, w) float32 in [-1, 1], its kind "pil"/"np"/"pt").
-
-    Each image is read as `Upscaler.upscale` reads it (`imageio.prepare`); an alpha channel is dropped.
-    """
+def _items(images: Any) -> tuple[list[Any], str]:
+    """A base generator's output as a list of inputs `imageio.prepare` takes, and its kind "pil"/"np"/"pt"."""
     if isinstance(images, (Image.Image, np.ndarray, Tensor)):
         items = [images]
     elif isinstance(images, (list, tuple)):
@@ -241,16 +248,4 @@ def to_lowres_batch(images: Any, value_range: ValueRange = "auto") -> tuple[list
             f"base generator, got {type(images).__name__}."
         )
     kind = "pil" if isinstance(items[0], Image.Image) else ("np" if isinstance(items[0], np.ndarray) else "pt")
-    return [prep.rgb for item in items for prep in imageio.prepare(item, value_range)], kind
-
-
-def from_lowres_batch(images: list[Tensor], kind: str) -> Any:
-    """List of (1, 3, H, W) in [-1, 1] -> "pil" list, "np" (N, H, W, 3) uint8, or "pt" (N, 3, H, W) in [0, 1]."""
-    unit = [((image[0].float().clamp(-1, 1) + 1) / 2) for image in images]
-    same_size = len({tuple(u.shape) for u in unit}) == 1
-    if kind == "pt":
-        return torch.stack(unit) if same_size else unit
-    arrays = [np.round(u.permute(1, 2, 0).numpy() * 255).astype(np.uint8) for u in unit]
-    if kind == "np":
-        return np.stack(arrays) if same_size else arrays
-    return [Image.fromarray(a) for a in arrays]
+    return items, kind

@@ -196,8 +196,8 @@ def _check_model_args(args: argparse.Namespace, upscaler, name: str, preset: str
     if preset is not None and preset not in upscaler.config.presets:
         raise UsageError(f"--preset {preset}: model {name} has no such preset "
                          f"(it has: {', '.join(sorted(upscaler.config.presets)) or 'none'}); leave --preset out")
-    if steps is not None and steps > upscaler.config.schedule.num_steps:
-        raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_steps} "
+    if steps is not None and steps > upscaler.config.schedule.num_train_timesteps:
+        raise UsageError(f"--steps must be at most the model's {upscaler.config.schedule.num_train_timesteps} "
                          f"training steps, got {steps}")
     size = 2 * upscaler.config.out_size + upscaler.config.scale  # large enough to need tiles
     try:
@@ -376,12 +376,12 @@ def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.
             generator=[torch.Generator("cpu").manual_seed(args.seed + index * samples + k)
                        for index, _, _, _ in group for k in range(samples)],
             batch_size=args.batch_size, progress=progress, tile_size=args.tile, tile_overlap=args.tile_overlap,
-            max_output_pixels=args.max_output_pixels, num_samples=samples, return_uncertainty=maps is not None,
+            max_output_pixels=args.max_output_pixels, num_samples=samples, return_dict=maps is not None,
         )
         if maps is None:
             return out
-        uncertainties.update((dst, u) for (_, _, _, dst), u in zip(group, out[1]))
-        return out[0]
+        uncertainties.update((dst, u) for (_, _, _, dst), u in zip(group, out.uncertainty))
+        return out.images
 
     written = failed = 0
     for start in range(0, len(jobs), args.batch_size):
@@ -503,7 +503,7 @@ def cmd_convert(argv: list[str]) -> int:
     card = conversion_card(config, args.checkpoint, sha256_file(args.checkpoint))
     dtype = torch.float16 if args.dtype == "fp16" else torch.float32
     save_model_folder(output, config, state, dtype=dtype, card=card)
-    u = config.unet
+    u = config.network
     print(f"wrote {output}: x{config.scale} {config.lowres_size}->{config.out_size}, inner_channel {u.inner_channel}, "
           f"channel_mults {list(u.channel_mults)}, norm_groups {u.norm_groups}, {len(state)} tensors ({args.dtype})",
           file=sys.stderr)
@@ -548,6 +548,23 @@ def cmd_train(argv: list[str]) -> int:
     from .train.loop import main as train_main
 
     return train_main(argv)
+
+
+def cmd_demo(argv: list[str]) -> int:
+    parser = _Parser(prog="sr3infer demo", description="Serve a web page to try the models (needs the demo extra: "
+                                                       'pip install -e ".[demo]"). Ctrl-C stops it.')
+    parser.add_argument("--model", help="a model name or path to offer beside the bundled ones, selected at start "
+                                        "(default: the bundled model trained on each upload's size)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    args = parser.parse_args(argv)
+    from .demo import MissingExtra, serve
+
+    try:
+        serve(model=args.model, host=args.host, port=args.port)
+    except MissingExtra as err:
+        raise UsageError(str(err)) from None
+    return EXIT_OK
 
 
 def _split_per_stage(value: str | None, flag: str, convert: Callable[[str], object], stages: int) -> list:
@@ -694,6 +711,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "train": cmd_train,
     "eval": cmd_eval,
     "cascade": cmd_cascade,
+    "demo": cmd_demo,
 }
 
 

@@ -407,6 +407,8 @@ def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype, value_range: Val
     _check_size(t.shape[-2], t.shape[-1], "The image")
     prep = _from_unit_tensor(t[None], gray=t.shape[0] in (1, 2))
     prep.kind, prep.layout, prep.source_dtype = "pt", layout, dtype
+    if dtype == torch.uint8:
+        prep.bits = 8  # as output_type="np" it comes back uint8, as a uint8 array would
     return prep
 
 
@@ -446,6 +448,8 @@ def restore(result: Tensor, prep: Prepared, output_type: str | None = None) -> A
     if kind == "pt":
         if prep.kind == "pt" and prep.source_dtype == torch.uint8:
             return (unit * 255).round().to(torch.uint8)
+        if prep.kind == "pt" and isinstance(prep.source_dtype, torch.dtype) and prep.source_dtype.is_floating_point:
+            return unit.to(prep.source_dtype)  # fp16/bf16/fp64 in, the same dtype out (as numpy keeps its dtype)
         return unit
     hwc = unit.permute(1, 2, 0).numpy()
     if kind == "np":

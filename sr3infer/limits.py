@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
+from .architectures import UNET_MAPS_PER_CHANNEL, get_architecture
 from .config import ModelConfig
-from .tiling import tile_spans
+from .tiling import tile_count
 
-__all__ = ["DEFAULT_MAX_OUTPUT_PIXELS", "RunEstimate", "estimate_run", "check_run", "slow_run_warning"]
+__all__ = ["DEFAULT_MAX_OUTPUT_PIXELS", "RunEstimate", "estimate_run", "check_run", "slow_run_warning",
+           "UNET_MAPS_PER_CHANNEL"]
 
 DEFAULT_MAX_OUTPUT_PIXELS = 100_000_000
 """Largest output per image (100 MP, e.g. 10000x10000) that `upscale()` accepts by default, sized for a 24 GiB machine."""
@@ -25,8 +26,8 @@ MIN_MEMORY_BUDGET = 4 * 2**30
 STATE_BYTES_PER_PIXEL = 96
 """Sampler state per output pixel: x, the condition, eps, x0, noise and temporaries in float32."""
 
-UNET_MAPS_PER_CHANNEL = 24
-"""U-Net activations (and its input) per pixel of a U-Net call, in `inner_channel` elements of the U-Net's dtype."""
+# The network's activations per pixel of a call come from its architecture entry (`Architecture.bytes_per_pixel`);
+# for SR3's U-Net that is UNET_MAPS_PER_CHANNEL x inner_channel elements of the U-Net's dtype.
 
 SLOW_RUN_FACTOR = 100
 """Warn when one image costs more than this many times the U-Net work of one trained-size image."""
@@ -45,6 +46,7 @@ class RunEstimate:
     num_steps: int
     peak_bytes: int
     work_per_image: float         # U-Net work per image relative to one trained-size image
+    seconds: float | None = None  # expected time from a U-Net speed measured on this device; None: not measured yet
 
     @property
     def output_pixels(self) -> int:
@@ -75,14 +77,13 @@ def estimate_run(
     if tiling is None:
         tiles, per_call, calls_per_step, unet_pixels = 1, batch, 1, batch * height * width
     else:
-        tile, overlap = tiling
-        rows = tile_spans(height, tile, overlap, config.scale)
-        cols = tile_spans(width, tile, overlap, config.scale)
-        tiles = len(rows) * len(cols)
+        tile, overlap = tiling  # counted by arithmetic, never listed: an absurd size is refused at once
+        tiles = tile_count(height, tile, overlap, config.scale) * tile_count(width, tile, overlap, config.scale)
         per_call = min(batch * tiles, tile_batch_size)
-        calls_per_step = math.ceil(batch * tiles / tile_batch_size)
-        unet_pixels = per_call * (rows[0][1] - rows[0][0]) * (cols[0][1] - cols[0][0])
-    unet_bytes = UNET_MAPS_PER_CHANNEL * config.unet.inner_channel * torch.empty((), dtype=dtype).element_size()
+        calls_per_step = -(-batch * tiles // tile_batch_size)
+        unet_pixels = per_call * min(tile, height) * min(tile, width)
+    element_size = torch.empty((), dtype=dtype).element_size()
+    unet_bytes = get_architecture(config.architecture).bytes_per_pixel(config.network, element_size)
     peak = batch * height * width * STATE_BYTES_PER_PIXEL + unet_pixels * unet_bytes
     trained = config.out_size**2
     work = tiles if tiling is not None else max(1.0, height * width / trained)

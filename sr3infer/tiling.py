@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .samplers import Denoiser
 
-__all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "tile_spans", "tile_windows"]
+__all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "tile_count", "tile_spans", "tile_windows"]
 
 
 class Tile(NamedTuple):
@@ -67,10 +67,18 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tup
         raise ValueError(f"Image side {length} is not a multiple of align ({align}); tiles could not cover it exactly.")
     # In units of `align`: n tiles with evenly spread integer starts. Consecutive starts then differ by at most
     # ceil((L - T) / (n - 1)) <= T - O, so every overlap is at least O.
-    span, size, keep = length // align, tile // align, overlap // align
-    n = math.ceil((span - size) / (size - keep)) + 1
+    span, size = length // align, tile // align
+    n = tile_count(length, tile, overlap, align)
     starts = [(k * (span - size) + (n - 1) // 2) // (n - 1) for k in range(n)]
     return [(s * align, s * align + tile) for s in starts]
+
+
+def tile_count(length: int, tile: int, overlap: int, align: int = 1) -> int:
+    """How many spans `tile_spans` gives, by arithmetic alone (no list): safe for any length, even 10**9."""
+    if length <= tile:
+        return 1
+    span, size, keep = length // align, tile // align, overlap // align
+    return -(-(span - size) // (size - keep)) + 1
 
 
 def _ramp(n: int) -> Tensor:

@@ -2,31 +2,35 @@
 
 from __future__ import annotations
 
+import math
 import numbers
+import time
 import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from . import imageio
-from .config import CONSISTENCY_MODES, UNSET, ModelConfig, SamplingDefaults
+from .architectures import get_architecture
+from .config import CONSISTENCY_MODES, UNSET, ModelConfig, Recipe
 from .convert import load_community_checkpoint
 from .fastpath import FastModel
 from .hub import resolve_model_files
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
+from .outputs import UpscaleOutput, consistency_error, convert, group_like
 from .prediction import to_x0
 from .resample import bicubic, consistency_projection, project_onto_input
-from .samplers import Callback, Denoiser, get_sampler, randn, sampler_options
+from .samplers import Callback, Denoiser, get_sampler, randn
 from .tiling import Tile, TiledDenoiser
 from .uncertainty import check_num_samples, ensemble_mean, sample_spread
-from .unet import UNet
 from .weights import (
     build_model, cast_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
 )
 
-__all__ = ["Upscaler", "CONSISTENCY_MODES"]
+__all__ = ["Upscaler", "UpscaleOutput", "CONSISTENCY_MODES"]
 
 MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 
@@ -57,7 +61,7 @@ class Upscaler:
         >>> big = up.upscale(Image.open("face16.png"))
     """
 
-    def __init__(self, config: ModelConfig, model: UNet, *, device: str | torch.device | None = None,
+    def __init__(self, config: ModelConfig, model: nn.Module, *, device: str | torch.device | None = None,
                  torch_dtype: torch.dtype | str | None = None) -> None:
         self.config = config
         self.model = model.eval().requires_grad_(False)
@@ -65,6 +69,7 @@ class Upscaler:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.source: str | None = None
+        self._seconds_per_unet_pixel: dict[tuple[str, torch.dtype], float] = {}  # measured by runs, for estimate()
         self.to(device if device is not None else _default_device(), torch_dtype)
 
     # Loading and saving.
@@ -118,6 +123,9 @@ class Upscaler:
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = UNSET) -> Upscaler:
         """Move to `device`, keeping the dtype unless `dtype` is given (None: fp16 on CUDA, fp32 on CPU). Returns self."""
         device = torch.device(device) if device is not None else self.device
+        if device.type == "meta":
+            raise ValueError("device 'meta' holds shapes but no data, so nothing can be upscaled on it; "
+                             "use 'cpu' or 'cuda'.")
         if device.type == "cuda" and not torch.cuda.is_available():
             raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu'.")
         dtype = self.dtype if dtype is UNSET else _resolve_dtype(dtype, device)
@@ -174,11 +182,12 @@ class Upscaler:
         (DDNM-style).
         """
         model, config, dtype = self.fast_path, self.config, self.dtype
+        condition = get_architecture(config.architecture).condition  # SR3: concat([cond, x]) as channels
         cond_in = cond.to(dtype)
         project = consistency == "every" and lowres is not None
 
         def denoise(x: Tensor, noise_level: Tensor) -> Tensor:
-            inputs = torch.cat([cond_in, x.to(dtype)], dim=1)
+            inputs = condition(cond_in, x.to(dtype))
             inputs = inputs.contiguous(memory_format=torch.channels_last)
             out = model(inputs, noise_level.float()).float()
             x0 = to_x0(config.prediction, x, out, noise_level)
@@ -190,16 +199,21 @@ class Upscaler:
 
         return denoise
 
+
     # Upscaling.
 
-    def tile_plan(self, size: tuple[int, int], tile_size: int | None = None,
+    def tile_plan(self, output_size: tuple[int, int], tile_size: int | None = None,
                   tile_overlap: int | None = None) -> tuple[int, int] | None:
-        """`(tile, overlap)` in output pixels for an output of `size` (H, W), or None to run it whole.
+        """`(tile, overlap)` in output pixels for an output of `output_size` (H, W), or None to run it whole.
+
+        The one place a tiling is decided; `estimate`, `upscale` and `upscale_tensor` all ask it.
 
         Args:
-            size: the output size (H, W), multiples of `config.scale`.
+            output_size: the output size (H, W), multiples of `config.scale`.
             tile_size: tile side in output pixels, rounded down to a multiple of the scale; None
                 (default) tiles with `config.out_size` only when the output is larger than that; 0 never tiles.
+                At least half the trained output size (`config.out_size // 2`): smaller tiles cost many
+                U-Net calls and lose quality.
             tile_overlap: minimum overlap of neighbouring tiles in output pixels, rounded up to a
                 multiple of the scale; default a quarter of the tile.
 
@@ -208,19 +222,23 @@ class Upscaler:
             that of untiled sampling).
 
         Raises:
-            ValueError: a negative or non-integer tile size, a tile smaller than the scale, or an
-                overlap that is not smaller than the tile.
+            ValueError: a negative or non-integer tile size, a tile smaller than half the trained output
+                size (or than the scale), or an overlap that is not smaller than the tile.
         """
         scale = self.config.scale
         if tile_size is None:
-            tile_size = self.config.out_size if max(size) > self.config.out_size else 0
+            tile_size = self.config.out_size if max(output_size) > self.config.out_size else 0
         if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < 0:
             raise ValueError(f"tile_size must be a non-negative integer (0: no tiling), got {tile_size!r}.")
         tile_size = int(tile_size)
         if tile_size == 0:
             return None
-        if tile_size < scale:
-            raise ValueError(f"tile_size must be at least the model's scale ({scale}) output pixels, got {tile_size}.")
+        minimum = max(scale, -(-(self.config.out_size // 2) // scale) * scale)
+        if tile_size < minimum:
+            raise ValueError(
+                f"tile_size must be at least {minimum} output pixels (half the model's trained {self.config.out_size} "
+                f"px output, on its scale-{scale} grid), got {tile_size}; smaller tiles multiply the U-Net calls and "
+                "lose quality. Use 0 to turn tiling off.")
         tile = tile_size // scale * scale
         if tile_overlap is None:
             tile_overlap = tile // 4
@@ -233,21 +251,25 @@ class Upscaler:
                 f"tile_overlap ({tile_overlap}, {overlap} on the scale-{scale} grid) must be smaller than the "
                 f"tile ({tile}); lower the overlap or raise tile_size."
             )
-        if size[0] <= tile and size[1] <= tile:
+        if output_size[0] <= tile and output_size[1] <= tile:
             return None
         return tile, overlap
 
-    def estimate(self, size: tuple[int, int], *, batch: int = 1, num_steps: int | None = None,
+    def estimate(self, input_size: tuple[int, int], *, batch: int = 1, num_steps: int | None = None,
                  tile_size: int | None = None, tile_overlap: int | None = None, tile_batch_size: int = 8) -> RunEstimate:
-        """What upscaling `batch` inputs of `size` (h, w) in one call costs, from sizes alone.
+        """What upscaling `batch` inputs of `input_size` (h, w) in one call costs, from sizes alone (arithmetic only).
 
         Returns a `sr3infer.limits.RunEstimate`: output size, tiles, U-Net calls (`num_steps`
-        defaults to the model's recipe) and the estimated peak memory in bytes.
+        defaults to the model's recipe), the estimated peak memory in bytes, and `seconds`: the
+        expected time from the U-Net speed measured by this Upscaler's last run on its device, or None
+        (unknown) before its first run.
         """
-        out = (int(size[0]) * self.config.scale, int(size[1]) * self.config.scale)
+        out = (int(input_size[0]) * self.config.scale, int(input_size[1]) * self.config.scale)
         steps = self.config.sampling.num_steps if num_steps is None else num_steps
-        return estimate_run(self.config, out, batch=batch, tiling=self.tile_plan(out, tile_size, tile_overlap),
-                            tile_batch_size=tile_batch_size, num_steps=steps, dtype=self.dtype)
+        run = estimate_run(self.config, out, batch=batch, tiling=self.tile_plan(out, tile_size, tile_overlap),
+                           tile_batch_size=tile_batch_size, num_steps=steps, dtype=self.dtype)
+        rate = self._seconds_per_unet_pixel.get((str(self.device), self.dtype))
+        return replace(run, seconds=None if rate is None else rate * _unet_pixels(run) * run.num_steps)
 
     @torch.inference_mode()
     def upscale_tensor(
@@ -261,7 +283,7 @@ class Upscaler:
         consistency: str | None = None,
         eta: float | None = None,
         preset: str | None = None,
-        recipe: SamplingDefaults | None = None,
+        recipe: Recipe | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         progress: bool = True,
         callback: Callback | None = None,
@@ -280,25 +302,27 @@ class Upscaler:
         Raises:
             RuntimeError: sampling produced NaN or Inf (broken weights or an unstable recipe).
         """
+        if not isinstance(lowres, Tensor) or lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
+            shape = tuple(lowres.shape) if isinstance(lowres, Tensor) else type(lowres).__name__
+            raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {shape}.")
         recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
                                       start_noise_level=start_noise_level, consistency=consistency, eta=eta)
-        sample, num_steps, start, consistency = (get_sampler(recipe.sampler), recipe.num_steps,
-                                                 recipe.start_noise_level, recipe.consistency)
-        if lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
-            raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {tuple(lowres.shape)}.")
+        call = self._plan_call([tuple(lowres.shape[-2:])] * lowres.shape[0], recipe, batch_size=lowres.shape[0],
+                               tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
+                               max_output_pixels=max_output_pixels)
+        _check_generator(generator)
+        return self._sample(lowres, call, generator, progress, callback)
+
+    def _sample(self, lowres: Tensor, call: _Call, generator: Any, progress: bool, callback: Callback | None) -> Tensor:
+        """One sampling run of a checked call (`_plan_call`): (B, 3, h, w) in [-1, 1] -> (B, 3, H, W) in [-1, 1]."""
+        recipe, gammas = call.recipe, call.gammas
+        consistency = recipe.consistency
         if not torch.isfinite(lowres).all():
             raise ValueError("lowres contains NaN or Inf values.")
-        gammas = self.config.schedule.inference_grid(num_steps, spacing=recipe.spacing, start_noise_level=start)
-        run = self.estimate(tuple(lowres.shape[-2:]), batch=lowres.shape[0], num_steps=len(gammas) - 1,
-                            tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size)
-        check_run(run, max_output_pixels)
-        slow = slow_run_warning(run, self.config.lowres_size)
-        if slow is not None:
-            warnings.warn(slow, stacklevel=3)
         lowres = lowres.to(self.device, torch.float32)
         size = (lowres.shape[-2] * self.config.scale, lowres.shape[-1] * self.config.scale)
         cond = bicubic(lowres, size)
-        tiling = self.tile_plan(size, tile_size, tile_overlap)
+        tiling = call.tiling(size)
         if tiling is None:
             denoise = self.make_denoiser(cond, lowres, consistency)
         else:
@@ -310,26 +334,36 @@ class Upscaler:
                 return self.make_denoiser(cond_tiles, lowres_tiles, consistency)
 
             denoise = TiledDenoiser(make_tile_denoiser, tile_size=tiling[0], overlap=tiling[1], align=scale,
-                                    tile_batch_size=tile_batch_size)
+                                    tile_batch_size=call.tile_batch_size)
         g0 = gammas[0].to(torch.float32)
         noise = randn(cond.shape, generator=generator, device=self.device, dtype=torch.float32)
-        if start is None:
+        if recipe.start_noise_level is None:
             x = noise
         else:  # truncated start: the noised bicubic upsampling (zero residual) at the first grid level
             x_start = torch.zeros_like(cond) if self.config.residual else cond
             x = g0.sqrt() * x_start + (1 - g0).sqrt() * noise
-        options = sampler_options(sample, eta=recipe.eta)  # the denoiser clamps, in image space
+        sample = get_sampler(recipe.sampler)
+        started = time.perf_counter()
         x = sample(denoise, x, gammas, clip_denoised=False, generator=generator, callback=callback,
-                   disable=not progress, **options)
+                   disable=not progress, **recipe.options)  # the denoiser clamps, in image space
+        self._record_speed(call, lowres.shape[0], size, time.perf_counter() - started)
         if not torch.isfinite(x).all():
             raise RuntimeError(
-                f"Sampling produced NaN or Inf values ({recipe.sampler}, {num_steps} steps): the model's weights are broken "
-                "or the recipe is unstable. Check the model files, or try another sampler or step count."
+                f"Sampling produced NaN or Inf values ({recipe.sampler}, {recipe.num_steps} steps): the model's weights "
+                "are broken or the recipe is unstable. Check the model files, or try another sampler or step count."
             )
         image = x + cond if self.config.residual else x
         if consistency in ("final", "every"):
             return project_onto_input(image, lowres)
         return image.clamp(-1, 1)
+
+    def _record_speed(self, call: _Call, batch: int, size: tuple[int, int], seconds: float) -> None:
+        """Seconds per U-Net input pixel per step on this device and dtype, from a finished run (for `estimate`)."""
+        run = estimate_run(self.config, size, batch=batch, tiling=call.tiling(size),
+                           tile_batch_size=call.tile_batch_size, num_steps=len(call.gammas) - 1, dtype=self.dtype)
+        work = _unet_pixels(run) * run.num_steps
+        if work > 0 and seconds > 0:
+            self._seconds_per_unet_pixel[(str(self.device), self.dtype)] = seconds / work
 
     def upscale(
         self,
@@ -342,7 +376,7 @@ class Upscaler:
         consistency: str | None = None,
         eta: float | None = None,
         preset: str | None = None,
-        recipe: SamplingDefaults | None = None,
+        recipe: Recipe | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
         seed: int | None = None,
         value_range: tuple[float, float] | str = (0, 1),
@@ -353,8 +387,7 @@ class Upscaler:
         tile_size: int | None = None,
         tile_overlap: int | None = None,
         num_samples: int = 1,
-        return_uncertainty: bool = False,
-        return_samples: bool = False,
+        return_dict: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     ) -> Any:
         """Upscale one image or a list of images by `config.scale`.
@@ -367,7 +400,7 @@ class Upscaler:
             preset: a named recipe of the model, chosen on its validation set by a stated rule:
                 "fidelity" (best PSNR) or "realism" (lowest KID at a PSNR floor); see `config.presets`.
                 None: the model's default recipe (`config.sampling`, the realism preset for the bundled models).
-            recipe: a whole recipe (a `SamplingDefaults`, e.g. `config.recipe("fidelity", num_steps=10)`)
+            recipe: a whole recipe (a `Recipe`, e.g. `config.recipe("fidelity", num_steps=10)`)
                 instead of `preset`; the arguments above override parts of it.
             generator / seed: randomness. `seed` gives image k the seed `seed + k`, so a batch and
                 the same images one at a time give identical results. With `num_samples=K`, sample j
@@ -387,11 +420,11 @@ class Upscaler:
             num_samples: K samples per image (1 to 256). The result is their per-pixel mean (an
                 ensemble estimate: smoother, higher PSNR than one sample), projected onto the input like
                 any output; K = 1 is a plain sample. Costs K times the U-Net calls.
-            return_uncertainty: also return each image's uncertainty map, a float32 (H, W) numpy
-                array: the per-pixel standard deviation across the K samples (ddof=1, so it needs
-                K >= 2), averaged over colour channels, in [0, 1] pixel units. High where the model
-                invents detail the input does not pin down; it is not an error bound (see README).
-            return_samples: also return the K samples of each image, in the output's kind.
+            return_dict: return an `UpscaleOutput` (images, uncertainty, samples, consistency, seconds)
+                instead of the images alone. With K >= 2 its `uncertainty` holds each image's map, a
+                float32 (H, W) numpy array: the per-pixel standard deviation across the K samples (ddof=1),
+                averaged over colour channels, in [0, 1] pixel units; high where the model invents detail
+                the input does not pin down, not an error bound (see README); and `samples` the K samples.
             max_output_pixels: refuse (ValueError, before any image is decoded) an output over this
                 many pixels per image, or a batch whose estimated peak memory is over 160 bytes per
                 allowed pixel, and at least 4 GiB (16 GB by default: too many images or tiles per U-Net
@@ -400,75 +433,76 @@ class Upscaler:
 
         Returns:
             The same kind and count as `images`: one result for one image, a list for a list,
-            a batch array/tensor for a batch array/tensor. With `return_uncertainty` and/or
-            `return_samples`, a tuple `(result, uncertainty[, samples])` / `(result, samples)`:
-            per image an (H, W) map and a list of K samples, grouped like `result` (a batch input
-            gives an (N, H, W) map array and (N, K, ...) samples).
+            a batch array/tensor for a batch array/tensor. With `return_dict=True`, an `UpscaleOutput`
+            whose `images` is exactly that, and whose per-image fields are grouped the same way.
         """
+        started = time.perf_counter()
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        batch_size = int(batch_size)
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
                                  or not 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}.")
+        _check_generator(generator)
         recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
                                       start_noise_level=start_noise_level, consistency=consistency, eta=eta)
         num_samples = check_num_samples(num_samples)
-        if return_uncertainty and num_samples < 2:
-            raise ValueError(f"return_uncertainty needs num_samples >= 2 (the spread of several samples), "
-                             f"got {num_samples}; e.g. num_samples=8.")
         single = not isinstance(images, (list, tuple))
         items: Sequence[Any] = [images] if single else list(images)
         if not items:
-            return []
-        self._check_sizes(items, recipe.num_steps, batch_size, tile_size, tile_overlap, max_output_pixels, num_samples)
+            return UpscaleOutput(images=[], seconds=time.perf_counter() - started) if return_dict else []
+        # Resolved and checked once, from the sizes alone, before any image is decoded or converted.
+        call = self._plan_call([size for item in items for size in imageio.peek_sizes(item)], recipe,
+                               batch_size=int(batch_size), tile_size=tile_size, tile_overlap=tile_overlap,
+                               max_output_pixels=max_output_pixels, num_samples=num_samples)
         prepared: list[list[imageio.Prepared]] = [imageio.prepare(item, value_range) for item in items]
         flat = [p for group in prepared for p in group]
-        scale = self.config.scale
-        # Tiled images reach the model at its trained size, tile by tile; warn only about the others.
-        self._warn_if_off_size([
-            p for p in flat if min(p.rgb.shape[-2:]) < self.config.lowres_size
-            or self.tile_plan((p.rgb.shape[-2] * scale, p.rgb.shape[-1] * scale), tile_size, tile_overlap) is None
-        ])
+        self._warn_if_off_size([tuple(p.rgb.shape[-2:]) for p in flat], call)
         if generator is not None and seed is not None:
             raise ValueError("Pass either generator or seed, not both.")
         if seed is not None and seed + len(flat) * num_samples - 1 > MAX_SEED:
             raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} images.")
         generators = self._per_image_generators(len(flat), generator, seed, num_samples)
-        results: list[list[Tensor]] = [[] for _ in flat]  # the samples of each image
+        results = self._sample_images([p.rgb for p in flat], call, generators, generator, progress, callback)
+        merged = [samples[0] if num_samples == 1 else ensemble_mean(torch.cat(samples), prep.rgb, recipe.consistency)
+                  for samples, prep in zip(results, flat)]
+        counts = [len(group) for group in prepared]
+        grouped = group_like(items, counts, convert(merged, flat, output_type), "images", single)
+        if not return_dict:
+            return grouped
+        output = UpscaleOutput(images=grouped)
+        if num_samples > 1:
+            maps = [sample_spread(torch.cat(samples), prep.gray) for samples, prep in zip(results, flat)]
+            output.uncertainty = group_like(items, counts, maps, "uncertainty", single)
+            per_sample = [convert(samples, [prep] * len(samples), output_type) for samples, prep in zip(results, flat)]
+        else:  # the one sample is the result
+            per_sample = [[image] for image in convert(merged, flat, output_type)]
+        output.samples = group_like(items, counts, per_sample, "samples", single)
+        errors = [consistency_error(result, prep.rgb) for result, prep in zip(merged, flat)]
+        output.consistency = group_like(items, counts, errors, "consistency", single)
+        output.seconds = time.perf_counter() - started
+        return output
+
+    def _sample_images(self, rgbs: list[Tensor], call: _Call, generators: list[torch.Generator] | None,
+                       generator: Any, progress: bool, callback: Callback | None) -> list[list[Tensor]]:
+        """Each image's K samples (1, 3, H, W) in [-1, 1]: same-size images batched, `call.batch_size` samples per run."""
+        samples_per_image = call.num_samples
+        results: list[list[Tensor]] = [[] for _ in rgbs]
         by_size: dict[tuple[int, int], list[int]] = {}
-        for index, prep in enumerate(flat):
-            by_size.setdefault(tuple(prep.rgb.shape[-2:]), []).append(index)
+        for index, rgb in enumerate(rgbs):
+            by_size.setdefault(tuple(rgb.shape[-2:]), []).append(index)
         for indices in by_size.values():
-            units = [(i, k) for i in indices for k in range(num_samples)]  # (image, sample), batched together
-            for start in range(0, len(units), batch_size):
-                chunk = units[start : start + batch_size]
-                lowres = torch.cat([flat[i].rgb for i, _ in chunk])
-                gens = [generators[i * num_samples + k] for i, k in chunk] if generators is not None else generator
-                out = self.upscale_tensor(
-                    lowres, recipe=recipe, generator=gens, progress=progress, callback=callback, tile_size=tile_size,
-                    tile_overlap=tile_overlap, tile_batch_size=batch_size, max_output_pixels=max_output_pixels,
-                ).cpu()
+            units = [(i, k) for i in indices for k in range(samples_per_image)]  # (image, sample), batched together
+            for start in range(0, len(units), call.batch_size):
+                chunk = units[start : start + call.batch_size]
+                lowres = torch.cat([rgbs[i] for i, _ in chunk])
+                gens = [generators[i * samples_per_image + k] for i, k in chunk] if generators is not None else generator
+                with torch.inference_mode():
+                    out = self._sample(lowres, call, gens, progress, callback).cpu()
                 for (i, _), result in zip(chunk, out):
                     results[i].append(result[None])
-        if num_samples == 1:
-            merged = [samples[0] for samples in results]
-        else:
-            merged = [ensemble_mean(torch.cat(results[i]), flat[i].rgb, recipe.consistency) for i in range(len(flat))]
-        outputs = [imageio.restore(merged[i], flat[i], output_type) for i in range(len(flat))]
-        grouped = _group_like(items, prepared, outputs, _regroup)
-        extras = []
-        if return_uncertainty:
-            maps = [sample_spread(torch.cat(results[i]), flat[i].gray) for i in range(len(flat))]
-            extras.append(_group_like(items, prepared, maps, _regroup_maps))
-        if return_samples:
-            samples = [[imageio.restore(s, flat[i], output_type) for s in results[i]] for i in range(len(flat))]
-            extras.append(_group_like(items, prepared, samples, _regroup_samples))
-        if not extras:
-            return grouped[0] if single else grouped
-        return tuple(group[0] if single else group for group in (grouped, *extras))
+        return results
 
     def _per_image_generators(self, count: int, generator: Any, seed: int | None,
                               samples: int = 1) -> list[torch.Generator] | None:
@@ -485,35 +519,30 @@ class Upscaler:
             return list(generator)
         return None
 
-    def sampling_recipe(self, recipe: SamplingDefaults | None = None, preset: str | None = None,
-                        **settings: Any) -> SamplingDefaults:
+    def sampling_recipe(self, recipe: Recipe | None = None, preset: str | None = None,
+                        **settings: Any) -> Recipe:
         """The recipe a call runs: `recipe`, else `preset`'s, else the model's default, with `settings` overriding
         parts of it (None, or UNSET for start_noise_level, keeps a part); checked before anything runs."""
         if recipe is not None and preset is not None:
             raise ValueError("Pass either recipe or preset, not both.")
-        recipe = self.config.recipe(preset, **settings) if recipe is None else recipe.override(**settings)
-        get_sampler(recipe.sampler)
-        eta = recipe.eta
-        if isinstance(eta, bool) or not isinstance(eta, numbers.Real) or not 0 <= eta <= 1:
-            raise ValueError(f"eta must be a number from 0 (deterministic DDIM) to 1, got {eta!r}.")
-        if recipe.consistency not in CONSISTENCY_MODES:
-            raise ValueError(
-                f"Unknown consistency {recipe.consistency!r}; expected one of {', '.join(CONSISTENCY_MODES)}.")
-        return recipe
+        return self.config.recipe(preset, **settings) if recipe is None else recipe.override(**settings)
 
-    def _check_sizes(self, items: Sequence[Any], steps: Any, batch_size: int,
-                     tile_size: int | None, tile_overlap: int | None, max_output_pixels: int | None,
-                     num_samples: int = 1) -> None:
-        """Refuse a run over the limits from the images' sizes alone, before any image is decoded or converted.
+    def _plan_call(self, sizes: list[tuple[int, int]], recipe: Recipe, *, batch_size: int,
+                   tile_size: int | None, tile_overlap: int | None, max_output_pixels: Any, num_samples: int = 1,
+                   tile_batch_size: int | None = None) -> _Call:
+        """Resolve a call once: its noise grid and tiling, checked against the limits for the input `sizes` (h, w).
 
-        With `num_samples` K, each image is K samples: K times the U-Net inputs, and K outputs held at once.
+        Everything is arithmetic on sizes, before any image is decoded or converted. With `num_samples` K,
+        each image is K samples: K times the U-Net inputs, and K outputs held at once.
         """
-        sizes = [size for item in items for size in imageio.peek_sizes(item)]
-        if not isinstance(steps, numbers.Integral):
-            return  # upscale_tensor says what is wrong with it, and checks the run itself
+        max_output_pixels = _check_max_output_pixels(max_output_pixels)
+        gammas = self.config.schedule.inference_grid(recipe.num_steps, spacing=recipe.spacing,
+                                                     start_noise_level=recipe.start_noise_level)
+        call = _Call(self, recipe, gammas, batch_size, tile_size, tile_overlap,
+                     batch_size if tile_batch_size is None else tile_batch_size, num_samples)
         for size in sorted(set(sizes)):
-            run = self.estimate(size, batch=min(batch_size, sizes.count(size) * num_samples), num_steps=int(steps),
-                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=batch_size)
+            run = self.estimate(size, batch=min(batch_size, sizes.count(size) * num_samples), num_steps=len(gammas) - 1,
+                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=call.tile_batch_size)
             check_run(run, max_output_pixels)
             if max_output_pixels is not None and run.output_pixels * num_samples > max_output_pixels:
                 height, width = run.size
@@ -523,55 +552,76 @@ class Upscaler:
                     "(num_samples, --samples), a smaller input, or raise the limit (max_output_pixels=, "
                     "--max-output-pixels) on a machine with that much memory."
                 )
+            slow = slow_run_warning(run, self.config.lowres_size)
+            if slow is not None:
+                warnings.warn(slow, stacklevel=4)
+        return call
 
-    def _warn_if_off_size(self, flat: list[imageio.Prepared]) -> None:
-        trained = self.config.lowres_size
-        odd = {tuple(p.rgb.shape[-2:]) for p in flat if tuple(p.rgb.shape[-2:]) != (trained, trained)}
+    def _warn_if_off_size(self, sizes: list[tuple[int, int]], call: _Call) -> None:
+        """Warn about inputs that reach the model whole at another size than it was trained on (tiles are trained-size)."""
+        trained, scale = self.config.lowres_size, self.config.scale
+        odd = {size for size in sizes if size != (trained, trained)
+               and (min(size) < trained or call.tiling((size[0] * scale, size[1] * scale)) is None)}
         if odd:
-            sizes = ", ".join(f"{w}x{h}" for h, w in sorted(odd))
+            shown = ", ".join(f"{w}x{h}" for h, w in sorted(odd))
             warnings.warn(
-                f"This model was trained on {trained}x{trained} inputs; got {sizes}. The output is "
+                f"This model was trained on {trained}x{trained} inputs; got {shown}. The output is "
                 f"{self.config.scale}x larger, but results are best at the trained size.",
                 stacklevel=3,
             )
 
 
-def _group_like(items: Sequence[Any], prepared: list[list[imageio.Prepared]], per_image: list[Any],
-                regroup: Any) -> list[Any]:
-    """Per-image values back into one entry per input item (`regroup(item, values)` merges a batch item's)."""
-    grouped, cursor = [], 0
-    for item, group in zip(items, prepared):
-        grouped.append(regroup(item, per_image[cursor : cursor + len(group)]))
-        cursor += len(group)
-    return grouped
+@dataclass
+class _Call:
+    """One `upscale` call resolved once: recipe, noise grid, batching, and the tile plan of each output size."""
+
+    upscaler: Upscaler
+    recipe: Recipe
+    gammas: Tensor
+    batch_size: int
+    tile_size: int | None
+    tile_overlap: int | None
+    tile_batch_size: int
+    num_samples: int = 1
+    plans: dict[tuple[int, int], tuple[int, int] | None] = field(default_factory=dict)
+
+    def tiling(self, output_size: tuple[int, int]) -> tuple[int, int] | None:
+        """`Upscaler.tile_plan` of this call for `output_size`, computed once per size."""
+        if output_size not in self.plans:
+            self.plans[output_size] = self.upscaler.tile_plan(output_size, self.tile_size, self.tile_overlap)
+        return self.plans[output_size]
 
 
-def _is_batch(item: Any) -> bool:
-    import numpy as np
-
-    return (isinstance(item, np.ndarray) and item.ndim == 4) or (isinstance(item, Tensor) and item.dim() == 4)
-
-
-def _regroup_maps(item: Any, maps: list[Any]) -> Any:
-    """Uncertainty maps: (H, W) for one image, stacked (N, H, W) for a batch array/tensor input."""
-    import numpy as np
-
-    return np.stack(maps) if _is_batch(item) else maps[0]
+def _unet_pixels(run: RunEstimate) -> int:
+    """U-Net input pixels of one step of `run` (every tile, or every whole image)."""
+    height, width = run.size
+    if run.tile is None:
+        return run.batch * height * width
+    return run.batch * run.tiles_per_image * min(run.tile, height) * min(run.tile, width)
 
 
-def _regroup_samples(item: Any, samples: list[list[Any]]) -> Any:
-    """Samples: a list of K for one image; for a batch array/tensor input stacked (N, K, ...) when they stack."""
-    if _is_batch(item):
-        return _regroup(item, [_regroup(item, k_samples) for k_samples in samples])
-    return samples[0]
+def _check_max_output_pixels(value: Any) -> int | None:
+    """`max_output_pixels` as a positive int, or None (no limit); NaN, strings and bools are refused by type."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"max_output_pixels must be a positive number of pixels or None (no limit), got {value!r} "
+                        f"({type(value).__name__}).")
+    if not math.isfinite(value) or value < 1:
+        raise ValueError(f"max_output_pixels must be a finite number of pixels >= 1, or None (no limit), got {value!r}.")
+    return int(value)
 
 
-def _regroup(item: Any, outputs: list[Any]) -> Any:
-    """A batch array/tensor input comes back as a batch of the same type; anything else one-to-one."""
-    import numpy as np
-
-    if isinstance(item, np.ndarray) and item.ndim == 4:
-        return np.stack(outputs) if all(isinstance(o, np.ndarray) for o in outputs) else outputs
-    if isinstance(item, Tensor) and item.dim() == 4:
-        return torch.stack(outputs) if all(isinstance(o, Tensor) for o in outputs) else outputs
-    return outputs[0]
+def _check_generator(generator: Any) -> None:
+    """None, a torch.Generator, or a list/tuple of them; anything else is a TypeError naming what was got."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
+    if isinstance(generator, (list, tuple)):
+        wrong = [type(g).__name__ for g in generator if not isinstance(g, torch.Generator)]
+        if not wrong:
+            return
+        got = f"a {type(generator).__name__} holding {wrong[0]}"
+    else:
+        got = type(generator).__name__
+    raise TypeError(f"generator must be a torch.Generator or a list of them (one per image), got {got}; "
+                    "for a number use seed= instead.")

@@ -47,7 +47,11 @@ def test_every_input_form_gives_the_same_images(cascade, samples):
     for name, images in forms.items():
         value_range = (-1, 1) if name.endswith("explicit") else "auto"
         out = cascade(images, seed=3, value_range=value_range, output_type="np", **FAST)
-        assert np.abs(out.astype(int) - reference.astype(int)).max() <= 1, name
+        assert out.shape == (4, 32, 32, 3), name
+        # Like Upscaler.upscale: 8-bit inputs give uint8, float inputs float32 in [0, 1].
+        assert out.dtype == (np.uint8 if name in ("pil", "uint8 tensor") else np.float32), name
+        unit = out / 255 if out.dtype == np.uint8 else out
+        assert np.abs(unit - reference / 255).max() <= 1 / 255 + 1e-6, name
     pil = cascade(forms["pil"], seed=3, **FAST)
     assert isinstance(pil, list) and len(pil) == 4 and pil[0].size == (32, 32) and pil[0].mode == "RGB"
     pt = cascade(forms["tensor [0, 1]"], seed=3, **FAST)
@@ -218,3 +222,13 @@ def test_cli_upscale_tile_flags(tmp_path, tiny_model_dir, capsys):
     assert not np.array_equal(np.asarray(Image.open(out)), np.asarray(Image.open(untiled)))
     assert main(common + ["-o", str(tmp_path / "x.png"), "--tile", "-1"]) == EXIT_USAGE
     assert main(common + ["-o", str(tmp_path / "y.png"), "--tile", "16", "--tile-overlap", "16"]) != EXIT_OK
+
+
+def test_16_bit_and_alpha_are_kept_through_the_stages(cascade):
+    # One converter for Upscaler and Cascade (imageio.restore): a uint16 RGBA batch stays uint16 RGBA.
+    batch = np.random.default_rng(2).integers(0, 65536, (2, 8, 8, 4), dtype=np.uint16)
+    out = cascade(batch, seed=0, **FAST)
+    assert out.dtype == np.uint16 and out.shape == (2, 32, 32, 4)
+    assert len(np.unique(out[..., :3] % 257)) > 1  # not 8-bit values scaled up
+    stages = cascade(list(batch), seed=0, return_all_stages=True, **FAST)
+    assert [s.shape for s in stages] == [(2, 16, 16, 4), (2, 32, 32, 4)] and np.array_equal(stages[-1], out)

@@ -1,4 +1,4 @@
-"""Ensembles and uncertainty: num_samples / return_uncertainty / return_samples, the known spread of a Gaussian
+"""Ensembles and uncertainty: num_samples / return_dict (UpscaleOutput), the known spread of a Gaussian
 posterior, seeds, bad options, saving the map, and the CLI's --samples / --uncertainty."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from torch import nn
 
 from sr3infer.resample import bicubic, project_onto_input
 from sr3infer.uncertainty import MAX_NUM_SAMPLES, heatmap, sample_spread, save_uncertainty
-from sr3infer.upscaler import Upscaler
+from sr3infer.upscaler import Upscaler, UpscaleOutput
 
 from test_cli import _cli, _png, model  # noqa: F401 - `model` is the CLI tests' fixture (the tiny model on disk)
 
@@ -27,6 +27,13 @@ def _rgb(size: int = 8) -> np.ndarray:
 def run(upscaler: Upscaler, images, **kwargs):
     kwargs = {"num_steps": 2, "seed": 0, "progress": False, "sampler": "ancestral", **kwargs}
     return upscaler.upscale(images, **kwargs)
+
+
+def full(upscaler: Upscaler, images, **kwargs) -> tuple:
+    """(images, uncertainty, samples) of one `return_dict=True` call."""
+    out = run(upscaler, images, return_dict=True, **kwargs)
+    assert isinstance(out, UpscaleOutput)
+    return out.images, out.uncertainty, out.samples
 
 
 def _as_array(x) -> np.ndarray:
@@ -53,7 +60,8 @@ def test_one_sample_is_bit_for_bit_the_plain_call(tiny_upscaler, options):
     one = run(tiny_upscaler, images, num_samples=1, **_fresh(options))
     for a, b in zip(plain, one):
         assert np.array_equal(_as_array(a), _as_array(b))
-    single, samples = run(tiny_upscaler, images[0], num_samples=1, return_samples=True, **_fresh(options))
+    single, uncertainty, samples = full(tiny_upscaler, images[0], num_samples=1, **_fresh(options))
+    assert uncertainty is None  # one sample has no spread
     assert len(samples) == 1 and np.array_equal(samples[0], single)
     if "generator" not in options:  # seeds, unlike one shared generator, make image 0 alone equal to it in a batch
         assert np.array_equal(single, plain[0])
@@ -75,8 +83,7 @@ def test_one_sample_is_bit_for_bit_the_plain_call(tiny_upscaler, options):
     (torch.randint(0, 256, (1, 8, 8), dtype=torch.uint8), (1, 16, 16)),
 ])
 def test_single_inputs_give_one_map_and_k_samples_of_their_kind(tiny_upscaler, image, out_shape):
-    result, uncertainty, samples = run(tiny_upscaler, image, num_samples=3, return_uncertainty=True,
-                                       return_samples=True)
+    result, uncertainty, samples = full(tiny_upscaler, image, num_samples=3)
     plain = run(tiny_upscaler, image)
     assert type(result) is type(plain)
     if isinstance(plain, Image.Image):
@@ -87,8 +94,7 @@ def test_single_inputs_give_one_map_and_k_samples_of_their_kind(tiny_upscaler, i
     assert 0 <= uncertainty.min() and uncertainty.max() <= 0.5 * math.sqrt(3 / 2) and uncertainty.max() > 0  # ddof=1
     assert isinstance(samples, list) and len(samples) == 3
     assert all(type(s) is type(plain) for s in samples)
-    assert (run(tiny_upscaler, image, num_samples=3, return_uncertainty=True)[1] == uncertainty).all()
-    assert len(run(tiny_upscaler, image, num_samples=3, return_samples=True)[1]) == 3
+    assert (full(tiny_upscaler, image, num_samples=3)[1] == uncertainty).all()  # reproducible
 
 
 @pytest.mark.parametrize("batch, out_shape, samples_shape", [
@@ -96,8 +102,7 @@ def test_single_inputs_give_one_map_and_k_samples_of_their_kind(tiny_upscaler, i
     (torch.rand(2, 3, 8, 8), (2, 3, 16, 16), (2, 3, 3, 16, 16)),
 ])
 def test_batches_give_stacked_maps_and_samples(tiny_upscaler, batch, out_shape, samples_shape):
-    result, uncertainty, samples = run(tiny_upscaler, batch, num_samples=3, return_uncertainty=True,
-                                       return_samples=True)
+    result, uncertainty, samples = full(tiny_upscaler, batch, num_samples=3)
     assert tuple(result.shape) == out_shape and type(result) is type(batch)
     assert isinstance(uncertainty, np.ndarray) and uncertainty.shape == (2, 16, 16)
     assert type(samples) is type(batch) and tuple(samples.shape) == samples_shape
@@ -107,15 +112,14 @@ def test_paths_and_lists_give_lists(tiny_upscaler, tmp_path):
     path = tmp_path / "in.png"
     Image.fromarray(_rgb()).save(path)
     items = [str(path), _rgb(), torch.rand(2, 3, 8, 8)]
-    result, uncertainty, samples = run(tiny_upscaler, items, num_samples=2, return_uncertainty=True,
-                                       return_samples=True)
+    result, uncertainty, samples = full(tiny_upscaler, items, num_samples=2)
     assert [type(r) for r in result] == [Image.Image, np.ndarray, torch.Tensor]
     assert [u.shape for u in uncertainty] == [(16, 16), (16, 16), (2, 16, 16)]
     assert [type(s) for s in samples] == [list, list, torch.Tensor]
     assert len(samples[0]) == 2 and isinstance(samples[0][0], Image.Image)
     assert tuple(samples[2].shape) == (2, 2, 3, 16, 16)
-    assert run(tiny_upscaler, [], num_samples=2, return_uncertainty=True) == []
-    assert isinstance(run(tiny_upscaler, (_rgb(),), num_samples=2, return_uncertainty=True)[1], list)
+    assert full(tiny_upscaler, [], num_samples=2) == ([], None, None)
+    assert isinstance(full(tiny_upscaler, (_rgb(),), num_samples=2)[1], list)
 
 
 # What the numbers are.
@@ -123,21 +127,18 @@ def test_paths_and_lists_give_lists(tiny_upscaler, tmp_path):
 
 def test_the_output_is_the_mean_and_the_map_the_ddof_1_std_of_the_samples(tiny_upscaler):
     image = RNG.random((8, 8, 3), dtype=np.float32)  # float in, float out: nothing is rounded
-    result, uncertainty, samples = run(tiny_upscaler, image, num_samples=4, consistency="none",
-                                       return_uncertainty=True, return_samples=True)
+    result, uncertainty, samples = full(tiny_upscaler, image, num_samples=4, consistency="none")
     stack = np.stack(samples).astype(np.float64)
     assert np.abs(result - stack.mean(0)).max() <= 1e-6
     assert np.abs(uncertainty - stack.std(0, ddof=1).mean(-1)).max() <= 1e-6
-    gray, gray_map, gray_samples = run(tiny_upscaler, image[..., 0], num_samples=4, return_uncertainty=True,
-                                       return_samples=True)
+    gray, gray_map, gray_samples = full(tiny_upscaler, image[..., 0], num_samples=4)
     assert np.abs(gray_map - np.stack(gray_samples).std(0, ddof=1)).max() <= 1e-6  # the gray value's spread
 
 
 @pytest.mark.parametrize("consistency", ["final", "every"])
 def test_the_mean_is_projected_onto_the_input(tiny_upscaler, consistency):
     lowres = torch.rand(1, 3, 8, 8) * 0.5 + 0.25  # mid-range: an in-range image can match it
-    out, samples = run(tiny_upscaler, lowres, num_samples=3, consistency=consistency, output_type="pt",
-                       return_samples=True)
+    out, _, samples = full(tiny_upscaler, lowres, num_samples=3, consistency=consistency, output_type="pt")
     expected = project_onto_input(samples[0].mean(0, keepdim=True) * 2 - 1, lowres * 2 - 1)  # samples: (N, K, ...)
     assert (out[0] * 2 - 1 - expected[0]).abs().max() <= 1e-5
     assert (bicubic(out * 2 - 1, 8) - (lowres * 2 - 1)).abs().max() <= 2e-3
@@ -187,9 +188,9 @@ def test_a_known_posterior_spread_is_measured_within_5_standard_errors(tiny_conf
     spread[..., 32:] = 0.2
     upscaler = Upscaler(config, _GaussianPosterior(spread, gammas), device="cpu")
     k = 8
-    mean, uncertainty = upscaler.upscale(RNG.random((32, 32, 3), dtype=np.float32), num_samples=k, seed=0,
-                                         sampler="ddim", eta=0.0, num_steps=20, spacing="quadratic",
-                                         consistency="none", progress=False, return_uncertainty=True)
+    out = upscaler.upscale(RNG.random((32, 32, 3), dtype=np.float32), num_samples=k, seed=0, sampler="ddim", eta=0.0,
+                           num_steps=20, spacing="quadratic", consistency="none", progress=False, return_dict=True)
+    mean, uncertainty = out.images, out.uncertainty
     c4 = math.sqrt(2 / (k - 1)) * math.gamma(k / 2) / math.gamma((k - 1) / 2)
     for half, s in ((uncertainty[:, :32], 0.05), (uncertainty[:, 32:], 0.2)):
         expected = c4 * _ddim_gain(s, gammas) / 2
@@ -207,20 +208,19 @@ def test_a_known_posterior_spread_is_measured_within_5_standard_errors(tiny_conf
 
 def test_sample_k_of_image_i_uses_seed_plus_i_times_k_plus_k(tiny_upscaler):
     images = [RNG.random((8, 8, 3), dtype=np.float32) for _ in range(2)]
-    _, samples = run(tiny_upscaler, images, num_samples=3, seed=5, return_samples=True, batch_size=4)
+    _, _, samples = full(tiny_upscaler, images, num_samples=3, seed=5, batch_size=4)
     for i, image in enumerate(images):
         for k in range(3):
             alone = run(tiny_upscaler, image, seed=5 + 3 * i + k)
             assert np.abs(samples[i][k] - alone).max() <= 1e-4  # batching changes only float rounding
-    again = run(tiny_upscaler, images, num_samples=3, seed=5, return_uncertainty=True, batch_size=2)
-    first = run(tiny_upscaler, images, num_samples=3, seed=5, return_uncertainty=True, batch_size=2)
+    again = full(tiny_upscaler, images, num_samples=3, seed=5, batch_size=2)
+    first = full(tiny_upscaler, images, num_samples=3, seed=5, batch_size=2)
     assert all(np.array_equal(a, b) for a, b in zip(again[1], first[1]))  # reproducible
-    other = run(tiny_upscaler, images, num_samples=3, seed=6, return_uncertainty=True)
+    other = full(tiny_upscaler, images, num_samples=3, seed=6)
     assert not np.allclose(other[1][0], first[1][0], atol=1e-3)
     # One generator per sample, image-major, is the same as the seeds.
     gens = [torch.Generator().manual_seed(5 + j) for j in range(6)]
-    by_generators = run(tiny_upscaler, images, num_samples=3, seed=None, generator=gens, return_uncertainty=True,
-                        batch_size=2)
+    by_generators = full(tiny_upscaler, images, num_samples=3, seed=None, generator=gens, batch_size=2)
     assert all(np.array_equal(a, b) for a, b in zip(by_generators[1], first[1]))
 
 
@@ -237,7 +237,6 @@ def test_sample_k_of_image_i_uses_seed_plus_i_times_k_plus_k(tiny_upscaler):
     ({"num_samples": True}, "whole number"),
     ({"num_samples": "8"}, "whole number"),
     ({"num_samples": None}, "whole number"),
-    ({"num_samples": 1, "return_uncertainty": True}, "return_uncertainty needs num_samples >= 2"),
     ({"num_samples": 2, "seed": None, "generator": [torch.Generator()] * 3},
      r"3 generators for 1 images x 2 samples; pass one per sample \(2, image-major\)"),
 ])
@@ -248,14 +247,14 @@ def test_bad_num_samples_are_clear_errors(tiny_upscaler, options, message):
 
 def test_the_size_guard_counts_the_samples(tiny_upscaler):
     # Each image is 16x16 = 256 output pixels; K samples of it are held at once.
-    assert run(tiny_upscaler, _rgb(), num_samples=3, max_output_pixels=3 * 256, return_uncertainty=True)[1].shape == (16, 16)
+    assert full(tiny_upscaler, _rgb(), num_samples=3, max_output_pixels=3 * 256)[1].shape == (16, 16)
     with pytest.raises(ValueError, match=r"4 samples of a 16x16 output are 0.0 MP held at once, over max_output_pixels"):
         run(tiny_upscaler, _rgb(), num_samples=4, max_output_pixels=3 * 256)
     assert run(tiny_upscaler, _rgb(), num_samples=4, max_output_pixels=None).shape == (16, 16, 3)
 
 
 def test_numpy_integers_are_accepted(tiny_upscaler):
-    assert run(tiny_upscaler, _rgb(), num_samples=np.int64(2), return_uncertainty=True)[1].shape == (16, 16)
+    assert full(tiny_upscaler, _rgb(), num_samples=np.int64(2))[1].shape == (16, 16)
 
 
 # The map on disk.
@@ -292,8 +291,9 @@ def test_cli_writes_the_mean_and_its_map(tmp_path, model, capsys):
     assert _cli(capsys, src, "-o", tmp_path / "out.png", *common, "--uncertainty", tmp_path / "u.png")[0] == 0
     assert _cli(capsys, src, "-o", tmp_path / "out2.png", *common, "--uncertainty", tmp_path / "u.npy")[0] == 0
     upscaler = Upscaler.from_pretrained(model, device="cpu")
-    mean, uncertainty = upscaler.upscale(Image.open(src), num_steps=2, sampler="ancestral", seed=3, num_samples=4,
-                                         return_uncertainty=True, progress=False)
+    out = upscaler.upscale(Image.open(src), num_steps=2, sampler="ancestral", seed=3, num_samples=4, return_dict=True,
+                           progress=False)
+    mean, uncertainty = out.images, out.uncertainty
     assert np.array_equal(np.asarray(Image.open(tmp_path / "out.png")), np.asarray(mean))
     assert np.array_equal(np.load(tmp_path / "u.npy"), uncertainty)
     assert np.array_equal(np.asarray(Image.open(tmp_path / "u.png")), np.asarray(heatmap(uncertainty)))

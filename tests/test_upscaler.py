@@ -367,12 +367,12 @@ def test_missing_model_files(tmp_path):
 def test_weights_that_do_not_match_their_config_are_refused(tiny_model_dir):
     config_path = tiny_model_dir / "config.json"
     config = json.loads(config_path.read_text())
-    config["unet"]["inner_channel"] = 16
+    config["network"]["inner_channel"] = 16
     config_path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="do not match the model config.*shape mismatches"):
         Upscaler.from_pretrained(tiny_model_dir, device="cpu")
-    config["unet"]["inner_channel"] = 8
-    config["unet"]["channel_mults"] = [1, 2, 2]
+    config["network"]["inner_channel"] = 8
+    config["network"]["channel_mults"] = [1, 2, 2]
     config_path.write_text(json.dumps(config))
     with pytest.raises(ValueError, match="missing"):
         Upscaler.from_pretrained(tiny_model_dir, device="cpu")
@@ -444,3 +444,37 @@ def test_one_recipe_object_for_every_entry_point(tiny_upscaler):
     assert torch.equal(by_object, by_arguments)
     with pytest.raises(ValueError, match="either recipe or preset"):
         tiny_upscaler.upscale_tensor(lowres, recipe=recipe, preset="fidelity")
+
+
+# One output object (issue 18 item 4).
+
+
+def test_return_dict_gives_one_output_object_grouped_like_the_images(tiny_upscaler):
+    from sr3infer.outputs import UpscaleOutput
+
+    batch = np.random.default_rng(1).integers(64, 192, (2, 8, 8, 3), dtype=np.uint8)  # mid-range: can be matched
+    plain = tiny_upscaler.upscale(batch, num_steps=2, seed=0, progress=False)
+    out = tiny_upscaler.upscale(batch, num_steps=2, seed=0, progress=False, return_dict=True)
+    assert isinstance(out, UpscaleOutput) and np.array_equal(out.images, plain)
+    assert out.uncertainty is None and out.samples.shape == (2, 1, 16, 16, 3) and out.seconds > 0
+    assert out.consistency.shape == (2,)
+    # consistency is the RMS of (bicubic-downsampled output - input) in [0, 1] units: recompute it for image 0.
+    down = bicubic(torch.from_numpy(plain[:1]).permute(0, 3, 1, 2).double() / 255, (8, 8))
+    expected = float((down - torch.from_numpy(batch[:1]).permute(0, 3, 1, 2).double() / 255).pow(2).mean().sqrt())
+    assert abs(out.consistency[0] - expected) < 3e-3 and out.consistency[0] > 0.01  # a random model: far from 0
+    projected = tiny_upscaler.upscale(list(batch), num_steps=2, seed=0, progress=False, return_dict=True,
+                                      consistency="final")
+    assert isinstance(projected.consistency, list) and max(projected.consistency) < 3e-3  # projected onto the input
+    assert min(out.consistency) > 3 * max(projected.consistency)
+
+
+def test_fp16_and_bf16_tensors_come_back_in_their_dtype(tiny_upscaler):
+    for dtype in (torch.float16, torch.bfloat16):
+        out = tiny_upscaler.upscale(torch.rand(3, 8, 8).to(dtype), num_steps=1, seed=0, progress=False)
+        assert out.dtype == dtype and out.shape == (3, 16, 16)
+
+
+def test_meta_device_is_refused_clearly(tiny_upscaler):
+    with pytest.raises(ValueError, match="'meta' holds shapes but no data"):
+        tiny_upscaler.to("meta")
+    assert tiny_upscaler.device.type == "cpu"  # left where it was
