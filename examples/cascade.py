@@ -1,7 +1,8 @@
 """Cascaded generation: 64x64 samples of a base generator -> SR3 64->256 (-> 1024 with a second stage).
 
-By default the "generator samples" are val photos downscaled to 64x64, so the example needs no
-download; pass --diffusers MODEL_ID to use a real unconditional `diffusers` pipeline instead.
+By default the "generator samples" are val photos downscaled to 64x64 (in a clone without
+../shared/datasets, the committed examples/photo_64.png and its mirror images), so the example needs
+no download; pass --diffusers MODEL_ID to use a real unconditional `diffusers` pipeline instead.
 
     python examples/cascade.py                                   # 4 samples, one 64->256 stage
     python examples/cascade.py --model runs/sr3-64-256/export --steps 10
@@ -18,12 +19,13 @@ import time
 from pathlib import Path
 
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image, ImageDraw, ImageOps
 
 from sr3infer import SAMPLERS, Cascade
 
 HERE = Path(__file__).resolve().parent
 VAL_PHOTOS = HERE.parent.parent / "shared" / "datasets" / "natural" / "val"
+COMMITTED_PHOTO = HERE / "photo_64.png"
 
 
 def photo_samples(count: int, size: int = 64) -> list[Image.Image]:
@@ -31,9 +33,13 @@ def photo_samples(count: int, size: int = 64) -> list[Image.Image]:
 
     A real cascade would take these from an unconditional 64x64 generator (see `diffusers_samples`).
     """
-    paths = sorted(p for p in VAL_PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    paths = sorted(p for p in VAL_PHOTOS.iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")) \
+        if VAL_PHOTOS.is_dir() else []
     if not paths:
-        raise FileNotFoundError(f"No photos in {VAL_PHOTOS}; pass --diffusers MODEL_ID or check the datasets folder.")
+        print(f"note: no photos in {VAL_PHOTOS}; using the committed {COMMITTED_PHOTO.name} and its mirror images")
+        photo = Image.open(COMMITTED_PHOTO).convert("RGB").resize((size, size), Image.Resampling.BICUBIC)
+        flips = [photo, ImageOps.mirror(photo), ImageOps.flip(photo), ImageOps.flip(ImageOps.mirror(photo))]
+        return (flips * count)[:count]
     samples = []
     for path in (paths * count)[:count]:
         image = Image.open(path).convert("RGB")

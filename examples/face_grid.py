@@ -1,6 +1,7 @@
 """README face grid: input | bicubic | peer (ESRGAN thick) | SR3 fidelity | SR3 realism | original, a row per val face.
 
     python examples/face_grid.py                       # bundled sr3-face-8x, 8 val faces, writes examples/face_grid.png
+    python examples/face_grid.py --data ../shared/datasets/celeba/val --peer-dir benchmarks/peers/work/faces/peer
     python examples/face_grid.py --model runs/sr3-face-8x/export --count 4 -o /tmp/face_grid.png
 
 The faces are the first `--count` of `sr3infer eval`'s faces protocol (`load_eval_set(data, "faces", 128)`), made
@@ -8,7 +9,8 @@ The faces are the first `--count` of `sr3infer eval`'s faces protocol (`load_eva
 PNGs that benchmarks/peers/esrgan_thick.py writes (`work/faces/peer/0000.png` is val face 0, and so on), checked
 against the low-res PNGs it wrote beside them. SR3 face k uses the seed `seed + k` in both preset columns.
 The PNG is lossless (about 0.9 MB for 8 faces), so every column shows the exact pixels (tests/conftest.py takes
-the val faces from its original column).
+the val faces from its original column). Without --data, and without ../shared/datasets/celeba/val (a fresh
+clone), the faces and the peer's outputs are read back from the committed face_grid.png itself.
 """
 
 from __future__ import annotations
@@ -30,6 +32,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "celeba" / "val"
 DEFAULT_PEER_DIR = REPO / "benchmarks" / "peers" / "work" / "faces" / "peer"
+COMMITTED_GRID = HERE / "face_grid.png"
+CELL, TITLE = 128, 16  # the committed grid: columns of 128 px faces under a 16 px title row
 PRESETS = ("fidelity", "realism")
 
 
@@ -48,6 +52,14 @@ def grid_image(columns: list[tuple[str, list[Image.Image]]]) -> Image.Image:
         for row, image in enumerate(images):
             grid.paste(image, (col * width, label_h + row * height))
     return grid
+
+
+def grid_columns(path: Path, cell: int = CELL, title: int = TITLE) -> list[list[Image.Image]]:
+    """The pictures of a grid written by `grid_image`, column by column (each column top to bottom)."""
+    grid = Image.open(path).convert("RGB")
+    cols, rows = grid.width // cell, (grid.height - title) // cell
+    return [[grid.crop((c * cell, title + r * cell, (c + 1) * cell, title + (r + 1) * cell)) for r in range(rows)]
+            for c in range(cols)]
 
 
 def peer_outputs(folder: Path, lowres: torch.Tensor, size: int) -> torch.Tensor:
@@ -86,7 +98,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="sr3-face-8x",
                         help="a model name or folder with fidelity and realism presets")
-    parser.add_argument("--data", default=str(DEFAULT_DATA), help="CelebA aligned val faces (178x218)")
+    parser.add_argument("--data", help="CelebA aligned val faces (178x218); default ../shared/datasets/celeba/val, "
+                                       "else the faces of the committed face_grid.png")
     parser.add_argument("--peer-dir", type=Path, default=DEFAULT_PEER_DIR,
                         help="the peer's upscaled val faces 0000.png, ... (default: what esrgan_thick.py writes)")
     parser.add_argument("--count", type=int, default=8)
@@ -104,12 +117,21 @@ def main() -> None:
         raise SystemExit(f"{args.model} has no {' or '.join(missing)} preset (its config.json 'presets': "
                          f"{sorted(upscaler.config.presets) or 'none'}); pass --model with a model that has both.")
     size = upscaler.config.out_size
-    try:
-        hr = torch.stack(load_eval_set(args.data, "faces", size)[: args.count])
-    except (FileNotFoundError, ValueError) as error:
-        raise SystemExit(f"{error} Pass --data with the CelebA val faces.") from None
-    lowres = make_lowres(hr, upscaler.config.scale)
-    peer = peer_outputs(args.peer_dir, lowres, size)
+    if args.data is None and not DEFAULT_DATA.is_dir():
+        if size != CELL:
+            raise SystemExit(f"{args.model} makes {size} px faces; pass --data with the CelebA val faces.")
+        columns = grid_columns(COMMITTED_GRID)
+        print(f"note: no {DEFAULT_DATA}; using the val faces and peer outputs of the committed {COMMITTED_GRID.name}")
+        hr = torch.stack([to_unit_tensor(face) for face in columns[-1][: args.count]])
+        peer = torch.stack([to_unit_tensor(face) for face in columns[2][: args.count]])
+        lowres = make_lowres(hr, upscaler.config.scale)
+    else:
+        try:
+            hr = torch.stack(load_eval_set(args.data or DEFAULT_DATA, "faces", size)[: args.count])
+        except (FileNotFoundError, ValueError) as error:
+            raise SystemExit(f"{error} Pass --data with the CelebA val faces.") from None
+        lowres = make_lowres(hr, upscaler.config.scale)
+        peer = peer_outputs(args.peer_dir, lowres, size)
 
     unit = (lowres + 1) / 2
     sr = {name: upscaler.upscale(unit, preset=name, seed=args.seed, output_type="pt", progress=False) * 2 - 1

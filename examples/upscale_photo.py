@@ -3,8 +3,9 @@
 The model was trained on 64x64 -> 256x256; larger outputs are denoised as 256x256 tiles that share
 each step's noise level and are averaged with a smooth window where they overlap, so no seams appear.
 
-    python examples/upscale_photo.py                          # a val photo, downscaled 4x, then upscaled back
+    python examples/upscale_photo.py                          # the committed examples/photo_64.png, 64 -> 256
     python examples/upscale_photo.py my_photo.jpg             # your own photo, upscaled 4x as it is
+    python examples/upscale_photo.py big.jpg --downscale 4    # shrink it 4x first, to compare with the original
     python examples/upscale_photo.py --model runs/sr3-64-256/export --steps 10
 
 Writes the upscaled PNG and a side-by-side comparison (input | bicubic | SR3 | original) next to it.
@@ -21,7 +22,7 @@ from PIL import Image, ImageDraw
 from sr3infer import SAMPLERS, Upscaler
 
 HERE = Path(__file__).resolve().parent
-DEFAULT_PHOTO = HERE.parent.parent / "shared" / "datasets" / "natural" / "val" / "scikit-image__chelsea.jpg"
+DEFAULT_PHOTO = HERE / "photo_64.png"  # committed: scikit-image's chelsea, a quadrant downscaled 4x (see README.md)
 
 
 def side_by_side(panels: list[tuple[str, Image.Image]], size: tuple[int, int]) -> Image.Image:
@@ -40,13 +41,12 @@ def side_by_side(panels: list[tuple[str, Image.Image]], size: tuple[int, int]) -
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("image", nargs="?", default=str(DEFAULT_PHOTO),
-                        help="photo to upscale (default: a photo from ../shared/datasets/natural/val)")
+                        help="photo to upscale (default: the committed examples/photo_64.png)")
     parser.add_argument("--model", default="sr3-64-256", help="model name or folder (default sr3-64-256)")
     parser.add_argument("--steps", type=int, help="denoising steps (default: the model's measured default)")
     parser.add_argument("--sampler", choices=sorted(SAMPLERS), help="default: the model's")
     parser.add_argument("--downscale", type=int,
-                        help="shrink the photo by this factor first, to compare with the original "
-                             "(default 4 for the default photo, 1 for yours)")
+                        help="shrink the photo by this factor first, to compare with the original (default 1)")
     parser.add_argument("--tile", type=int, help="tile side in output pixels (default: the model's 256)")
     parser.add_argument("--tile-overlap", type=int, help="tile overlap in output pixels (default: a quarter tile)")
     parser.add_argument("--seed", type=int, default=0)
@@ -54,8 +54,10 @@ def main() -> None:
                         help="upscaled PNG; the comparison goes beside it as <name>_comparison.png")
     args = parser.parse_args()
 
+    if not Path(args.image).is_file():
+        raise SystemExit(f"{args.image} is not a file; pass the photo to upscale: python {Path(__file__).name} PHOTO")
     photo = Image.open(args.image).convert("RGB")
-    factor = args.downscale or (4 if Path(args.image) == DEFAULT_PHOTO else 1)
+    factor = args.downscale or 1
     if factor > 1:
         # The stand-in for a small photo: bicubic downsampling, as in the model's training data.
         photo = photo.crop((0, 0, photo.width // factor * factor, photo.height // factor * factor))
@@ -67,7 +69,8 @@ def main() -> None:
     out_size = (lowres.height * scale, lowres.width * scale)
     plan = upscaler.tile_plan(out_size, args.tile, args.tile_overlap)
     tiles = "one piece" if plan is None else f"{plan[0]}px tiles overlapping by >= {plan[1]}px"
-    print(f"{args.image}: {lowres.width}x{lowres.height} -> {out_size[1]}x{out_size[0]} ({tiles}), {args.steps or upscaler.config.sampling.num_steps} steps")
+    steps = f"{args.steps} steps" if args.steps else "the model's default recipe"
+    print(f"{args.image}: {lowres.width}x{lowres.height} -> {out_size[1]}x{out_size[0]} ({tiles}), {steps}")
 
     started = time.perf_counter()
     result = upscaler.upscale(lowres, num_steps=args.steps, sampler=args.sampler, seed=args.seed,
