@@ -242,17 +242,11 @@ def main(argv: list[str] | None = None) -> int:
     result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=not args.no_fid,
                       reference=reference, **sampling)
     outputs = result.pop("outputs")
-    defaults = upscaler.config.recipe(args.preset)
-    recipe = {
-        "preset": args.preset,
-        "sampler": sampling.get("sampler", defaults.sampler),
-        "num_steps": sampling.get("num_steps", defaults.num_steps),
-        "spacing": sampling.get("spacing", defaults.spacing),
-        "start_noise_level": sampling.get("start_noise_level", defaults.start_noise_level),
-        "consistency": sampling.get("consistency", defaults.consistency),
-        "eta": sampling.get("eta", defaults.eta),
-        "seed": args.seed,
-    }
+    settings = {k: v for k, v in sampling.items() if k != "preset"}
+    resolved = upscaler.sampling_recipe(None, args.preset, **settings)  # the recipe the run used
+    recipe = {"preset": args.preset or "default", "sampler": resolved.sampler, "num_steps": resolved.num_steps,
+              "spacing": resolved.spacing, "start_noise_level": resolved.start_noise_level,
+              "consistency": resolved.consistency, **resolved.options, "seed": args.seed}
     result.update({"recipe": recipe, "data": str(args.data), "protocol": args.protocol, "model_name": args.model,
                    "skipped": [{"file": path, "reason": reason} for path, reason in skipped],
                    "reference": [str(r) for r in args.reference] if reference is not None else str(args.data),

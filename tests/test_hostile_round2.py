@@ -1,0 +1,187 @@
+"""Hostile and careless use, round 2 (issue 17): the table of cases with their exit code and message.
+
+Each list holds (id, setup, exit code, message fragment); setup(work, model, monkeypatch) returns the argv.
+A case passes when the exit code matches, one stderr line holds the fragment, nothing shows a traceback, and the
+work folder is as it was (nothing written, nothing deleted, no temporary file left). IO_CASES are the files,
+manifests, Hub cache, eval and training-config cases; the CLI cases have their own list.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from huggingface_hub import constants
+from PIL import Image
+
+from sr3infer import imageio
+from sr3infer.cli import main
+from sr3infer.hub import download_model
+from sr3infer.upscaler import Upscaler
+from sr3infer.weights import build_model
+
+from test_train import TINY_MODEL
+
+
+@pytest.fixture
+def model(tmp_path, tiny_config) -> Path:
+    """The tiny x2 model (8 -> 16 px) without the `untrained` flag, so stderr holds only what a run reports."""
+    config = tiny_config.replace(task={})
+    return Upscaler(config, build_model(config), device="cpu").save_pretrained(tmp_path / "model")
+
+
+def _files(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+def _png(path: Path, side: int = 8) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(side).integers(0, 256, (side, side, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+# IO cases: files, manifests, the Hub cache, `sr3infer eval`, training configs.
+
+
+def _manifest(work: Path, model_dir: Path, mp, *, repo_id: str = "sr3infer/tiny", sizes: dict | None = None) -> Path:
+    """A manifest naming `tiny` (the files of `model_dir`) in $SR3INFER_MANIFEST; the Hub cache under work/hf."""
+    files = {p.name: {"sha256": hashlib.sha256(p.read_bytes()).hexdigest(), "size": p.stat().st_size}
+             for p in sorted(model_dir.iterdir())}
+    for name, size in (sizes or {}).items():
+        files[name]["size"] = size
+    entry = {"description": "tiny", "repo_id": repo_id, "revision": "main", "published": True, "bundled": False,
+             "license": "MIT", "task": {"scale": 2, "input_size": 8, "output_size": 16, "domain": "noise"},
+             "files": files, "metrics": {}}
+    path = work / "manifest" / "weights_manifest.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"format_version": 1, "models": {"tiny": entry}}))
+    mp.setenv("SR3INFER_MANIFEST", str(path))
+    mp.setattr(constants, "HF_HUB_CACHE", str(work / "hf"))
+    mp.setattr(constants, "HF_HUB_OFFLINE", True)
+    return path
+
+
+def _cached(work: Path, repo_id: str, files: dict[str, bytes | str]) -> None:
+    """`files` in the Hub cache as huggingface_hub lays it out: bytes become blobs, a str a link to that path."""
+    repo = work / "hf" / f"models--{repo_id.replace('/', '--')}"
+    commit = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    (repo / "blobs").mkdir()
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for name, data in files.items():
+        if isinstance(data, str):
+            (snapshot / name).symlink_to(data)
+            continue
+        blob = repo / "blobs" / hashlib.sha256(data).hexdigest()
+        blob.write_bytes(data)
+        (snapshot / name).symlink_to(blob)
+
+
+def _dev_zero_weights(work: Path, m: Path, mp) -> str:
+    _manifest(work, m, mp)
+    _cached(work, "sr3infer/tiny", {"config.json": (m / "config.json").read_bytes(), "model.safetensors": "/dev/zero"})
+    return "tiny"
+
+
+def _other_projects_file(work: Path, m: Path, mp) -> str:
+    """Another program's cached repo, named by a custom manifest whose sha256 (and size) do not match it."""
+    theirs = (m / "model.safetensors").read_bytes()
+    _manifest(work, m, mp, repo_id="someone/else", sizes={"model.safetensors": len(theirs) + 1})
+    _cached(work, "someone/else", {"config.json": (m / "config.json").read_bytes(), "model.safetensors": theirs})
+    return "tiny"
+
+
+def _train_config(work: Path, **changes) -> Path:
+    path = work / "cfg.json"
+    path.write_text(json.dumps({"name": "x", "data_kind": "faces", "data_root": str(work), "model": TINY_MODEL,
+                                "out_dir": str(work / "runs"), **changes}))
+    return path
+
+
+def _eval_folder(work: Path, *names_sizes: tuple[str, int]) -> Path:
+    folder = work / "val"
+    for name, side in names_sizes:
+        _png(folder / name, side)
+    data = (folder / names_sizes[0][0]).read_bytes()
+    (folder / "cut.png").write_bytes(data[: len(data) // 2])
+    return folder
+
+
+IO_CASES = [
+    ("manifest is /dev/zero (item 16)", lambda t, m, mp: mp.setenv("SR3INFER_MANIFEST", "/dev/zero") or ["models"],
+     1, "Weights manifest '/dev/zero' is not a regular file"),
+    ("manifest is a directory (item 16)", lambda t, m, mp: mp.setenv("SR3INFER_MANIFEST", str(t)) or ["models"],
+     1, "is a directory (set by $SR3INFER_MANIFEST)"),
+    ("manifest is a binary file (item 16)",
+     lambda t, m, mp: mp.setenv("SR3INFER_MANIFEST", str(_png(t / "m.png").rename(t / "m.json"))) or ["models"],
+     1, "is not UTF-8 text (set by $SR3INFER_MANIFEST)"),
+    ("cached weights link to /dev/zero (item 7)", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model",
+                                                                    _dev_zero_weights(t, m, mp)],
+     1, "not a regular file (it resolves to /dev/zero)"),
+    ("custom manifest names another project's cached repo (item 15)",
+     lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", _other_projects_file(t, m, mp)],
+     1, "left in place: another program may use someone/else"),
+    ("eval: every file too small or truncated (item 17)",
+     lambda t, m, mp: ["eval", m, _eval_folder(t, ("tiny.png", 3)), "--protocol", "plain", "--no-fid"],
+     1, "No usable image"),
+    ("eval: mixed sizes, 3x3, truncated (item 17)",
+     lambda t, m, mp: ["eval", m, _eval_folder(t, ("a.png", 16), ("b.png", 24), ("c.png", 3)), "--protocol", "plain",
+                       "--no-fid", "--steps", "1"],
+     0, "skipped"),
+    ("eval: faces protocol on small images (item 17)",
+     lambda t, m, mp: ["eval", m, _eval_folder(t, ("a.png", 16)), "--no-fid"], 1, "smaller than the faces protocol"),
+    ("train: batch_size 0 (item 18)", lambda t, m, mp: ["train", _train_config(t, batch_size=0)],
+     1, "'batch_size' must be a whole number of at least 1, got 0"),
+    ("train: lr 'fast' (item 18)", lambda t, m, mp: ["train", _train_config(t, lr="fast")],
+     1, "'lr' must be a number from 0 to 1, got 'fast'"),
+    ("train: name escapes out_dir (item 18)", lambda t, m, mp: ["train", _train_config(t, name="../../escaped_run")],
+     1, "'name' must be a plain folder name"),
+]
+
+
+@pytest.mark.parametrize("setup, code, fragment", [pytest.param(*case[1:], id=case[0]) for case in IO_CASES])
+def test_io_case(tmp_path, model, capsys, monkeypatch, setup, code, fragment):
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    argv = [str(a) for a in setup(work, model, monkeypatch)]
+    before = _files(tmp_path)  # the model and everything beside work/ too: a run name with '..' escaped out_dir
+    got = main(argv)
+    err = capsys.readouterr().err
+    assert (got, "Traceback" in err) == (code, False), err
+    assert any(fragment in line for line in err.splitlines()), err
+    assert _files(tmp_path) == before
+
+
+def test_io_big_endian_array_is_upscaled_like_native(tiny_upscaler):
+    """Item 13: '>u2' was refused as an unsupported dtype."""
+    native = np.random.default_rng(0).integers(0, 65536, (8, 8, 3)).astype(np.uint16)
+    big = tiny_upscaler.upscale(native.astype(">u2"), seed=0, num_steps=1, progress=False)
+    assert np.array_equal(big, tiny_upscaler.upscale(native, seed=0, num_steps=1, progress=False))
+
+
+def test_io_multi_frame_and_16_bit_gray_alpha_through_the_cli(tmp_path, model, capsys):
+    """Item 25: an animated GIF said nothing about its other frames; 16-bit gray+alpha came out with 8 bits."""
+    frames = [Image.fromarray(np.full((8, 8, 3), v, np.uint8)) for v in (10, 200)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    assert main([str(tmp_path / "anim.gif"), "-o", str(tmp_path / "anim.png"), "--model", str(model)]) == 0
+    assert "holds 2 frames (GIF); only the first is used" in capsys.readouterr().err
+    deep = np.random.default_rng(1).integers(0, 65536, (8, 8, 2)).astype(np.uint16)
+    imageio.save_image(deep, tmp_path / "ga.png")
+    assert main([str(tmp_path / "ga.png"), "-o", str(tmp_path / "up.png"), "--model", str(model), "--steps", "1"]) == 0
+    header = imageio.read_header(tmp_path / "up.png")
+    assert (header.mode, header.bits, header.width) == ("LA", 16, 16)
+    out = imageio.read_image(tmp_path / "up.png")
+    assert out.dtype == np.uint16 and np.any(out % 257 != 0)  # not 8-bit values stretched to 16
+
+
+def test_io_download_model_of_a_bundled_model(tmp_path):
+    """Item 22: download_model("sr3-64-256", cache_dir=...) as the README shows it."""
+    paths = download_model("sr3-64-256", cache_dir=tmp_path / "cache")
+    assert {p.parent.name for p in paths.values()} == {"sr3-64-256"} and "bundled" in str(paths["model.safetensors"])
+    assert not (tmp_path / "cache").exists()
