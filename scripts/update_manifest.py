@@ -17,12 +17,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sr3infer.config import ModelConfig
+from sr3infer.hub import PUBLISHED_FILES
+from sr3infer.manifest import FileEntry, Manifest, Task, dump_manifest, file_entry, load_manifest
 
-from sr3infer.config import ModelConfig  # noqa: E402
-from sr3infer.hub import PUBLISHED_FILES  # noqa: E402
-from sr3infer.manifest import FileEntry, Manifest, Task, dump_manifest, file_entry, load_manifest  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 
 def updated_manifest(manifest: Manifest) -> tuple[Manifest, list[str]]:

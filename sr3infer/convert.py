@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .config import ModelConfig, SamplingDefaults
+from .config import ModelConfig, Recipe
 from .errors import first_line
 from .schedule import NoiseSchedule
 from .unet import UNetConfig
@@ -82,7 +82,7 @@ def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Noi
     schedule = None
     if "betas" in state:
         betas = state["betas"].double()
-        schedule = NoiseSchedule(num_steps=len(betas), beta_start=float(f"{float(betas[0]):.6g}"),
+        schedule = NoiseSchedule(num_train_timesteps=len(betas), beta_start=float(f"{float(betas[0]):.6g}"),
                                  beta_end=float(f"{float(betas[-1]):.6g}"))  # undo the float32 rounding
         expected = schedule.betas
         if not torch.allclose(betas, expected, rtol=1e-5, atol=1e-9):
@@ -152,7 +152,7 @@ def config_from_reference(opt: dict) -> tuple[UNetConfig, NoiseSchedule]:
         image_size=diffusion.get("image_size", 128),
     )
     sched = model.get("beta_schedule", {}).get("val") or model.get("beta_schedule", {}).get("train") or {}
-    schedule = NoiseSchedule(num_steps=sched.get("n_timestep", 2000), beta_start=sched.get("linear_start", 1e-6),
+    schedule = NoiseSchedule(num_train_timesteps=sched.get("n_timestep", 2000), beta_start=sched.get("linear_start", 1e-6),
                              beta_end=sched.get("linear_end", 1e-2))
     return config, schedule
 
@@ -201,9 +201,9 @@ def load_community_checkpoint(
     if unet_config.image_size % scale:
         raise ValueError(f"image_size {unet_config.image_size} is not divisible by scale {scale}.")
     config = ModelConfig(
-        unet=unet_config, schedule=schedule or NoiseSchedule(), scale=scale,
+        network=unet_config, schedule=schedule or NoiseSchedule(), scale=scale,
         lowres_size=unet_config.image_size // scale, prediction="eps", residual=False,
-        sampling=SamplingDefaults(sampler="ancestral", num_steps=(schedule or NoiseSchedule()).num_steps),
+        sampling=Recipe(sampler="ancestral", num_steps=(schedule or NoiseSchedule()).num_train_timesteps),
         task={"converted_from": Path(path).name},
     )
     return config, unet_state
@@ -211,7 +211,7 @@ def load_community_checkpoint(
 
 def conversion_card(config: ModelConfig, source: str | Path, source_sha256: str) -> str:
     """A short model card (README.md) for a folder written by `sr3infer convert`."""
-    u = config.unet
+    u = config.network
     return f"""---
 library_name: sr3infer
 tags: [super-resolution, sr3, diffusion]
@@ -229,7 +229,7 @@ check those before redistributing this folder.
 |---|---|
 | task | {config.lowres_size}x{config.lowres_size} -> {config.out_size}x{config.out_size}, x{config.scale}, {config.prediction}-prediction |
 | U-Net | inner_channel {u.inner_channel}, channel_mults {list(u.channel_mults)}, res blocks {u.num_res_blocks}, attention at {list(u.attn_resolutions)}, norm_groups {u.norm_groups}, dropout {u.dropout} |
-| schedule | {config.schedule.kind}, {config.schedule.num_steps} steps, beta {config.schedule.beta_start:g} -> {config.schedule.beta_end:g} |
+| schedule | {config.schedule.kind}, {config.schedule.num_train_timesteps} steps, beta {config.schedule.beta_start:g} -> {config.schedule.beta_end:g} |
 
 `norm_groups` cannot be read from the tensors; it was set at conversion time. The released
 16->128 checkpoint uses 32 and the 64->512 one uses 16: a wrong value loads without error but

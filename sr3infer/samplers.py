@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 from tqdm.auto import trange
 
+from .bounds import OPTION_BOUNDS, ConfigError, check_float
 from .prediction import eps_from_x0
 
 __all__ = ["Denoiser", "Callback", "SAMPLERS", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m", "get_sampler",
-           "sampler_options", "randn"]
+           "sampler_option_defaults", "check_sampler_options", "randn"]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """`(x (B, C, H, W), noise_level (B,) float64) -> x0`, the clean estimate, with the condition already bound."""
@@ -175,7 +177,27 @@ def get_sampler(name: str) -> Callable[..., Tensor]:
         raise ValueError(f"Unknown sampler {name!r}; expected one of {', '.join(sorted(SAMPLERS))}.") from None
 
 
-def sampler_options(sampler: Callable[..., Tensor], **options: Any) -> dict[str, Any]:
-    """The keyword `options` (such as eta) that `sampler` takes; the others do not apply to it."""
-    accepted = inspect.signature(sampler).parameters
-    return {name: value for name, value in options.items() if name in accepted}
+COMMON_PARAMETERS = ("denoise", "x", "gammas", "clip_denoised", "generator", "callback", "disable")
+"""The leading signature every sampler shares; its other keyword arguments are its options (such as DDIM's eta)."""
+
+
+def sampler_option_defaults(name: str) -> dict[str, float]:
+    """The options sampler `name` takes, with their defaults: `{"eta": 0.0}` for ddim, `{}` for ancestral."""
+    parameters = inspect.signature(get_sampler(name)).parameters
+    return {k: p.default for k, p in parameters.items() if k not in COMMON_PARAMETERS}
+
+
+def check_sampler_options(name: str, options: Any) -> dict[str, float]:
+    """`options` completed with sampler `name`'s defaults; an option it does not take, or a value outside
+    `OPTION_BOUNDS` (else any finite number), is refused by name."""
+    defaults = sampler_option_defaults(name)
+    if not isinstance(options, dict):
+        raise ConfigError("options", f"an object of {name} options ({', '.join(defaults) or 'none'})", options)
+    for key, value in options.items():
+        if key not in defaults:
+            takes = f"takes {', '.join(defaults)}" if defaults else "takes no options"
+            raise ValueError(f"The {name} sampler {takes}; got {key}={value!r}. Leave it out or choose a sampler "
+                             f"that takes it ({', '.join(n for n in SAMPLERS if key in sampler_option_defaults(n))}).")
+        low, high = OPTION_BOUNDS.get(key, (-math.inf, math.inf))
+        check_float(value, key, low, high)
+    return {**defaults, **{k: float(v) for k, v in options.items()}}

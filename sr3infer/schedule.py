@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .bounds import MAX_TRAIN_TIMESTEPS, ConfigError, check_float, check_int
 from .errors import reject_unknown_keys
 
 __all__ = ["NoiseSchedule", "SPACINGS"]
@@ -17,38 +18,44 @@ SPACINGS = ("linear", "quadratic", "trailing")
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """gamma_t = prod_{s<=t} (1 - beta_s), with betas linear from `beta_start` to `beta_end` over `num_steps`.
+    """gamma_t = prod_{s<=t} (1 - beta_s), with betas linear from `beta_start` to `beta_end` over `num_train_timesteps`.
 
     All quantities are computed in float64 (the reference does the same in numpy): the float32
     cumulative product is fine, but `1 - gamma` near t=0 cancels badly.
     """
 
     kind: str = "linear"
-    num_steps: int = 2000
+    num_train_timesteps: int = 2000  # T, the training schedule's length (not the inference steps of a recipe)
     beta_start: float = 1e-6
     beta_end: float = 1e-2
 
     def __post_init__(self) -> None:
+        """Check types and bounds before any grid is computed (T is bounded by `MAX_TRAIN_TIMESTEPS`)."""
         if self.kind != "linear":
-            raise ValueError(f"Unknown schedule kind {self.kind!r}; only 'linear' (SR3's) is supported.")
-        if not isinstance(self.num_steps, int) or self.num_steps < 1:
-            raise ValueError(f"Schedule num_steps must be a positive integer, got {self.num_steps!r}.")
-        if not 0.0 < self.beta_start <= self.beta_end < 1.0:
-            raise ValueError(
-                f"Schedule betas must satisfy 0 < beta_start <= beta_end < 1, got {self.beta_start}, {self.beta_end}."
-            )
+            raise ConfigError("kind", "'linear': only 'linear' (SR3's) is supported", self.kind)
+        object.__setattr__(self, "num_train_timesteps",
+                           check_int(self.num_train_timesteps, "num_train_timesteps", 1, MAX_TRAIN_TIMESTEPS))
+        object.__setattr__(self, "beta_start", check_float(self.beta_start, "beta_start", 0.0, 1.0, open_low=True,
+                                                           open_high=True))
+        object.__setattr__(self, "beta_end", check_float(self.beta_end, "beta_end", self.beta_start, 1.0,
+                                                         open_high=True))
 
     @classmethod
     def from_dict(cls, data: dict) -> NoiseSchedule:
-        reject_unknown_keys(data, ("kind", "num_steps", "beta_start", "beta_end"), "schedule config")
+        """From `config.json["schedule"]`; the old key `num_steps` is read as `num_train_timesteps`."""
+        data = dict(data)
+        if "num_steps" in data and "num_train_timesteps" not in data:
+            data["num_train_timesteps"] = data.pop("num_steps")
+        reject_unknown_keys(data, ("kind", "num_train_timesteps", "beta_start", "beta_end"), "schedule config")
         return cls(**data)
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "num_steps": self.num_steps, "beta_start": self.beta_start, "beta_end": self.beta_end}
+        return {"kind": self.kind, "num_train_timesteps": self.num_train_timesteps, "beta_start": self.beta_start,
+                "beta_end": self.beta_end}
 
     @property
     def betas(self) -> Tensor:
-        return torch.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=torch.float64)
+        return torch.linspace(self.beta_start, self.beta_end, self.num_train_timesteps, dtype=torch.float64)
 
     @property
     def gammas(self) -> Tensor:
@@ -78,7 +85,7 @@ class NoiseSchedule:
         Raises:
             ValueError: `num_steps` outside 1..T (or outside the truncated range), or an unknown spacing.
         """
-        total = self.num_steps
+        total = self.num_train_timesteps
         if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
             raise ValueError(f"num_steps must be an integer, got {num_steps!r}.")
         num_steps = int(num_steps)
@@ -109,7 +116,7 @@ class NoiseSchedule:
     def sample_training_noise_levels(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
         """SR3's training draw: t ~ U{1..T}, then sqrt(gamma) ~ U(sqrt(gamma_t), sqrt(gamma_{t-1})) per sample, float32 (B,)."""
         levels = self.noise_levels.to(device)
-        t = torch.randint(1, self.num_steps + 1, (batch,), generator=generator, device="cpu").to(device)
+        t = torch.randint(1, self.num_train_timesteps + 1, (batch,), generator=generator, device="cpu").to(device)
         u = torch.rand(batch, generator=generator, device="cpu", dtype=torch.float64).to(device)
         low, high = levels[t], levels[t - 1]
         return (low + u * (high - low)).float()

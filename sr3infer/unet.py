@@ -9,6 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .bounds import (
+    MAX_CHANNEL_MULT, MAX_IMAGE_CHANNELS, MAX_IMAGE_SIZE, MAX_INNER_CHANNEL, MAX_LEVELS, MAX_LIST, MAX_NORM_GROUPS,
+    MAX_RES_BLOCKS, ConfigError, check_float, check_int, check_int_list,
+)
 from .errors import reject_unknown_keys
 
 __all__ = ["UNetConfig", "UNet"]
@@ -29,24 +33,23 @@ class UNetConfig:
     image_size: int = 128                       # output size the model was built (and trained) for
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "channel_mults", tuple(int(m) for m in self.channel_mults))
-        object.__setattr__(self, "attn_resolutions", tuple(int(r) for r in self.attn_resolutions))
-        for name in ("in_channels", "out_channels", "inner_channel", "num_res_blocks", "norm_groups", "image_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "num_res_blocks" else 1):
-                raise ValueError(f"UNetConfig.{name} must be a positive integer, got {value!r}.")
-        if not self.channel_mults or min(self.channel_mults) < 1:
-            raise ValueError(f"UNetConfig.channel_mults must be positive integers, got {self.channel_mults!r}.")
+        """Check every field's type and bounds (`sr3infer.bounds`) before any layer is built."""
+        ints = {"in_channels": (1, MAX_IMAGE_CHANNELS), "out_channels": (1, MAX_IMAGE_CHANNELS),
+                "inner_channel": (2, MAX_INNER_CHANNEL), "num_res_blocks": (0, MAX_RES_BLOCKS),
+                "norm_groups": (1, MAX_NORM_GROUPS), "image_size": (1, MAX_IMAGE_SIZE)}
+        for name, (low, high) in ints.items():
+            object.__setattr__(self, name, check_int(getattr(self, name), name, low, high))
+        object.__setattr__(self, "channel_mults",
+                           check_int_list(self.channel_mults, "channel_mults", 1, MAX_CHANNEL_MULT, 1, MAX_LEVELS))
+        object.__setattr__(self, "attn_resolutions",
+                           check_int_list(self.attn_resolutions, "attn_resolutions", 1, MAX_IMAGE_SIZE, 0, MAX_LIST))
+        object.__setattr__(self, "dropout", check_float(self.dropout, "dropout", 0.0, 1.0, open_high=True))
         if self.inner_channel % 2:
-            raise ValueError(f"UNetConfig.inner_channel must be even (sin/cos embedding), got {self.inner_channel}.")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"UNetConfig.dropout must be in [0, 1), got {self.dropout!r}.")
+            raise ConfigError("inner_channel", "even (sin/cos embedding)", self.inner_channel)
         for mult in self.channel_mults:
             if (self.inner_channel * mult) % self.norm_groups:
-                raise ValueError(
-                    f"UNetConfig.norm_groups={self.norm_groups} does not divide the channel count "
-                    f"{self.inner_channel * mult} (inner_channel {self.inner_channel} x {mult})."
-                )
+                raise ConfigError("norm_groups", f"a divisor of every level's channel count (inner_channel "
+                                  f"{self.inner_channel} x {mult} = {self.inner_channel * mult})", self.norm_groups)
 
     @classmethod
     def from_dict(cls, data: dict) -> UNetConfig:

@@ -1,4 +1,9 @@
-"""Model folders on disk: `config.json` + `model.safetensors` (config also in its metadata) + `README.md`."""
+"""Model folders on disk: `config.json` (the one source of truth) + `model.safetensors` + `README.md`.
+
+The safetensors metadata holds only a format marker (`{"format": "pt", "sr3infer_weights": "1"}`), never a
+copy of the config that could drift. Files written before that carry the config under "sr3infer_config":
+they still load; when a config.json sits beside them, config.json wins.
+"""
 
 from __future__ import annotations
 
@@ -13,17 +18,23 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from .architectures import expected_shapes as architecture_shapes
+from .architectures import get_architecture
+from .bounds import MAX_PARAMETERS
 from .config import ModelConfig
-from .unet import UNet
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "save_model_folder", "read_config", "load_weights", "build_model",
-           "check_weights_file", "check_finite"]
+           "check_weights_file", "check_dtypes", "check_finite", "weights_metadata", "read_metadata", "MAX_PARAMETERS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-METADATA_KEY = "sr3infer_config"
-MAX_PARAMETERS = 4_000_000_000  # ~16 GB in float32; the largest community SR3 U-Nets have well under 1e9
+METADATA_KEY = "sr3infer_config"  # legacy: a copy of the config in the metadata (read, never written)
+WEIGHTS_FORMAT_KEY = "sr3infer_weights"
+WEIGHTS_FORMAT = "1"
+LOADABLE_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
+"""Tensor dtypes a weights file may hold; all are loaded as float32 (float64 is converted, losing only digits the
+model never uses), then cast to the run's dtype. Integer, bool and float8 tensors are refused by name."""
 
 
 def _atomic_write(path: Path, write) -> None:
@@ -50,7 +61,7 @@ def save_model_folder(
     """Write `config.json`, `model.safetensors` (tensors cast to `dtype`) and, if given, the model card."""
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
-    metadata = {METADATA_KEY: json.dumps(config.to_dict())}
+    metadata = weights_metadata()
     _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata=metadata))
     _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(config.to_json(), encoding="utf-8"))
     if card is not None:
@@ -58,23 +69,42 @@ def save_model_folder(
     return folder
 
 
-def read_config(weights: str | Path, config_path: str | Path | None = None) -> ModelConfig:
-    """The model config from `config_path` if given, else from the safetensors metadata of `weights`."""
-    if config_path is not None:
-        return ModelConfig.from_json_file(config_path)
+def weights_metadata() -> dict[str, str]:
+    """The safetensors metadata sr3infer writes: a format marker only (the config lives in config.json)."""
+    return {"format": "pt", WEIGHTS_FORMAT_KEY: WEIGHTS_FORMAT}
+
+
+def read_metadata(weights: str | Path) -> dict[str, str]:
+    """The safetensors metadata of `weights` (empty when none)."""
     try:
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as handle:
-            metadata = handle.metadata() or {}
+            return dict(handle.metadata() or {})
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file ({err}).") from None
-    if METADATA_KEY not in metadata:
+
+
+def read_config(weights: str | Path, config_path: str | Path | None = None) -> ModelConfig:
+    """The model config: `config_path` if given, else the config.json beside `weights`, else (files written
+    before config.json became the one source) the copy in the safetensors metadata of `weights`."""
+    if config_path is None and (Path(weights).parent / CONFIG_NAME).is_file():
+        config_path = Path(weights).parent / CONFIG_NAME
+    if config_path is not None:
+        return ModelConfig.from_json_file(config_path)
+    embedded = read_metadata(weights).get(METADATA_KEY)
+    if embedded is None:
         raise ValueError(
-            f"{weights} has no {METADATA_KEY!r} metadata and no config.json beside it. "
-            "Pass a model folder with config.json, or convert a community checkpoint with `sr3infer convert`."
+            f"{weights} has no {CONFIG_NAME} beside it (and no legacy {METADATA_KEY!r} metadata). "
+            f"Put the model's {CONFIG_NAME} next to it, pass the model folder, or convert a community checkpoint "
+            "with `sr3infer convert`."
         )
-    return ModelConfig.from_dict(json.loads(metadata[METADATA_KEY]))
+    source = f"{weights} (metadata {METADATA_KEY!r})"
+    try:
+        data = json.loads(embedded)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{source} is not valid JSON ({err}); the file is damaged. Re-save the model.") from None
+    return ModelConfig.from_dict(data, source=source)
 
 
 def is_community_checkpoint(weights: str | Path) -> bool:
@@ -84,7 +114,8 @@ def is_community_checkpoint(weights: str | Path) -> bool:
 
         with safe_open(str(weights), framework="pt") as handle:
             metadata = handle.metadata() or {}
-            return METADATA_KEY not in metadata and any(k.startswith("denoise_fn.") for k in handle.keys())
+            ours = METADATA_KEY in metadata or WEIGHTS_FORMAT_KEY in metadata
+            return not ours and any(k.startswith("denoise_fn.") for k in handle.keys())
     except (SafetensorError, OSError):
         return False  # read_config / load_weights say what is wrong with the file
 
@@ -98,36 +129,51 @@ def load_weights(weights: str | Path) -> dict[str, Tensor]:
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes `config` implies, from a U-Net built on the meta device (nothing is allocated)."""
-    with torch.device("meta"):
-        model = UNet(**config.unet.to_dict())
-    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    """The tensor shapes `config` implies, from its network built on the meta device (nothing is allocated)."""
+    return architecture_shapes(get_architecture(config.architecture), config.network)
 
 
 def check_weights_file(config: ModelConfig, weights: str | Path, config_source: str | Path | None = None) -> None:
-    """Check the safetensors header of `weights` (names and shapes, no tensor data) against `config` before
-    anything is built, so a config that implies a huge model fails at once.
+    """Check the safetensors header of `weights` (names, shapes and dtypes, no tensor data) against `config`
+    before anything is built, so a config that implies a huge model fails at once.
 
     Raises:
-        ValueError: the file is unreadable, the config implies over `MAX_PARAMETERS` parameters, or
-            names or shapes differ; the message names the files.
+        ValueError: the file is unreadable, the config implies over `MAX_PARAMETERS` parameters, a tensor
+            has a dtype the model cannot run (int8, bool, float8, ...), or names or shapes differ; the
+            message names the files.
     """
     expected = expected_shapes(config)
     source = f"{config_source}" if config_source is not None else f"the config in {weights}'s metadata"
     count = sum(math.prod(shape) for shape in expected.values())
     if count > MAX_PARAMETERS:
         raise ValueError(
-            f"{source} describes a U-Net of {count:,} parameters ({count * 4 / 2**30:,.0f} GiB in float32), over the "
-            f"{MAX_PARAMETERS:,} an SR3 model can plausibly have; check inner_channel and channel_mults."
+            f"{source} describes a network of {count:,} parameters ({count * 4 / 2**30:,.0f} GiB in float32), over "
+            f"the {MAX_PARAMETERS:,} an SR3 model can plausibly have; check inner_channel and channel_mults."
         )
     try:
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="pt") as handle:
-            found = {k: tuple(handle.get_slice(k).get_shape()) for k in handle.keys()}
+            slices = {k: handle.get_slice(k) for k in handle.keys()}
+            found = {k: tuple(v.get_shape()) for k, v in slices.items()}
+            dtypes = {k: v.get_dtype() for k, v in slices.items()}
     except (SafetensorError, OSError) as err:
         raise ValueError(f"{weights} is not a readable safetensors file ({err}).") from None
     _check_shapes(expected, found, f"The weights in {weights} do not match the model config ({source})")
+    check_dtypes(dtypes, weights)
+
+
+def check_dtypes(dtypes: dict[str, str], weights: str | Path) -> None:
+    """Refuse tensors whose dtype (safetensors' names: "F16", "I8", "BOOL", "F8_E4M3", ...) is not in
+    `LOADABLE_DTYPES`: an integer or bool tensor of the right shape loads but gives garbage."""
+    bad = {k: v for k, v in dtypes.items() if v not in LOADABLE_DTYPES}
+    if bad:
+        name, dtype = next(iter(bad.items()))
+        kinds = ", ".join(sorted(set(bad.values())))
+        raise ValueError(
+            f"{weights} holds {len(bad)} tensors of dtype {kinds} (e.g. {name}: {dtype}); a model's weights must be "
+            f"floating point: {', '.join(LOADABLE_DTYPES.values())}. Export the weights in float32 or float16."
+        )
 
 
 def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], what: str) -> None:
@@ -157,6 +203,9 @@ def check_finite(state_dict: dict[str, Tensor], weights: str | Path) -> None:
                          "the file is damaged or the training diverged. Use another copy or checkpoint.")
 
 
+_SAFETENSORS_NAMES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float32: "F32", torch.float64: "F64"}
+
+
 def cast_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
     """Move `model` to `device` and `dtype`, keeping the modules it names in `_keep_in_fp32_modules` in float32."""
     model.to(device=device, dtype=dtype)
@@ -165,15 +214,15 @@ def cast_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn
     return model
 
 
-def build_model(config: ModelConfig, state_dict: dict[str, Tensor] | None = None) -> UNet:
-    """Build the U-Net from `config` and load `state_dict` strictly, in float32, on CPU, in eval mode.
-
-    The shapes are compared (on the meta device) before the model is allocated.
+def build_model(config: ModelConfig, state_dict: dict[str, Tensor] | None = None) -> nn.Module:
+    """Build `config`'s network (see `sr3infer.architectures`) and load `state_dict` strictly, in float32,
+    on CPU, in eval mode. The shapes and dtypes are checked (on the meta device) before the model is allocated.
     """
     if state_dict is not None:
         _check_shapes(expected_shapes(config), {k: tuple(v.shape) for k, v in state_dict.items()},
                       "The weights do not match the model config")
-    model = UNet(**config.unet.to_dict())
+        check_dtypes({k: _SAFETENSORS_NAMES.get(v.dtype, str(v.dtype)) for k, v in state_dict.items()}, "The weights")
+    model = get_architecture(config.architecture).build(config.network)
     if state_dict is not None:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)
     return model.eval()

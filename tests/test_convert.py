@@ -26,8 +26,8 @@ def test_convert_reproduces_the_reference_forward(tmp_path, capsys):
     assert code == 0, capsys.readouterr().err
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]
     config = json.loads((out / "config.json").read_text())
-    assert config["unet"]["norm_groups"] == 4 and config["unet"]["inner_channel"] == 8
-    assert config["unet"]["channel_mults"] == [1, 2, 4] and config["unet"]["attn_resolutions"] == [8]
+    assert config["network"]["norm_groups"] == 4 and config["network"]["inner_channel"] == 8
+    assert config["network"]["channel_mults"] == [1, 2, 4] and config["network"]["attn_resolutions"] == [8]
     assert (config["scale"], config["lowres_size"]) == (2, 16)
     assert "norm_groups 4" in (out / "README.md").read_text()
 

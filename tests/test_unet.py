@@ -32,7 +32,7 @@ def _max_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def test_tiny_checkpoint_maps_to_the_reference_config():
     config, state = load_community_checkpoint(require(FIXTURES / "tiny_gen.safetensors"), scale=2)
-    assert config.unet == UNetConfig(
+    assert config.network == UNetConfig(
         in_channels=6, out_channels=3, inner_channel=8, channel_mults=(1, 2, 4), num_res_blocks=2,
         attn_resolutions=(8,), dropout=0.0, norm_groups=4, image_size=32,
     )
@@ -75,7 +75,7 @@ def test_schedule_buffers_in_a_checkpoint_are_checked_then_dropped():
     state = load_file(str(require(FIXTURES / "tiny_gen.safetensors")))
     unet, schedule = convert_state_dict(state)
     assert schedule is not None and schedule.to_dict() == {
-        "kind": "linear", "num_steps": 2000, "beta_start": 1e-6, "beta_end": 1e-2}
+        "kind": "linear", "num_train_timesteps": 2000, "beta_start": 1e-6, "beta_end": 1e-2}
     assert not any(k in unet for k in ("betas", "alphas_cumprod", "posterior_variance"))
 
     bad_betas = dict(state, betas=state["betas"] ** 0.5)  # not linear any more

@@ -335,12 +335,12 @@ def test_bad_tensor_for_upscale_tensor(tiny_upscaler):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"num_steps": 0}, "between 1 and the schedule's 2000, got 0"),
-    ({"num_steps": -1}, "between 1 and"),
+    ({"num_steps": 0}, "'num_steps' must be an integer from 1 to 100,000, got 0"),  # the recipe's own bound
+    ({"num_steps": -1}, "'num_steps' must be an integer from 1"),
     ({"num_steps": 2001}, "between 1 and the schedule's 2000, got 2001"),
     ({"num_steps": 2.0}, "integer"),
     ({"sampler": "euler"}, "Unknown sampler 'euler'; expected one of ancestral, ddim, dpmpp_2m"),
-    ({"spacing": "cosine"}, "Unknown grid spacing"),
+    ({"spacing": "cosine"}, "Unknown spacing 'cosine'; expected one of linear, quadratic, trailing"),
     ({"batch_size": 0}, "batch_size must be a positive integer"),
     ({"output_type": "jpg"}, "Unknown output_type 'jpg'"),
     ({"generator": torch.Generator()}, "either generator or seed"),
