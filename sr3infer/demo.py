@@ -1,0 +1,342 @@
+"""`sr3infer demo`: a local web page (Gradio) to try the models; `pip install -e ".[demo]"` adds Gradio.
+
+`DemoRunner` does the work and knows nothing about Gradio (the tests drive it directly); `build_demo`
+lays out the page around it and `serve` starts it on 127.0.0.1, one job at a time, without a share link.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import shutil
+import sys
+import tempfile
+import threading
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from PIL import Image
+
+from . import imageio
+from .cli import default_models  # trained input side -> (name, domain): auto picks as the CLI does
+from .errors import first_line
+from .limits import check_run
+from .resample import bicubic
+from .uncertainty import HEATMAP_MAX, heatmap
+
+__all__ = ["MissingExtra", "RunTimeout", "DemoResult", "DemoRunner", "summary", "build_demo", "serve"]
+
+EXTRA = 'the demo needs Gradio, which is not installed; install the demo extra: pip install -e ".[demo]"'
+AUTO = "auto (by input size)"
+MAX_OUTPUT_PIXELS = 1024 * 1024
+"""The page's size guard: outputs up to 1024x1024 (the library's check, with a limit sized for a CPU server)."""
+TIME_LIMIT_S = 120.0
+"""Each run stops after this many seconds of sampling, with a message saying so."""
+MAX_SAMPLES = 16
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"  # in a checkout or a Space; absent from a wheel
+EXAMPLES = ("face_16.png", "photo_64.png")
+PREVIEW_SIDE = 128
+KEEP_RUNS = 8  # result folders kept on disk for the download buttons
+
+
+class MissingExtra(ImportError):
+    """Gradio is not installed; the message names the extra to install."""
+
+
+def _gradio() -> Any:
+    try:
+        import gradio
+    except ImportError:
+        raise MissingExtra(EXTRA) from None
+    return gradio
+
+
+class RunTimeout(RuntimeError):
+    """A run went over the page's time limit (raised from the sampler's callback, so sampling stops there)."""
+
+
+@dataclass
+class DemoResult:
+    """One run of the page: the pictures it shows and the numbers under them."""
+
+    model: str
+    recipe: Any                      # the Recipe that ran
+    samples: int
+    before: Image.Image              # the input enlarged (nearest neighbour) to the output size
+    bicubic: Image.Image             # the input's bicubic upsampling, for comparison
+    result: Image.Image              # 8-bit RGB(A), as shown
+    result_path: Path                # the PNG to download (16-bit when the input was)
+    uncertainty: np.ndarray | None   # (H, W) std of the K samples in [0, 1] pixel units; None for K = 1
+    overlay: Image.Image | None      # the result with the uncertainty map laid over it
+    map_path: Path | None            # the uncertainty heat map PNG
+    consistency: float               # RMS of the output's bicubic downsampling minus the input, [0, 1] pixel units
+    seconds: float
+    warnings: list[str]
+
+
+class DemoRunner:
+    """Loads models on first use and runs one upscale for the page, within its size and time limits.
+
+    Args:
+        model: a model name or path to offer (and select) beside the bundled ones; None selects "auto".
+        device: passed to `Upscaler.from_pretrained` (default CUDA when available).
+        max_output_pixels: the size guard, checked from the file's header before any pixel is decoded.
+        time_limit_s: sampling stops after this many seconds (None: no limit).
+    """
+
+    def __init__(self, model: str | None = None, *, device: str | None = None,
+                 max_output_pixels: int = MAX_OUTPUT_PIXELS, time_limit_s: float | None = TIME_LIMIT_S) -> None:
+        self.bundled = default_models()
+        self.models = [AUTO] + [name for name, _ in self.bundled.values()] + ([model] if model else [])
+        self.default_model = model or AUTO
+        self.device = device
+        self.max_output_pixels = max_output_pixels
+        self.time_limit_s = time_limit_s
+        self._upscalers: dict[str, Any] = {}
+        self._lock = threading.Lock()  # one job at a time, even outside Gradio's queue
+        self._runs = Path(tempfile.mkdtemp(prefix="sr3infer-demo-"))
+
+    def upscaler(self, name: str) -> Any:
+        """The loaded model `name` (loaded once per process)."""
+        if name not in self._upscalers:
+            from .upscaler import Upscaler
+
+            self._upscalers[name] = Upscaler.from_pretrained(name, device=self.device)
+        return self._upscalers[name]
+
+    def pick_model(self, size: tuple[int, int], choice: str | None) -> str:
+        """`choice`, or for "auto" the bundled model trained on inputs of `size` (h, w); ValueError for other sizes."""
+        if choice and choice != AUTO:
+            return choice
+        h, w = size
+        if h == w and h in self.bundled:
+            return self.bundled[h][0]
+        trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in self.bundled.items())
+        raise ValueError(f"The picture is {w}x{h}, not a bundled model's trained input size ({trained}); choose a "
+                         "model, e.g. sr3-64-256 for photos (larger inputs run by tiles).")
+
+    def check(self, path: str | Path, choice: str | None = None, preset: str | None = None, steps: int | None = None,
+              samples: int = 1) -> tuple[str, Any, tuple[int, int]]:
+        """Refuse a run from the file's header alone, before any pixel is decoded or any model runs.
+
+        Returns `(model name, recipe, input size (h, w))`. Raises ValueError/OSError with the library's message.
+        """
+        sizes = imageio.peek_sizes(str(path))
+        if len(sizes) != 1:
+            image = imageio.load_image(path)  # says what is wrong with the file (not an image, truncated, ...)
+            sizes = [(image.height, image.width)]
+        name = self.pick_model(sizes[0], choice)
+        upscaler = self.upscaler(name)
+        recipe = upscaler.sampling_recipe(None, preset or None, num_steps=steps or None)
+        run = upscaler.estimate(sizes[0], batch=min(samples, 8), num_steps=recipe.num_steps)
+        check_run(run, self.max_output_pixels)
+        if run.output_pixels * samples > self.max_output_pixels:
+            raise ValueError(f"{samples} samples of a {run.size[1]}x{run.size[0]} output are more than this page's "
+                             f"{self.max_output_pixels:,} output pixels per run; use fewer samples.")
+        expected = None if run.seconds is None else run.seconds * math.ceil(samples / run.batch)
+        if self.time_limit_s is not None and expected is not None and expected > self.time_limit_s:
+            raise ValueError(f"This run would take about {expected:,.0f} s (measured on this machine), over this "
+                             f"page's time limit of {self.time_limit_s:g} s per run; use fewer steps or samples or a "
+                             "smaller picture, or run it from the command line, which has no time limit.")
+        return name, recipe, sizes[0]
+
+    def run(self, path: str | Path, choice: str | None = None, preset: str | None = None, steps: int | None = None,
+            seed: int = 0, samples: int = 1, progress: Callable[[int, int], None] | None = None) -> DemoResult:
+        """Upscale the picture at `path`; `progress(done, total)` is called after every denoising step."""
+        with self._lock:
+            name, recipe, _ = self.check(path, choice, preset, steps, samples)
+            upscaler = self.upscaler(name)
+            image = imageio.read_image(path)  # PIL, or a uint16 array for a 16-bit colour PNG
+            batch = min(samples, 8)
+            total = recipe.num_steps * math.ceil(samples / batch)
+            done = 0
+            start = time.monotonic()
+
+            def callback(_: dict) -> None:
+                nonlocal done
+                done += 1
+                if progress is not None:
+                    progress(min(done, total), total)
+                if self.time_limit_s is not None and time.monotonic() - start > self.time_limit_s:
+                    raise RunTimeout(
+                        f"Stopped after {self.time_limit_s:g} s, this page's time limit per run ({done} of {total} "
+                        "denoising steps done); use fewer steps or samples or a smaller picture, or run it from "
+                        "the command line, which has no time limit.")
+
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                out = upscaler.upscale(image, recipe=recipe, seed=int(seed), num_samples=samples, return_dict=True,
+                                       batch_size=batch, progress=False, callback=callback,
+                                       max_output_pixels=self.max_output_pixels)
+            notes = [first_line(w.message) for w in caught]
+            return self._result(name, recipe, samples, image, out, notes)
+
+    def _result(self, name: str, recipe: Any, samples: int, image: Any, out: Any, notes: list[str]) -> DemoResult:
+        folder = Path(tempfile.mkdtemp(dir=self._runs))
+        for old in sorted(self._runs.iterdir(), key=lambda p: p.stat().st_mtime)[:-KEEP_RUNS]:
+            shutil.rmtree(old, ignore_errors=True)
+        result_path = imageio.save_image(out.images, folder / "sr3infer.png")
+        shown, lowres, uncertainty = _eight_bit(out.images), _eight_bit(image), out.uncertainty
+        low = imageio.prepare(lowres.convert("RGB"))[0]
+        up = imageio.restore(bicubic(low.rgb, (shown.height, shown.width)), low, "pil")
+        overlay = map_path = None
+        if uncertainty is not None:
+            heat = heatmap(uncertainty)
+            map_path = imageio.save_image(heat, folder / "sr3infer_uncertainty.png")
+            gray = np.asarray(shown.convert("L"), np.float32)[..., None]  # the picture in gray under the colours
+            overlay = Image.fromarray(np.round(0.4 * gray + 0.6 * np.asarray(heat, np.float32)).astype(np.uint8))
+        return DemoResult(model=name, recipe=recipe, samples=samples, before=lowres.resize(shown.size, Image.NEAREST),
+                          bicubic=up, result=shown, result_path=result_path, uncertainty=uncertainty, overlay=overlay,
+                          map_path=map_path, consistency=float(out.consistency), seconds=out.seconds, warnings=notes)
+
+    def describe(self, path: str | Path, choice: str | None = None) -> tuple[Image.Image | None, str]:
+        """What the page says right after an upload: the picture (if within the limits) and one line."""
+        name, _, (h, w) = self.check(path, choice)
+        scale = self.upscaler(name).config.scale
+        image = _eight_bit(imageio.read_image(path))
+        zoom = max(1, PREVIEW_SIDE // max(w, h))  # small inputs shown as pixels, not a blur
+        return (image.resize((w * zoom, h * zoom), Image.NEAREST),
+                f"{Path(path).name}: {w}x{h} → {name} → {w * scale}x{h * scale}")
+
+
+def _eight_bit(image: Any) -> Image.Image:
+    """A result or input as an 8-bit PIL image for the page (a uint16 array keeps its high bytes)."""
+    if isinstance(image, Image.Image):
+        if image.mode in ("RGB", "RGBA", "L", "LA"):
+            return image
+        return image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+    array = np.asarray(image)
+    return Image.fromarray((array >> 8).astype(np.uint8) if array.dtype == np.uint16 else array)
+
+
+def summary(out: DemoResult, preset: str | None = None) -> str:
+    """The lines under the result (Markdown): model and recipe, size, time, consistency and uncertainty."""
+    r = out.recipe
+    steps = f"{r.num_steps} step{'s' if r.num_steps != 1 else ''}"
+    projection = {"none": "no projection", "final": "output projected onto the input",
+                  "every": "every step projected onto the input"}.get(r.consistency, r.consistency)
+    lines = [f"**{out.model}** · {preset or 'default'}: {r.sampler}, {steps}, {projection} · "
+             f"{out.result.width}x{out.result.height} in **{out.seconds:.1f} s**",
+             f"Consistency: the result's bicubic downsampling differs from the input by "
+             f"**{out.consistency * 255:.2g}** of 255 levels (RMS)"]
+    if out.uncertainty is not None:
+        u = out.uncertainty * 255
+        lines.append(f"{out.samples} samples (the result is their mean); uncertainty (their per-pixel std): "
+                     f"mean **{float(u.mean()):.2g}**, max {float(u.max()):.2g} of 255 levels")
+    return "  \n".join(lines)
+
+
+def error_line(err: BaseException, path: str | Path | None = None) -> str:
+    """The library's one-line message, with the upload's temporary folder cut from its file name."""
+    message = first_line(err)
+    return message.replace(str(path), Path(path).name) if path else message
+
+
+CSS = """
+#sr3-bicubic img { width: 100%; height: 100%; object-fit: contain; }
+#sr3-status .sr3-error { color: #b00020; font-weight: 600; }
+"""
+
+
+def build_demo(runner: DemoRunner | None = None) -> Any:
+    """The page as a `gradio.Blocks` (not started; `serve` queues and launches it)."""
+    gr = _gradio()
+    runner = runner or DemoRunner()
+
+    def status(text: str, error: bool = False) -> str:
+        return f'<div class="{"sr3-error" if error else "sr3-note"}">{html.escape(text)}</div>' if text else ""
+
+    def on_upload(path: str | None, choice: str) -> tuple[Any, str]:
+        if not path:
+            return None, ""
+        try:
+            image, line = runner.describe(path, choice)
+        except Exception as err:  # noqa: BLE001 - as in on_run
+            return None, status(error_line(err, path), error=True)
+        return image, status(line)
+
+    def on_run(path: str | None, choice: str, preset: str, steps: float, seed: float, samples: float,
+               progress: Any = gr.Progress()) -> tuple:
+        hidden = gr.update(value=None, visible=False)
+        failed = (None, None, "", hidden, hidden, gr.update(value=False, interactive=False), None)
+        if not path:
+            return (*failed, status("Upload a picture or pick an example first.", error=True))
+        try:
+            out = runner.run(path, choice, preset, int(steps), int(seed or 0), int(samples),
+                             progress=lambda done, total: progress((done, total), desc="denoising step"))
+        except Exception as err:  # noqa: BLE001 - any failure is one line on the page, as the CLI prints it
+            return (*failed, status(error_line(err, path), error=True))
+        stats = summary(out, preset)
+        has_map = out.uncertainty is not None
+        return ((out.before, out.result), out.bicubic, stats,
+                gr.update(value=str(out.result_path), visible=True),
+                gr.update(value=str(out.map_path) if has_map else None, visible=has_map),
+                gr.update(value=False, interactive=has_map), out, status(" · ".join(out.warnings)))
+
+    def on_overlay(show: bool, out: DemoResult | None) -> Any:
+        if out is None:
+            return gr.update()
+        return (out.before, out.overlay if show and out.overlay is not None else out.result)
+
+    with gr.Blocks(title="sr3infer demo", analytics_enabled=False, delete_cache=(1800, 3600)) as demo:
+        sizes = ", ".join(f"{s}x{s} {domain}" for s, (_, domain) in runner.bundled.items())
+        gr.Markdown(f"## sr3infer: SR3 super-resolution\nUpload a small picture ({sizes}) or pick an example, "
+                    "then Upscale. Drag the slider to compare the input with the result.")
+        last = gr.State(None)
+        with gr.Row():
+            with gr.Column(scale=1):
+                upload = gr.File(label="Low-res picture", file_types=sorted(imageio.IMAGE_SUFFIXES),
+                                 type="filepath", elem_id="sr3-upload")
+                if EXAMPLES_DIR.is_dir():
+                    gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLES if (EXAMPLES_DIR / name).is_file()],
+                                inputs=[upload], label="Examples")
+                preview = gr.Image(label="Input", interactive=False, height=160, elem_id="sr3-input", format="png")
+                model = gr.Dropdown(runner.models, value=runner.default_model, label="Model", elem_id="sr3-model")
+                preset = gr.Radio(["realism", "fidelity"], value="realism", label="Preset", elem_id="sr3-preset",
+                                  info="fidelity: best PSNR; realism: lowest KID at a PSNR floor")
+                steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0: the preset's)", elem_id="sr3-steps")
+                seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="sr3-seed")
+                samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples K (K > 1: mean and uncertainty)",
+                                    elem_id="sr3-samples")
+                run = gr.Button("Upscale", variant="primary", elem_id="sr3-run")
+            with gr.Column(scale=2):
+                with gr.Row(equal_height=True):
+                    result = gr.ImageSlider(label="Input | SR3 result (drag to compare)", format="png",
+                                            elem_id="sr3-result")
+                    compare = gr.Image(label="Bicubic upsampling (for comparison)", interactive=False, format="png",
+                                       elem_id="sr3-bicubic")
+                stats = gr.Markdown(elem_id="sr3-stats")
+                message = gr.HTML(elem_id="sr3-status")
+                overlay = gr.Checkbox(False, label="Overlay the uncertainty map (K > 1; pale yellow: the samples "
+                                      f"disagree by {HEATMAP_MAX:g} or more)", interactive=False, elem_id="sr3-overlay")
+                with gr.Row():
+                    download = gr.DownloadButton("Download PNG", visible=False, elem_id="sr3-download")
+                    download_map = gr.DownloadButton("Download uncertainty map", visible=False,
+                                                     elem_id="sr3-download-map")
+        for event in (upload.change, model.change):
+            event(on_upload, [upload, model], [preview, message], concurrency_limit=None)
+        run.click(on_run, [upload, model, preset, steps, seed, samples],
+                  [result, compare, stats, download, download_map, overlay, last, message])
+        overlay.change(on_overlay, [overlay, last], [result], concurrency_limit=None, show_progress="hidden")
+    return demo
+
+
+def serve(model: str | None = None, host: str | None = "127.0.0.1", port: int | None = 7860,
+          runner: DemoRunner | None = None, block: bool = True) -> Any:
+    """Start the page on `host:port` (None: Gradio's defaults and environment, as on a Hugging Face Space).
+
+    One job at a time (a queue for the rest), no share link. Returns the Blocks (already closed when `block`).
+    """
+    demo = build_demo(runner or DemoRunner(model))
+    demo.queue(default_concurrency_limit=1, max_size=32)
+    allowed = [str(EXAMPLES_DIR)] if EXAMPLES_DIR.is_dir() else []
+    demo.launch(server_name=host, server_port=port, share=False, allowed_paths=allowed, max_file_size="20mb",
+                css=CSS, prevent_thread_lock=True, quiet=True)
+    print(f"sr3infer demo: serving {demo.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    if block:
+        demo.block_thread()
+    return demo
