@@ -63,25 +63,31 @@ def _snapshot(generator: Any) -> Callable[[], None]:
     return restore
 
 
-def run_with_fallback(run: Callable[[Tensor, Any, int | None, int], Tensor], lowres: Tensor, generator: Any, *,
-                      output_size: tuple[int, int], tile: int | None, batch_size: int, out_size: int, scale: int,
+def run_with_fallback(run: Callable[[Tensor, Any, int | None, int | None], Tensor], lowres: Tensor, generator: Any, *,
+                      tiling: tuple[int, int] | None, batch_size: int, config: Any,
                       device: torch.device | None = None) -> Tensor:
-    """`run(lowres, generator, tile, batch_size)`, retried on running out of memory (see `fallback_steps`).
+    """`run(lowres, generator, None, None)` (the run as planned), retried on running out of memory as
+    `run(lowres, generator, tile, batch_size)` for each of `fallback_steps` (tile 0: untiled).
 
-    `tile` is the tile side the first run uses (None: untiled). At batch size 1 the images of `lowres` (B, ...) go
-    one at a time, each with its generator when `generator` is a list. One warning names the setting that worked.
+    `tiling` is the planned (tile, overlap) of this run (None: untiled), `batch_size` its tiles per U-Net call and
+    `config` the model's (`scale`, `out_size`). At batch size 1 the images of `lowres` (B, 3, h, w) go one at a time,
+    each with its own generator when `generator` is a list; the generators are rewound before each retry, so a
+    retry draws the same noise. One warning names the setting that worked.
 
     Raises:
-        The out-of-memory error type, saying what was tried and what to do, when even the last setting fails.
+        The out-of-memory error's type, saying what was tried and what to do, when even the last setting fails.
         Any other error at once.
     """
     restore = _snapshot(generator)
     try:
-        return run(lowres, generator, tile, batch_size)
+        return run(lowres, generator, None, None)
     except Exception as err:  # noqa: BLE001 - only out-of-memory errors are retried
         if not is_out_of_memory(err):
             raise
         first = err
+    scale, out_size = config.scale, config.out_size
+    output_size = (lowres.shape[-2] * scale, lowres.shape[-1] * scale)
+    tile = tiling[0] if tiling is not None else None
     height, width = output_size
     tried = f"{lowres.shape[0]} image(s) of {width}x{height} px, tile {tile or 'off'}, batch size {batch_size}"
     steps = fallback_steps(output_size, tile, batch_size, out_size=out_size, scale=scale)

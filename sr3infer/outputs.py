@@ -33,6 +33,7 @@ class UpscaleOutput:
         consistency: per image the RMS difference, in [0, 1] pixel units, between the output's bicubic
             downsampling and the input (0: the output explains the input exactly).
         seconds: wall-clock seconds the call took.
+        report: with `return_report=True`, per image a `sr3infer.report.ImageReport` (a list for a batch input).
     """
 
     images: Any
@@ -40,6 +41,7 @@ class UpscaleOutput:
     samples: Any = None
     consistency: Any = None
     seconds: float = 0.0
+    report: Any = None
 
 
 def convert(results: Sequence[Tensor], prepared: Sequence[imageio.Prepared], output_type: str | None) -> list[Any]:
@@ -86,6 +88,7 @@ def _regroup_numbers(item: Any, values: list[float]) -> Any:
 
 REGROUP: dict[str, Callable[[Any, list[Any]], Any]] = {
     "images": _regroup, "uncertainty": _regroup, "samples": _regroup_samples, "consistency": _regroup_numbers,
+    "report": _regroup,
 }
 """How each `UpscaleOutput` field of a batch input is put together."""
 

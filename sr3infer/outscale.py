@@ -21,7 +21,7 @@ from torch import Tensor
 from .resample import bicubic
 
 __all__ = ["SizePlan", "MAX_PASSES", "PASS_SEED_STRIDE", "parse_size", "target_size", "num_passes", "size_plan",
-           "resize", "finish_size"]
+           "pass_sizes", "resize", "finish_size"]
 
 MAX_PASSES = 3
 """The most passes of a model over its own output (a x8 model: up to x512)."""
@@ -110,6 +110,12 @@ def size_plan(input_sizes: Sequence[tuple[int, int]], scale: int, *, outscale: A
             stacklevel=3,
         )
     return SizePlan(passes, plan.outscale, plan.size)
+
+
+def pass_sizes(plan: SizePlan | None, input_sizes: Sequence[tuple[int, int]], scale: int) -> list[list[tuple[int, int]]]:
+    """The input sizes (h, w) of each pass of the model: the inputs, then each previous pass's output."""
+    passes = 1 if plan is None else plan.passes
+    return [[(h * scale**p, w * scale**p) for h, w in input_sizes] for p in range(passes)]
 
 
 def resize(x: Tensor, size: tuple[int, int]) -> Tensor:

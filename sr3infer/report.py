@@ -15,14 +15,13 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 from torch import Tensor
 
-from .resample import bicubic
+from .outputs import consistency_error
 
 __all__ = ["MADEUP_ERROR", "MADEUP_PRECISION", "ImageReport", "consistency_mse", "madeup_mask", "image_report",
-           "madeup_threshold", "calibration_curve", "choose_threshold", "write_report", "mask_overlay",
+           "madeup_threshold", "image_reports", "calibration_curve", "choose_threshold", "write_report", "mask_overlay",
            "save_mask_overlay"]
 
 MADEUP_ERROR = 0.1
@@ -57,11 +56,10 @@ class ImageReport:
 
 
 def consistency_mse(output: Tensor, lowres: Tensor) -> float:
-    """SR3's consistency of one image: MSE between bicubic-downsampled `output` and `lowres`, both (1|3, C, ...) in
-    [-1, 1], in [0, 1] pixel units (the eval metric, reported x 1e-5 there). Any output size: it is resized to the
-    input's."""
-    down = bicubic(output.float(), tuple(lowres.shape[-2:])).clamp(-1, 1)
-    return float((((down - lowres.float().to(down.device)) / 2) ** 2).mean())
+    """SR3's consistency of one image: the MSE between bicubic-downsampled `output` (1, 3, H, W) and `lowres`
+    (1, 3, h, w), both in [-1, 1], in [0, 1] pixel units (`UpscaleOutput.consistency` is its square root; the eval
+    metric reports it x 1e-5). Any output size: the output is resized to the input's."""
+    return consistency_error(output, lowres) ** 2
 
 
 def madeup_threshold(config: Any) -> float | None:
@@ -95,6 +93,15 @@ def image_report(output: Tensor, lowres: Tensor, *, uncertainty: np.ndarray | No
     report.mask = madeup_mask(std, threshold)
     report.madeup_fraction = float(report.mask.mean())
     return report
+
+
+def image_reports(outputs: Sequence[Tensor], inputs: Sequence[Tensor], maps: Sequence[np.ndarray] | None,
+                  num_samples: int, config: Any) -> list[ImageReport]:
+    """The report of each output (1, 3, H, W) against its input (1, 3, h, w), with its std map (None for K = 1) and
+    the made-up threshold of the model's `config`."""
+    threshold = madeup_threshold(config)
+    return [image_report(out, rgb, uncertainty=None if maps is None else maps[i], num_samples=num_samples,
+                         threshold=threshold) for i, (out, rgb) in enumerate(zip(outputs, inputs))]
 
 
 def calibration_curve(std: np.ndarray, error: np.ndarray, thresholds: Sequence[float],
@@ -167,10 +174,3 @@ def save_mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray, path: s
 
     return save_image(mask_overlay(image, mask), path, overwrite=overwrite)
 
-
-def resize_map(uncertainty: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An (H, W) std map resized to `size` (H, W) with the output's resampler, kept >= 0."""
-    if tuple(uncertainty.shape) == tuple(size):
-        return uncertainty
-    t = torch.from_numpy(np.ascontiguousarray(uncertainty, dtype=np.float32))[None, None]
-    return bicubic(t, size)[0, 0].clamp_min(0).numpy()

@@ -20,8 +20,11 @@ from .convert import load_community_checkpoint
 from .fastpath import FastModel
 from .hub import resolve_model_files
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
+from .oom import run_with_fallback
+from .outscale import PASS_SEED_STRIDE, finish_size, pass_sizes, size_plan
 from .outputs import UpscaleOutput, consistency_error, convert, group_like
 from .prediction import to_x0
+from .report import image_reports
 from .resample import bicubic, consistency_projection, project_onto_input
 from .samplers import Callback, Denoiser, get_sampler, randn
 from .tiling import Tile, TiledDenoiser
@@ -389,8 +392,11 @@ class Upscaler:
         num_samples: int = 1,
         return_dict: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+        outscale: float | None = None,
+        size: tuple[int, int] | None = None,
+        return_report: bool = False,
     ) -> Any:
-        """Upscale one image or a list of images by `config.scale`.
+        """Upscale one image or a list of images by `config.scale` (or to any size: `outscale`, `size`).
 
         Args:
             images: a PIL image, numpy array (H, W[, C]) uint8/uint16/float in [0, 1] or a batch
@@ -430,6 +436,11 @@ class Upscaler:
                 allowed pixel, and at least 4 GiB (16 GB by default: too many images or tiles per U-Net
                 call, or a large image untiled). The default, 100 MP, suits a 24 GiB machine; None
                 switches the check off. See `estimate`.
+            outscale, size: any output size (`sr3infer.outscale`): the model runs at its scale, then the result
+                is resized (antialiased bicubic on float data) to round(outscale x input) per side, or to
+                `size` (width, height). Above the model's scale it runs again on its own output, with a warning.
+            return_report: return an `UpscaleOutput` whose `report` holds each image's `sr3infer.report.ImageReport`:
+                consistency, the uncertainty's mean and 95th percentile (K >= 2) and the made-up mask.
 
         Returns:
             The same kind and count as `images`: one result for one image, a list for a list,
@@ -453,9 +464,12 @@ class Upscaler:
         if not items:
             return UpscaleOutput(images=[], seconds=time.perf_counter() - started) if return_dict else []
         # Resolved and checked once, from the sizes alone, before any image is decoded or converted.
-        call = self._plan_call([size for item in items for size in imageio.peek_sizes(item)], recipe,
-                               batch_size=int(batch_size), tile_size=tile_size, tile_overlap=tile_overlap,
-                               max_output_pixels=max_output_pixels, num_samples=num_samples)
+        sizes = [s for item in items for s in imageio.peek_sizes(item)]
+        plan = size_plan(sizes, self.config.scale, outscale=outscale, size=size)  # None: the model's own scale
+        calls = [self._plan_call(pass_input_sizes, recipe, batch_size=int(batch_size), tile_size=tile_size,
+                                 tile_overlap=tile_overlap, max_output_pixels=max_output_pixels, num_samples=num_samples)
+                 for pass_input_sizes in pass_sizes(plan, sizes, self.config.scale)]
+        call = calls[0]
         prepared: list[list[imageio.Prepared]] = [imageio.prepare(item, value_range) for item in items]
         flat = [p for group in prepared for p in group]
         self._warn_if_off_size([tuple(p.rgb.shape[-2:]) for p in flat], call)
@@ -465,13 +479,25 @@ class Upscaler:
             raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} images.")
         generators = self._per_image_generators(len(flat), generator, seed, num_samples)
         results = self._sample_images([p.rgb for p in flat], call, generators, generator, progress, callback)
-        merged = [samples[0] if num_samples == 1 else ensemble_mean(torch.cat(samples), prep.rgb, recipe.consistency)
-                  for samples, prep in zip(results, flat)]
+
+        def merge(samples: list[Tensor], rgb: Tensor) -> Tensor:
+            return samples[0] if num_samples == 1 else ensemble_mean(torch.cat(samples), rgb, recipe.consistency)
+
+        def run_pass(rgbs: list[Tensor], index: int) -> list[list[Tensor]]:  # the model again on its own output
+            pass_seed = None if seed is None else seed + index * PASS_SEED_STRIDE
+            gens = self._per_image_generators(len(rgbs), generator, pass_seed, num_samples)
+            return self._sample_images(rgbs, calls[index], gens, generator, progress, callback)
+
+        if plan is None:
+            merged = [merge(samples, prep.rgb) for samples, prep in zip(results, flat)]
+        else:
+            merged, results = finish_size(plan, [p.rgb for p in flat], results, run_pass, merge)
         counts = [len(group) for group in prepared]
         grouped = group_like(items, counts, convert(merged, flat, output_type), "images", single)
-        if not return_dict:
+        if not (return_dict or return_report):
             return grouped
         output = UpscaleOutput(images=grouped)
+        maps = None
         if num_samples > 1:
             maps = [sample_spread(torch.cat(samples), prep.gray) for samples, prep in zip(results, flat)]
             output.uncertainty = group_like(items, counts, maps, "uncertainty", single)
@@ -481,6 +507,9 @@ class Upscaler:
         output.samples = group_like(items, counts, per_sample, "samples", single)
         errors = [consistency_error(result, prep.rgb) for result, prep in zip(merged, flat)]
         output.consistency = group_like(items, counts, errors, "consistency", single)
+        if return_report:
+            reports = image_reports(merged, [p.rgb for p in flat], maps, num_samples, self.config)
+            output.report = group_like(items, counts, reports, "report", single)
         output.seconds = time.perf_counter() - started
         return output
 
@@ -498,8 +527,13 @@ class Upscaler:
                 chunk = units[start : start + call.batch_size]
                 lowres = torch.cat([rgbs[i] for i, _ in chunk])
                 gens = [generators[i * samples_per_image + k] for i, k in chunk] if generators is not None else generator
-                with torch.inference_mode():
-                    out = self._sample(lowres, call, gens, progress, callback).cpu()
+                scale = self.config.scale
+                tiling = call.tiling((lowres.shape[-2] * scale, lowres.shape[-1] * scale))
+                with torch.inference_mode():  # out of memory: smaller tiles, then one by one (sr3infer.oom)
+                    out = run_with_fallback(
+                        lambda lr, gen, tile, batch: self._sample(lr, call.retiled(tile, batch), gen, progress, callback),
+                        lowres, gens, tiling=tiling, batch_size=call.tile_batch_size, config=self.config,
+                        device=self.device).cpu()
                 for (i, _), result in zip(chunk, out):
                     results[i].append(result[None])
         return results
@@ -590,6 +624,13 @@ class _Call:
         if output_size not in self.plans:
             self.plans[output_size] = self.upscaler.tile_plan(output_size, self.tile_size, self.tile_overlap)
         return self.plans[output_size]
+
+    def retiled(self, tile_size: int | None, tile_batch_size: int | None) -> _Call:
+        """This call with another tile side (0: untiled) and tiles per U-Net call; None, None: itself."""
+        if tile_size is None:
+            return self
+        overlap = self.tile_overlap if self.tile_overlap is not None and self.tile_overlap < tile_size else None
+        return replace(self, tile_size=tile_size, tile_overlap=overlap, tile_batch_size=tile_batch_size, plans={})
 
 
 def _unet_pixels(run: RunEstimate) -> int:
