@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from sr3infer.config import ModelConfig, SamplingDefaults
+from sr3infer.config import ModelConfig, Recipe
 from sr3infer.schedule import NoiseSchedule
-from sr3infer.train.data import to_unit_tensor
 from sr3infer.unet import UNetConfig
 from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
@@ -38,12 +38,12 @@ def _one_thread():
 def tiny_config() -> ModelConfig:
     """8 channels, channel_mults (1, 2), one res block, 16 px output, x2, eps-prediction."""
     return ModelConfig(
-        unet=UNetConfig(inner_channel=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
+        network=UNetConfig(inner_channel=8, channel_mults=(1, 2), num_res_blocks=1, attn_resolutions=(8,),
                         norm_groups=4, image_size=16),
         schedule=NoiseSchedule(),
         scale=2,
         lowres_size=8,
-        sampling=SamplingDefaults(sampler="ddim", num_steps=4),
+        sampling=Recipe(sampler="ddim", num_steps=4),
         task={"untrained": True},
     )
 
@@ -80,4 +80,9 @@ def example_faces() -> torch.Tensor:
                     f"under a {title} px title row, as examples/face_grid.py writes it")
     left, rows = grid.width - size, (grid.height - title) // size
     crops = [grid.crop((left, title + r * size, left + size, title + (r + 1) * size)) for r in range(rows)]
-    return torch.stack([to_unit_tensor(crop) for crop in crops])
+    return torch.stack([pixels(crop) for crop in crops])
+
+
+def pixels(image: Image.Image) -> torch.Tensor:
+    """An image file's RGB pixels as (3, H, W) float32 in [-1, 1] (x / 127.5 - 1, as the eval protocols read them)."""
+    return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
