@@ -61,7 +61,6 @@ def child(spec: dict) -> dict:
     """One case in this (fresh) process."""
     import torch
 
-    sys.path.insert(0, str(REPO))
     from sr3infer.upscaler import Upscaler
 
     torch.set_num_threads(1)
@@ -71,19 +70,19 @@ def child(spec: dict) -> dict:
     side = spec["size"]
     row = {"kind": spec["kind"], "model": spec["model"], "output": f"{side}x{side}", "pixels": side * side}
     if spec["kind"] == "unet":
-        inputs = torch.randn(1, config.unet.in_channels, side, side).contiguous(memory_format=torch.channels_last)
+        inputs = torch.randn(1, config.network.in_channels, side, side).contiguous(memory_format=torch.channels_last)
         noise_level = torch.full((1,), 0.5)
         with torch.inference_mode():
             out, peak, seconds = _measure(lambda: upscaler.model(inputs, noise_level))
         del out
         per_pixel = peak / (side * side)
         row.update(peak_mib=round(peak / 2**20, 1), bytes_per_pixel=round(per_pixel, 1),
-                   maps_per_channel=round(per_pixel / (config.unet.inner_channel * 4), 1), seconds=round(seconds, 2))
+                   maps_per_channel=round(per_pixel / (config.network.inner_channel * 4), 1), seconds=round(seconds, 2))
         return row
     lowres = torch.rand(1, 3, side // config.scale, side // config.scale,
                         generator=torch.Generator().manual_seed(0)) * 2 - 1
     if spec["kind"] in ("state", "tiled_state"):
-        out_channels = config.unet.out_channels
+        out_channels = config.network.out_channels
 
         def stub(inputs, noise_level):  # stands in for the U-Net: allocates only its output
             return torch.zeros(inputs.shape[0], out_channels, *inputs.shape[-2:], dtype=inputs.dtype)
@@ -115,7 +114,6 @@ def summarise(rows: list[dict]) -> dict:
     """The ranges the constants in sr3infer/limits.py are checked against."""
     import torch
 
-    sys.path.insert(0, str(REPO))
     from sr3infer import limits
 
     state = [r["bytes_per_pixel"] for r in rows if r["kind"] in ("state", "tiled_state")]

@@ -9,10 +9,8 @@ Grid: sampler x steps {1,2,3,5,10,20,50} x spacing x eta {0, 0.5, 1} (DDIM only)
 At one step every sampler, eta and spacing takes the same single step (pure noise -> the clean estimate), so
 one-step recipes are measured once per consistency mode (as DDIM, eta 0, linear).
 
-Rule (issue 10), on all images of the val set, KID against the train+val high-res images of the domain:
-    fidelity = the best PSNR among recipes with consistency <= 1e-5;
-    realism  = the lowest KID among recipes with PSNR >= bicubic + 0.5 dB and consistency <= 1e-5
-               (if no recipe reaches bicubic + 0.5 dB, the floor is bicubic itself; the JSON says which floor held).
+The grid and the rule that picks the presets from it live in `sr3infer.presets` (also used by
+scripts/bundle_model.py and tests/test_bundled.py); see its docstring.
 
 Each recipe is merged into benchmarks/results/preset_search_<model>.json as soon as it is measured, keyed by
 the recipe and tied to the weights' sha256: a file measured on other weights is refused, not mixed.
@@ -28,10 +26,11 @@ from pathlib import Path
 
 import torch
 
-from sampling_quality import load, save, update  # this folder is on sys.path when run as a script
+from sampling_quality import load, save, update  # a sibling module: run this file as a script
 from sr3infer import Upscaler
 from sr3infer.hub import resolve_model_files
 from sr3infer.manifest import sha256_file
+from sr3infer.presets import CONSISTENCY, RULE, SAMPLER_VARIANTS, SPACINGS, STEPS, choose, grid, key, recipe_of
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
 HERE = Path(__file__).resolve().parent
@@ -40,39 +39,12 @@ DOMAINS = {  # model -> (val data, protocol, reference folders for KID/FID)
     "sr3-face-8x": (SHARED / "celeba" / "val", "faces", [SHARED / "celeba" / "train", SHARED / "celeba" / "val"]),
     "sr3-64-256": (SHARED / "natural" / "val", "natural", [SHARED / "natural" / "train", SHARED / "natural" / "val"]),
 }
-STEPS = (1, 2, 3, 5, 10, 20, 50)
-SAMPLER_VARIANTS = (("ddim", 0.0), ("ddim", 0.5), ("ddim", 1.0), ("ancestral", 0.0), ("dpmpp_2m", 0.0))
-SPACINGS = ("linear", "quadratic", "trailing")
-CONSISTENCY = ("every", "final")
-MAX_CONSISTENCY_1E5 = 1.0
-PSNR_MARGIN_DB = 0.5
-
-
-def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=CONSISTENCY) -> list[dict]:
-    """The recipes to measure in order: fewest steps first, `every` before `final` at each step count, so a
-    budget-limited run covers a stated prefix of the grid (the JSON lists what was measured)."""
-    recipes = []
-    for n in sorted(steps):
-        for mode in consistency:
-            if n == 1:
-                recipes.append({"sampler": "ddim", "eta": 0.0, "num_steps": 1, "spacing": "linear", "consistency": mode})
-                continue
-            for sampler, eta in variants:
-                for spacing in spacings:
-                    recipes.append({"sampler": sampler, "eta": eta, "num_steps": n, "spacing": spacing, "consistency": mode})
-    return recipes
-
-
 def signature(recipe: dict, schedule) -> str:
     """Recipes with the same sampler, eta, consistency and gamma grid are the same computation (e.g. linear and
     quadratic spacing at 2 steps); they are measured once and the others recorded as `same_as` it."""
     gammas = schedule.inference_grid(recipe["num_steps"], spacing=recipe["spacing"])
     digest = hashlib.sha256(gammas.numpy().tobytes()).hexdigest()[:16]
     return f"{recipe['sampler']}|{recipe['eta']:g}|{recipe['consistency']}|{digest}"
-
-
-def key(recipe: dict) -> str:
-    return f"{recipe['sampler']}|eta={recipe['eta']:g}|{recipe['num_steps']}|{recipe['spacing']}|{recipe['consistency']}"
 
 
 def weights_sha256(model: str) -> str:
@@ -113,32 +85,6 @@ def measure(args: argparse.Namespace, out: Path) -> None:
         m = result["model"]
         print(f"{key(recipe):42s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
               f"KID {m['kid_1e3']:.1f}e-3 FID {m['fid']:.1f}  [{time.time() - started:.0f} s]", flush=True)
-
-
-RULE = (f"fidelity: best PSNR with consistency <= {MAX_CONSISTENCY_1E5:g}e-5; realism: lowest KID with PSNR >= "
-        f"bicubic + {PSNR_MARGIN_DB} dB (bicubic + 0 dB if no recipe reaches that) and consistency <= "
-        f"{MAX_CONSISTENCY_1E5:g}e-5; ties to fewer steps; all val images")
-
-
-def choose(runs: dict) -> dict[str, dict]:
-    """The two presets by the rule; ties broken by fewer steps (faster), then the key (deterministic)."""
-    rows = [r for r in runs.values() if r["model"]["consistency_1e5"] <= MAX_CONSISTENCY_1E5 and "same_as" not in r]
-    if not rows:
-        return {}
-    bicubic = rows[0]["bicubic"]["psnr"]
-    chosen = {"fidelity": max(rows, key=lambda r: (round(r["model"]["psnr"], 3), -r["num_steps"], key(r)))}
-    for margin in (PSNR_MARGIN_DB, 0.0):  # a model that never reaches bicubic + 0.5 dB: the floor drops to bicubic
-        realistic = [r for r in rows if r["model"]["psnr"] >= bicubic + margin and "kid_1e3" in r["model"]]
-        if realistic:
-            best = min(realistic, key=lambda r: (round(r["model"]["kid_1e3"], 2), r["num_steps"], key(r)))
-            chosen["realism"] = {**best, "psnr_floor_db": round(bicubic + margin, 3)}
-            break
-    return chosen
-
-
-def recipe_of(row: dict) -> dict:
-    return {"sampler": row["sampler"], "num_steps": row["num_steps"], "spacing": row["spacing"],
-            "start_noise_level": None, "consistency": row["consistency"], "eta": row["eta"]}
 
 
 def table(runs: dict, chosen: dict) -> str:

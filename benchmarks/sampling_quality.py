@@ -22,7 +22,7 @@ import torch
 
 from sr3infer import Upscaler
 from sr3infer.train.evaluate import evaluate, load_eval_set
-from unet_speed import cpu_name  # this folder is on sys.path when run as a script
+from unet_speed import cpu_name  # a sibling module: run this file as a script
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "datasets" / "celeba" / "val"
@@ -57,7 +57,7 @@ def run(args: argparse.Namespace, out: Path) -> None:
         if args.skip_done and key in load(out)["runs"]:
             continue
         start, consistency = RECIPES[recipe]
-        if start is not None and steps > upscaler.config.schedule.num_steps:
+        if start is not None and steps > upscaler.config.schedule.num_train_timesteps:
             continue
         t = time.time()
         try:

@@ -47,7 +47,6 @@ def child(args: argparse.Namespace) -> None:
     """One case in this (fresh) process; prints one JSON line."""
     import torch
 
-    sys.path.insert(0, str(REPO))
     from sr3infer.config import ModelConfig
     from sr3infer.upscaler import Upscaler
     from sr3infer.weights import build_model

@@ -32,9 +32,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from sampling_quality import save  # this folder is on sys.path when run as a script
+from sampling_quality import save  # a sibling module: run this file as a script
 from sr3infer import Upscaler
-from sr3infer.train import metrics
+from sr3infer import metrics
 from sr3infer.train.data import make_lowres
 from sr3infer.train.evaluate import load_eval_set, reference_features, score_images
 from unet_speed import cpu_name

@@ -28,13 +28,12 @@ from typing import Any, Callable
 
 import torch
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from sr3infer.config import ModelConfig
+from sr3infer.unet import UNet
+from sr3infer.upscaler import Upscaler
+from sr3infer.weights import build_model
 
-from sr3infer.config import ModelConfig  # noqa: E402
-from sr3infer.unet import UNet  # noqa: E402
-from sr3infer.upscaler import Upscaler  # noqa: E402
-from sr3infer.weights import build_model  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # The released community 16->128 checkpoint (Janspiry SR3, sr_sr3_16_128): 97.8M parameters.
 COMMUNITY_16_128: dict[str, Any] = {
@@ -141,7 +140,7 @@ def flops_per_call(config: ModelConfig, size: int) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     with torch.device("meta"):
-        model = UNet(**config.unet.to_dict()).eval()
+        model = UNet(**config.network.to_dict()).eval()
         x, level = torch.zeros(1, 2 * config.channels, size, size), torch.ones(1)
     with FlopCounterMode(display=False) as counter, torch.no_grad():
         model(x, level)
@@ -509,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, config in model_configs(args.models.split(",")).items():
         size = config.out_size
         flops = flops_per_call(config, size)
-        params = sum(p.numel() for p in UNet(**config.unet.to_dict()).parameters())
+        params = sum(p.numel() for p in UNet(**config.network.to_dict()).parameters())
         result["flops_per_call_batch1"][name] = flops
         result.setdefault("parameters", {})[name] = params
         model_batches = [max(1, b * 128 * 128 // (size * size)) if cuda and size > 128 else b for b in batches]

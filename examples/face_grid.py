@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 
 from sr3infer import Upscaler
 from sr3infer.resample import bicubic
-from sr3infer.train import metrics
+from sr3infer import metrics
 from sr3infer.train.data import make_lowres, to_unit_tensor
 from sr3infer.train.evaluate import load_eval_set
 

@@ -6,6 +6,8 @@ preset search chose, write the model card from the measured JSON files, refresh 
     python scripts/bundle_model.py sr3-face-8x --export runs/sr3-face-8x/export
     # 2. after `benchmarks/preset_search.py sr3-face-8x` on the bundled weights: presets, default, card, manifest
     python scripts/bundle_model.py sr3-face-8x --search benchmarks/results/preset_search_sr3-face-8x.json
+    # 3. rewrite config.json and the safetensors metadata in the current format, tensors byte for byte unchanged
+    python scripts/bundle_model.py sr3-face-8x --restamp
 
 The card's numbers all come from files: the search JSON (each preset's row, bicubic, rule, what was covered),
 the peer benchmark's JSON, and training/history/<name>.json (every stretch with its core-hours).
@@ -20,15 +22,16 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import torch
+from safetensors import safe_open
+
+from sr3infer.config import Recipe
+from sr3infer.imageio import write_atomically
+from sr3infer.manifest import sha256_file
+from sr3infer.presets import grid
+from sr3infer.weights import build_model, load_weights, read_config, save_model_folder, weights_metadata
+
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-import torch  # noqa: E402
-
-from sr3infer.config import SamplingDefaults  # noqa: E402
-from sr3infer.imageio import write_atomically  # noqa: E402
-from sr3infer.manifest import sha256_file  # noqa: E402
-from sr3infer.weights import build_model, load_weights, read_config, save_model_folder  # noqa: E402
 
 LICENCES = {
     "faces": "Trained on CelebA (aligned images 000001-000899). CelebA's terms apply to these weights: "
@@ -52,6 +55,42 @@ def bundle_weights(name: str, export: Path) -> None:
     model = build_model(config, load_weights(export / "model.safetensors"))
     save_model_folder(dest, config, model.state_dict(), dtype=torch.float16, card=card)
     print(f"bundled weights of {export} into {dest} ({(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB)")
+
+
+def _data_section(path: Path) -> bytes:
+    """The tensor bytes of a safetensors file: everything after its 8-byte length and JSON header."""
+    raw = path.read_bytes()
+    return raw[8 + int.from_bytes(raw[:8], "little"):]
+
+
+def restamp(name: str) -> None:
+    """Rewrite the bundled folder's config.json and safetensors metadata in the current format (config.json the one
+    source; the metadata a format marker only), checking that the tensor bytes stay identical. The preset search
+    JSON's `weights_sha256` (a hash of the whole file) is moved to the new file's hash: the tensors it measured are
+    the same bytes."""
+    dest = REPO / "sr3infer" / "bundled" / name
+    weights = dest / "model.safetensors"
+    config = read_config(weights, dest / "config.json")
+    old_sha, before = sha256_file(weights), _data_section(weights)
+    with safe_open(str(weights), framework="pt") as handle:
+        tensors = {k: handle.get_tensor(k) for k in handle.keys()}
+    write_atomically(weights, lambda handle: handle.write(_serialized(tensors)), overwrite=True)
+    if _data_section(weights) != before:
+        raise SystemExit(f"{weights}: the tensor bytes changed on re-saving; restore it from git.")
+    write_atomically(dest / "config.json", lambda handle: handle.write(config.to_json().encode()), overwrite=True)
+    new_sha = sha256_file(weights)
+    search = REPO / "benchmarks" / "results" / f"preset_search_{name}.json"
+    if search.exists() and old_sha != new_sha:
+        text = search.read_text()
+        if old_sha in text:
+            search.write_text(text.replace(old_sha, new_sha))
+    print(f"restamped {dest}: metadata {weights_metadata()}, tensor bytes unchanged, sha256 {new_sha[:12]}")
+
+
+def _serialized(tensors: dict[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    return save(tensors, metadata=weights_metadata())
 
 
 def _fmt(metric: str, value: float | None) -> str:
@@ -86,7 +125,7 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
     if set(presets) != {"fidelity", "realism"}:
         raise SystemExit(f"{search_path} has presets {sorted(presets)}; run `preset_search.py {name} --report` first.")
     config = read_config(dest / "model.safetensors", dest / "config.json")
-    recipes = {k: SamplingDefaults.from_dict(v["recipe"]) for k, v in presets.items()}
+    recipes = {k: Recipe.from_dict(v["recipe"]) for k, v in presets.items()}
     config = replace(config, presets=recipes, sampling=recipes["realism"])
     runs = search["runs"]
     rows = {k: runs[v["key"]] for k, v in presets.items()}
@@ -114,16 +153,13 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
         f"sr3infer eval {name} {search['data']} --protocol {search['protocol']} --preset {p} --batch-size 10 "
         f"--seed {search['seed']} --reference {reference}" for p in ("fidelity", "realism"))
     measured = sorted({r["num_steps"] for r in runs.values()})
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from preset_search import grid  # noqa: E402 - the full grid, to say how much of it was measured
-
-    full = len(grid())
+    full = len(grid())  # the preset search's full grid, to say how much of it was measured
     unique = sum(1 for r in runs.values() if "same_as" not in r)
     history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
     history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
                      f"{s['core_hours']:.2f} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
                      for s in stretches]
-    u = config.unet
+    u = config.network
     domain = config.task.get("domain", "")
     card = f"""# {name}
 
@@ -162,7 +198,7 @@ Each row is reproduced by
   norm_groups {u.norm_groups}, dropout {u.dropout}; {params / 1e6:.2f}M parameters, fp16 safetensors
   ({(dest / 'model.safetensors').stat().st_size / 2**20:.1f} MiB).
 - Predicts `{config.prediction}` of the residual over the bicubic upsampling (`residual: {str(config.residual).lower()}`);
-  noise conditioning on the continuous level sqrt(gamma); linear schedule 1e-6..1e-2, T = {config.schedule.num_steps}.
+  noise conditioning on the continuous level sqrt(gamma); linear schedule 1e-6..1e-2, T = {config.schedule.num_train_timesteps}.
 
 ## Training
 
@@ -205,9 +241,13 @@ def main() -> None:
     parser.add_argument("--export", type=Path, help="training export folder whose weights to bundle")
     parser.add_argument("--search", type=Path, help="preset search JSON measured on the bundled weights")
     parser.add_argument("--history", type=Path, help="training history JSON (default training/history/<name>.json)")
+    parser.add_argument("--restamp", action="store_true",
+                        help="rewrite config.json and the weights' metadata in the current format (tensors unchanged)")
     args = parser.parse_args()
-    if not (args.export or args.search):
-        parser.error("give --export, --search or both")
+    if not (args.export or args.search or args.restamp):
+        parser.error("give --export, --search, --restamp or a combination")
+    if args.restamp:
+        restamp(args.name)
     if args.export:
         bundle_weights(args.name, args.export)
     if args.search:

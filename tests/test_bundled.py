@@ -9,10 +9,10 @@ import torch
 from PIL import Image
 
 from sr3infer import Upscaler
-from sr3infer.config import SamplingDefaults
+from sr3infer.config import Recipe
 from sr3infer.cli import main
 from sr3infer.resample import bicubic
-from sr3infer.train import metrics
+from sr3infer import metrics
 from sr3infer.train.data import make_lowres, to_unit_tensor
 
 from conftest import EXAMPLES, REPO, example_faces, require
@@ -69,20 +69,16 @@ def test_cli_quickstart_with_the_default_model(tmp_path):
 def test_presets_are_the_searched_ones(name):
     """benchmarks/preset_search.py measured the bundled weights on all val images; each preset in config.json must
     be the one its rule picks from that JSON (re-applied here), and the default recipe must be `realism`."""
-    import sys
-
+    from sr3infer import presets
     from sr3infer.manifest import sha256_file
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    import preset_search
 
     search = json.loads((REPO / "benchmarks" / "results" / f"preset_search_{name}.json").read_text())
     weights = REPO / "sr3infer" / "bundled" / name / "model.safetensors"
     assert search["weights_sha256"] == sha256_file(weights), "search on other weights"
     config = Upscaler.from_pretrained(name, device="cpu").config
-    chosen = preset_search.choose(search["runs"])
+    chosen = presets.choose(search["runs"])
     assert set(config.presets) == set(chosen) == {"fidelity", "realism"}
     for preset, row in chosen.items():
-        assert config.presets[preset] == SamplingDefaults.from_dict(preset_search.recipe_of(row)), preset
+        assert config.presets[preset] == Recipe.from_dict(presets.recipe_of(row)), preset
     assert config.sampling == config.presets["realism"]
     assert all(r["model"]["consistency_1e5"] <= 1.0 for r in chosen.values())

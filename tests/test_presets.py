@@ -8,12 +8,12 @@ import torch
 from PIL import Image
 
 from sr3infer.cli import main
-from sr3infer.config import ModelConfig, SamplingDefaults
+from sr3infer.config import ModelConfig, Recipe
 from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
 
-FIDELITY = SamplingDefaults(sampler="ddim", num_steps=2, spacing="linear", consistency="every", eta=0.0)
-REALISM = SamplingDefaults(sampler="ddim", num_steps=3, spacing="quadratic", consistency="every", eta=1.0)
+FIDELITY = Recipe(sampler="ddim", num_steps=2, spacing="linear", consistency="every", options={"eta": 0.0})
+REALISM = Recipe(sampler="ddim", num_steps=3, spacing="quadratic", consistency="every", options={"eta": 1.0})
 
 
 @pytest.fixture
@@ -85,3 +85,41 @@ def test_cli_preset(tmp_path, preset_upscaler, tiny_model_dir, capsys):
                  "--preset", "realism", "--quiet"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and "has no such preset" in err[-1] and not (tmp_path / "x.png").exists()
+
+
+# The preset rule (sr3infer.presets), applied by benchmarks/preset_search.py, scripts/bundle_model.py and test_bundled.
+
+
+def _row(sampler: str, steps: int, psnr: float, consistency: float, kid: float, bicubic_psnr: float = 30.0) -> dict:
+    return {"sampler": sampler, "eta": 0.0, "num_steps": steps, "spacing": "linear", "consistency": "every",
+            "model": {"psnr": psnr, "consistency_1e5": consistency, "kid_1e3": kid},
+            "bicubic": {"psnr": bicubic_psnr}}
+
+
+def test_the_rule_picks_fidelity_by_psnr_and_realism_by_kid_above_the_floor():
+    from sr3infer import presets
+
+    rows = [_row("ddim", 2, 31.0, 0.5, 20.0), _row("ancestral", 5, 30.6, 0.5, 10.0),
+            _row("ancestral", 20, 30.2, 0.5, 5.0),   # best KID, but under bicubic + 0.5 dB
+            _row("ddim", 3, 32.0, 3.0, 1.0)]         # best PSNR and KID, but not consistent enough
+    chosen = presets.choose({presets.key(r): r for r in rows})
+    assert (chosen["fidelity"]["num_steps"], chosen["realism"]["num_steps"]) == (2, 5)
+    assert chosen["realism"]["psnr_floor_db"] == 30.5
+    assert Recipe.from_dict(presets.recipe_of(chosen["realism"])) == Recipe(sampler="ancestral", num_steps=5,
+                                                                          consistency="every")
+    below = [_row("ddim", 2, 30.2, 0.5, 20.0), _row("ancestral", 5, 30.1, 0.5, 10.0)]
+    chosen = presets.choose({presets.key(r): r for r in below})
+    assert chosen["realism"]["num_steps"] == 5 and chosen["realism"]["psnr_floor_db"] == 30.0  # the floor drops
+    assert presets.choose({"x": _row("ddim", 2, 40.0, 2.0, 1.0)}) == {}
+    assert len(presets.grid()) == 182 and presets.grid()[0]["num_steps"] == 1
+
+
+def test_no_sys_path_edits_in_tests_scripts_benchmarks_or_examples():
+    """Issue 18 item 6: the preset rule and the metrics are package modules, imported normally."""
+    from conftest import REPO
+
+    offenders = [f"{path.relative_to(REPO)}:{n}" for folder in ("tests", "scripts", "benchmarks", "examples")
+                 for path in sorted((REPO / folder).rglob("*.py")) if "node_modules" not in path.parts
+                 for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+                 if "sys.path" in line and "offenders" not in line and '"sys.path"' not in line]
+    assert offenders == []

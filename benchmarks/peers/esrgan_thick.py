@@ -14,6 +14,7 @@ pipeline (input range, custom layers, weights). Prints a markdown table and writ
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -22,23 +23,39 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
+from sr3infer import metrics
+from sr3infer.imageio import write_atomically
+from sr3infer.resample import bicubic
+from sr3infer.train.data import make_lowres, to_unit_tensor
+from sr3infer.train.evaluate import load_eval_set, reference_features, score_images
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-sys.path.insert(0, str(HERE.parent))  # benchmarks/: shared helpers of the benchmark scripts
 
-from sampling_quality import save  # noqa: E402
-from unet_speed import cpu_name  # noqa: E402
 
-from sr3infer.resample import bicubic  # noqa: E402
-from sr3infer.train import metrics  # noqa: E402
-from sr3infer.train.data import make_lowres, to_unit_tensor  # noqa: E402
-from sr3infer.train.evaluate import load_eval_set, reference_features, score_images  # noqa: E402
+def _unet_speed() -> Any:
+    """benchmarks/unet_speed.py (for its `cpu_name`), imported from its file (the importlib docs' recipe for a
+    source file): this script lives one folder below it."""
+    spec = importlib.util.spec_from_file_location("benchmarks_unet_speed", HERE.parent / "unet_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+cpu_name = _unet_speed().cpu_name
+
+
+def save(path: Path, data: dict) -> None:
+    """The result JSON, written atomically (as the other benchmarks write theirs)."""
+    write_atomically(path, lambda handle: handle.write((json.dumps(data, indent=2) + "\n").encode()), overwrite=True)
 
 PEER = "@upscalerjs/esrgan-thick"
 PEER_DIR = HERE / "node_modules" / "@upscalerjs" / "esrgan-thick"

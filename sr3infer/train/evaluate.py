@@ -19,7 +19,7 @@ from ..errors import first_line
 from ..imageio import load_image
 from ..resample import bicubic
 from .data import FACE_BOX, face_crop, list_images, make_lowres, natural_crops, to_unit_tensor
-from . import metrics
+from .. import metrics
 
 log = logging.getLogger(__name__)
 

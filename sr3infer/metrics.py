@@ -9,8 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..resample import bicubic
-from .data import make_lowres
+from .resample import bicubic
 
 __all__ = [
     "psnr", "ssim", "consistency", "FID_AVAILABLE", "inception_features", "frechet_distance", "kernel_inception_distance",
