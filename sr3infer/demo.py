@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import warnings
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -99,6 +100,7 @@ class DemoRunner:
         self._upscalers: dict[str, Any] = {}
         self._lock = threading.Lock()  # one job at a time, even outside Gradio's queue
         self._runs = Path(tempfile.mkdtemp(prefix="sr3infer-demo-"))
+        weakref.finalize(self, shutil.rmtree, self._runs, True)  # removed with the runner (or at exit)
 
     def upscaler(self, name: str) -> Any:
         """The loaded model `name` (loaded once per process)."""

@@ -136,32 +136,31 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def demo_url():
+def demo_url(tmp_path_factory):
+    """`sr3infer demo --port PORT` in a subprocess (default host), once it says it serves 127.0.0.1:PORT."""
     _browser_or_skip()
     port = _free_port()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
-    server = subprocess.Popen([sys.executable, "-m", "sr3infer.cli", "demo", "--port", str(port)], cwd=ROOT, env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}/"
+    log = tmp_path_factory.mktemp("demo") / "server.log"
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with open(log, "w") as out:
+        server = subprocess.Popen([sys.executable, "-m", "sr3infer.cli", "demo", "--port", str(port)], cwd=ROOT,
+                                  env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
-        while True:
-            try:
-                urllib.request.urlopen(url, timeout=2).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    server.kill()
-                    pytest.fail(f"the demo did not start on {url}:\n{server.communicate()[0]}")
-                time.sleep(0.5)
+        while f"sr3infer demo: serving {url}" not in log.read_text():
+            if server.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the demo did not start on {url}:\n{log.read_text()}")
+            time.sleep(0.5)
+        urllib.request.urlopen(url, timeout=10).close()
         yield url
     finally:
         server.terminate()
         try:
-            server.communicate(timeout=15)
+            server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             server.kill()
-            server.communicate()
+            server.wait()
 
 
 def _wait_for_text(page, selector: str, text: str, timeout_s: float = 90) -> str:
