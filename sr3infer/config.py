@@ -22,7 +22,7 @@ from .samplers import SAMPLERS, check_sampler_options, sampler_option_defaults
 from .schedule import SPACINGS, NoiseSchedule
 from .unet import UNetConfig
 
-__all__ = ["ModelConfig", "Recipe", "FORMAT_VERSION", "PREDICTIONS", "PRESETS", "CONSISTENCY_MODES", "UNSET"]
+__all__ = ["ModelConfig", "Recipe", "ReportSettings", "FORMAT_VERSION", "PREDICTIONS", "PRESETS", "CONSISTENCY_MODES", "UNSET"]
 
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
@@ -103,6 +103,31 @@ def _default_elsewhere(option: str) -> Any:
 
 
 @dataclass(frozen=True)
+class ReportSettings:
+    """What the fidelity report (`sr3infer.report`) needs from a model: the made-up mask's per-pixel std threshold,
+    calibrated on val by benchmarks/calibrate_madeup.py, and the precision it had there. None: not calibrated."""
+
+    madeup_std_threshold: float | None = None  # [0, 1] pixel units, as the uncertainty map
+    madeup_precision: float | None = None      # P(|error| > 0.1 | std > threshold) on the calibration images
+    calibration: str = ""                      # what it was calibrated on
+
+    def __post_init__(self) -> None:
+        for name in ("madeup_std_threshold", "madeup_precision"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, check_float(getattr(self, name), name, 0.0, 1.0))
+        if not isinstance(self.calibration, str):
+            raise ConfigError("calibration", "a string", self.calibration)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ReportSettings:
+        reject_unknown_keys(data, (f.name for f in fields(cls)), "report config")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     """Everything needed to rebuild and run a model; stored as `config.json` (the one source of truth).
 
@@ -118,6 +143,7 @@ class ModelConfig:
     sampling: Recipe = field(default_factory=Recipe)
     presets: dict[str, Recipe] = field(default_factory=dict)  # "fidelity", "realism": chosen by a stated rule
     task: dict = field(default_factory=dict)  # free-form: domain, dataset, licence notes
+    report: ReportSettings = field(default_factory=ReportSettings)  # the fidelity report's calibrated threshold
     architecture: str = DEFAULT_ARCHITECTURE
     format_version: int = FORMAT_VERSION
 
@@ -130,7 +156,7 @@ class ModelConfig:
             arch.check(self.network)
         except ConfigError as err:
             raise err.within("network") from None
-        for name, kind in (("schedule", NoiseSchedule), ("sampling", Recipe)):
+        for name, kind in (("schedule", NoiseSchedule), ("sampling", Recipe), ("report", ReportSettings)):
             if not isinstance(getattr(self, name), kind):
                 raise ConfigError(name, f"a {kind.__name__}", getattr(self, name))
         object.__setattr__(self, "scale", check_int(self.scale, "scale", 1, MAX_SCALE))
@@ -177,6 +203,7 @@ class ModelConfig:
             "sampling": self.sampling.to_dict(),
             **({"presets": {name: r.to_dict() for name, r in self.presets.items()}} if self.presets else {}),
             "task": dict(self.task),
+            **({"report": self.report.to_dict()} if self.report != ReportSettings() else {}),
         }
 
     def to_json(self) -> str:
@@ -210,7 +237,7 @@ class ModelConfig:
             raise ValueError("The model config has no 'network' (or 'unet') section; is this an sr3infer config.json?")
         arch = get_architecture(data.get("architecture", DEFAULT_ARCHITECTURE))
         for key, read in (("network", arch.config_class.from_dict), ("schedule", NoiseSchedule.from_dict),
-                          ("sampling", Recipe.from_dict)):
+                          ("sampling", Recipe.from_dict), ("report", ReportSettings.from_dict)):
             try:
                 data[key] = read(check_mapping(data.get(key, {}), key))
             except ConfigError as err:
