@@ -18,10 +18,12 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 from torch import Tensor
 
+from .metadata import ImageMetadata, metadata_of, png_chunk, png_chunks, save_options
 from .resample import bicubic
 
-__all__ = ["ImageLike", "Prepared", "ImageHeader", "load_image", "read_image", "read_header", "peek_sizes", "prepare",
-           "restore", "save_image", "output_format", "image_size", "write_atomically"]
+__all__ = ["ImageLike", "Prepared", "ImageHeader", "ImageMetadata", "load_image", "read_image",
+           "read_image_and_metadata", "metadata_of", "read_header", "peek_sizes", "prepare", "restore", "save_image",
+           "output_format", "image_size", "write_atomically"]
 
 _PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
 
@@ -55,15 +57,22 @@ def read_image(path: str | os.PathLike) -> Image.Image | np.ndarray:
     runs a second time with the little-endian unpacker, which picks the low bytes instead. A 16-bit
     gray+alpha PNG is decoded as the 8-bit RGBA PNG of the same bytes (see `_png16_gray_alpha`).
     """
+    return read_image_and_metadata(path)[0]
+
+
+def read_image_and_metadata(path: str | os.PathLike) -> tuple[Image.Image | np.ndarray, ImageMetadata]:
+    """`read_image`, and the file's ICC profile, EXIF (orientation reset: the pixels come upright), DPI and PNG
+    text, for `save_image(..., metadata=...)` to carry to the output."""
     image, stored_as, orientation = _open(path)
+    metadata = metadata_of(image)
     if stored_as == "LA;16B":
-        return _png16_gray_alpha(path, orientation)
+        return _png16_gray_alpha(path, orientation), metadata
     low_bytes = _PNG_16_BIT_COLOUR.get(stored_as or "")
     if low_bytes is None:
-        return image
+        return image, metadata
     high = np.asarray(image, dtype=np.uint16)
     low = np.asarray(_open(path, rawmode=low_bytes)[0], dtype=np.uint16)
-    return (high << 8) | low
+    return (high << 8) | low, metadata
 
 
 def _png16_gray_alpha(path: str | os.PathLike, orientation: int) -> np.ndarray:
@@ -80,7 +89,7 @@ def _png16_gray_alpha(path: str | os.PathLike, orientation: int) -> np.ndarray:
         if kind == b"IHDR":
             body = body[:8] + bytes([8, 6]) + body[10:]
         if kind in (b"IHDR", b"IDAT", b"IEND"):
-            chunks.append(struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body)))
+            chunks.append(png_chunk(kind, body))
         pos += 12 + length
     with Image.open(io.BytesIO(data[:8] + b"".join(chunks))) as image:
         raw = np.asarray(image.convert("RGBA"), dtype=np.uint16)
@@ -194,6 +203,11 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
                     orientation = int(exif.get(0x0112, 1))
                 except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored when decoding too
                     orientation = 1
+    except Image.DecompressionBombError as err:
+        raise ValueError(
+            f"{str(path)!r} is too large to decode safely ({err}). If you trust it, raise "
+            "PIL.Image.MAX_IMAGE_PIXELS before calling sr3infer."
+        ) from None
     except UnidentifiedImageError:
         raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
     except (OSError, SyntaxError, ValueError) as err:
@@ -504,14 +518,23 @@ def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
     return image.size if isinstance(image, Image.Image) else (image.shape[1], image.shape[0])
 
 
-def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, overwrite: bool = False,
+               metadata: ImageMetadata | None = None, strip_metadata: bool = False, quality: int = 95) -> Path:
     """Write `image` (PIL, or a uint16 (H, W, 2|3|4) array from `read_image`) in the format of the suffix of `path`.
 
     Atomic and safe, see `write_atomically`: never half a file, no symlink followed, and without
     `overwrite` an existing name (even a dangling symlink) is never replaced.
+
+    Args:
+        metadata: the input's (`read_image_and_metadata`): its ICC profile, EXIF, DPI and PNG text are written
+            where the format holds them, adjusted to this image's size (see `sr3infer.metadata`).
+        strip_metadata: write none of it (not even an ICC profile in a PIL image's own `info`).
+        quality: JPEG and WebP quality, 1 to 100.
     """
     fmt = output_format(path)
-    return write_atomically(path, lambda handle: _encode(image, fmt, handle), overwrite=overwrite)
+    bands = len(image.getbands()) if isinstance(image, Image.Image) else image.shape[-1] if image.ndim == 3 else 1
+    options = save_options(fmt, metadata, image_size(image), gray=bands < 3, strip=strip_metadata, quality=quality)
+    return write_atomically(path, lambda handle: _encode(image, fmt, handle, options), overwrite=overwrite)
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
@@ -558,21 +581,22 @@ def _claim(tmp: str, path: Path) -> None:
     os.unlink(tmp)
 
 
-def _encode(image: Image.Image | np.ndarray, fmt: str, handle: IO[bytes]) -> None:
+def _encode(image: Image.Image | np.ndarray, fmt: str, handle: IO[bytes], options: dict[str, Any]) -> None:
     if isinstance(image, np.ndarray):
         if image.dtype != np.uint16 or image.ndim != 3 or image.shape[-1] not in (2, 3, 4):
             raise TypeError(f"Expected a PIL image or a uint16 (H, W, 2|3|4) array, got {image.dtype} {image.shape}.")
         if fmt == "PNG":
-            _write_png16(image, handle)
+            _write_png16(image, handle, png_chunks(options))
             return
         warnings.warn(f"Pillow writes {fmt} with 8 bits per colour channel; write .png to keep all 16 bits.",
                       stacklevel=3)
         image = Image.fromarray(np.round(image / 257).astype(np.uint8))
-    _encodable(image, fmt).save(handle, format=fmt)
+    _encodable(image, fmt).save(handle, format=fmt, **options)
 
 
-def _write_png16(array: np.ndarray, handle: IO[bytes]) -> None:
-    """A 16-bit gray+alpha, RGB or RGBA PNG (which Pillow cannot write): big-endian samples, each row "Sub"-filtered, zlib."""
+def _write_png16(array: np.ndarray, handle: IO[bytes], extra: bytes = b"") -> None:
+    """A 16-bit gray+alpha, RGB or RGBA PNG (which Pillow cannot write): big-endian samples, each row "Sub"-filtered,
+    zlib; `extra`: more chunks (the metadata) between the header and the pixels."""
     height, width, channels = array.shape
     raw = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
     step = channels * 2  # bytes per pixel: "Sub" stores each byte minus the one a pixel to the left
@@ -580,10 +604,6 @@ def _write_png16(array: np.ndarray, handle: IO[bytes]) -> None:
     rows[:, 0] = 1
     rows[:, 1 : 1 + step] = raw[:, :step]
     rows[:, 1 + step :] = raw[:, step:] - raw[:, :-step]
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
     header = struct.pack(">IIBBBBB", width, height, 16, {2: 4, 3: 2, 4: 6}[channels], 0, 0, 0)
-    handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows.tobytes(), 6))
-                 + chunk(b"IEND", b""))
+    handle.write(b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + extra
+                 + png_chunk(b"IDAT", zlib.compress(rows.tobytes(), 6)) + png_chunk(b"IEND", b""))
