@@ -1,5 +1,7 @@
 """sr3infer: SR3 image super-resolution (Saharia et al. 2021) with pretrained weights."""
 
+from importlib import metadata as _metadata
+
 from .cascade import Cascade
 from .config import ModelConfig, Recipe
 from .outputs import UpscaleOutput
@@ -9,4 +11,7 @@ from .unet import UNet, UNetConfig
 from .upscaler import Upscaler
 
 __all__ = ["Upscaler", "UpscaleOutput", "Cascade", "UNet", "UNetConfig", "ModelConfig", "Recipe", "NoiseSchedule", "SAMPLERS"]
-__version__ = "0.1.0"
+try:
+    __version__ = _metadata.version("sr3infer")  # the installed package's version (pyproject.toml)
+except _metadata.PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -4,23 +4,29 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from .config import CONSISTENCY_MODES, PRESETS
-from .errors import first_line
-from .imageio import IMAGE_SUFFIXES
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
 from .samplers import SAMPLERS
 from .schedule import SPACINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_SEED = 2**63 - 1  # leaves room for the per-file (and per-stage) offsets within torch's 64-bit seeds
-OUT_OF_MEMORY_HINT = " (out of memory: try --batch-size 1, tiling with --tile, --dtype fp16/bf16, or a smaller input)"
-DEFAULT_MODELS = {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "photos")}
-"""Without --model: the bundled model whose trained input size (side: name, domain) every input has."""
+MAX_THREADS_PER_CPU = 4  # --threads above os.cpu_count() x this is refused (100000 threads crash torch)
+
+
+def default_models() -> dict[int, tuple[str, str]]:
+    """Without --model: the bundled models by trained input side -> (name, domain), from the manifest's `Task`."""
+    from .manifest import load_manifest
+
+    manifest = load_manifest()
+    return {e.task.input_size: (e.name, e.task.domain) for e in manifest.models.values() if e.bundled}
 
 
 class UsageError(Exception):
@@ -66,10 +72,14 @@ def _add_run_args(parser: argparse.ArgumentParser, *, per_stage: bool = False) -
     parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images (or tiles) per U-Net call" + ("" if per_stage else "; with --samples: samples"))
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--quiet", action="store_true",
+                        help="hide the progress bar, the 'wrote ...' lines and a successful folder run's summary "
+                             "(warnings, failures and errors still show)")
     _add_speed_args(parser)
     _add_tiling_args(parser)
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    parser.add_argument("--skip-existing", action="store_true",
+                        help="leave inputs whose outputs all exist alone (re-running a folder after adding images)")
 
 
 def _recipe_settings(args: argparse.Namespace, stages: int | None = None) -> dict[str, Any]:
@@ -98,9 +108,13 @@ def _upscale_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("input", help="an image file or a folder of images")
     parser.add_argument("-o", "--output", required=True, help="output file (for one image) or folder")
-    parser.add_argument("--model", help="model name or path (default: the bundled model trained on the inputs' size: "
-                                        + ", ".join(f"{s}x{s} {name}" for s, (name, _) in DEFAULT_MODELS.items())
-                                        + "; other sizes need --model)")
+    try:
+        bundled = "; " + ", ".join(f"{s}x{s} {name}" for s, (name, _) in default_models().items())
+    except (ValueError, OSError):  # a broken $SR3INFER_MANIFEST is reported when a model is loaded
+        bundled = ""
+    parser.add_argument("-V", "--version", action="version", version=f"sr3infer {_version()}")
+    parser.add_argument("--model", help="model name or path (default: the bundled model trained on the inputs' size"
+                                        + bundled + "; other sizes need --model)")
     _add_run_args(parser)
     _add_ensemble_args(parser)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
@@ -122,8 +136,12 @@ def _add_tiling_args(parser: argparse.ArgumentParser) -> None:
 def _check_shared_args(args: argparse.Namespace) -> None:
     if args.batch_size < 1:
         raise UsageError(f"--batch-size must be at least 1, got {args.batch_size}")
-    if args.threads is not None and args.threads < 1:
-        raise UsageError(f"--threads must be at least 1, got {args.threads}")
+    most = MAX_THREADS_PER_CPU * (os.cpu_count() or 1)
+    if args.threads is not None and not 1 <= args.threads <= most:
+        raise UsageError(f"--threads must be between 1 and {most} ({MAX_THREADS_PER_CPU} x the {os.cpu_count() or 1} "
+                         f"CPUs), got {args.threads}")
+    if args.overwrite and args.skip_existing:
+        raise UsageError("--overwrite and --skip-existing contradict each other; pass one of them")
     for flag, value in (("--tile", args.tile), ("--tile-overlap", args.tile_overlap)):
         if value is not None and value < 0:
             raise UsageError(f"{flag} must be at least 0, got {value}")
@@ -149,45 +167,14 @@ def _add_ensemble_args(parser: argparse.ArgumentParser) -> None:
                         help="folder INPUT: write the maps as heat-map PNGs (default) or raw .npy arrays")
 
 
-def _uncertainty_paths(args: argparse.Namespace, source: Path, outputs: list[Path]) -> dict[Path, Path] | None:
-    """Check --samples/--uncertainty; the uncertainty map's path for each output path, or None without --uncertainty."""
-    from .imageio import output_format
+def _check_samples(args: argparse.Namespace) -> None:
     from .uncertainty import MAX_NUM_SAMPLES
 
     if not 1 <= args.samples <= MAX_NUM_SAMPLES:
         raise UsageError(f"--samples must be between 1 and {MAX_NUM_SAMPLES}, got {args.samples}")
-    if args.uncertainty is None:
-        if args.uncertainty_format is not None:
-            raise UsageError("--uncertainty-format needs --uncertainty PATH")
-        return None
-    if args.samples < 2:
+    if args.uncertainty is not None and args.samples < 2:
         raise UsageError(f"--uncertainty needs --samples 2 or more (the spread of several samples), got "
                          f"{args.samples}; e.g. --samples 8")
-    target = Path(args.uncertainty)
-    if source.is_dir():
-        if target.exists() and not target.is_dir():
-            raise UsageError(f"input is a folder, so --uncertainty must be a folder; {str(target)!r} is a file")
-        suffix = "." + (args.uncertainty_format or "png")
-        maps = {out: target / f"{out.stem}_uncertainty{suffix}" for out in outputs}
-    else:
-        if args.uncertainty_format is not None:
-            raise UsageError("--uncertainty-format is for folder input; for one file give --uncertainty a .npy or "
-                             ".png name")
-        if target.is_dir():
-            target = target / f"{outputs[0].stem}_uncertainty.png"
-        elif target.suffix.lower() != ".npy":
-            try:
-                output_format(target)
-            except ValueError as err:
-                raise UsageError(f"--uncertainty {target}: {err}") from None
-        maps = {outputs[0]: target}
-    for out, path in maps.items():
-        if path in maps:
-            raise UsageError(f"the output and the uncertainty map would both be written to {str(path)!r}; "
-                             "give --uncertainty another name")
-        if path.exists() and not args.overwrite:
-            raise UsageError(f"{str(path)!r} already exists; pass --overwrite to replace it")
-    return maps
 
 
 def _check_model_args(args: argparse.Namespace, upscaler, name: str, preset: str | None = None,
@@ -220,50 +207,47 @@ def _apply_speed_args(args: argparse.Namespace, upscaler) -> None:
         upscaler.enable_cuda_graphs()
 
 
-def _collect_inputs(source: Path) -> list[Path]:
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        if not files:
-            raise UsageError(f"no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in folder {str(source)!r}")
-        return files
-    if not source.exists():
-        raise UsageError(f"input {str(source)!r} does not exist")
-    return [source]
-
-
-def _output_paths(inputs: list[Path], source: Path, output: Path) -> list[Path]:
-    if source.is_dir():
-        if output.exists() and not output.is_dir():
-            raise UsageError(f"input is a folder, so -o must be a folder; {str(output)!r} is a file")
-        return [output / (p.stem + ".png") for p in inputs]
-    if output.is_dir():
-        return [output / (inputs[0].stem + ".png")]
-    return [output]
+def _library(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call a planning function of the library; its ValueError (and a missing input) are usage errors."""
+    try:
+        return function(*args, **kwargs)
+    except (ValueError, FileNotFoundError) as err:
+        raise UsageError(str(err).rstrip(".")) from None
 
 
 def cmd_upscale(argv: list[str]) -> int:
     args = _upscale_parser().parse_args(argv)
-    from .distributed import init_from_env, shard_indices
-    from .upscaler import Upscaler
+    from .batch import collect_inputs, plan_jobs
 
-    from .imageio import output_format
-
-    source, output = Path(args.input), Path(args.output)
-    inputs = _collect_inputs(source)
-    outputs = _output_paths(inputs, source, output)
-    try:
-        output_format(outputs[0])
-    except ValueError as err:
-        raise UsageError(f"-o {outputs[0]}: {err}") from None
-    existing = [str(p) for p in outputs if p.exists()]
-    if existing and not args.overwrite:
-        raise UsageError(f"{existing[0]!r} already exists; pass --overwrite to replace it")
+    source = Path(args.input)
+    inputs = _library(collect_inputs, source)
     settings = _recipe_settings(args)
     _check_shared_args(args)
-    _check_distinct_outputs(inputs, outputs)
-    maps = _uncertainty_paths(args, source, outputs)
+    _check_samples(args)
+    # Every output is planned and checked (collisions by any spelling, format, a writable place, existing
+    # files) before the model is loaded; an existing output is a runtime failure (exit 1), not a usage error.
+    jobs = _library(plan_jobs, inputs, source, args.output, uncertainty=args.uncertainty,
+                    uncertainty_format=args.uncertainty_format, overwrite=args.overwrite,
+                    skip_existing=args.skip_existing)
     if args.model is None:
         args.model = _default_model(inputs, source)
+
+    def load(device: str | None) -> Any:
+        from .upscaler import Upscaler
+
+        upscaler = Upscaler.from_pretrained(args.model, device=device, torch_dtype=args.dtype)
+        _check_model_args(args, upscaler, args.model, settings["preset"], settings["num_steps"])
+        _apply_speed_args(args, upscaler)
+        return upscaler
+
+    return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples))
+
+
+def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None], Any], options: dict[str, Any]) -> int:
+    """Load the model on this rank's device, run this rank's share of `jobs`, and report for the job on rank 0."""
+    from .batch import BatchSummary, run_jobs
+    from .distributed import init_from_env
+
     if args.threads is not None:
         import torch
 
@@ -272,160 +256,46 @@ def cmd_upscale(argv: list[str]) -> int:
     ctx = init_from_env(args.device)
     try:
         ctx.barrier()  # every rank checked for existing outputs before any rank writes one
-        upscaler = Upscaler.from_pretrained(args.model, device=ctx.device, torch_dtype=args.dtype)
-        _check_model_args(args, upscaler, args.model, settings["preset"], settings["num_steps"])
-        _apply_speed_args(args, upscaler)
+        model = load(ctx.device)
         if ctx.rank == 0:
-            _warn_if_untrained(upscaler)
-        jobs = [(i, inputs[i], outputs[i]) for i in shard_indices(len(inputs), ctx.rank, ctx.world_size)]
-        prefix = f"sr3infer[rank {ctx.rank}]" if ctx.distributed else "sr3infer"
-        written, failed = _upscale_files(upscaler, jobs, args, settings, prefix,
-                                         progress=not args.quiet and ctx.rank == 0, maps=maps)
-        per_rank = ctx.gather_counts([written, failed])
+            for upscaler in getattr(model, "upscalers", [model]):
+                _warn_if_untrained(upscaler)
+        mine = run_jobs(model, jobs, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
+                        max_output_pixels=args.max_output_pixels, progress=not args.quiet and ctx.rank == 0,
+                        quiet=args.quiet, rank=ctx.rank, world_size=ctx.world_size, tile_size=args.tile,
+                        tile_overlap=args.tile_overlap, **options)
+        per_rank = ctx.gather_counts([mine.written, mine.failed, mine.skipped])
     finally:
         ctx.close()
-    total_written, total_failed = sum(c[0] for c in per_rank), sum(c[1] for c in per_rank)
     if ctx.rank != 0:
         return EXIT_OK  # rank 0 reports for the job; a non-zero exit here would make torchrun kill rank 0 mid-summary
-    if len(inputs) > 1 and not (args.quiet and not total_failed):
-        ranks = "; ".join(f"rank {r}: {w} written, {f} failed" for r, (w, f) in enumerate(per_rank))
-        print(f"sr3infer: {total_written} written, {total_failed} failed of {len(inputs)} files"
-              + (f" ({len(per_rank)} ranks: {ranks})" if len(per_rank) > 1 else ""), file=sys.stderr)
-    return EXIT_FAILURE if total_failed else EXIT_OK
+    summary = BatchSummary(*(sum(counts[k] for counts in per_rank) for k in range(3)), total=len(jobs),
+                           per_rank=per_rank)
+    if len(jobs) > 1 and not (args.quiet and not summary.failed):
+        print(f"sr3infer: {summary.line()}", file=sys.stderr)
+    return EXIT_FAILURE if summary.failed else EXIT_OK
 
 
 def _default_model(inputs: list[Path], source: Path) -> str:
     """The model for a run without --model: the bundled one trained on the inputs' size, said on stderr."""
     from .imageio import peek_sizes
 
+    models = default_models()
     sizes = {size for path in inputs for size in peek_sizes(path)}  # unreadable files fail later, on their own
     if not sizes:
         raise UsageError(f"no --model given, and no image in {str(source)!r} could be read to pick a model by its "
                          "size; pass --model")
-    sides = {h for h, w in sizes if h == w and h in DEFAULT_MODELS}
+    sides = {h for h, w in sizes if h == w and h in models}
     if len(sizes) == len(sides) == 1:
         side = sides.pop()
-        name, domain = DEFAULT_MODELS[side]
+        name, domain = models[side]
         print(f"sr3infer: no --model given; using {name} ({domain}), the bundled model trained on {side}x{side} inputs",
               file=sys.stderr)
         return name
     got = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
-    trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in DEFAULT_MODELS.items())
+    trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in models.items())
     raise UsageError(f"no --model given, and {str(source)!r} is {got}, not one bundled model's trained input size "
                      f"({trained}); pass --model, e.g. --model sr3-64-256 for photos (larger inputs run by tiles)")
-
-
-def _check_distinct_outputs(inputs: list[Path], outputs: list[Path]) -> None:
-    seen: dict[Path, Path] = {}
-    for src, dst in zip(inputs, outputs):
-        if dst in seen:
-            raise UsageError(f"{str(seen[dst])!r} and {str(src)!r} would both be written to {str(dst)!r}; "
-                             "rename one of them or upscale them separately")
-        seen[dst] = src
-
-
-def _error_line(err: BaseException) -> str:
-    """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
-    message = first_line(err)
-    lowered = message.lower()
-    if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
-                                                                   "cannot allocate memory", "not enough memory")):
-        message += OUT_OF_MEMORY_HINT
-    return message
-
-
-def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[list, Any, Exception | None]]:
-    """`run` each group of jobs; a failing group is retried one job at a time, so a bad file fails alone.
-
-    Yields `(group, run(group), None)` for each success and `([job], None, error)` for a job that fails by itself.
-    """
-    pending = list(groups)
-    while pending:
-        group = pending.pop(0)
-        try:
-            results = run(group)
-        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
-            if len(group) > 1:
-                pending[:0] = [[job] for job in group]
-                continue
-            yield group, None, err
-            continue
-        yield group, results, None
-
-
-def _upscale_files(upscaler, jobs: list[tuple[int, Path, Path]], args: argparse.Namespace, settings: dict[str, Any],
-                   prefix: str, progress: bool, maps: dict[Path, Path] | None = None) -> tuple[int, int]:
-    """Upscale `(index, source, destination)` jobs in batches; returns (written, failed).
-
-    File `index` of the sorted input list always gets seed `--seed + index` (sample k of K:
-    `--seed + index * K + k`), so the result does not depend on batching or on how many ranks share
-    the work. A failed file is reported and the rest go on: a failing batch is retried one image at
-    a time. With `maps` (output path -> uncertainty map path) each file's map is written after it.
-    """
-    import torch
-
-    from . import imageio
-
-    samples = args.samples
-    uncertainties: dict[Path, Any] = {}  # output path -> its map, from the upscale call to the write
-
-    def run(group: list) -> list:
-        # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
-        out = upscaler.upscale(
-            [image for _, image, _, _ in group], **settings,
-            generator=[torch.Generator("cpu").manual_seed(args.seed + index * samples + k)
-                       for index, _, _, _ in group for k in range(samples)],
-            batch_size=args.batch_size, progress=progress, tile_size=args.tile, tile_overlap=args.tile_overlap,
-            max_output_pixels=args.max_output_pixels, num_samples=samples, return_dict=maps is not None,
-        )
-        if maps is None:
-            return out
-        uncertainties.update((dst, u) for (_, _, _, dst), u in zip(group, out.uncertainty))
-        return out.images
-
-    written = failed = 0
-    for start in range(0, len(jobs), args.batch_size):
-        loaded = []
-        for index, src, dst in jobs[start : start + args.batch_size]:
-            try:
-                loaded.append((index, imageio.read_image(src), src, dst))
-            except (ValueError, OSError) as err:
-                print(f"{prefix}: skipped {src}: {err}", file=sys.stderr)
-                failed += 1
-        for group, results, err in _isolated([loaded] if loaded else [], run):
-            if err is not None:
-                print(f"{prefix}: failed {group[0][2]}: {_error_line(err)}", file=sys.stderr)
-                failed += 1
-                continue
-            for result, (_, _, src, dst) in zip(results, group):
-                try:
-                    imageio.save_image(result, dst, overwrite=args.overwrite)
-                except (ValueError, OSError) as err:
-                    print(f"{prefix}: failed to write {dst} (from {src}): {err}", file=sys.stderr)
-                    failed += 1
-                    continue
-                if maps is not None and not _write_map(uncertainties.pop(dst), maps[dst], args, prefix, src):
-                    failed += 1
-                    continue
-                written += 1
-                if not args.quiet:
-                    width, height = imageio.image_size(result)
-                    print(f"{prefix}: wrote {dst} ({width}x{height})", file=sys.stderr)
-    return written, failed
-
-
-def _write_map(uncertainty, path: Path, args: argparse.Namespace, prefix: str, src: Path) -> bool:
-    """Write one uncertainty map (atomically); report and return False on failure."""
-    from .uncertainty import save_uncertainty
-
-    try:
-        save_uncertainty(uncertainty, path, overwrite=args.overwrite)
-    except (ValueError, OSError) as err:
-        print(f"{prefix}: failed to write the uncertainty map {path} (from {src}): {err}", file=sys.stderr)
-        return False
-    if not args.quiet:
-        print(f"{prefix}: wrote {path} (uncertainty, mean std {float(uncertainty.mean()):.4f})", file=sys.stderr)
-    return True
 
 
 def _warn_if_untrained(upscaler) -> None:
@@ -604,103 +474,24 @@ def cmd_cascade(argv: list[str]) -> int:
     if any(x is not None and not x >= 0 for x in levels):
         raise UsageError(f"--noise-level must be at least 0, got {args.noise_level}")
     _check_shared_args(args)
+    from .batch import collect_inputs, plan_jobs
+
     source, output = Path(args.input), Path(args.output)
-    if output.exists() and not output.is_dir():
-        raise UsageError(f"-o must be a folder; {str(output)!r} is a file")
-    inputs = _collect_inputs(source)
-    finals = [output / (p.stem + ".png") for p in inputs]
-    _check_distinct_outputs(inputs, finals)
+    inputs = _library(collect_inputs, source)
     stage_dirs = [output / f"stage{k + 1}" for k in range(len(names) - 1)] if args.all_stages else []
-    planned = finals + [d / p.name for d in stage_dirs for p in finals]
-    existing = [str(p) for p in planned if p.exists()]
-    if existing and not args.overwrite:
-        raise UsageError(f"{existing[0]!r} already exists; pass --overwrite to replace it")
-    if args.threads is not None:
-        import torch
+    jobs = _library(plan_jobs, inputs, source, output, stage_dirs=stage_dirs, overwrite=args.overwrite,
+                    skip_existing=args.skip_existing, folder=True)
 
-        torch.set_num_threads(args.threads)
-    from .cascade import Cascade
-    from .distributed import init_from_env, shard_indices
+    def load(device: str | None) -> Any:
+        from .cascade import Cascade
 
-    # Under torchrun every rank takes every len(inputs)/WORLD_SIZE-th file, as the main command does.
-    ctx = init_from_env(args.device)
-    try:
-        ctx.barrier()  # every rank checked for existing outputs before any rank writes one
-        cascade = Cascade.from_pretrained(names, device=ctx.device, torch_dtype=args.dtype)
+        cascade = Cascade.from_pretrained(names, device=device, torch_dtype=args.dtype)
         for s, upscaler in enumerate(cascade.upscalers):
             _check_model_args(args, upscaler, names[s], settings["preset"][s], settings["num_steps"][s])
             _apply_speed_args(args, upscaler)
-            if ctx.rank == 0:
-                _warn_if_untrained(upscaler)
-        jobs = shard_indices(len(inputs), ctx.rank, ctx.world_size)
-        prefix = f"sr3infer[rank {ctx.rank}]" if ctx.distributed else "sr3infer"
-        written, failed = _cascade_files(cascade, jobs, inputs, finals, stage_dirs, args, settings,
-                                         [x or 0.0 for x in levels], prefix, progress=not args.quiet and ctx.rank == 0)
-        per_rank = ctx.gather_counts([written, failed])
-    finally:
-        ctx.close()
-    total_written, total_failed = sum(c[0] for c in per_rank), sum(c[1] for c in per_rank)
-    if ctx.rank != 0:
-        return EXIT_OK  # rank 0 reports for the job
-    if len(inputs) > 1 and not (args.quiet and not total_failed):
-        ranks = "; ".join(f"rank {r}: {w} written, {f} failed" for r, (w, f) in enumerate(per_rank))
-        print(f"sr3infer: {total_written} written, {total_failed} failed of {len(inputs)} files"
-              + (f" ({len(per_rank)} ranks: {ranks})" if len(per_rank) > 1 else ""), file=sys.stderr)
-    return EXIT_FAILURE if total_failed else EXIT_OK
+        return cascade
 
-
-def _cascade_files(cascade, jobs: list[int], inputs: list[Path], finals: list[Path], stage_dirs: list[Path],
-                   args: argparse.Namespace, settings: dict[str, list], levels: list[float], prefix: str,
-                   progress: bool) -> tuple[int, int]:
-    """Run the files `jobs` (indices into `inputs`) through the cascade in batches; returns (written, failed).
-
-    File k always gets seed `--seed + k` (seeds are additive), whatever the batching, the ranks and the
-    files that fail; a failing batch is retried one file at a time, so a bad file fails alone.
-    """
-    from . import imageio
-
-    def run(group: list) -> list:
-        return cascade.run(
-            [image for _, image in group], **settings, noise_level=levels, seed=args.seed + group[0][0],
-            batch_size=args.batch_size, tile_size=args.tile, tile_overlap=args.tile_overlap, progress=progress,
-            output_type="pil", return_all_stages=True, max_output_pixels=args.max_output_pixels,
-        )
-
-    failed = written = 0
-    for start in range(0, len(jobs), args.batch_size):
-        loaded = []
-        for index in jobs[start : start + args.batch_size]:
-            try:
-                loaded.append((index, imageio.load_image(inputs[index]).convert("RGB")))
-            except (ValueError, OSError) as err:
-                print(f"{prefix}: skipped {inputs[index]}: {err}", file=sys.stderr)
-                failed += 1
-        # Runs of consecutive files, so file k keeps seed --seed + k (seeds are additive) whatever fails to load.
-        groups: list[list] = []
-        for index, image in loaded:
-            if groups and groups[-1][-1][0] == index - 1:
-                groups[-1].append((index, image))
-            else:
-                groups.append([(index, image)])
-        for group, stages, err in _isolated(groups, run):
-            if err is not None:
-                print(f"{prefix}: failed {inputs[group[0][0]]}: {_error_line(err)}", file=sys.stderr)
-                failed += 1
-                continue
-            per_file = zip(*stages[-1 - len(stage_dirs):])  # each file's outputs: earlier stages first, final last
-            for (index, _), results in zip(group, per_file):
-                try:
-                    for folder, result in zip(stage_dirs + [finals[index].parent], results):
-                        dst = folder / finals[index].name
-                        imageio.save_image(result, dst, overwrite=args.overwrite)
-                        if not args.quiet:
-                            print(f"{prefix}: wrote {dst} ({result.width}x{result.height})", file=sys.stderr)
-                except (ValueError, OSError) as err:
-                    print(f"{prefix}: failed to write {dst} (from {inputs[index]}): {err}", file=sys.stderr)
-                    failed += 1
-                    continue
-                written += 1
-    return written, failed
+    return _run_batch(args, jobs, load, dict(settings, noise_level=[x or 0.0 for x in levels]))
 
 
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
@@ -723,9 +514,39 @@ def main(argv: list[str] | None = None) -> int:
         argv.remove("--debug")
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
     command = SUBCOMMANDS.get(argv[0]) if argv else None
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _terminate_like_interrupt():
         warnings.showwarning = _show_warning
         return _run(command, argv, debug)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, raised where the run is, so that it unwinds like Ctrl-C (temporary files removed)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class _terminate_like_interrupt:
+    """While a command runs, SIGTERM and SIGHUP raise `Terminated` (main thread only; handlers restored after)."""
+
+    SIGNALS = tuple(getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name))
+
+    def __enter__(self) -> None:
+        self.previous = {}
+        try:
+            for signum in self.SIGNALS:
+                self.previous[signum] = signal.signal(signum, self._raise)
+        except ValueError:  # not the main thread: leave signals alone
+            pass
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise Terminated(signum)
+
+    def __exit__(self, *exc: Any) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
 
 
 def _show_warning(message: Warning | str, *args: Any, **kwargs: Any) -> None:
@@ -746,14 +567,26 @@ def _run(command: Callable[[list[str]], int] | None, argv: list[str], debug: boo
         return EXIT_USAGE
     except SystemExit as exc:  # --help / --version
         return int(exc.code or 0)
+    except Terminated as err:  # the shell's convention: 128 + the signal (SIGTERM 143, SIGHUP 129)
+        print(f"sr3infer: terminated by {signal.Signals(err.signum).name}; complete outputs kept, no temporary files",
+              file=sys.stderr)
+        return 128 + err.signum
     except KeyboardInterrupt:
         print("sr3infer: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as err:  # noqa: BLE001 - the one place that turns errors into a message
         if debug:
             raise
-        print(f"sr3infer: error: {_error_line(err)}", file=sys.stderr)
+        from .batch import error_line
+
+        print(f"sr3infer: error: {error_line(err)}", file=sys.stderr)
         return EXIT_FAILURE
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
 
 
 if __name__ == "__main__":

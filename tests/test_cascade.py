@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from sr3infer.cascade import Cascade
-from sr3infer.cli import EXIT_OK, EXIT_USAGE, main
+from sr3infer.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
 
@@ -200,7 +200,7 @@ def test_cli_cascade(tmp_path, tiny_model_dir, samples):
     api = cascade([Image.open(inputs / "sample2.png").convert("RGB")], num_steps=[2, 1], noise_level=0.02, seed=6,
                   output_type="np", progress=False)[0]
     assert np.abs(api.astype(int) - np.asarray(Image.open(out / "sample2.png"), dtype=int)).max() <= 1
-    assert main(argv) == EXIT_USAGE  # outputs exist, no --overwrite
+    assert main(argv) == EXIT_FAILURE  # outputs exist, no --overwrite: a runtime failure, as README says
     assert main(argv + ["--overwrite"]) == EXIT_OK
     assert main(["cascade", str(inputs), "-o", str(out), "--stages", stages, "--steps", "1,2,3"]) == EXIT_USAGE
     assert main(["cascade", str(inputs), "-o", str(out), "--stages", stages, "--noise-level", "-1"]) == EXIT_USAGE

@@ -114,7 +114,7 @@ def test_existing_output_is_refused_without_overwrite(tmp_path, model, capsys):
     src, dst = _png(tmp_path / "in.png"), tmp_path / "out.png"
     dst.write_bytes(b"precious")
     code, lines = _cli(capsys, src, "-o", dst, "--model", model, "--quiet")
-    assert code == 2 and len(lines) == 1 and "already exists; pass --overwrite" in lines[0]
+    assert code == 1 and len(lines) == 1 and "already exists; pass --overwrite" in lines[0]  # exit 1, as README says
     assert dst.read_bytes() == b"precious"
     assert _cli(capsys, src, "-o", dst, "--model", model, "--quiet", "--overwrite")[0] == 0
     assert Image.open(dst).size == (16, 16)
@@ -154,7 +154,7 @@ def test_debug_shows_the_traceback(tmp_path):
 def test_weights_that_do_not_match_their_config_exit_1(tmp_path, model, capsys):
     config_path = Path(model) / "config.json"
     config = json.loads(config_path.read_text())
-    config["unet"]["inner_channel"] = 16
+    config["network"]["inner_channel"] = 16
     config_path.write_text(json.dumps(config))
     src = _png(tmp_path / "in.png")
     code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", model, "--quiet")

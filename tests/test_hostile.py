@@ -22,7 +22,8 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from sr3infer import imageio
-from sr3infer.cli import _error_line, main
+from sr3infer.batch import error_line as _error_line
+from sr3infer.cli import main
 from sr3infer.limits import slow_run_warning
 from sr3infer.manifest import PACKAGED_MANIFEST
 from sr3infer.train.data import make_lowres
@@ -105,7 +106,7 @@ def _evil_pickle(path: Path, marker: Path) -> Path:
 
 def _edit_config(model: Path, **unet) -> Path:
     config = json.loads((model / "config.json").read_text())
-    config["unet"].update(unet)
+    config["network"].update(unet)
     (model / "config.json").write_text(json.dumps(config))
     return model
 
@@ -160,8 +161,8 @@ CASES = [
                                                         and t / "in", "-o", "out", "--model", m], 2, "no images"),
     ("missing input", lambda t, m, mp: ["nope.png", "-o", "out.png", "--model", m], 2, "does not exist"),
     # Outputs.
-    ("output exists", lambda t, m, mp: [_png(t / "a.png"), "-o", _png(t / "out.png"), "--model", m], 2,
-     "already exists; pass --overwrite"),
+    ("output exists", lambda t, m, mp: [_png(t / "a.png"), "-o", _png(t / "out.png"), "--model", m], 1,
+     "already exists; pass --overwrite"),  # exit 1 as README says: a state of the disk, not a command-line mistake
     ("output is a dangling symlink", lambda t, m, mp: [_png(t / "a.png"), "-o", _symlink(t / "out.png", t / "victim.png"),
                                                        "--model", m, "--quiet"], 1, "already exists"),
     ("folder input, file output", lambda t, m, mp: [_png(t / "in" / "a.png").parent, "-o", _png(t / "f.png"),
@@ -192,10 +193,10 @@ CASES = [
     ("unknown flag", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--frobnicate"], 2, "unrecognized arguments"),
     # Options that depend on the model: checked once it is loaded, before any image.
     ("--tile smaller than the scale", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--tile", 1, "--model", m],
-     2, "--tile must be at least the model's scale (2)"),
-    ("--tile-overlap rounds up to the tile", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--tile", 4,
-                                                               "--tile-overlap", 3, "--model", m], 2,
-     "must be smaller than the tile (4)"),
+     2, "--tile must be at least 8 output pixels (half the model's trained 16 px output"),
+    ("--tile-overlap rounds up to the tile", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--tile", 8,
+                                                               "--tile-overlap", 7, "--model", m], 2,
+     "must be smaller than the tile (8)"),
     ("--steps over the schedule", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--steps", 2001, "--model", m], 2,
      "at most the model's 2000"),
     # Size and memory: hundreds of tiles per U-Net call.
@@ -257,7 +258,7 @@ def test_memory_bombs_fail_fast_under_4_gib(tmp_path, model, what):
     else:
         source = _png(tmp_path / "a.png")
         args = [source, "-o", tmp_path / "out.png", "--model", _edit_config(model, inner_channel=16384), "--quiet"]
-        fragments = ["config.json describes a U-Net of", "check inner_channel"]
+        fragments = ["config.json: 'network.inner_channel' must be an integer from 2 to 4,096, got 16384"]
     start = time.monotonic()
     proc = _cli_process(*args, address_space=4 * GIB)
     _, err = proc.communicate(timeout=240)
@@ -491,15 +492,15 @@ def test_nan_output_is_an_error_not_a_black_image(tiny_upscaler):
 
 
 @pytest.mark.parametrize("options, message", [
-    ({"eta": float("nan")}, "eta must be a number from 0"),
-    ({"eta": 1.5}, "eta must be a number from 0"),
+    ({"eta": float("nan")}, r"'eta' must be a number in \[0, 1\], got nan"),
+    ({"eta": 1.5}, r"'eta' must be a number in \[0, 1\], got 1.5"),
     ({"seed": 1.7}, "seed must be an integer"),
     ({"seed": -1}, "seed must be an integer from 0"),
     ({"seed": 2**64}, "seed must be an integer from 0"),
     ({"seed": 2**64 - 1}, "seed \\+ image index must stay below 2\\*\\*64"),
     ({"sampler": ""}, "Unknown sampler ''"),
     ({"consistency": ""}, "Unknown consistency ''"),
-    ({"spacing": ""}, "Unknown grid spacing ''"),
+    ({"spacing": ""}, "Unknown spacing ''"),
 ])
 def test_bad_numbers_and_empty_names_are_rejected(tiny_upscaler, options, message):
     images = [RNG.integers(0, 256, (8, 8, 3), dtype=np.uint8)] * 2

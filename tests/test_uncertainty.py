@@ -349,5 +349,5 @@ def test_cli_refuses_an_existing_map_before_any_work(tmp_path, model, capsys):
     (tmp_path / "u.png").write_bytes(b"keep")
     code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", model, "--samples", 2,
                        "--uncertainty", tmp_path / "u.png")
-    assert code == 2 and "already exists; pass --overwrite" in lines[0]
+    assert code == 1 and "already exists; pass --overwrite" in lines[0]
     assert not (tmp_path / "out.png").exists() and (tmp_path / "u.png").read_bytes() == b"keep"

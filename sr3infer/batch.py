@@ -1,0 +1,430 @@
+"""Files and folders in, files out: the batch runner behind `sr3infer` and `sr3infer cascade`, public for Python.
+
+    >>> from sr3infer import Upscaler
+    >>> from sr3infer.batch import upscale_files
+    >>> summary = upscale_files(Upscaler.from_pretrained("sr3-face-8x"), "faces/", "big/", seed=0)
+    >>> print(summary.line())
+
+A run is planned before anything is decoded (`plan_jobs`: every output path resolved and checked for
+collisions, format support and a writable place; existing files refused, replaced or skipped), then
+each file is checked from its header, decoded alone, and run in batches (`run_jobs`). File k of the
+sorted inputs always gets seed `seed + k`, whatever the batching, the ranks and the files that fail; a
+failing batch is retried one file at a time, so a bad file (unreadable, too large, out of memory)
+fails alone and the others go on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from . import imageio
+from .cascade import Cascade
+from .distributed import shard_indices
+from .errors import first_line
+from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_run
+from .uncertainty import save_uncertainty
+from .upscaler import Upscaler
+
+__all__ = ["Job", "BatchSummary", "collect_inputs", "plan_jobs", "run_jobs", "upscale_files", "error_line"]
+
+OUT_OF_MEMORY_HINT = " (out of memory: try --batch-size 1, tiling with --tile, --dtype fp16/bf16, or a smaller input)"
+
+Log = Callable[[str], None]
+
+
+@dataclass
+class Job:
+    """One input file and every file it produces: `outputs` maps each path to what is written there."""
+
+    index: int                                   # position in the sorted input list: the seed is seed + index
+    source: Path
+    outputs: dict[Path, str]                     # path -> "image", "uncertainty" or "stage<k>" (an earlier stage)
+    skip: bool = False                           # every output exists and skip_existing was asked
+
+    @property
+    def output(self) -> Path:
+        """The main output (the final image)."""
+        return next(path for path, what in self.outputs.items() if what == "image")
+
+
+@dataclass
+class BatchSummary:
+    """What a run did: counts of files written, failed and skipped (existing outputs), per rank when sharded."""
+
+    written: int = 0
+    failed: int = 0
+    skipped: int = 0
+    total: int = 0
+    per_rank: list[list[int]] = field(default_factory=list)   # [written, failed, skipped] of each rank
+
+    def line(self) -> str:
+        """One line for the end of a run, e.g. "3 written, 1 failed, 2 skipped (existing) of 6 files"."""
+        skipped = f", {self.skipped} skipped (existing)" if self.skipped else ""
+        text = f"{self.written} written, {self.failed} failed{skipped} of {self.total} files"
+        if len(self.per_rank) > 1:
+            ranks = "; ".join(f"rank {r}: {w} written, {f} failed" for r, (w, f, _) in enumerate(self.per_rank))
+            text += f" ({len(self.per_rank)} ranks: {ranks})"
+        return text
+
+
+def error_line(err: BaseException) -> str:
+    """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
+    message = first_line(err)
+    lowered = message.lower()
+    if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
+                                                                   "cannot allocate memory", "not enough memory",
+                                                                   "unable to allocate")):
+        message += OUT_OF_MEMORY_HINT
+    return message
+
+
+# Planning: every check that needs no pixel, before the model runs.
+
+
+def collect_inputs(source: str | os.PathLike) -> list[Path]:
+    """The sorted image files of a folder (by suffix, regular files only), or `[source]` for one regular file.
+
+    Raises:
+        FileNotFoundError: `source` does not exist.
+        ValueError: a folder without images, or a FIFO, device or socket (which would block or never end).
+    """
+    source = Path(source)
+    if source.is_dir():
+        files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in imageio.IMAGE_SUFFIXES)
+        if not files:
+            raise ValueError(f"no images ({', '.join(sorted(imageio.IMAGE_SUFFIXES))}) in folder {str(source)!r}")
+        return files
+    if not source.exists():
+        raise FileNotFoundError(f"input {str(source)!r} does not exist")
+    if not stat.S_ISREG(source.stat().st_mode):
+        raise ValueError(f"input {str(source)!r} is not a regular file (a FIFO, device or socket); give an image file "
+                         "or a folder")
+    return [source]
+
+
+def plan_jobs(
+    inputs: Sequence[Path],
+    source: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    uncertainty: str | os.PathLike | None = None,
+    uncertainty_format: str | None = None,
+    stage_dirs: Sequence[str | os.PathLike] = (),
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    folder: bool | None = None,
+) -> list[Job]:
+    """The job of each input: its output paths, checked before anything runs.
+
+    A folder `source` (or an `output` ending in a path separator, an existing folder, or `folder=True`)
+    writes `output/NAME.png`; one file writes `output` itself. `uncertainty` names the map (for a folder: the
+    folder of `NAME_uncertainty.png|.npy`); `stage_dirs` get a copy of each earlier stage's image.
+
+    Raises:
+        ValueError: two outputs resolving to one file (by any spelling), an output that is an input, an
+            output format Pillow cannot write in RGB, a place that cannot be written (under a file, a
+            read-only or virtual folder), or `overwrite` with `skip_existing`.
+        FileExistsError: an output exists and neither `overwrite` nor `skip_existing` was given.
+    """
+    if overwrite and skip_existing:
+        raise ValueError("overwrite and skip_existing contradict each other; pass one of them")
+    source, output = Path(source), Path(output)
+    folder_out = folder or source.is_dir() or str(output).endswith(("/", os.sep)) or output.is_dir()
+    if folder_out and output.exists() and not output.is_dir():
+        why = "input is a folder, so " if source.is_dir() else ""
+        raise ValueError(f"{why}-o must be a folder; {str(output)!r} is a file")
+    finals = [output / (p.stem + ".png") for p in inputs] if folder_out else [output]
+    maps = _map_paths(uncertainty, uncertainty_format, source, finals)
+    planned = []
+    for index, final in enumerate(finals):
+        files = [(Path(d) / final.name, f"stage{k + 1}") for k, d in enumerate(stage_dirs)] + [(final, "image")]
+        planned.append(files + ([(maps[index], "uncertainty")] if maps is not None else []))
+    _check_collisions(inputs, planned)
+    jobs = [Job(index, Path(src), dict(files)) for index, (src, files) in enumerate(zip(inputs, planned))]
+    for path in {path for job in jobs for path, what in job.outputs.items()}:
+        _check_writable(path, "uncertainty" if path.suffix.lower() == ".npy" else "image")
+    for job in jobs:
+        existing = [path for path in job.outputs if os.path.lexists(path)]
+        if existing and skip_existing and len(existing) == len(job.outputs):
+            job.skip = True
+        elif existing and not overwrite:
+            hint = "pass --overwrite to replace it" + (" or --skip-existing to leave it" if not skip_existing else "")
+            raise FileExistsError(f"{str(existing[0])!r} already exists; {hint}")
+    return jobs
+
+
+def _map_paths(target: str | os.PathLike | None, fmt: str | None, source: Path, finals: list[Path]) -> list[Path] | None:
+    if target is None:
+        if fmt is not None:
+            raise ValueError("--uncertainty-format needs --uncertainty PATH")
+        return None
+    target = Path(target)
+    if source.is_dir():
+        if target.exists() and not target.is_dir():
+            raise ValueError(f"input is a folder, so --uncertainty must be a folder; {str(target)!r} is a file")
+        return [target / f"{out.stem}_uncertainty.{fmt or 'png'}" for out in finals]
+    if fmt is not None:
+        raise ValueError("--uncertainty-format is for folder input; for one file give --uncertainty a .npy or .png name")
+    if target.is_dir() or str(target).endswith(("/", os.sep)):
+        return [target / f"{finals[0].stem}_uncertainty.png"]
+    return [target]
+
+
+def _check_collisions(inputs: Sequence[Path], planned: list[list[tuple[Path, str]]]) -> None:
+    """No two planned files, and no output and input, are one file, by whatever spelling (resolved paths)."""
+    sources = {_resolved(Path(src)): Path(src) for src in inputs}
+    seen: dict[str, tuple[Path, int]] = {}
+    for index, files in enumerate(planned):
+        for path, _ in files:
+            key = _resolved(path)
+            if key in sources:
+                raise ValueError(f"{str(path)!r} is the input {str(sources[key])!r}; write the output elsewhere")
+            if key in seen:
+                other, first = seen[key]
+                what = ("the output and the uncertainty map" if first == index else
+                        f"the outputs of {str(inputs[first])!r} and {str(inputs[index])!r}")
+                spelled = f" (also spelled {str(path)!r})" if str(path) != str(other) else ""
+                raise ValueError(f"{what} would both be written to {str(other)!r}{spelled}; rename one of them "
+                                 "or give --uncertainty another name")
+            seen[key] = (path, index)
+
+
+def _resolved(path: Path) -> str:
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _check_writable(path: Path, what: str) -> None:
+    """The format of `path` is one Pillow writes in RGB (or .npy), and its folder is, or can be made, writable."""
+    if what == "image":
+        try:
+            fmt = imageio.output_format(path)
+            probe = Image.new("RGB", (1, 1))  # Pillow's encoder for the format, on one RGB pixel, in memory
+            probe.encoderinfo, probe.encoderconfig = {}, ()
+            Image.SAVE[fmt](probe, io.BytesIO(), "probe" + path.suffix)
+        except (ValueError, OSError, KeyError, TypeError) as err:
+            reason = str(err) if isinstance(err, ValueError) and "Unknown output format" in str(err) else (
+                f"Pillow cannot write RGB images as {path.suffix.lower() or 'that'} ({first_line(err)})")
+            raise ValueError(f"{str(path)!r}: {reason}; use .png, .jpg, .webp, .tif or .bmp") from None
+    folder = path.parent
+    while not folder.exists() and folder != folder.parent:
+        if os.path.lexists(folder):  # a dangling symlink
+            break
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
+    try:  # the only sure test of a place (read-only mounts, /proc, permissions): make a file there
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".sr3infer-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as err:
+        raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is not writable ({first_line(err)})") from None
+
+
+# Running.
+
+
+def run_jobs(
+    model: Upscaler | Cascade,
+    jobs: Sequence[Job],
+    *,
+    seed: int = 0,
+    batch_size: int = 8,
+    num_samples: int = 1,
+    overwrite: bool = False,
+    max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+    progress: bool = True,
+    log: Log | None = None,
+    quiet: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    **options: Any,
+) -> BatchSummary:
+    """Run this rank's share of `jobs` (every `world_size`-th, from `rank`) and write their files.
+
+    Args:
+        model: an `Upscaler`, or a `Cascade` (each earlier stage's image goes to the job's "stage<k>" path).
+        seed: file k gets seed `seed + k` (with `num_samples` K, sample j: `seed + k*K + j`; in a cascade,
+            stage s adds `s * STAGE_SEED_STRIDE`).
+        batch_size: files per model call (and tiles or samples per U-Net call).
+        log: where the per-file lines go ("wrote ...", "failed ..."); default stderr.
+        quiet: no "wrote ..." lines (failures are always logged).
+        options: the rest of `upscale`/`Cascade.run`: the recipe (num_steps, sampler, preset, ... or, for a
+            cascade, per-stage lists and noise_level), tile_size, tile_overlap, value_range.
+
+    Returns:
+        This rank's `BatchSummary` (`total` counts every job).
+    """
+    log = log or (lambda line: print(line, file=sys.stderr))
+    if num_samples < 2 and any("uncertainty" in job.outputs.values() for job in jobs):
+        raise ValueError(f"an uncertainty map needs num_samples >= 2 (--samples 2 or more), got {num_samples}")
+    prefix = f"sr3infer[rank {rank}]" if world_size > 1 else "sr3infer"
+    mine = [jobs[i] for i in shard_indices(len(jobs), rank, world_size)]
+    summary = BatchSummary(total=len(jobs), skipped=sum(job.skip for job in mine))
+    run = _cascade_runner(model, seed, options) if isinstance(model, Cascade) else _upscaler_runner(model, seed,
+                                                                                                   num_samples, options)
+    common = dict(batch_size=batch_size, progress=progress, max_output_pixels=max_output_pixels)
+    todo = [job for job in mine if not job.skip]
+    for start in range(0, len(todo), batch_size):
+        loaded = []
+        for job in todo[start : start + batch_size]:  # one file at a time: checked from its header, then decoded
+            try:
+                header = imageio.read_header(job.source)
+            except Exception as err:  # noqa: BLE001 - an unreadable file fails alone
+                log(f"{prefix}: skipped {job.source}: {error_line(err)}")
+                summary.failed += 1
+                continue
+            try:
+                _check_size(model, (header.height, header.width), max_output_pixels, options)
+                loaded.append((job, imageio.read_image(job.source)))
+            except Exception as err:  # noqa: BLE001 - too large, undecodable or out of memory: this file alone
+                log(f"{prefix}: failed {job.source}: {error_line(err)}")
+                summary.failed += 1
+        for group, results, err in _isolated(_consecutive(loaded), lambda group: run(group, common)):
+            if err is not None:
+                log(f"{prefix}: failed {group[0][0].source}: {error_line(err)}")
+                summary.failed += 1
+                continue
+            for (job, _), files in zip(group, results):
+                if _write(job, files, overwrite, log if not quiet else None, prefix):
+                    summary.written += 1
+                else:
+                    summary.failed += 1
+    return summary
+
+
+def _consecutive(loaded: list[tuple[Job, Any]]) -> list[list[tuple[Job, Any]]]:
+    """Runs of consecutive file indices: one model call each, so seeds stay `seed + index` (they are additive)."""
+    groups: list[list[tuple[Job, Any]]] = []
+    for job, image in loaded:
+        if groups and groups[-1][-1][0].index == job.index - 1:
+            groups[-1].append((job, image))
+        else:
+            groups.append([(job, image)])
+    return groups
+
+
+def _check_size(model: Upscaler | Cascade, size: tuple[int, int], max_output_pixels: int | None,
+                options: dict[str, Any]) -> None:
+    """The model's own size guard (`Upscaler.estimate` + `check_run`) on a file's header size, stage by stage."""
+    height, width = size
+    for upscaler in model.upscalers if isinstance(model, Cascade) else [model]:
+        run = upscaler.estimate((height, width), tile_size=options.get("tile_size"),
+                                tile_overlap=options.get("tile_overlap"))
+        check_run(run, max_output_pixels)
+        height, width = run.size
+
+
+Files = list[tuple[Path, str, Any]]  # per job: (path, what, value) to write
+
+
+def _upscaler_runner(upscaler: Upscaler, seed: int, num_samples: int, options: dict[str, Any]) -> Callable:
+    def run(group: list[tuple[Job, Any]], common: dict[str, Any]) -> list[Files]:
+        generators = [torch.Generator("cpu").manual_seed(seed + job.index * num_samples + k)
+                      for job, _ in group for k in range(num_samples)]
+        # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
+        out = upscaler.upscale([image for _, image in group], generator=generators, num_samples=num_samples,
+                               return_dict=True, **common, **options)
+        maps = out.uncertainty or [None] * len(group)
+        return [[(path, what, image if what == "image" else uncertainty) for path, what in job.outputs.items()]
+                for (job, _), image, uncertainty in zip(group, out.images, maps)]
+
+    return run
+
+
+def _cascade_runner(cascade: Cascade, seed: int, options: dict[str, Any]) -> Callable:
+    def run(group: list[tuple[Job, Any]], common: dict[str, Any]) -> list[Files]:
+        stages = cascade.run([image for _, image in group], seed=seed + group[0][0].index, return_all_stages=True,
+                             **common, **options)
+        per_file = [list(images) for images in zip(*stages)]  # each file's images, first stage first
+        files = []
+        for (job, _), images in zip(group, per_file):
+            by_stage = {f"stage{k + 1}": image for k, image in enumerate(images[:-1])}
+            by_stage["image"] = images[-1]
+            files.append([(path, what, by_stage[what]) for path, what in job.outputs.items()])
+        return files
+
+    return run
+
+
+def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str) -> bool:
+    """Write one job's files (each atomically); report and return False on the first failure."""
+    for path, what, value in files:
+        try:
+            if what == "uncertainty":
+                save_uncertainty(value, path, overwrite=overwrite)
+                detail = f"uncertainty, mean std {float(np.mean(value)):.4f}"
+            else:
+                imageio.save_image(value, path, overwrite=overwrite)
+                width, height = imageio.image_size(value)
+                detail = f"{width}x{height}"
+        except (ValueError, OSError, TypeError) as err:
+            name = "the uncertainty map " if what == "uncertainty" else ""
+            (log or (lambda line: print(line, file=sys.stderr)))(
+                f"{prefix}: failed to write {name}{path} (from {job.source}): {first_line(err)}")
+            return False
+        if log is not None:
+            log(f"{prefix}: wrote {path} ({detail})")
+    return True
+
+
+def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[list, Any, Exception | None]]:
+    """`run` each group of jobs; a failing group is retried one job at a time, so a bad file fails alone.
+
+    Yields `(group, run(group), None)` for each success and `([job], None, error)` for a job that fails by itself.
+    """
+    pending = list(groups)
+    while pending:
+        group = pending.pop(0)
+        try:
+            results = run(group)
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others (MemoryError included)
+            if len(group) > 1:
+                pending[:0] = [[job] for job in group]
+                continue
+            yield group, None, err
+            continue
+        yield group, results, None
+
+
+def upscale_files(
+    model: Upscaler | Cascade,
+    inputs: str | os.PathLike,
+    output: str | os.PathLike,
+    *,
+    uncertainty: str | os.PathLike | None = None,
+    uncertainty_format: str | None = None,
+    all_stages: bool = False,
+    overwrite: bool = False,
+    skip_existing: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    **options: Any,
+) -> BatchSummary:
+    """Upscale a file or a folder of images into `output` (a file for one image, else a folder of PNGs).
+
+    `collect_inputs`, then `plan_jobs` (every check before any work), then `run_jobs` (this rank's share;
+    under torchrun pass `rank`/`world_size`). With a `Cascade` and `all_stages`, each earlier stage's
+    image goes to `output/stage<k>/`. Other options are those of `run_jobs`.
+
+    Returns:
+        A `BatchSummary` of this rank; `summary.failed` counts files that could not be read, run or written.
+    """
+    source = Path(inputs)
+    files = collect_inputs(source)
+    stages = len(model.upscalers) if isinstance(model, Cascade) else 1
+    stage_dirs = [Path(output) / f"stage{k + 1}" for k in range(stages - 1)] if all_stages else []
+    jobs = plan_jobs(files, source, output, uncertainty=uncertainty, uncertainty_format=uncertainty_format,
+                     stage_dirs=stage_dirs, overwrite=overwrite, skip_existing=skip_existing,
+                     folder=True if isinstance(model, Cascade) else None)
+    return run_jobs(model, jobs, overwrite=overwrite, rank=rank, world_size=world_size, **options)
