@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor, nn
 
 from .architectures import expected_shapes as architecture_shapes
 from .architectures import get_architecture
 from .bounds import MAX_PARAMETERS
 from .config import ModelConfig
+from .imageio import write_atomically
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "save_model_folder", "read_config", "load_weights", "build_model",
            "check_weights_file", "check_dtypes", "check_finite", "weights_metadata", "read_metadata", "MAX_PARAMETERS"]
@@ -37,19 +36,6 @@ LOADABLE_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64"
 model never uses), then cast to the run's dtype. Integer, bool and float8 tensors are refused by name."""
 
 
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_model_folder(
     folder: str | Path,
     config: ModelConfig,
@@ -62,10 +48,11 @@ def save_model_folder(
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
     metadata = weights_metadata()
-    _atomic_write(folder / WEIGHTS_NAME, lambda p: save_file(tensors, p, metadata=metadata))
-    _atomic_write(folder / CONFIG_NAME, lambda p: Path(p).write_text(config.to_json(), encoding="utf-8"))
+    # Each file whole or not at all, through the package's one atomic writer.
+    write_atomically(folder / WEIGHTS_NAME, lambda handle: handle.write(save(tensors, metadata=metadata)), overwrite=True)
+    write_atomically(folder / CONFIG_NAME, lambda handle: handle.write(config.to_json().encode("utf-8")), overwrite=True)
     if card is not None:
-        _atomic_write(folder / CARD_NAME, lambda p: Path(p).write_text(card, encoding="utf-8"))
+        write_atomically(folder / CARD_NAME, lambda handle: handle.write(card.encode("utf-8")), overwrite=True)
     return folder
 
 

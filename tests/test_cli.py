@@ -226,3 +226,20 @@ def test_without_model_the_input_size_picks_a_bundled_model_or_the_run_stops(tmp
         code, lines = _cli(capsys, _png(tmp_path / f"in{size}.png", size), "-o", tmp_path / f"out{size}.png")
         assert code == 1 and loaded[-1] == name  # (the stand-in loader fails, after the choice)
         assert lines[0].startswith(f"sr3infer: no --model given; using {name}") and f"{size}x{size}" in lines[0]
+
+
+def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsys):
+    import dataclasses
+
+    from sr3infer import cli, manifest
+
+    assert cli.default_models() == {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "photos")}
+    real = manifest.load_manifest()
+    entry = real.models["sr3-face-8x"]
+    moved = dataclasses.replace(entry, task=dataclasses.replace(entry.task, input_size=24, domain="portraits"))
+    monkeypatch.setattr(manifest, "load_manifest", lambda *a, **k: dataclasses.replace(
+        real, models={**real.models, "sr3-face-8x": moved}))
+    assert cli.default_models() == {24: ("sr3-face-8x", "portraits"), 64: ("sr3-64-256", "photos")}
+    src = _png(tmp_path / "in.png", 16)  # 16x16 is no longer a bundled model's size: no silent pick
+    assert main([str(src), "-o", str(tmp_path / "out.png")]) == 2
+    assert "24x24 (sr3-face-8x, portraits)" in capsys.readouterr().err
