@@ -15,8 +15,10 @@ from torch import Tensor, nn
 
 from . import imageio
 from .architectures import get_architecture
+from .bounds import MAX_SEED
 from .config import CONSISTENCY_MODES, UNSET, ModelConfig, Recipe
 from .convert import load_community_checkpoint
+from .devices import default_device, resolve_device, resolve_dtype
 from .fastpath import FastModel
 from .hub import resolve_model_files
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
@@ -35,25 +37,13 @@ from .weights import (
 
 __all__ = ["Upscaler", "UpscaleOutput", "CONSISTENCY_MODES"]
 
-MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed takes 0 .. 2**64 - 1
-
 
 def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return default_device()  # CUDA, then MPS, then the CPU (sr3infer.devices)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    if dtype is None:
-        return torch.float16 if device.type == "cuda" else torch.float32
-    if isinstance(dtype, str):
-        names = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
-                 "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
-        if dtype not in names:
-            raise ValueError(f"Unknown dtype {dtype!r}; expected fp16, bf16 or fp32.")
-        dtype = names[dtype]
-    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
-        raise ValueError(f"Unsupported torch_dtype {dtype}; expected torch.float16, torch.bfloat16 or torch.float32.")
-    return dtype
+    return resolve_dtype(dtype, device)  # None / "auto": per device (sr3infer.devices)
 
 
 class Upscaler:
@@ -124,13 +114,12 @@ class Upscaler:
         return save_model_folder(folder, self.config, self.model.state_dict(), dtype=dtype, card=card)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = UNSET) -> Upscaler:
-        """Move to `device`, keeping the dtype unless `dtype` is given (None: fp16 on CUDA, fp32 on CPU). Returns self."""
-        device = torch.device(device) if device is not None else self.device
+        """Move to `device` ("auto": CUDA, MPS, CPU), keeping the dtype unless `dtype` is given (None or "auto":
+        per device, see `sr3infer.devices`). Returns self."""
+        device = resolve_device(device) if device is not None else self.device  # "auto": CUDA, MPS, CPU
         if device.type == "meta":
             raise ValueError("device 'meta' holds shapes but no data, so nothing can be upscaled on it; "
                              "use 'cpu' or 'cuda'.")
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu'.")
         dtype = self.dtype if dtype is UNSET else _resolve_dtype(dtype, device)
         cast_model(self.model, device, dtype)
         # channels_last: faster convolutions on CUDA and CPU (measured: benchmarks/results/unet_speed_cpu.json).

@@ -1,0 +1,135 @@
+"""Which device and dtype a model runs on when the caller says "auto" (or nothing).
+
+Device "auto": CUDA, then Apple MPS, then the CPU. Dtype "auto": float16 on CUDA and MPS; on the CPU
+bfloat16 where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX on x86, the BF16 extension on Arm)
+and `CPU_BF16_DEFAULT` is on, else float32. The noise embedding and the norms stay float32 in every
+precision (`UNet._keep_in_fp32_modules`, `GroupNorm32`). On MPS a precision whose kernels are missing
+falls back to float32 with a warning (MPS was not run here: tested by faking its availability).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["CPU_BF16_DEFAULT", "CPU_BF16_ENV", "DTYPES", "default_device", "resolve_device", "resolve_dtype",
+           "auto_dtype", "cpu_has_native_bf16"]
+
+CPU_BF16_DEFAULT = False
+"""Whether dtype "auto" picks bfloat16 on a CPU with native bf16. Off until benchmarks/bf16_cpu.py has measured, on
+all val images of both bundled models, that bf16 keeps PSNR within 0.02 dB and KID within its standard error."""
+
+CPU_BF16_ENV = "SR3INFER_CPU_BF16"
+"""Set to 1 to have "auto" pick bfloat16 on the CPU (whatever the detection says), 0 to keep float32."""
+
+DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
+          "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
+
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")  # x86 /proc/cpuinfo "flags"; Arm "Features" lists "bf16"
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend is not None and backend.is_available())
+
+
+def default_device() -> torch.device:
+    """CUDA when available, else Apple MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if _mps_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """`device` as a torch.device; None or "auto" is `default_device()`.
+
+    Raises:
+        RuntimeError: CUDA or MPS was asked for and is not available.
+    """
+    if device is None or device == "auto":
+        return default_device()
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("CUDA was requested but torch.cuda.is_available() is False; use device='cpu' (or 'auto').")
+    if device.type == "mps" and not _mps_available():
+        raise RuntimeError("MPS was requested but torch.backends.mps.is_available() is False; use device='cpu' "
+                           "(or 'auto').")
+    return device
+
+
+def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 natively: the `SR3INFER_CPU_BF16` override if set, else the CPU flags
+    (AVX512-BF16 or AMX on x86, BF16 on Arm) read from /proc/cpuinfo (False where it cannot be read)."""
+    override = os.environ.get(CPU_BF16_ENV)
+    if override is not None and override.strip() in ("0", "1"):
+        return override.strip() == "1"
+    try:
+        text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")[:1_000_000]
+    except OSError:
+        return False
+    for line in text.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() in ("flags", "features"):
+            return any(flag in value.split() for flag in NATIVE_BF16_FLAGS)
+    return False
+
+
+def auto_dtype(device: torch.device) -> torch.dtype:
+    """The dtype "auto" picks on `device` (see the module docstring)."""
+    if device.type == "cuda":
+        return torch.float16
+    if device.type == "mps":
+        return _mps_checked(torch.float16)
+    if device.type == "cpu":
+        forced = os.environ.get(CPU_BF16_ENV, "").strip() == "1"
+        if (CPU_BF16_DEFAULT or forced) and cpu_has_native_bf16():
+            return torch.bfloat16
+    return torch.float32
+
+
+def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
+    """`dtype` (a torch dtype, "fp16"/"bf16"/"fp32", or None/"auto") for a model on `device`.
+
+    Raises:
+        ValueError: an unknown name, or a dtype other than float16, bfloat16 or float32.
+    """
+    if dtype is None or dtype == "auto":
+        return auto_dtype(device)
+    if isinstance(dtype, str):
+        if dtype not in DTYPES:
+            raise ValueError(f"Unknown dtype {dtype!r}; expected fp16, bf16, fp32 or auto.")
+        dtype = DTYPES[dtype]
+    if dtype not in (torch.float16, torch.bfloat16, torch.float32):
+        raise ValueError(f"Unsupported torch_dtype {dtype}; expected torch.float16, torch.bfloat16 or torch.float32.")
+    return _mps_checked(dtype) if device.type == "mps" else dtype
+
+
+def _mps_checked(dtype: torch.dtype) -> torch.dtype:
+    """`dtype` if MPS runs the U-Net's kernels in it (a tiny conv, norm and attention), else float32 with a warning."""
+    if dtype == torch.float32:
+        return dtype
+    try:
+        _probe("mps", dtype)
+    except (RuntimeError, TypeError, NotImplementedError) as err:
+        warnings.warn(f"MPS cannot run the model in {dtype} ({str(err).splitlines()[0][:120]}); using float32 instead. "
+                      "Setting PYTORCH_ENABLE_MPS_FALLBACK=1 before starting Python runs missing ops on the CPU.",
+                      stacklevel=3)
+        return torch.float32
+    return dtype
+
+
+def _probe(device: str, dtype: torch.dtype) -> None:
+    """Run the U-Net's kinds of kernels once on a tiny input in `dtype` (raises where the backend lacks one)."""
+    x = torch.ones(1, 4, 4, 4, device=device, dtype=dtype)
+    conv = torch.ones(4, 4, 3, 3, device=device, dtype=dtype)
+    y = F.conv2d(x, conv, padding=1)
+    y = F.group_norm(y.float(), 2).to(dtype)
+    q = y.flatten(2).transpose(1, 2)[:, None]
+    F.scaled_dot_product_attention(q, q, q)
+    F.interpolate(y, scale_factor=2.0, mode="nearest").sum().item()
