@@ -233,13 +233,13 @@ def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsy
 
     from sr3infer import cli, manifest
 
-    assert cli.default_models() == {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "photos")}
+    assert cli.default_models() == {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "natural photos")}
     real = manifest.load_manifest()
     entry = real.models["sr3-face-8x"]
     moved = dataclasses.replace(entry, task=dataclasses.replace(entry.task, input_size=24, domain="portraits"))
     monkeypatch.setattr(manifest, "load_manifest", lambda *a, **k: dataclasses.replace(
         real, models={**real.models, "sr3-face-8x": moved}))
-    assert cli.default_models() == {24: ("sr3-face-8x", "portraits"), 64: ("sr3-64-256", "photos")}
+    assert cli.default_models() == {24: ("sr3-face-8x", "portraits"), 64: ("sr3-64-256", "natural photos")}
     src = _png(tmp_path / "in.png", 16)  # 16x16 is no longer a bundled model's size: no silent pick
     assert main([str(src), "-o", str(tmp_path / "out.png")]) == 2
     assert "24x24 (sr3-face-8x, portraits)" in capsys.readouterr().err
