@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from types import MappingProxyType
+from typing import Any, Mapping
 
 from .architectures import DEFAULT_ARCHITECTURE, get_architecture
 from .bounds import (
@@ -44,7 +45,7 @@ class Recipe:
     spacing: str = "linear"
     start_noise_level: float | None = None   # None: start from pure noise (plain SR3)
     consistency: str = "none"                # "none", "final" or "every" (DDNM-style, on each x0)
-    options: dict[str, float] = field(default_factory=dict)  # the sampler's options, e.g. {"eta": 1.0} for ddim
+    options: Mapping[str, float] = field(default_factory=dict)  # the sampler's options, e.g. {"eta": 1.0} for ddim
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", sorted(SAMPLERS))
@@ -54,11 +55,16 @@ class Recipe:
             object.__setattr__(self, "start_noise_level", check_float(
                 self.start_noise_level, "start_noise_level", 0.0, 1.0, open_low=True, open_high=True))
         check_choice(self.consistency, "consistency", CONSISTENCY_MODES)
-        options = check_mapping(self.options, "options")
+        options = check_mapping(dict(self.options) if isinstance(self.options, Mapping) else self.options, "options")
         # An option another sampler takes, left at its default, changes nothing: drop it (replace(sampler=...)).
         takes = sampler_option_defaults(self.sampler)
         options = {k: v for k, v in options.items() if k in takes or v != _default_elsewhere(k)}
-        object.__setattr__(self, "options", check_sampler_options(self.sampler, options))
+        # Read-only, so the checked values cannot be changed behind the check.
+        object.__setattr__(self, "options", MappingProxyType(check_sampler_options(self.sampler, options)))
+
+    def __hash__(self) -> int:
+        return hash((self.sampler, self.num_steps, self.spacing, self.start_noise_level, self.consistency,
+                     tuple(sorted(self.options.items()))))
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:

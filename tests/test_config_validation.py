@@ -227,4 +227,7 @@ def test_recipe_options_are_one_mapping_completed_with_the_samplers_defaults():
     assert old == Recipe(sampler="ancestral", num_steps=3)
     assert Recipe.from_dict({"sampler": "ddim", "eta": 1.0}).options == {"eta": 1.0}
     assert Recipe.from_dict(ddim.to_dict()) == ddim
+    assert hash(ddim) == hash(Recipe(sampler="ddim", options={"eta": 1.0})) and len({ddim, ddim.override(eta=1.0)}) == 1
+    with pytest.raises(TypeError):
+        ddim.options["eta"] = 5.0  # read-only: a checked recipe stays checked
 
