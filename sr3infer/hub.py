@@ -364,7 +364,7 @@ def plan_publish(
         FileNotFoundError: `folder` is not a model folder.
         ValueError: a bad repo id, or config.json and the weights' metadata disagree.
     """
-    from .weights import METADATA_KEY, read_config
+    from .weights import embedded_config, read_config
 
     folder = Path(folder)
     if not REPO_ID_PATTERN.fullmatch(repo_id) or ".." in repo_id:
@@ -375,11 +375,8 @@ def plan_publish(
     if missing:
         raise FileNotFoundError(f"Model folder {str(folder)!r} has no {', '.join(missing)}; expected {', '.join(REQUIRED_FILES)}.")
     config = read_config(folder / WEIGHTS_NAME, folder / CONFIG_NAME)
-    from safetensors import safe_open
-
-    with safe_open(str(folder / WEIGHTS_NAME), framework="pt") as handle:
-        embedded = (handle.metadata() or {}).get(METADATA_KEY)
-    if embedded is not None and read_config(folder / WEIGHTS_NAME).to_dict() != config.to_dict():
+    embedded = embedded_config(folder / WEIGHTS_NAME)  # only files from before config.json was the one source
+    if embedded is not None and embedded != config:
         raise ValueError(
             f"{folder / CONFIG_NAME} differs from the config in {WEIGHTS_NAME}'s metadata; "
             "re-save the folder with Upscaler.save_pretrained so both come from one config."

@@ -23,7 +23,8 @@ from .config import ModelConfig
 from .imageio import write_atomically
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "save_model_folder", "read_config", "load_weights", "build_model",
-           "check_weights_file", "check_dtypes", "check_finite", "weights_metadata", "read_metadata", "MAX_PARAMETERS"]
+           "check_weights_file", "check_dtypes", "check_finite", "weights_metadata", "read_metadata", "embedded_config",
+           "MAX_PARAMETERS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -79,13 +80,22 @@ def read_config(weights: str | Path, config_path: str | Path | None = None) -> M
         config_path = Path(weights).parent / CONFIG_NAME
     if config_path is not None:
         return ModelConfig.from_json_file(config_path)
-    embedded = read_metadata(weights).get(METADATA_KEY)
+    embedded = embedded_config(weights)
     if embedded is None:
         raise ValueError(
             f"{weights} has no {CONFIG_NAME} beside it (and no legacy {METADATA_KEY!r} metadata). "
             f"Put the model's {CONFIG_NAME} next to it, pass the model folder, or convert a community checkpoint "
             "with `sr3infer convert`."
         )
+    return embedded
+
+
+def embedded_config(weights: str | Path) -> ModelConfig | None:
+    """The legacy copy of the config in the safetensors metadata of `weights` (files written before config.json
+    became the one source), or None when it holds none (every file sr3infer writes now)."""
+    embedded = read_metadata(weights).get(METADATA_KEY)
+    if embedded is None:
+        return None
     source = f"{weights} (metadata {METADATA_KEY!r})"
     try:
         data = json.loads(embedded)

@@ -180,6 +180,19 @@ def test_a_lone_old_file_still_loads_from_its_metadata_and_config_json_wins_besi
     assert Upscaler.from_pretrained(beside.parent, device="cpu").config == current
 
 
+def test_publishing_refuses_an_old_file_whose_metadata_copy_has_drifted(tmp_path, tiny_model_dir, capsys):
+    """A file carrying a drifted copy would give another recipe when loaded alone: re-save it before publishing."""
+    state = load_file(str(tiny_model_dir / "model.safetensors"))
+    current = ModelConfig.from_json_file(tiny_model_dir / "config.json")
+    folder = tmp_path / "old"
+    _legacy_file(folder / "model.safetensors", _old_style_dict(current), state)
+    (folder / "config.json").write_text(current.to_json())
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) == 0
+    _legacy_file(folder / "model.safetensors", _old_style_dict(current.replace(sampling=Recipe(num_steps=1))), state)
+    assert main(["publish", str(folder), "--repo-id", "someone/x", "--dry-run"]) != 0
+    assert "differs from the config in model.safetensors's metadata" in capsys.readouterr().err
+
+
 def test_bad_json_in_old_metadata_is_refused_naming_the_file(tmp_path, tiny_model_dir):
     weights = tmp_path / "bad.safetensors"
     save_file(load_file(str(tiny_model_dir / "model.safetensors")), str(weights), metadata={METADATA_KEY: "{not json"})
