@@ -139,8 +139,9 @@ def plan_jobs(
     """
     if overwrite and skip_existing:
         raise ValueError("overwrite and skip_existing contradict each other; pass one of them")
+    slash = str(output).endswith(("/", os.sep))  # before Path() drops it: `-o newdir/` is a folder
     source, output = Path(source), Path(output)
-    folder_out = folder or source.is_dir() or str(output).endswith(("/", os.sep)) or output.is_dir()
+    folder_out = folder or source.is_dir() or slash or output.is_dir()
     if folder_out and output.exists() and not output.is_dir():
         why = "input is a folder, so " if source.is_dir() else ""
         raise ValueError(f"{why}-o must be a folder; {str(output)!r} is a file")
@@ -169,6 +170,7 @@ def _map_paths(target: str | os.PathLike | None, fmt: str | None, source: Path, 
         if fmt is not None:
             raise ValueError("--uncertainty-format needs --uncertainty PATH")
         return None
+    slash = str(target).endswith(("/", os.sep))
     target = Path(target)
     if source.is_dir():
         if target.exists() and not target.is_dir():
@@ -176,7 +178,7 @@ def _map_paths(target: str | os.PathLike | None, fmt: str | None, source: Path, 
         return [target / f"{out.stem}_uncertainty.{fmt or 'png'}" for out in finals]
     if fmt is not None:
         raise ValueError("--uncertainty-format is for folder input; for one file give --uncertainty a .npy or .png name")
-    if target.is_dir() or str(target).endswith(("/", os.sep)):
+    if target.is_dir() or slash:
         return [target / f"{finals[0].stem}_uncertainty.png"]
     return [target]
 
@@ -278,17 +280,16 @@ def run_jobs(
     for start in range(0, len(todo), batch_size):
         loaded = []
         for job in todo[start : start + batch_size]:  # one file at a time: checked from its header, then decoded
+            step = "skipped"  # unreadable: skipped; readable but too large (or out of memory): failed
             try:
                 header = imageio.read_header(job.source)
-            except Exception as err:  # noqa: BLE001 - an unreadable file fails alone
-                log(f"{prefix}: skipped {job.source}: {error_line(err)}")
-                summary.failed += 1
-                continue
-            try:
+                step = "failed"
                 _check_size(model, (header.height, header.width), max_output_pixels, options)
+                step = "skipped"
                 loaded.append((job, imageio.read_image(job.source)))
-            except Exception as err:  # noqa: BLE001 - too large, undecodable or out of memory: this file alone
-                log(f"{prefix}: failed {job.source}: {error_line(err)}")
+            except Exception as err:  # noqa: BLE001 - one file fails alone, MemoryError included
+                step = "failed" if isinstance(err, MemoryError) else step
+                log(f"{prefix}: {step} {job.source}: {error_line(err)}")
                 summary.failed += 1
         for group, results, err in _isolated(_consecutive(loaded), lambda group: run(group, common)):
             if err is not None:

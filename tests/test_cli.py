@@ -243,3 +243,34 @@ def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsy
     src = _png(tmp_path / "in.png", 16)  # 16x16 is no longer a bundled model's size: no silent pick
     assert main([str(src), "-o", str(tmp_path / "out.png")]) == 2
     assert "24x24 (sr3-face-8x, portraits)" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("signum, code", [(15, 143), (1, 129)])
+def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, model, signum, code):
+    """Issue 17 item 6: SIGTERM left temporary files and said nothing; now one line, no temporary file, 128 + N."""
+    import signal
+    import subprocess
+    import sys
+
+    for k in range(6):
+        _png(tmp_path / "in" / f"{k}.png")
+    repo = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sr3infer.cli", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", model,
+         "--steps", "400", "--batch-size", "1", "--sampler", "ddim"],
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)})
+    lines = []
+    for line in proc.stderr:  # the first file written: the run is in its loop, writing
+        lines.append(line.rstrip("\n"))
+        if "wrote" in line:
+            break
+    proc.send_signal(signum)
+    rest = proc.stderr.read().splitlines()
+    assert proc.wait(timeout=120) == code, lines + rest
+    messages = [line for line in rest if line.startswith("sr3infer:")]
+    assert messages[-1] == (f"sr3infer: terminated by {signal.Signals(signum).name}; complete outputs kept, "
+                            "no temporary files"), rest
+    assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary file left
+    for path in (tmp_path / "out").iterdir():
+        assert Image.open(path).size == (16, 16)  # every file there is whole

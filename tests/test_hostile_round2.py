@@ -185,3 +185,105 @@ def test_io_download_model_of_a_bundled_model(tmp_path):
     paths = download_model("sr3-64-256", cache_dir=tmp_path / "cache")
     assert {p.parent.name for p in paths.values()} == {"sr3-64-256"} and "bundled" in str(paths["model.safetensors"])
     assert not (tmp_path / "cache").exists()
+
+
+# CLI cases (helper B): output collisions, non-regular inputs, bounds, formats and places, tiles.
+
+
+def _fifo(path: Path) -> Path:
+    import os
+
+    os.mkfifo(path)
+    return path
+
+
+def _folder_and_spelling(work: Path) -> str:
+    (work / "d").mkdir()
+    return str(work / "d" / ".." / "out.png")
+
+
+CLI_CASES = [
+    ("--uncertainty is -o by its absolute path (item 3)",
+     lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m, "--samples", 2, "--overwrite",
+                       "--uncertainty", t / "out.png"], 2, "would both be written to 'out.png'"),
+    ("--uncertainty is -o through d/.. (item 3)",
+     lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m, "--samples", 2, "--overwrite",
+                       "--uncertainty", _folder_and_spelling(t)], 2, "would both be written to"),
+    ("-o is the input (item 3)", lambda t, m, mp: [_png(t / "a.png"), "-o", t / "." / "a.png", "--model", m,
+                                                   "--overwrite"], 2, "is the input"),
+    ("FIFO input with --model (item 5)", lambda t, m, mp: [_fifo(t / "pipe.png"), "-o", "out.png", "--model", m],
+     2, "is not a regular file (a FIFO, device or socket)"),
+    ("FIFO input without --model (item 5)", lambda t, m, mp: [_fifo(t / "pipe.png"), "-o", "out.png"],
+     2, "is not a regular file (a FIFO, device or socket)"),
+    ("--threads 100000 (item 8)", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m,
+                                                    "--threads", 100000], 2, "--threads must be between 1 and"),
+    ("--threads 0 (item 8)", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m, "--threads", 0],
+     2, "--threads must be between 1 and"),
+    *[(f"-o a{suffix}: Pillow cannot write RGB (item 10)",
+       lambda t, m, mp, suffix=suffix: [_png(t / "a.png"), "-o", f"out{suffix}", "--model", m],
+       2, f"Pillow cannot write RGB images as {suffix}") for suffix in (".xbm", ".msp", ".grib", ".h5")],
+    ("-o under an existing file (item 10)", lambda t, m, mp: [_png(t / "a.png"), "-o", "a.png/x.png", "--model", m],
+     2, "'a.png' is a file, not a folder"),
+    ("-o in /proc (item 10)", lambda t, m, mp: [_png(t / "a.png"), "-o", "/proc/x.png", "--model", m],
+     2, "'/proc' is not writable"),
+    ("--uncertainty map under a file (item 10)",
+     lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m, "--samples", 2, "--uncertainty",
+                       "a.png/u.npy"], 2, "is a file, not a folder"),
+    ("cascade -o in /proc (item 10)", lambda t, m, mp: ["cascade", _png(t / "a.png"), "-o", "/proc/out", "--stages", m],
+     2, "is not writable"),
+    ("--tile below half the trained output (item 19)",
+     lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m, "--tile", 6],
+     2, "--tile must be at least 8 output pixels (half the model's trained 16 px output"),
+    ("cascade --tile below half the trained output (item 19)",
+     lambda t, m, mp: ["cascade", _png(t / "a.png"), "-o", "out", "--stages", m, "--tile", 4],
+     2, "--tile must be at least 8 output pixels"),
+    ("--skip-existing with --overwrite (item 24)", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", m,
+                                                                     "--skip-existing", "--overwrite"],
+     2, "contradict each other"),
+]
+
+
+@pytest.mark.parametrize("setup, code, fragment", [pytest.param(*case[1:], id=case[0]) for case in CLI_CASES])
+def test_cli_case(tmp_path, model, capsys, monkeypatch, setup, code, fragment):
+    test_io_case(tmp_path, model, capsys, monkeypatch, setup, code, fragment)  # the same checks as the IO table
+
+
+def test_cli_version(capsys):
+    """Item 9: --version and -V were usage errors; sr3infer.__version__ did not exist."""
+    from importlib.metadata import version
+
+    import sr3infer
+
+    assert sr3infer.__version__ == version("sr3infer")
+    for flag in ("--version", "-V"):
+        assert main([flag]) == 0
+        assert capsys.readouterr().out.strip() == f"sr3infer {sr3infer.__version__}"
+
+
+def test_cli_help_says_what_quiet_hides(capsys):
+    """Item 24: --quiet also hid the 'wrote ...' line without saying so."""
+    assert main(["--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--quiet hide the progress bar, the 'wrote ...' lines and a successful folder run's summary" in text
+    assert "--skip-existing" in text
+
+
+def test_cli_output_with_a_trailing_slash_is_a_folder(tmp_path, model, capsys):
+    """Item 25: `-o newdir/` for one file said "Unknown output format ''"."""
+    src = _png(tmp_path / "a.png")
+    assert main([str(src), "-o", str(tmp_path / "newdir") + "/", "--model", str(model), "--steps", "1", "--quiet"]) == 0
+    assert [p.name for p in (tmp_path / "newdir").iterdir()] == ["a.png"]
+
+
+def test_cli_threads_within_the_bound_run(tmp_path, model):
+    """Item 8: the bound leaves every ordinary thread count alone."""
+    import os
+
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        assert main([str(_png(tmp_path / "a.png")), "-o", str(tmp_path / "o.png"), "--model", str(model), "--steps", "1",
+                     "--quiet", "--threads", str(os.cpu_count() or 1)]) == 0
+    finally:
+        torch.set_num_threads(threads)

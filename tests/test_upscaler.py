@@ -478,3 +478,77 @@ def test_meta_device_is_refused_clearly(tiny_upscaler):
     with pytest.raises(ValueError, match="'meta' holds shapes but no data"):
         tiny_upscaler.to("meta")
     assert tiny_upscaler.device.type == "cpu"  # left where it was
+
+
+# Public arguments by type, sizes by arithmetic, estimates with time (issue 17 items 4, 14, 23).
+
+
+@pytest.mark.parametrize("options, error, message", [
+    ({"max_output_pixels": float("nan")}, ValueError, "max_output_pixels must be a finite number of pixels >= 1"),
+    ({"max_output_pixels": 0}, ValueError, "max_output_pixels must be a finite number"),
+    ({"max_output_pixels": "100"}, TypeError, r"max_output_pixels must be a positive number of pixels or None .*'100' \(str\)"),
+    ({"max_output_pixels": True}, TypeError, "max_output_pixels must be"),
+    ({"seed": None, "generator": [1, 2]}, TypeError, "generator must be a torch.Generator or a list of them .* list holding int"),
+    ({"seed": None, "generator": 7}, TypeError, "got int; for a number use seed= instead"),
+])
+def test_public_arguments_are_checked_by_type(tiny_upscaler, options, error, message):
+    image = np.zeros((8, 8, 3), np.uint8)
+    with pytest.raises(error, match=message):
+        tiny_upscaler.upscale(image, progress=False, **{"seed": 0, **options})
+    assert tiny_upscaler.upscale(image, num_steps=1, seed=0, progress=False, max_output_pixels=256.0).shape == (16, 16, 3)
+
+
+def test_the_size_guard_is_arithmetic_only(tiny_upscaler):
+    import time
+
+    view = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (1, 10**9, 3))  # a view: no memory behind it
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="The output would be 2000000000x2 = 4,000.0 MP per image"):
+        tiny_upscaler.upscale(view, progress=False)
+    run = tiny_upscaler.estimate((10**9, 10**9))
+    assert run.tiles_per_image == 166_666_667**2 and run.output_pixels == 4 * 10**18  # counted, never listed
+    assert time.monotonic() - start < 2
+
+
+def test_estimate_and_tile_plan_name_their_sizes_and_estimate_gives_seconds(tiny_config):
+    import inspect
+
+    up = Upscaler(tiny_config, build_model(tiny_config), device="cpu")
+    assert list(inspect.signature(up.estimate).parameters)[0] == "input_size"
+    assert list(inspect.signature(up.tile_plan).parameters)[0] == "output_size"
+    assert up.estimate((8, 8), num_steps=2).seconds is None  # unknown before the first run on this device
+    up.upscale(np.zeros((8, 8, 3), np.uint8), num_steps=2, seed=0, progress=False)
+    two, four = up.estimate((8, 8), num_steps=2).seconds, up.estimate((8, 8), num_steps=4).seconds
+    assert two > 0 and four == pytest.approx(2 * two)
+    tiled = up.estimate((16, 16), num_steps=2)  # 32x32 output: 9 tiles of 16 px, 2.25x the pixels of one image
+    assert tiled.tiles_per_image == 9 and tiled.seconds == pytest.approx(9 * two)
+
+
+def test_the_size_guard_refuses_a_broadcast_view_fast_under_4_gib(tiny_model_dir):
+    """Item 4, in a process limited to 4 GiB of address space: refused with the numbers, within 10 s."""
+    import os
+    import resource
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import sys, time, numpy as np; from sr3infer import Upscaler\n"
+        "up = Upscaler.from_pretrained(sys.argv[1], device='cpu'); t = time.monotonic()\n"
+        "run = up.estimate((10**9, 10**9))\n"
+        "try:\n"
+        "    up.upscale(np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (1, 10**9, 3)), progress=False)\n"
+        "except ValueError as err:\n"
+        "    print(f'{time.monotonic() - t:.2f} {run.output_pixels} {err}')\n"
+    )
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 * 2**30, 4 * 2**30))
+
+    proc = subprocess.run([sys.executable, "-c", script, str(tiny_model_dir)], preexec_fn=limit, capture_output=True,
+                          text=True, timeout=240, env={**os.environ, "OMP_NUM_THREADS": "1",
+                                                       "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0 and proc.stdout, proc.stderr
+    seconds, pixels, message = proc.stdout.split(" ", 2)
+    assert float(seconds) < 10 and int(pixels) == 4 * 10**18
+    assert "The output would be 2000000000x2 = 4,000.0 MP per image, over max_output_pixels" in message
