@@ -80,6 +80,10 @@ def _add_run_args(parser: argparse.ArgumentParser, *, per_stage: bool = False) -
     parser.add_argument("--overwrite", action="store_true", help="replace existing output files")
     parser.add_argument("--skip-existing", action="store_true",
                         help="leave inputs whose outputs all exist alone (re-running a folder after adding images)")
+    parser.add_argument("--strip-metadata", action="store_true",
+                        help="write no ICC profile, EXIF, DPI or PNG text (by default each output keeps its input's: "
+                             "EXIF orientation reset and sizes updated, DPI scaled by the factor)")
+    parser.add_argument("--quality", type=int, default=95, metavar="Q", help="JPEG/WebP output quality 1-100 (default 95)")
 
 
 def _recipe_settings(args: argparse.Namespace, stages: int | None = None) -> dict[str, Any]:
@@ -117,8 +121,30 @@ def _upscale_parser() -> argparse.ArgumentParser:
                                         + bundled + "; other sizes need --model)")
     _add_run_args(parser)
     _add_ensemble_args(parser)
+    _add_size_args(parser)
     parser.add_argument("--debug", action="store_true", help="show full tracebacks")
     return parser
+
+
+def _add_size_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--outscale", type=float, metavar="X",
+                        help="output side = round(X x input side), any X: the model runs at its own scale, then the "
+                             "result is resized (antialiased); above the model's scale it runs again on its own output")
+    parser.add_argument("--size", metavar="WxH", help="the exact output size, e.g. 1920x1080 (instead of --outscale)")
+
+
+def _size_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--outscale / --size as `upscale` arguments, checked (usage errors)."""
+    from .outscale import check_outscale, parse_size
+
+    if args.outscale is not None and args.size is not None:
+        raise UsageError("pass either --outscale (a factor) or --size (WIDTHxHEIGHT), not both")
+    try:
+        return {"outscale": None if args.outscale is None else check_outscale(args.outscale),
+                "size": None if args.size is None else parse_size(args.size)}
+    except ValueError as err:
+        flag = "--outscale" if args.outscale is not None else "--size"
+        raise UsageError(f"{flag}: {str(err).rstrip('.')}") from None
 
 
 def _add_tiling_args(parser: argparse.ArgumentParser) -> None:
@@ -142,6 +168,8 @@ def _check_shared_args(args: argparse.Namespace) -> None:
                          f"CPUs), got {args.threads}")
     if args.overwrite and args.skip_existing:
         raise UsageError("--overwrite and --skip-existing contradict each other; pass one of them")
+    if not 1 <= args.quality <= 100:
+        raise UsageError(f"--quality must be between 1 and 100 (JPEG/WebP), got {args.quality}")
     for flag, value in (("--tile", args.tile), ("--tile-overlap", args.tile_overlap)):
         if value is not None and value < 0:
             raise UsageError(f"{flag} must be at least 0, got {value}")
@@ -224,6 +252,7 @@ def cmd_upscale(argv: list[str]) -> int:
     settings = _recipe_settings(args)
     _check_shared_args(args)
     _check_samples(args)
+    sizes = _size_options(args)
     # Every output is planned and checked (collisions by any spelling, format, a writable place, existing
     # files) before the model is loaded; an existing output is a runtime failure (exit 1), not a usage error.
     jobs = _library(plan_jobs, inputs, source, args.output, uncertainty=args.uncertainty,
@@ -240,7 +269,7 @@ def cmd_upscale(argv: list[str]) -> int:
         _apply_speed_args(args, upscaler)
         return upscaler
 
-    return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples))
+    return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples, **sizes))
 
 
 def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None], Any], options: dict[str, Any]) -> int:
@@ -263,7 +292,8 @@ def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None]
         mine = run_jobs(model, jobs, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
                         max_output_pixels=args.max_output_pixels, progress=not args.quiet and ctx.rank == 0,
                         quiet=args.quiet, rank=ctx.rank, world_size=ctx.world_size, tile_size=args.tile,
-                        tile_overlap=args.tile_overlap, **options)
+                        tile_overlap=args.tile_overlap, strip_metadata=args.strip_metadata, quality=args.quality,
+                        **options)
         per_rank = ctx.gather_counts([mine.written, mine.failed, mine.skipped])
     finally:
         ctx.close()

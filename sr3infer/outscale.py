@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .resample import bicubic
 
-__all__ = ["SizePlan", "MAX_PASSES", "PASS_SEED_STRIDE", "parse_size", "target_size", "num_passes", "size_plan",
+__all__ = ["SizePlan", "MAX_PASSES", "PASS_SEED_STRIDE", "parse_size", "check_outscale", "target_size", "num_passes", "size_plan",
            "pass_sizes", "resize", "finish_size"]
 
 MAX_PASSES = 3
@@ -58,7 +58,8 @@ def _check_size(size: Any) -> tuple[int, int]:
     return int(size[0]), int(size[1])
 
 
-def _check_outscale(outscale: Any) -> Fraction:
+def check_outscale(outscale: Any) -> Fraction:
+    """`outscale` as an exact Fraction; ValueError unless it is a positive finite number."""
     if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not math.isfinite(outscale) \
             or outscale <= 0:
         raise ValueError(f"outscale must be a positive finite number (output side / input side), got {outscale!r}.")
@@ -70,14 +71,15 @@ def target_size(input_size: tuple[int, int], *, outscale: Any = None, size: Any 
     if size is not None:
         width, height = _check_size(size)
         return height, width
-    factor = _check_outscale(outscale)
+    factor = check_outscale(outscale)
     return tuple(max(1, math.floor(factor * int(side) + Fraction(1, 2))) for side in input_size)  # type: ignore
 
 
 def num_passes(input_size: tuple[int, int], output_size: tuple[int, int], scale: int) -> int:
-    """The fewest passes of a x`scale` model (at least 1) whose output covers `output_size` on both sides."""
+    """The fewest passes of a x`scale` model (at least 1) whose output covers `output_size` on both sides;
+    `MAX_PASSES + 1` when more than `MAX_PASSES` would be needed (or no number would: a x1 model)."""
     passes = 1
-    while any(side * scale**passes < target for side, target in zip(input_size, output_size)):
+    while passes <= MAX_PASSES and any(side * scale**passes < target for side, target in zip(input_size, output_size)):
         passes += 1
     return passes
 
@@ -95,13 +97,13 @@ def size_plan(input_sizes: Sequence[tuple[int, int]], scale: int, *, outscale: A
         return None
     if outscale is not None and size is not None:
         raise ValueError("Pass either outscale (a factor) or size (width, height), not both.")
-    plan = SizePlan(1, _check_outscale(outscale) if outscale is not None else None,
+    plan = SizePlan(1, check_outscale(outscale) if outscale is not None else None,
                     _check_size(size) if size is not None else None)
     passes = max((num_passes(s, plan.target(s), scale) for s in input_sizes), default=1)
     if passes > MAX_PASSES:
         wanted = f"outscale {float(plan.outscale):g}" if plan.outscale is not None else f"size {size[0]}x{size[1]}"
-        raise ValueError(f"{wanted} needs {passes} passes of this x{scale} model over its own output; at most "
-                         f"{MAX_PASSES} are allowed (up to x{scale**MAX_PASSES}). Ask for a smaller output.")
+        raise ValueError(f"{wanted} needs more than {MAX_PASSES} passes of this x{scale} model over its own output "
+                         f"(at most x{scale**MAX_PASSES}); ask for a smaller output.")
     if passes > 1:
         warnings.warn(
             f"The target is above this model's x{scale} scale, so the model runs {passes} times, each pass on the "
