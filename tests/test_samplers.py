@@ -212,3 +212,26 @@ def test_unknown_sampler_lists_the_known_ones():
     with pytest.raises(ValueError, match="Unknown sampler 'euler'; expected one of ancestral, ddim, dpmpp_2m"):
         get_sampler("euler")
     assert get_sampler("ddim") is sample_ddim
+
+
+def test_a_new_sampler_with_its_own_option_is_one_function_and_one_registry_line(monkeypatch, tiny_upscaler):
+    """Its options are its keyword arguments beyond the common ones; recipes check and carry them (issue 18 item 3)."""
+    from sr3infer.config import Recipe
+
+    seen = []
+
+    def sample_toy(denoise, x, gammas, *, s_noise: float = 1.0, clip_denoised=True, generator=None, callback=None,
+                   disable=False):
+        seen.append(s_noise)
+        return sample_ddim(denoise, x, gammas, clip_denoised=clip_denoised, generator=generator, disable=disable)
+
+    monkeypatch.setitem(SAMPLERS, "toy", sample_toy)
+    assert samplers.sampler_option_defaults("toy") == {"s_noise": 1.0}
+    recipe = Recipe(sampler="toy", num_steps=2, options={"s_noise": 0.5})
+    assert recipe.override(s_noise=0.25).options == {"s_noise": 0.25}
+    with pytest.raises(ValueError, match="The ddim sampler takes eta; got s_noise=0.5.*\\(toy\\)"):
+        recipe.override(sampler="ddim", s_noise=0.5)
+    with pytest.raises(ValueError, match="'s_noise' must be a number"):
+        Recipe(sampler="toy", options={"s_noise": "loud"})
+    tiny_upscaler.upscale(torch.zeros(3, 8, 8), recipe=recipe, seed=0, progress=False)
+    assert seen == [0.5]
