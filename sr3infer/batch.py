@@ -33,6 +33,7 @@ from .cascade import Cascade
 from .distributed import shard_indices
 from .errors import first_line
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_run
+from .metadata import check_quality
 from .uncertainty import save_uncertainty
 from .upscaler import Upscaler
 
@@ -250,6 +251,8 @@ def run_jobs(
     quiet: bool = False,
     rank: int = 0,
     world_size: int = 1,
+    strip_metadata: bool = False,
+    quality: int = 95,
     **options: Any,
 ) -> BatchSummary:
     """Run this rank's share of `jobs` (every `world_size`-th, from `rank`) and write their files.
@@ -261,6 +264,9 @@ def run_jobs(
         batch_size: files per model call (and tiles or samples per U-Net call).
         log: where the per-file lines go ("wrote ...", "failed ..."); default stderr.
         quiet: no "wrote ..." lines (failures are always logged).
+        strip_metadata: write no ICC profile, EXIF, DPI or PNG text; by default each output carries its input's
+            (see `imageio.save_image`).
+        quality: JPEG and WebP output quality, 1 to 100.
         options: the rest of `upscale`/`Cascade.run`: the recipe (num_steps, sampler, preset, ... or, for a
             cascade, per-stage lists and noise_level), tile_size, tile_overlap, value_range.
 
@@ -268,6 +274,8 @@ def run_jobs(
         This rank's `BatchSummary` (`total` counts every job).
     """
     log = log or (lambda line: print(line, file=sys.stderr))
+    save = {"strip_metadata": bool(strip_metadata), "quality": check_quality(quality)}
+    metadata: dict[int, imageio.ImageMetadata] = {}  # file index -> its input's metadata, from reading to writing
     if num_samples < 2 and any("uncertainty" in job.outputs.values() for job in jobs):
         raise ValueError(f"an uncertainty map needs num_samples >= 2 (--samples 2 or more), got {num_samples}")
     prefix = f"sr3infer[rank {rank}]" if world_size > 1 else "sr3infer"
@@ -286,7 +294,8 @@ def run_jobs(
                 step = "failed"
                 _check_size(model, (header.height, header.width), max_output_pixels, options)
                 step = "skipped"
-                loaded.append((job, imageio.read_image(job.source)))
+                image, metadata[job.index] = imageio.read_image_and_metadata(job.source)
+                loaded.append((job, image))
             except Exception as err:  # noqa: BLE001 - one file fails alone, MemoryError included
                 step = "failed" if isinstance(err, MemoryError) else step
                 log(f"{prefix}: {step} {job.source}: {error_line(err)}")
@@ -297,7 +306,8 @@ def run_jobs(
                 summary.failed += 1
                 continue
             for (job, _), files in zip(group, results):
-                if _write(job, files, overwrite, log if not quiet else None, prefix):
+                if _write(job, files, overwrite, log if not quiet else None, prefix,
+                          metadata=metadata.pop(job.index, None), **save):
                     summary.written += 1
                 else:
                     summary.failed += 1
@@ -358,15 +368,17 @@ def _cascade_runner(cascade: Cascade, seed: int, options: dict[str, Any]) -> Cal
     return run
 
 
-def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str) -> bool:
-    """Write one job's files (each atomically); report and return False on the first failure."""
+def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str,
+           **save: Any) -> bool:
+    """Write one job's files (each atomically; images with `save`: metadata, strip_metadata, quality); report and
+    return False on the first failure."""
     for path, what, value in files:
         try:
             if what == "uncertainty":
                 save_uncertainty(value, path, overwrite=overwrite)
                 detail = f"uncertainty, mean std {float(np.mean(value)):.4f}"
             else:
-                imageio.save_image(value, path, overwrite=overwrite)
+                imageio.save_image(value, path, overwrite=overwrite, **save)
                 width, height = imageio.image_size(value)
                 detail = f"{width}x{height}"
         except (ValueError, OSError, TypeError) as err:

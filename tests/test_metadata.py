@@ -11,6 +11,7 @@ import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
 from sr3infer import imageio
+from sr3infer.cli import main
 
 RNG = np.random.default_rng(0)
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
@@ -171,3 +172,25 @@ def test_a_profile_for_another_colour_space_is_left_out(tmp_path):
             assert "icc_profile" not in out.info, name
     imageio.save_image(_rgb(), tmp_path / "rgb.png", metadata=gray)
     assert Image.open(tmp_path / "rgb.png").info["icc_profile"] == ADOBE_RGB
+
+@pytest.fixture
+def model(tmp_path, tiny_config):
+    from sr3infer.upscaler import Upscaler
+    from sr3infer.weights import build_model
+
+    config = tiny_config.replace(task={})
+    return Upscaler(config, build_model(config), device="cpu").save_pretrained(tmp_path / "model")
+
+
+def test_the_cli_keeps_metadata_and_strips_it_on_request(tmp_path, model):
+    stored = _rgb(8, 8)
+    stored.save(tmp_path / "in.jpg", exif=_exif(orientation=3, size=(8, 8)), icc_profile=ADOBE_RGB, dpi=(96, 96))
+    assert main([str(tmp_path / "in.jpg"), "-o", str(tmp_path / "kept.jpg"), "--model", str(model), "--steps", "1",
+                 "--quality", "90"]) == 0
+    with Image.open(tmp_path / "kept.jpg") as out:
+        assert out.size == (16, 16) and out.info["icc_profile"] == ADOBE_RGB and out.info["dpi"] == (192, 192)
+        assert out.getexif().get(0x0112, 1) == 1 and out.getexif()[0x010F] == "TestCam"
+    assert main([str(tmp_path / "in.jpg"), "-o", str(tmp_path / "bare.png"), "--model", str(model), "--steps", "1",
+                 "--strip-metadata"]) == 0
+    with Image.open(tmp_path / "bare.png") as out:
+        assert "icc_profile" not in out.info and "exif" not in out.info and "dpi" not in out.info
