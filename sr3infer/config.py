@@ -60,7 +60,11 @@ class Recipe:
         takes = sampler_option_defaults(self.sampler)
         options = {k: v for k, v in options.items() if k in takes or v != _default_elsewhere(k)}
         # Read-only, so the checked values cannot be changed behind the check.
-        object.__setattr__(self, "options", MappingProxyType(check_sampler_options(self.sampler, options)))
+        try:
+            checked = check_sampler_options(self.sampler, options)
+        except ConfigError as err:
+            raise err.within("options") from None
+        object.__setattr__(self, "options", MappingProxyType(checked))
 
     def __hash__(self) -> int:
         return hash((self.sampler, self.num_steps, self.spacing, self.start_noise_level, self.consistency,

@@ -60,7 +60,7 @@ def _edit(folder: Path, key: str, value) -> Path:
     ("schedule.beta_end", 2.0, "'schedule.beta_end' must be a number in"),
     ("sampling.num_steps", 3000, "'sampling.num_steps' must be at most the schedule's num_train_timesteps (2000)"),
     ("sampling.sampler", "euler", "Unknown sampler 'euler' (key 'sampling.sampler')"),
-    ("sampling.options", {"eta": 2.0}, "'sampling.eta' must be a number in [0, 1], got 2.0"),
+    ("sampling.options", {"eta": 2.0}, "'sampling.options.eta' must be a number in [0, 1], got 2.0"),
     ("architecture", "esrgan", "Unknown architecture 'esrgan'; expected one of sr3_unet"),
 ])
 def test_each_bad_config_value_is_refused_naming_file_key_expected_and_got(tiny_model_dir, key, value, expected):
@@ -219,7 +219,7 @@ def test_a_lone_new_file_without_config_json_says_what_to_do(tmp_path, tiny_mode
     (dict(sampler="euler"), "Unknown sampler 'euler'"),
     (dict(consistency="always"), "Unknown consistency 'always'"),
     (dict(start_noise_level=1.0), r"'start_noise_level' must be a number in \(0, 1\)"),
-    (dict(sampler="ddim", options={"eta": float("nan")}), r"'eta' must be a number in \[0, 1\], got nan"),
+    (dict(sampler="ddim", options={"eta": float("nan")}), r"'options.eta' must be a number in \[0, 1\], got nan"),
     (dict(sampler="ancestral", options={"eta": 0.5}), "The ancestral sampler takes no options; got eta=0.5"),
     (dict(options={"s_noise": 1.0}), "takes no options; got s_noise"),
 ])

@@ -231,7 +231,7 @@ def test_a_new_sampler_with_its_own_option_is_one_function_and_one_registry_line
     assert recipe.override(s_noise=0.25).options == {"s_noise": 0.25}
     with pytest.raises(ValueError, match="The ddim sampler takes eta; got s_noise=0.5.*\\(toy\\)"):
         recipe.override(sampler="ddim", s_noise=0.5)
-    with pytest.raises(ValueError, match="'s_noise' must be a number"):
+    with pytest.raises(ValueError, match="'options.s_noise' must be a number"):
         Recipe(sampler="toy", options={"s_noise": "loud"})
     tiny_upscaler.upscale(torch.zeros(3, 8, 8), recipe=recipe, seed=0, progress=False)
     assert seen == [0.5]
