@@ -112,7 +112,54 @@ def _eval_folder(work: Path, *names_sizes: tuple[str, int]) -> Path:
     return folder
 
 
+def _config(m: Path, **changes) -> Path:
+    """The model folder with config.json keys replaced (a `network` dict is merged into the network's)."""
+    config = json.loads((m / "config.json").read_text())
+    config["network"].update(changes.pop("network", {}))
+    (m / "config.json").write_text(json.dumps({**config, **changes}))
+    return m
+
+
+def _weights_as(m: Path, dtype: str) -> Path:
+    """The model folder with every weight cast to `dtype` (right names and shapes, wrong kind of number)."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(m / "model.safetensors"))
+    save_file({k: v.to(getattr(torch, dtype)) for k, v in state.items()}, str(m / "model.safetensors"))
+    return m
+
+
+def _run_with(m: Path, t: Path) -> list:
+    return [_png(t / "a.png"), "-o", "out.png", "--model", m, "--steps", 1]
+
+
 IO_CASES = [
+    ("config: schedule of 3e9 steps (item 1)", lambda t, m, mp: _run_with(_config(m, schedule={"num_steps": 3 * 10**9}), t),
+     1, "config.json: 'schedule.num_train_timesteps' must be an integer from 1 to 100,000, got 3000000000"),
+    ("config: lowres_size '8' (item 11)", lambda t, m, mp: _run_with(_config(m, lowres_size="8"), t),
+     1, "config.json: 'lowres_size' must be an integer from 1 to 4,096, got '8' (str)"),
+    ("config: lowres_size 8.5 (item 11)", lambda t, m, mp: _run_with(_config(m, lowres_size=8.5), t),
+     1, "'lowres_size' must be an integer from 1 to 4,096, got 8.5 (float)"),
+    ("config: lowres_size -8 (item 11)", lambda t, m, mp: _run_with(_config(m, lowres_size=-8), t),
+     1, "'lowres_size' must be an integer from 1 to 4,096, got -8 (int)"),
+    ("config: task 'x' (item 11)", lambda t, m, mp: _run_with(_config(m, task="x"), t), 1, "'task' must be an object"),
+    ("config: sampling null (item 11)", lambda t, m, mp: _run_with(_config(m, sampling=None), t),
+     1, "'sampling' must be an object ({...}), got None"),
+    ("config: channel_mults 5 (item 11)", lambda t, m, mp: _run_with(_config(m, network={"channel_mults": 5}), t),
+     1, "'network.channel_mults' must be a list of 1 to 8 integers from 1 to 64, got 5 (int)"),
+    ("config: dropout '0.1' (item 11)", lambda t, m, mp: _run_with(_config(m, network={"dropout": "0.1"}), t),
+     1, "'network.dropout' must be a number in [0, 1), got '0.1' (str)"),
+    ("config: residual 'false' (item 11)", lambda t, m, mp: _run_with(_config(m, residual="false"), t),
+     1, "'residual' must be true or false, got 'false' (str)"),
+    ("config: scale true (item 11)", lambda t, m, mp: _run_with(_config(m, scale=True), t),
+     1, "'scale' must be an integer from 1 to 64, got True (bool)"),
+    ("weights of dtype int8 (item 12)", lambda t, m, mp: _run_with(_weights_as(m, "int8"), t),
+     1, "tensors of dtype I8"),
+    ("weights of dtype bool (item 12)", lambda t, m, mp: _run_with(_weights_as(m, "bool"), t),
+     1, "tensors of dtype BOOL"),
+    ("weights of dtype float8 (item 12)", lambda t, m, mp: _run_with(_weights_as(m, "float8_e4m3fn"), t),
+     1, "tensors of dtype F8_E4M3"),
     ("manifest is /dev/zero (item 16)", lambda t, m, mp: mp.setenv("SR3INFER_MANIFEST", "/dev/zero") or ["models"],
      1, "Weights manifest '/dev/zero' is not a regular file"),
     ("manifest is a directory (item 16)", lambda t, m, mp: mp.setenv("SR3INFER_MANIFEST", str(t)) or ["models"],
