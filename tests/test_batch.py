@@ -76,14 +76,14 @@ def test_skip_existing_runs_only_the_new_files(tmp_path, upscaler, capsys):
 
 def test_a_memory_error_fails_one_file_and_the_others_go_on(tmp_path, upscaler, monkeypatch):
     source = _folder(tmp_path / "in", "abcd")
-    read = imageio.read_image
+    read = imageio.read_image_and_metadata
 
-    def out_of_memory_on_b(path):
+    def out_of_memory_on_b(path, *args, **kwargs):
         if Path(path).name == "b.png":
             raise MemoryError("Unable to allocate 674. MiB for an array")
-        return read(path)
+        return read(path, *args, **kwargs)
 
-    monkeypatch.setattr(imageio, "read_image", out_of_memory_on_b)
+    monkeypatch.setattr(imageio, "read_image_and_metadata", out_of_memory_on_b)
     sample = Upscaler._sample_images
 
     def batches_run_out_of_memory(self, rgbs, *args, **kwargs):  # a batch fails; one file at a time fits
