@@ -200,7 +200,7 @@ def is_offline(local_files_only: bool | None = None) -> bool:
 def _bundled_files(known: Manifest, entry: ModelEntry, wanted: list[FileEntry]) -> dict[str, Path] | None:
     """The verified bundled files, or None when the package carries none of them."""
     folder = known.bundled_dir(entry.name)
-    present = [f for f in wanted if (folder / f.name).is_file()]
+    present = [f for f in wanted if os.path.lexists(folder / f.name)]  # a link to a device is refused below
     if not present:
         log.debug("No bundled copy of %s in %s", entry.name, folder)
         return None
@@ -217,10 +217,13 @@ def _bundled_files(known: Manifest, entry: ModelEntry, wanted: list[FileEntry]) 
                 f"The manifest has no sha256 for bundled file {path} yet, so it cannot be verified. "
                 "Run scripts/update_manifest.py after placing the weights."
             )
-        actual = sha256_file(path)
-        if actual != f.sha256:
+        problem = _cache_problem(path, f)
+        if problem is None:
+            actual = sha256_file(path)
+            problem = None if actual == f.sha256 else f"expected sha256 {f.sha256}, got {actual}"
+        if problem is not None:
             raise ValueError(
-                f"Bundled file {path} failed verification: expected sha256 {f.sha256}, got {actual}. "
+                f"Bundled file {path} failed verification: {problem}. "
                 "The installed package is damaged or its manifest is stale: reinstall sr3infer, or in a source "
                 "checkout run scripts/update_manifest.py."
             )
@@ -316,7 +319,8 @@ def _cached_or_download(
 
 
 def _cache_problem(path: Path | None, f: FileEntry) -> str | None:
-    """Why the cached `path` cannot be `f` before hashing it (missing, not a regular file, wrong size), or None."""
+    """Why the cached or bundled `path` cannot be `f`, found before hashing it (missing, not a regular file, wrong
+    size), or None."""
     if path is None:
         return "not in the Hub cache"
     try:

@@ -430,6 +430,11 @@ def test_bundled_copy_is_used_first_and_verified(hub, tiny_files, bundled_tiny, 
         resolve_model_files("tiny", manifest=manifest)
     assert (bundled / "model.safetensors").exists()  # package files are reported, never deleted
     (bundled / "model.safetensors").unlink()
+    (bundled / "model.safetensors").symlink_to("/dev/zero")  # refused by its type, not hashed for ever
+    with pytest.raises(ValueError, match=r"Bundled file .*model\.safetensors failed verification: it is not a regular "
+                                         r"file \(it resolves to /dev/zero\)"):
+        resolve_model_files("tiny", manifest=manifest)
+    (bundled / "model.safetensors").unlink()
     with pytest.raises(FileNotFoundError, match="bundled copy of 'tiny'.*incomplete: missing model.safetensors"):
         resolve_model_files("tiny", manifest=manifest)
     assert hub.requests == []
