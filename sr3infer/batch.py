@@ -34,6 +34,7 @@ from .distributed import shard_indices
 from .errors import first_line
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_run
 from .metadata import check_quality
+from .report import mask_paths, save_mask_overlay
 from .uncertainty import save_uncertainty
 from .upscaler import Upscaler
 
@@ -68,6 +69,7 @@ class BatchSummary:
     skipped: int = 0
     total: int = 0
     per_rank: list[list[int]] = field(default_factory=list)   # [written, failed, skipped] of each rank
+    reports: dict[str, Any] = field(default_factory=dict)     # input path -> its ImageReport (run_jobs(report=True))
 
     def line(self) -> str:
         """One line for the end of a run, e.g. "3 written, 1 failed, 2 skipped (existing) of 6 files"."""
@@ -121,6 +123,7 @@ def plan_jobs(
     *,
     uncertainty: str | os.PathLike | None = None,
     uncertainty_format: str | None = None,
+    report_mask: str | os.PathLike | None = None,
     stage_dirs: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
     skip_existing: bool = False,
@@ -130,7 +133,8 @@ def plan_jobs(
 
     A folder `source` (or an `output` ending in a path separator, an existing folder, or `folder=True`)
     writes `output/NAME.png`; one file writes `output` itself. `uncertainty` names the map (for a folder: the
-    folder of `NAME_uncertainty.png|.npy`); `stage_dirs` get a copy of each earlier stage's image.
+    folder of `NAME_uncertainty.png|.npy`), `report_mask` the made-up mask (`sr3infer.report.mask_paths`);
+    `stage_dirs` get a copy of each earlier stage's image.
 
     Raises:
         ValueError: two outputs resolving to one file (by any spelling), an output that is an input, an
@@ -148,10 +152,12 @@ def plan_jobs(
         raise ValueError(f"{why}-o must be a folder; {str(output)!r} is a file")
     finals = [output / (p.stem + ".png") for p in inputs] if folder_out else [output]
     maps = _map_paths(uncertainty, uncertainty_format, source, finals)
+    masks = mask_paths(report_mask, source.is_dir(), finals)
     planned = []
     for index, final in enumerate(finals):
         files = [(Path(d) / final.name, f"stage{k + 1}") for k, d in enumerate(stage_dirs)] + [(final, "image")]
-        planned.append(files + ([(maps[index], "uncertainty")] if maps is not None else []))
+        planned.append(files + ([(maps[index], "uncertainty")] if maps is not None else [])
+                       + ([(masks[index], "report_mask")] if masks is not None else []))
     _check_collisions(inputs, planned)
     jobs = [Job(index, Path(src), dict(files)) for index, (src, files) in enumerate(zip(inputs, planned))]
     for path in {path for job in jobs for path, what in job.outputs.items()}:
@@ -253,6 +259,7 @@ def run_jobs(
     world_size: int = 1,
     strip_metadata: bool = False,
     quality: int = 95,
+    report: bool = False,
     **options: Any,
 ) -> BatchSummary:
     """Run this rank's share of `jobs` (every `world_size`-th, from `rank`) and write their files.
@@ -267,6 +274,7 @@ def run_jobs(
         strip_metadata: write no ICC profile, EXIF, DPI or PNG text; by default each output carries its input's
             (see `imageio.save_image`).
         quality: JPEG and WebP output quality, 1 to 100.
+        report: keep each written file's fidelity report in `BatchSummary.reports` (needed for "report_mask" outputs).
         options: the rest of `upscale`/`Cascade.run`: the recipe (num_steps, sampler, preset, ... or, for a
             cascade, per-stage lists and noise_level), tile_size, tile_overlap, value_range.
 
@@ -281,8 +289,9 @@ def run_jobs(
     prefix = f"sr3infer[rank {rank}]" if world_size > 1 else "sr3infer"
     mine = [jobs[i] for i in shard_indices(len(jobs), rank, world_size)]
     summary = BatchSummary(total=len(jobs), skipped=sum(job.skip for job in mine))
-    run = _cascade_runner(model, seed, options) if isinstance(model, Cascade) else _upscaler_runner(model, seed,
-                                                                                                   num_samples, options)
+    report = report or any("report_mask" in job.outputs.values() for job in jobs)
+    run = _cascade_runner(model, seed, options) if isinstance(model, Cascade) else _upscaler_runner(
+        model, seed, num_samples, dict(options, return_report=True) if report else options)
     common = dict(batch_size=batch_size, progress=progress, max_output_pixels=max_output_pixels)
     todo = [job for job in mine if not job.skip]
     for start in range(0, len(todo), batch_size):
@@ -309,6 +318,7 @@ def run_jobs(
                 if _write(job, files, overwrite, log if not quiet else None, prefix,
                           metadata=metadata.pop(job.index, None), **save):
                     summary.written += 1
+                    summary.reports.update((str(job.source), value) for _, what, value in files if what == "report")
                 else:
                     summary.failed += 1
     return summary
@@ -347,8 +357,10 @@ def _upscaler_runner(upscaler: Upscaler, seed: int, num_samples: int, options: d
         out = upscaler.upscale([image for _, image in group], generator=generators, num_samples=num_samples,
                                return_dict=True, **common, **options)
         maps = out.uncertainty or [None] * len(group)
-        return [[(path, what, image if what == "image" else uncertainty) for path, what in job.outputs.items()]
-                for (job, _), image, uncertainty in zip(group, out.images, maps)]
+        reports = out.report or [None] * len(group)
+        return [[(path, what, {"image": image, "uncertainty": uncertainty, "report_mask": (image, report)}[what])
+                 for path, what in job.outputs.items()] + ([(None, "report", report)] if report is not None else [])
+                for (job, _), image, uncertainty, report in zip(group, out.images, maps, reports)]
 
     return run
 
@@ -373,8 +385,13 @@ def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str
     """Write one job's files (each atomically; images with `save`: metadata, strip_metadata, quality); report and
     return False on the first failure."""
     for path, what, value in files:
+        if what == "report":
+            continue  # kept in BatchSummary.reports; the caller writes them all at once (report.write_report)
         try:
-            if what == "uncertainty":
+            if what == "report_mask":
+                save_mask_overlay(value[0], value[1].mask, path, overwrite=overwrite)
+                detail = f"made-up mask, {value[1].madeup_fraction:.2%} of pixels"
+            elif what == "uncertainty":
                 save_uncertainty(value, path, overwrite=overwrite)
                 detail = f"uncertainty, mean std {float(np.mean(value)):.4f}"
             else:

@@ -131,6 +131,14 @@ def _add_size_args(parser: argparse.ArgumentParser) -> None:
                         help="output side = round(X x input side), any X: the model runs at its own scale, then the "
                              "result is resized (antialiased); above the model's scale it runs again on its own output")
     parser.add_argument("--size", metavar="WxH", help="the exact output size, e.g. 1920x1080 (instead of --outscale)")
+    parser.add_argument("--report", metavar="PATH",
+                        help="write a JSON fidelity report: per image the consistency (MSE of the downscaled output "
+                             "against the input) and, with --samples 2 or more, the uncertainty's mean and 95th "
+                             "percentile and the share of pixels the model made up (std over its calibrated threshold)")
+    parser.add_argument("--report-mask", metavar="PATH",
+                        help="write each output's made-up mask as a PNG (the output in gray, made-up pixels in "
+                             "magenta; needs --samples 2 or more and a model with a calibrated threshold); for a "
+                             "folder INPUT a folder: NAME_madeup.png")
 
 
 def _size_options(args: argparse.Namespace) -> dict[str, Any]:
@@ -139,6 +147,11 @@ def _size_options(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.outscale is not None and args.size is not None:
         raise UsageError("pass either --outscale (a factor) or --size (WIDTHxHEIGHT), not both")
+    if args.report_mask is not None and args.samples < 2:
+        raise UsageError(f"--report-mask needs --samples 2 or more (the made-up mask is where the samples disagree), "
+                         f"got {args.samples}; e.g. --samples 4")
+    if args.report is not None and Path(args.report).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.report!r} already exists; pass --overwrite to replace it")
     try:
         return {"outscale": None if args.outscale is None else check_outscale(args.outscale),
                 "size": None if args.size is None else parse_size(args.size)}
@@ -256,7 +269,7 @@ def cmd_upscale(argv: list[str]) -> int:
     # Every output is planned and checked (collisions by any spelling, format, a writable place, existing
     # files) before the model is loaded; an existing output is a runtime failure (exit 1), not a usage error.
     jobs = _library(plan_jobs, inputs, source, args.output, uncertainty=args.uncertainty,
-                    uncertainty_format=args.uncertainty_format, overwrite=args.overwrite,
+                    uncertainty_format=args.uncertainty_format, report_mask=args.report_mask, overwrite=args.overwrite,
                     skip_existing=args.skip_existing)
     if args.model is None:
         args.model = _default_model(inputs, source)
@@ -266,10 +279,14 @@ def cmd_upscale(argv: list[str]) -> int:
 
         upscaler = Upscaler.from_pretrained(args.model, device=device, torch_dtype=args.dtype)
         _check_model_args(args, upscaler, args.model, settings["preset"], settings["num_steps"])
+        if args.report_mask is not None and upscaler.config.report.madeup_std_threshold is None:
+            raise UsageError(f"--report-mask: model {args.model} has no calibrated made-up threshold (config.json "
+                             "report.madeup_std_threshold); use --report or --uncertainty instead")
         _apply_speed_args(args, upscaler)
         return upscaler
 
-    return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples, **sizes))
+    report = args.report is not None or args.report_mask is not None
+    return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples, report=report, **sizes))
 
 
 def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None], Any], options: dict[str, Any]) -> int:
@@ -295,6 +312,13 @@ def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None]
                         tile_overlap=args.tile_overlap, strip_metadata=args.strip_metadata, quality=args.quality,
                         **options)
         per_rank = ctx.gather_counts([mine.written, mine.failed, mine.skipped])
+        if getattr(args, "report", None) is not None:  # one JSON per rank under torchrun: PATH.rank<r>.json
+            from .report import write_report
+
+            path = Path(args.report)
+            path = path.with_suffix(f".rank{ctx.rank}{path.suffix}") if ctx.distributed else path
+            write_report(mine.reports, path, model=args.model, calibration=model.config.report.to_dict(),
+                         overwrite=args.overwrite)
     finally:
         ctx.close()
     if ctx.rank != 0:

@@ -21,8 +21,8 @@ from torch import Tensor
 from .outputs import consistency_error
 
 __all__ = ["MADEUP_ERROR", "MADEUP_PRECISION", "ImageReport", "consistency_mse", "madeup_mask", "image_report",
-           "madeup_threshold", "image_reports", "calibration_curve", "choose_threshold", "write_report", "mask_overlay",
-           "save_mask_overlay"]
+           "madeup_threshold", "image_reports", "calibration_curve", "choose_threshold", "mask_paths", "write_report",
+           "mask_overlay", "save_mask_overlay"]
 
 MADEUP_ERROR = 0.1
 """|output - truth| (mean over colour channels, [0, 1] units) from which a pixel counts as made up."""
@@ -123,18 +123,32 @@ def calibration_curve(std: np.ndarray, error: np.ndarray, thresholds: Sequence[f
     return rows
 
 
-def choose_threshold(curve: list[dict[str, float]], precision: float = MADEUP_PRECISION,
-                     min_pixels: int = 100) -> dict[str, float] | None:
-    """The lowest threshold whose precision, and that of every higher one with at least `min_pixels` pixels above
-    it, is at least `precision`; None when no threshold reaches it."""
+def choose_threshold(curve: list[dict[str, float]], precision: float = MADEUP_PRECISION, min_pixels: int = 100,
+                     key: str = "precision") -> dict[str, float] | None:
+    """The lowest threshold whose `key` (the precision, or a lower bound of it such as "precision_p05"), and that of
+    every higher one with at least `min_pixels` pixels above it, is at least `precision`; None when none reaches it."""
     chosen = None
     for row in sorted(curve, key=lambda r: -r["threshold"]):  # from the highest threshold down
         if row["pixels"] < min_pixels:
             continue
-        if not row["precision"] >= precision:
+        if row[key] is None or not row[key] >= precision:
             break
         chosen = row
     return chosen
+
+
+def mask_paths(target: str | os.PathLike | None, folder_input: bool, outputs: Sequence[Path]) -> list[Path] | None:
+    """Where `--report-mask target` writes each output's mask: for a folder input (or a folder `target`)
+    `target/NAME_madeup.png`, for one file `target` itself; None without a target."""
+    if target is None:
+        return None
+    slash = str(target).endswith(("/", os.sep))
+    target = Path(target)
+    if folder_input and target.exists() and not target.is_dir():
+        raise ValueError(f"input is a folder, so --report-mask must be a folder; {str(target)!r} is a file")
+    if folder_input or slash or target.is_dir():
+        return [target / f"{Path(out).stem}_madeup.png" for out in outputs]
+    return [target]
 
 
 def write_report(reports: dict[str, ImageReport], path: str | os.PathLike, *, model: str | None = None,
@@ -149,15 +163,18 @@ def write_report(reports: dict[str, ImageReport], path: str | os.PathLike, *, mo
     return write_atomically(path, lambda handle: handle.write(text), overwrite=overwrite)
 
 
-def mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray, alpha: float = 0.55) -> Image.Image:
+def mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray | None, alpha: float = 0.7) -> Image.Image:
     """The output `image` (PIL or (H, W[, C]) uint8/uint16/float array) in gray, with the mask's pixels tinted magenta."""
-    if isinstance(image, Image.Image):
-        array = np.asarray(image.convert("RGB"), dtype=np.float64) / 255
-    else:
-        array = np.asarray(image, dtype=np.float64)
-        array = array / {np.dtype(np.uint8): 255, np.dtype(np.uint16): 65535}.get(np.asarray(image).dtype, 1)
-        array = np.repeat(array[..., None], 3, -1) if array.ndim == 2 else array[..., :3]
-        array = np.repeat(array, 3, -1) if array.shape[-1] == 1 else array
+    if mask is None:
+        raise ValueError("There is no made-up mask: the model has no calibrated threshold "
+                         "(config.json report.madeup_std_threshold), or the run drew one sample (use num_samples >= 2).")
+    if isinstance(image, Image.Image) and image.mode not in ("I;16", "I", "F"):  # 16-bit and float: as arrays
+        image = image.convert("RGB")
+    raw = np.asarray(image)
+    array = raw.astype(np.float64) / {"u": float(np.iinfo(raw.dtype).max) if raw.dtype.kind == "u" else 1.0,
+                                      "i": 65535.0}.get(raw.dtype.kind, 1.0)
+    array = np.repeat(array[..., None], 3, -1) if array.ndim == 2 else array[..., :3]
+    array = np.repeat(array, 3, -1) if array.shape[-1] == 1 else array
     if mask.shape != array.shape[:2]:
         raise ValueError(f"The mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                          f"{array.shape[1]}x{array.shape[0]}; pass the mask of this output.")
@@ -167,7 +184,7 @@ def mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray, alpha: float
     return Image.fromarray(np.round(np.clip(out, 0, 1) * 255).astype(np.uint8), mode="RGB")
 
 
-def save_mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray, path: str | os.PathLike, *,
+def save_mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray | None, path: str | os.PathLike, *,
                       overwrite: bool = False) -> Path:
     """Write `mask_overlay(image, mask)` atomically (a PNG for a .png path)."""
     from .imageio import save_image

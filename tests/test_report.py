@@ -1,0 +1,160 @@
+"""Per-image fidelity report (issue 19 item 6): consistency, uncertainty mean / 95th percentile, and the made-up mask
+from a threshold calibrated on val (benchmarks/calibrate_madeup.py) and stored in each model's config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sr3infer.cli import main
+from sr3infer.config import ModelConfig, ReportSettings
+from sr3infer.report import (
+    MADEUP_ERROR, calibration_curve, choose_threshold, consistency_mse, image_report, mask_overlay,
+)
+from sr3infer.metrics import consistency
+from sr3infer.upscaler import Upscaler
+from sr3infer.weights import build_model
+
+REPO = Path(__file__).resolve().parents[1]
+RNG = np.random.default_rng(0)
+
+
+@pytest.fixture
+def calibrated(tiny_config) -> Upscaler:
+    """The tiny x2 model with a made-up threshold low enough that its random samples cross it somewhere."""
+    config = tiny_config.replace(task={}, report=ReportSettings(madeup_std_threshold=0.05, madeup_precision=0.6))
+    torch.manual_seed(0)
+    return Upscaler(config, build_model(config), device="cpu")
+
+
+def test_the_curve_counts_precision_coverage_and_recall():
+    std = np.r_[np.full(50, 0.01), np.full(50, 0.1)]
+    error = np.r_[np.zeros(50), np.full(30, 0.2), np.zeros(20)]
+    low, mid = calibration_curve(std, error, [0.005, 0.05])
+    assert low == {"threshold": 0.005, "precision": 0.3, "coverage": 1.0, "recall": 1.0, "pixels": 100}
+    assert mid == {"threshold": 0.05, "precision": 0.6, "coverage": 0.5, "recall": 1.0, "pixels": 50}
+    (top,) = calibration_curve(std, error, [0.2])
+    assert top["pixels"] == 0 and np.isnan(top["precision"])
+
+
+def test_the_chosen_threshold_is_the_lowest_with_precision_there_and_above():
+    curve = [{"threshold": t, "precision": p, "pixels": n} for t, p, n in
+             [(0.01, 0.3, 900), (0.02, 0.55, 500), (0.03, 0.45, 300), (0.04, 0.6, 200), (0.05, 0.9, 20)]]
+    assert choose_threshold(curve, min_pixels=100)["threshold"] == 0.04  # 0.02 reaches it, but 0.03 above does not
+    assert choose_threshold(curve, precision=0.95, min_pixels=100) is None
+    bounded = [dict(row, precision_p05=row["precision"] - 0.1) for row in curve]  # a lower bound of each
+    assert choose_threshold(bounded, min_pixels=100, key="precision_p05")["threshold"] == 0.04
+    assert choose_threshold(bounded, precision=0.55, min_pixels=100, key="precision_p05") is None
+
+
+def test_consistency_is_the_mse_in_unit_pixels_at_any_size():
+    lowres = torch.zeros(1, 3, 8, 8)  # gray 0.5 in [0, 1]
+    for size in ((16, 16), (19, 21)):
+        brighter = torch.full((1, 3, *size), 0.5)  # 0.75 in [0, 1]: off by 0.25 everywhere
+        assert consistency_mse(brighter, lowres) == pytest.approx(0.25**2)
+    smooth = torch.linspace(-0.5, 0.5, 16)[None, None, :, None].expand(1, 3, 16, 16)
+    assert consistency_mse(smooth, torch.nn.functional.avg_pool2d(smooth, 2)) < 1e-4
+
+
+def test_image_report_says_why_a_field_is_missing():
+    out, lowres = torch.zeros(1, 3, 16, 16), torch.zeros(1, 3, 8, 8)
+    one = image_report(out, lowres)
+    assert one.uncertainty_mean is None and one.mask is None and "num_samples" in one.note
+    std = np.linspace(0, 0.2, 256, dtype=np.float32).reshape(16, 16)
+    uncalibrated = image_report(out, lowres, uncertainty=std, num_samples=4)
+    assert uncalibrated.uncertainty_p95 == pytest.approx(np.percentile(std, 95))
+    assert uncalibrated.mask is None and "no made-up threshold" in uncalibrated.note
+    report = image_report(out, lowres, uncertainty=std, num_samples=4, threshold=0.1)
+    assert report.mask.shape == (16, 16) and report.madeup_fraction == pytest.approx((std > 0.1).mean())
+    assert report.to_dict()["output_size"] == [16, 16] and "mask" not in report.to_dict()
+    json.dumps(report.to_dict(), allow_nan=False)
+
+
+def test_overlay_tints_only_the_mask():
+    image = Image.fromarray(np.full((4, 6, 3), 128, dtype=np.uint8))
+    mask = np.zeros((4, 6), dtype=bool)
+    mask[1, 2] = True
+    out = np.asarray(mask_overlay(image, mask)).astype(int)
+    assert out.shape == (4, 6, 3)
+    assert out[1, 2, 0] > out[1, 2, 1] + 60 and out[1, 2, 2] > out[1, 2, 1] + 60  # magenta
+    assert out[0, 0, 0] == out[0, 0, 1] == out[0, 0, 2]  # gray elsewhere
+    with pytest.raises(ValueError, match="mask is 6x4 but the image is 5x5"):
+        mask_overlay(np.zeros((5, 5), dtype=np.uint16), mask)
+
+
+def test_upscale_returns_a_report_per_image(calibrated):
+    images = [torch.rand(3, 8, 8), torch.rand(3, 6, 10)]
+    out = calibrated.upscale(images, num_samples=3, seed=0, progress=False, return_report=True)
+    assert len(out.report) == 2
+    for image, report, uncertainty in zip(out.images, out.report, out.uncertainty):
+        assert report.output_size == (image.shape[-1], image.shape[-2])
+        assert report.num_samples == 3 and report.madeup_threshold == 0.05
+        assert report.uncertainty_mean == pytest.approx(float(uncertainty.mean()), rel=1e-5)
+        assert report.madeup_fraction == pytest.approx(float((uncertainty > 0.05).mean()))
+    lowres = images[0][None] * 2 - 1
+    assert out.report[0].consistency == pytest.approx(consistency_mse(out.images[0][None] * 2 - 1, lowres), rel=1e-4)
+
+
+def test_report_with_outscale_is_at_the_final_size(calibrated):
+    out = calibrated.upscale(torch.rand(3, 8, 8), num_samples=2, seed=0, progress=False, return_report=True,
+                             outscale=1.5)
+    assert out.report.output_size == (12, 12) and out.report.input_size == (8, 8)
+    assert out.report.mask.shape == (12, 12)
+
+
+def test_a_model_without_threshold_says_so(tiny_upscaler):
+    out = tiny_upscaler.upscale(torch.rand(3, 8, 8), num_samples=2, seed=0, progress=False, return_report=True)
+    assert out.report.madeup_threshold is None and out.report.mask is None
+    assert "no made-up threshold is calibrated" in out.report.note
+
+
+def test_config_keeps_the_threshold(tiny_config):
+    config = tiny_config.replace(report=ReportSettings(madeup_std_threshold=0.04, madeup_precision=0.52))
+    again = ModelConfig.from_dict(json.loads(config.to_json()))
+    assert again.report == config.report
+    assert ModelConfig.from_dict(json.loads(tiny_config.to_json())).report.madeup_std_threshold is None
+    with pytest.raises(ValueError, match="madeup_std_threshold"):
+        ReportSettings(madeup_std_threshold=-1)
+
+
+def test_bundled_face_model_has_the_calibrated_threshold():
+    calibration = json.loads((REPO / "benchmarks" / "results" / "madeup_calibration.json").read_text())
+    face = calibration["models"]["sr3-face-8x"]
+    assert face["error_level"] == MADEUP_ERROR and face["chosen"]["precision"] >= 0.5
+    config = Upscaler.from_pretrained("sr3-face-8x", device="cpu").config
+    assert config.report.madeup_std_threshold == face["chosen"]["threshold"]
+
+
+def _png(path, size=8):
+    Image.fromarray(RNG.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def test_cli_writes_the_report_and_the_mask(tmp_path, calibrated, capsys):
+    model = str(calibrated.save_pretrained(tmp_path / "model"))
+    src = _png(tmp_path / "in.png")
+    code = main([str(src), "-o", str(tmp_path / "out.png"), "--model", model, "--samples", "2", "--quiet",
+                 "--report", str(tmp_path / "report.json"), "--report-mask", str(tmp_path / "mask.png")])
+    assert code == 0, capsys.readouterr().err
+    data = json.loads((tmp_path / "report.json").read_text())
+    (entry,) = data["images"].values()
+    assert entry["output_size"] == [16, 16] and entry["num_samples"] == 2 and entry["madeup_threshold"] == 0.05
+    assert {"consistency", "uncertainty_mean", "uncertainty_p95", "madeup_fraction"} <= set(entry)
+    assert Image.open(tmp_path / "mask.png").size == (16, 16)
+
+
+def test_cli_report_with_one_sample_has_consistency_only(tmp_path, calibrated, capsys):
+    model = str(calibrated.save_pretrained(tmp_path / "model"))
+    src = _png(tmp_path / "in.png")
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "--model", model, "--quiet",
+                 "--report", str(tmp_path / "report.json")]) == 0
+    (entry,) = json.loads((tmp_path / "report.json").read_text())["images"].values()
+    assert entry["consistency"] >= 0 and entry["uncertainty_mean"] is None
+    code = main([str(src), "-o", str(tmp_path / "out2.png"), "--model", model, "--report-mask",
+                 str(tmp_path / "mask.png")])
+    assert code == 2 and "--samples 2" in capsys.readouterr().err
