@@ -268,12 +268,6 @@ class Upscaler:
         self,
         lowres: Tensor,
         *,
-        num_steps: int | None = None,
-        sampler: str | None = None,
-        spacing: str | None = None,
-        start_noise_level: float | None = UNSET,
-        consistency: str | None = None,
-        eta: float | None = None,
         preset: str | None = None,
         recipe: Recipe | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -283,13 +277,15 @@ class Upscaler:
         tile_overlap: int | None = None,
         tile_batch_size: int = 8,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+        **settings: Any,
     ) -> Tensor:
         """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1].
 
         Outputs larger than a tile are denoised tile by tile, blending every step (see `tile_plan`);
         `tile_batch_size` tiles go through the U-Net at a time. Before anything is allocated the
-        run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`). The sampling
-        arguments are those of `upscale`.
+        run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`). `settings` are
+        the recipe's parts and sampler options, as in `upscale` (num_steps=, sampler=, spacing=,
+        start_noise_level=, consistency=, eta=, ...); an unknown one is a ValueError naming it.
 
         Raises:
             RuntimeError: sampling produced NaN or Inf (broken weights or an unstable recipe).
@@ -297,8 +293,7 @@ class Upscaler:
         if not isinstance(lowres, Tensor) or lowres.dim() != 4 or lowres.shape[1] != self.config.channels:
             shape = tuple(lowres.shape) if isinstance(lowres, Tensor) else type(lowres).__name__
             raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {shape}.")
-        recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
-                                      start_noise_level=start_noise_level, consistency=consistency, eta=eta)
+        recipe = self.sampling_recipe(recipe, preset, **settings)
         call = self._plan_call([tuple(lowres.shape[-2:])] * lowres.shape[0], recipe, batch_size=lowres.shape[0],
                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
                                max_output_pixels=max_output_pixels)
