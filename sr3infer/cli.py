@@ -141,8 +141,8 @@ def _add_size_args(parser: argparse.ArgumentParser) -> None:
                              "folder INPUT a folder: NAME_madeup.png")
 
 
-def _size_options(args: argparse.Namespace) -> dict[str, Any]:
-    """--outscale / --size as `upscale` arguments, checked (usage errors)."""
+def _output_options(args: argparse.Namespace) -> dict[str, Any]:
+    """--outscale / --size as `upscale` arguments; --report and --report-mask checked before any work."""
     from .outscale import check_outscale, parse_size
 
     if args.outscale is not None and args.size is not None:
@@ -265,7 +265,7 @@ def cmd_upscale(argv: list[str]) -> int:
     settings = _recipe_settings(args)
     _check_shared_args(args)
     _check_samples(args)
-    sizes = _size_options(args)
+    sizes = _output_options(args)
     # Every output is planned and checked (collisions by any spelling, format, a writable place, existing
     # files) before the model is loaded; an existing output is a runtime failure (exit 1), not a usage error.
     jobs = _library(plan_jobs, inputs, source, args.output, uncertainty=args.uncertainty,

@@ -158,3 +158,29 @@ def test_cli_report_with_one_sample_has_consistency_only(tmp_path, calibrated, c
     code = main([str(src), "-o", str(tmp_path / "out2.png"), "--model", model, "--report-mask",
                  str(tmp_path / "mask.png")])
     assert code == 2 and "--samples 2" in capsys.readouterr().err
+
+
+def test_cli_report_mask_needs_a_calibrated_model(tmp_path, tiny_config, capsys):
+    config = tiny_config.replace(task={})
+    model = str(Upscaler(config, build_model(config), device="cpu").save_pretrained(tmp_path / "model"))
+    src = _png(tmp_path / "in.png")
+    code = main([str(src), "-o", str(tmp_path / "out.png"), "--model", model, "--samples", "2", "--quiet",
+                 "--report-mask", str(tmp_path / "mask.png")])
+    assert code == 2 and "no calibrated made-up threshold" in capsys.readouterr().err
+    assert not (tmp_path / "out.png").exists() and not (tmp_path / "mask.png").exists()
+
+
+def test_cli_folder_report_names_each_input_and_refuses_an_existing_report(tmp_path, calibrated, capsys):
+    model = str(calibrated.save_pretrained(tmp_path / "model"))
+    (tmp_path / "in").mkdir()
+    for name in ("a", "b"):
+        _png(tmp_path / "in" / f"{name}.png")
+    args = [str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", model, "--samples", "2", "--quiet",
+            "--report", str(tmp_path / "report.json"), "--report-mask", str(tmp_path / "masks")]
+    assert main(args) == 0, capsys.readouterr().err
+    images = json.loads((tmp_path / "report.json").read_text())["images"]
+    assert sorted(Path(name).name for name in images) == ["a.png", "b.png"]
+    assert sorted(p.name for p in (tmp_path / "masks").iterdir()) == ["a_madeup.png", "b_madeup.png"]
+    capsys.readouterr()
+    assert main(args[:-2] + ["--uncertainty", str(tmp_path / "maps")]) == 1  # report.json exists, no --overwrite
+    assert "report.json' already exists" in capsys.readouterr().err
