@@ -2,6 +2,7 @@
 
 from importlib import metadata as _metadata
 
+from .batch import upscale_files
 from .cascade import Cascade
 from .config import ModelConfig, Recipe
 from .outputs import UpscaleOutput
@@ -10,7 +11,7 @@ from .schedule import NoiseSchedule
 from .unet import UNet, UNetConfig
 from .upscaler import Upscaler
 
-__all__ = ["Upscaler", "UpscaleOutput", "Cascade", "UNet", "UNetConfig", "ModelConfig", "Recipe", "NoiseSchedule", "SAMPLERS"]
+__all__ = ["Upscaler", "UpscaleOutput", "Cascade", "upscale_files", "UNet", "UNetConfig", "ModelConfig", "Recipe", "NoiseSchedule", "SAMPLERS"]
 try:
     __version__ = _metadata.version("sr3infer")  # the installed package's version (pyproject.toml)
 except _metadata.PackageNotFoundError:  # run from a source tree that was never installed

@@ -160,8 +160,12 @@ def plan_jobs(
                        + ([(masks[index], "report_mask")] if masks is not None else []))
     _check_collisions(inputs, planned)
     jobs = [Job(index, Path(src), dict(files)) for index, (src, files) in enumerate(zip(inputs, planned))]
-    for path in {path for job in jobs for path, what in job.outputs.items()}:
-        _check_writable(path, "uncertainty" if path.suffix.lower() == ".npy" else "image")
+    checked: set[tuple[str, Path]] = set()  # one probe per suffix and per folder, however many files
+    for path in sorted({path for job in jobs for path in job.outputs}):
+        what = "uncertainty" if path.suffix.lower() == ".npy" else "image"
+        if (path.suffix.lower(), path.parent) not in checked:
+            _check_writable(path, what)
+            checked.add((path.suffix.lower(), path.parent))
     for job in jobs:
         existing = [path for path in job.outputs if os.path.lexists(path)]
         if existing and skip_existing and len(existing) == len(job.outputs):
