@@ -333,6 +333,8 @@ class Upscaler:
         started = time.perf_counter()
         x = sample(denoise, x, gammas, clip_denoised=False, generator=generator, callback=callback,
                    disable=not progress, **recipe.options)  # the denoiser clamps, in image space
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)  # CUDA runs asynchronously: time the work, not its launch
         self._record_speed(call, lowres.shape[0], size, time.perf_counter() - started)
         if not torch.isfinite(x).all():
             raise RuntimeError(
