@@ -8,7 +8,7 @@ least half the time, on validation images.
 For each model (sr3-face-8x on CelebA val, protocol faces; sr3-64-256 on the natural val crops), images are
 upscaled one by one with the model's default recipe and K samples (default 4; sample k of image i uses seed
 i * K + k) until the time budget is spent. Per pixel: the std of the K samples (mean over channels, [0, 1]
-units, as `return_uncertainty`) and the |error| of the output (the projected mean of the K samples) against the
+units, as `UpscaleOutput.uncertainty`) and the |error| of the output (the projected mean of the K samples) against the
 original (mean over channels). The curve gives, per threshold t, the precision P(|error| > 0.1 | std > t), the
 coverage (share of pixels with std > t) and the recall; the chosen threshold is
 `sr3infer.report.choose_threshold`'s (lowest t with precision >= 0.5 there and above). A split check picks the
@@ -54,11 +54,8 @@ RULE = "precision_p05"  # "at least half the time" must hold in 95% of draws of 
 def upscale_with_map(upscaler: Upscaler, lowres: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, np.ndarray]:
     """The output (1, 3, H, W) in [0, 1] and the (H, W) std map of K samples of one (1, 3, h, w) input in [0, 1]."""
     out = upscaler.upscale(lowres, num_samples=k, seed=seed, output_type="pt", progress=False,
-                           return_uncertainty=True, batch_size=k)
-    if isinstance(out, tuple):  # the tuple API; an output object has .images and .uncertainty
-        images, maps = out
-    else:
-        images, maps = out.images, out.uncertainty
+                           return_dict=True, batch_size=k)
+    images, maps = out.images, out.uncertainty
     maps = np.asarray(maps, dtype=np.float32)
     return torch.as_tensor(images).float().reshape(1, 3, *maps.shape[-2:]), maps.reshape(maps.shape[-2:])
 
