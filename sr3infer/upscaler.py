@@ -461,8 +461,10 @@ class Upscaler:
         self._warn_if_off_size([tuple(p.rgb.shape[-2:]) for p in flat], call)
         if generator is not None and seed is not None:
             raise ValueError("Pass either generator or seed, not both.")
-        if seed is not None and seed + len(flat) * num_samples - 1 > MAX_SEED:
-            raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} images.")
+        passes = f" and {len(calls)} passes" if len(calls) > 1 else ""  # pass p adds p * PASS_SEED_STRIDE
+        if seed is not None and seed + (len(calls) - 1) * PASS_SEED_STRIDE + len(flat) * num_samples - 1 > MAX_SEED:
+            raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} "
+                             f"images{passes}.")
         generators = self._per_image_generators(len(flat), generator, seed, num_samples)
         results = self._sample_images([p.rgb for p in flat], call, generators, generator, progress, callback)
 

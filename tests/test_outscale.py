@@ -111,6 +111,17 @@ def test_above_native_runs_the_model_again_and_warns(x4):
     assert not torch.allclose(out.images, resized[0], atol=1e-3)
 
 
+def test_seeds_of_later_passes_are_checked_before_any_work(x4):
+    from sr3infer.outscale import PASS_SEED_STRIDE
+
+    seed = 2**64 - PASS_SEED_STRIDE  # fine for one pass, over 2**64 - 1 in the second
+    x4.upscale(torch.rand(3, 4, 4), seed=seed, progress=False, num_steps=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(ValueError, match="too large for 1 images and 2 passes"):
+            x4.upscale(torch.rand(3, 4, 4), seed=seed, progress=False, outscale=8, num_steps=1)
+
+
 def test_consistency_is_against_the_input_at_the_final_size(x4):
     image = torch.rand(1, 3, 4, 4)
     with warnings.catch_warnings():
