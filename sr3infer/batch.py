@@ -85,6 +85,8 @@ def error_line(err: BaseException) -> str:
     """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
     message = first_line(err)
     lowered = message.lower()
+    if getattr(err, "fallback_tried", False):  # sr3infer.oom already retried smaller tiles and batches; its hint is in
+        return message
     if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
                                                                    "cannot allocate memory", "not enough memory",
                                                                    "unable to allocate")):

@@ -4,14 +4,12 @@ minimum tile), then one image and one tile per U-Net call, with one warning line
 from __future__ import annotations
 
 import warnings
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 __all__ = ["OUT_OF_MEMORY_HINT", "is_out_of_memory", "min_tile", "fallback_steps", "run_with_fallback"]
-
-T = TypeVar("T")
 
 OUT_OF_MEMORY_HINT = "try a smaller input, --dtype fp16/bf16 (torch_dtype=), or a machine with more memory"
 
@@ -75,8 +73,8 @@ def run_with_fallback(run: Callable[[Tensor, Any, int | None, int | None], Tenso
     retry draws the same noise. One warning names the setting that worked.
 
     Raises:
-        The out-of-memory error's type, saying what was tried and what to do, when even the last setting fails.
-        Any other error at once.
+        The out-of-memory error's type, saying what was tried and what to do (`fallback_tried` set on it), when even
+        the last setting fails. Any other error at once.
     """
     restore = _snapshot(generator)
     try:
@@ -112,7 +110,9 @@ def run_with_fallback(run: Callable[[Tensor, Any, int | None, int | None], Tenso
             else "nothing smaller to try")
     message = (f"Out of memory with {tried}, and {last}: "
                f"{str(first).splitlines()[0] if str(first) else type(first).__name__}; {OUT_OF_MEMORY_HINT}.")
-    raise _same_type(first, message) from first
+    error = _same_type(first, message)
+    error.fallback_tried = True  # type: ignore[attr-defined] # for callers that add hints (batch.error_line)
+    raise error from first
 
 
 def _free(device: torch.device | None) -> None:

@@ -118,5 +118,6 @@ def test_cli_says_out_of_memory_with_the_hint(tmp_path, x2, capsys, monkeypatch)
     monkeypatch.setattr(Upscaler, "from_pretrained", load)
     assert main([str(src), "-o", str(tmp_path / "out.png"), "--model", str(folder), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert "Out of memory" in err and "--batch-size 1" in err and "Traceback" not in err
+    assert "Out of memory" in err and "still with tile 8, batch size 1" in err and "smaller input" in err
+    assert "try --batch-size 1" not in err and "Traceback" not in err  # no advice to do what was already tried
     assert not (tmp_path / "out.png").exists()
