@@ -2,8 +2,10 @@
 
 The made-up mask marks the pixels whose per-pixel std across the K samples is above the model's
 calibrated threshold (`config.report.madeup_std_threshold`): on the validation set, above it the output's
-error exceeds `MADEUP_ERROR` (0.1 of the pixel range) at least `MADEUP_PRECISION` (half) of the time.
-`calibration_curve` and `choose_threshold` are the rule; benchmarks/calibrate_madeup.py runs it.
+error exceeds `MADEUP_ERROR` (0.1 of the pixel range) at least `MADEUP_PRECISION` (half) of the time, in 95% of
+bootstrap draws of the val images. `calibration_curve` and `choose_threshold` are the rule;
+benchmarks/calibrate_madeup.py runs it (K = 4 samples, at the model's own output size: with `outscale`/`size`
+the map is the std of the resized samples, and the mask is indicative only).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ MADEUP_ERROR = 0.1
 """|output - truth| (mean over colour channels, [0, 1] units) from which a pixel counts as made up."""
 
 MADEUP_PRECISION = 0.5
-"""The calibrated threshold is the lowest std above which at least this share of pixels is made up."""
+"""The calibrated threshold is the lowest std above which at least this share of pixels is made up (on val)."""
 
 _OVERLAY = (255, 0, 255)  # magenta: the mask's colour in `mask_overlay`, rare in photos and faces
 
