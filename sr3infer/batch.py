@@ -440,6 +440,7 @@ def upscale_files(
     *,
     uncertainty: str | os.PathLike | None = None,
     uncertainty_format: str | None = None,
+    report_mask: str | os.PathLike | None = None,
     all_stages: bool = False,
     overwrite: bool = False,
     skip_existing: bool = False,
@@ -451,7 +452,9 @@ def upscale_files(
 
     `collect_inputs`, then `plan_jobs` (every check before any work), then `run_jobs` (this rank's share;
     under torchrun pass `rank`/`world_size`). With a `Cascade` and `all_stages`, each earlier stage's
-    image goes to `output/stage<k>/`. Other options are those of `run_jobs`.
+    image goes to `output/stage<k>/`. `report_mask` writes each made-up mask (see `plan_jobs`); with it, or
+    `report=True`, `summary.reports` holds each file's `ImageReport` (`sr3infer.report.write_report` saves them).
+    Other options are those of `run_jobs`.
 
     Returns:
         A `BatchSummary` of this rank; `summary.failed` counts files that could not be read, run or written.
@@ -461,6 +464,6 @@ def upscale_files(
     stages = len(model.upscalers) if isinstance(model, Cascade) else 1
     stage_dirs = [Path(output) / f"stage{k + 1}" for k in range(stages - 1)] if all_stages else []
     jobs = plan_jobs(files, source, output, uncertainty=uncertainty, uncertainty_format=uncertainty_format,
-                     stage_dirs=stage_dirs, overwrite=overwrite, skip_existing=skip_existing,
+                     report_mask=report_mask, stage_dirs=stage_dirs, overwrite=overwrite, skip_existing=skip_existing,
                      folder=True if isinstance(model, Cascade) else None)
     return run_jobs(model, jobs, overwrite=overwrite, rank=rank, world_size=world_size, **options)

@@ -184,3 +184,14 @@ def test_cli_folder_report_names_each_input_and_refuses_an_existing_report(tmp_p
     capsys.readouterr()
     assert main(args[:-2] + ["--uncertainty", str(tmp_path / "maps")]) == 1  # report.json exists, no --overwrite
     assert "report.json' already exists" in capsys.readouterr().err
+
+
+def test_python_batch_runner_keeps_reports_and_masks(tmp_path, calibrated):
+    from sr3infer.batch import upscale_files
+
+    src = _png(tmp_path / "in.png")
+    summary = upscale_files(calibrated, src, tmp_path / "out.png", report_mask=tmp_path / "mask.png", num_samples=2,
+                            progress=False, quiet=True)
+    assert summary.written == 1 and Image.open(tmp_path / "mask.png").size == (16, 16)
+    (report,) = summary.reports.values()
+    assert report.mask.shape == (16, 16) and report.num_samples == 2
