@@ -250,6 +250,8 @@ def test_demo_page_in_headless_chromium(demo_url, tmp_path):
             _wait_for_text(page, "#sr3-status .sr3-error", "'notes.png' is not an image PIL can read")
             page.click("#sr3-run")
             _wait_for_text(page, "#sr3-status .sr3-error", "'notes.png' is not an image PIL can read")
-            assert page.locator("#sr3-download").is_hidden()
+            # The status already showed the message from the upload: wait for the run's own reply, which
+            # clears the earlier result's download button (fails by timeout if it never does).
+            page.locator("#sr3-download").wait_for(state="hidden", timeout=30_000)
         finally:
             browser.close()
