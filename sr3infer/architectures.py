@@ -85,6 +85,17 @@ UNET_MAPS_PER_CHANNEL = 24
 """U-Net activations (and its input) per pixel of a U-Net call, in `inner_channel` elements of the U-Net's dtype."""
 
 
+def unet_bytes_per_pixel(config: UNetConfig, element_size: int) -> int:
+    """Activation bytes per output pixel of one U-Net call: the maps at the U-Net's own resolution, which
+    `space_to_depth` f divides by f^2 in pixels, plus (f > 1) the unshuffled input and shuffled output at full size."""
+    per_channel = UNET_MAPS_PER_CHANNEL * config.inner_channel
+    factor = config.space_to_depth
+    if factor == 1:
+        return per_channel * element_size
+    maps = -(-per_channel // factor**2) + config.in_channels + config.out_channels
+    return maps * element_size
+
+
 def _check_sr3_unet(config: UNetConfig) -> None:
     if config.in_channels != 2 * config.out_channels:
         raise ConfigError("in_channels", f"twice out_channels ({2 * config.out_channels}): the condition and the "
@@ -97,6 +108,6 @@ register(Architecture(
     build=lambda config: UNet(**config.to_dict()),
     image_channels=lambda config: config.out_channels,
     condition=concat_condition,
-    bytes_per_pixel=lambda config, element_size: UNET_MAPS_PER_CHANNEL * config.inner_channel * element_size,
+    bytes_per_pixel=unet_bytes_per_pixel,
     check=_check_sr3_unet,
 ))

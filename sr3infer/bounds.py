@@ -15,7 +15,7 @@ from typing import Any, Iterable
 __all__ = ["ConfigError", "check_int", "check_float", "check_bool", "check_choice", "check_int_list", "check_mapping",
            "MAX_TRAIN_TIMESTEPS", "MAX_SCALE", "MAX_LOWRES_SIZE", "MAX_IMAGE_SIZE", "MAX_IMAGE_CHANNELS",
            "MAX_INNER_CHANNEL", "MAX_CHANNEL_MULT", "MAX_LEVELS", "MAX_RES_BLOCKS", "MAX_NORM_GROUPS",
-           "MAX_PARAMETERS", "ETA_RANGE", "OPTION_BOUNDS", "MAX_SEED"]
+           "MAX_SPACE_TO_DEPTH", "MAX_PARAMETERS", "ETA_RANGE", "OPTION_BOUNDS", "MAX_SEED"]
 
 MAX_TRAIN_TIMESTEPS = 100_000   # training schedule length T (SR3: 2000); the grid is T float64 numbers
 MAX_SCALE = 64                  # output side / input side of one model
@@ -28,6 +28,7 @@ MAX_LEVELS = 8                  # len(channel_mults): the image is halved len - 
 MAX_RES_BLOCKS = 16             # res blocks per level
 MAX_NORM_GROUPS = 1024
 MAX_LIST = 16                   # entries of attn_resolutions
+MAX_SPACE_TO_DEPTH = 8          # pixel-unshuffle factor of the U-Net input (1 = off; 8 makes 6 channels 384)
 MAX_PARAMETERS = 4_000_000_000  # ~16 GB in float32; the largest community SR3 U-Nets have well under 1e9
 ETA_RANGE = (0.0, 1.0)          # DDIM: 0 deterministic, 1 as stochastic as ancestral
 OPTION_BOUNDS = {"eta": ETA_RANGE}  # sampler options (keyword arguments beyond the common signature) by name

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from .bounds import (
     MAX_CHANNEL_MULT, MAX_IMAGE_CHANNELS, MAX_IMAGE_SIZE, MAX_INNER_CHANNEL, MAX_LEVELS, MAX_LIST, MAX_NORM_GROUPS,
-    MAX_RES_BLOCKS, ConfigError, check_float, check_int, check_int_list,
+    MAX_RES_BLOCKS, MAX_SPACE_TO_DEPTH, ConfigError, check_float, check_int, check_int_list,
 )
 from .errors import reject_unknown_keys
 
@@ -31,12 +31,14 @@ class UNetConfig:
     dropout: float = 0.0                        # in the second conv of every res block
     norm_groups: int = 32                       # GroupNorm groups
     image_size: int = 128                       # output size the model was built (and trained) for
+    space_to_depth: int = 1                     # >1: pixel-unshuffle the input by it, run at 1/it resolution
 
     def __post_init__(self) -> None:
         """Check every field's type and bounds (`sr3infer.bounds`) before any layer is built."""
         ints = {"in_channels": (1, MAX_IMAGE_CHANNELS), "out_channels": (1, MAX_IMAGE_CHANNELS),
                 "inner_channel": (2, MAX_INNER_CHANNEL), "num_res_blocks": (0, MAX_RES_BLOCKS),
-                "norm_groups": (1, MAX_NORM_GROUPS), "image_size": (1, MAX_IMAGE_SIZE)}
+                "norm_groups": (1, MAX_NORM_GROUPS), "image_size": (1, MAX_IMAGE_SIZE),
+                "space_to_depth": (1, MAX_SPACE_TO_DEPTH)}
         for name, (low, high) in ints.items():
             object.__setattr__(self, name, check_int(getattr(self, name), name, low, high))
         object.__setattr__(self, "channel_mults",
@@ -50,6 +52,9 @@ class UNetConfig:
             if (self.inner_channel * mult) % self.norm_groups:
                 raise ConfigError("norm_groups", f"a divisor of every level's channel count (inner_channel "
                                   f"{self.inner_channel} x {mult} = {self.inner_channel * mult})", self.norm_groups)
+        if self.image_size % self.space_to_depth:
+            raise ConfigError("image_size", f"a multiple of space_to_depth ({self.space_to_depth}): the network runs "
+                              "at image_size / space_to_depth", self.image_size)
 
     @classmethod
     def from_dict(cls, data: dict) -> UNetConfig:
@@ -58,15 +63,19 @@ class UNetConfig:
         return cls(**data)
 
     def to_dict(self) -> dict:
+        """The config as JSON values; `space_to_depth` only when on, so configs without it re-save byte-identical."""
         data = asdict(self)
         data["channel_mults"] = list(self.channel_mults)
         data["attn_resolutions"] = list(self.attn_resolutions)
+        if self.space_to_depth == 1:
+            del data["space_to_depth"]
         return data
 
     @property
     def downscale_factor(self) -> int:
-        """Input sides must be multiples of this (the U-Net halves the image len(channel_mults)-1 times)."""
-        return 2 ** (len(self.channel_mults) - 1)
+        """Input sides must be multiples of this (space_to_depth, then the U-Net halves len(channel_mults)-1 times);
+        `UNet.forward` pads other sides up to it."""
+        return self.space_to_depth * 2 ** (len(self.channel_mults) - 1)
 
 
 class GroupNorm32(nn.GroupNorm):
@@ -189,7 +198,11 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """SR3 U-Net: `(concat([cond, x_noisy]), noise_level) -> prediction`.
 
-    Parameter names match the `denoise_fn.*` keys of community SR3 checkpoints with the
+    With `space_to_depth=f > 1` the input is pixel-unshuffled by f (6 channels -> 6 f^2 at 1/f of the side),
+    the U-Net runs there with `inner_channel` channels as stated (not scaled by f) and `attn_resolutions`
+    counted at that resolution (level 0 is `image_size // f`), and its `out_channels * f^2` outputs are
+    pixel-shuffled back. Only the first conv's input and the final conv's output widen; every other
+    parameter keeps its name and shape for the same inner_channel and the same levels with attention. Parameter names match the `denoise_fn.*` keys of community SR3 checkpoints with the
     `denoise_fn.` prefix removed (see `sr3infer.convert`).
     """
 
@@ -207,15 +220,16 @@ class UNet(nn.Module):
         dropout: float = 0.0,
         norm_groups: int = 32,
         image_size: int = 128,
+        space_to_depth: int = 1,
     ) -> None:
         super().__init__()
         self.config = UNetConfig(
             in_channels=in_channels, out_channels=out_channels, inner_channel=inner_channel,
             channel_mults=tuple(channel_mults), num_res_blocks=num_res_blocks,
             attn_resolutions=tuple(attn_resolutions), dropout=dropout, norm_groups=norm_groups,
-            image_size=image_size,
+            image_size=image_size, space_to_depth=space_to_depth,
         )
-        c, groups = inner_channel, norm_groups
+        c, groups, f = inner_channel, norm_groups, space_to_depth
         self.noise_level_mlp = nn.Sequential(PositionalEncoding(c), nn.Linear(c, c * 4), Swish(), nn.Linear(c * 4, c))
 
         def block(dim: int, dim_out: int, res: int, attn: bool | None = None) -> ResnetBlocWithAttn:
@@ -223,8 +237,8 @@ class UNet(nn.Module):
             return ResnetBlocWithAttn(dim, dim_out, emb_dim=c, groups=groups, dropout=dropout, with_attn=with_attn)
 
         num_levels = len(channel_mults)
-        res = image_size
-        downs: list[nn.Module] = [nn.Conv2d(in_channels, c, 3, padding=1)]
+        res = image_size // f
+        downs: list[nn.Module] = [nn.Conv2d(in_channels * f * f, c, 3, padding=1)]
         skip_channels = [c]
         ch = c
         for level, mult in enumerate(channel_mults):
@@ -249,18 +263,21 @@ class UNet(nn.Module):
                 ups.append(Upsample(ch))
                 res *= 2
         self.ups = nn.ModuleList(ups)
-        self.final_conv = Block(ch, out_channels, groups)
+        self.final_conv = Block(ch, out_channels * f * f, groups)
 
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
         """Predict from `x` (B, in_channels, H, W) and `noise_level` sqrt(gamma) of shape (B,) or (B, 1).
 
         Sides that are not multiples of `config.downscale_factor` are reflect-padded and the
-        output cropped back, so any size works.
+        output cropped back, so any size works (tiles included).
         """
         if noise_level.dim() == 1:
             noise_level = noise_level[:, None]
         height, width = x.shape[-2:]
+        factor = self.config.space_to_depth
         x = pad_to_multiple(x, self.config.downscale_factor)
+        if factor > 1:
+            x = F.pixel_unshuffle(x, factor)
         # The noise embedding runs in the dtype of its own weights (kept float32 by the Upscaler in fp16).
         mlp = self.noise_level_mlp
         emb = mlp[0](noise_level.float()).to(mlp[1].weight.dtype)
@@ -276,7 +293,10 @@ class UNet(nn.Module):
                 x = layer(torch.cat([x, skips.pop()], dim=1), emb)
             else:
                 x = layer(x)
-        return self.final_conv(x)[..., :height, :width]
+        out = self.final_conv(x)
+        if factor > 1:
+            out = F.pixel_shuffle(out, factor)
+        return out[..., :height, :width]
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
