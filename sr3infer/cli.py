@@ -68,8 +68,8 @@ def _add_run_args(parser: argparse.ArgumentParser, *, per_stage: bool = False) -
     samples = "" if per_stage else "; with --samples K, seeds seed + k*K to seed + k*K + K-1"
     parser.add_argument("--seed", type=int, default=0,
                         help=f"random seed (file k of the sorted inputs uses seed + k{samples})")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA, fp32 on CPU")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda, then mps, then cpu)")
+    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA and MPS; on CPU fp32 (bf16 where sr3infer.devices says the CPU has native bf16 and it is the default)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images (or tiles) per U-Net call" + ("" if per_stage else "; with --samples: samples"))
     parser.add_argument("--quiet", action="store_true",

@@ -9,9 +9,10 @@ import struct
 import tempfile
 import warnings
 import zlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Union
+from typing import IO, Any, Callable, Iterator, Union
 
 import numpy as np
 import torch
@@ -119,20 +120,12 @@ def _check_file(path: Path) -> None:
         raise ValueError(f"Input image {str(path)!r} is an empty (0-byte) file.")
 
 
-def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None, int]:
-    """The decoded, upright image, for a PNG the raw sample layout it was stored in (e.g. "RGB;16B"), and the
-    EXIF orientation that was undone (1: none). Of a multi-frame file (GIF, APNG, TIFF) frame 0, with a warning.
-    """
-    path = Path(path)
-    _check_file(path)
+
+@contextmanager
+def _pil_errors(path: Path, failure: str, *also: type[Exception]) -> Iterator[None]:
+    """PIL's errors about `path` as one-line ValueErrors; `failure` words a decoding error ("could not be decoded")."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(path)
-            stored_as = image.tile[0][3] if image.format == "PNG" and len(image.tile) == 1 else None
-            if rawmode is not None:
-                image.tile = [(*image.tile[0][:3], rawmode)]
-            image.load()
+        yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
         raise ValueError(
             f"{str(path)!r} is too large to decode safely ({err}). If you trust it, raise "
@@ -140,8 +133,22 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
         ) from None
     except UnidentifiedImageError:
         raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
-    except (OSError, SyntaxError) as err:
-        raise ValueError(f"{str(path)!r} could not be decoded; is it truncated or corrupt? ({err})") from None
+    except (OSError, SyntaxError, *also) as err:
+        raise ValueError(f"{str(path)!r} {failure}; is it truncated or corrupt? ({err})") from None
+
+def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None, int]:
+    """The decoded, upright image, for a PNG the raw sample layout it was stored in (e.g. "RGB;16B"), and the
+    EXIF orientation that was undone (1: none). Of a multi-frame file (GIF, APNG, TIFF) frame 0, with a warning.
+    """
+    path = Path(path)
+    _check_file(path)
+    with _pil_errors(path, "could not be decoded"), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image = Image.open(path)
+        stored_as = image.tile[0][3] if image.format == "PNG" and len(image.tile) == 1 else None
+        if rawmode is not None:
+            image.tile = [(*image.tile[0][:3], rawmode)]
+        image.load()
     frames = getattr(image, "n_frames", 1)
     if isinstance(frames, int) and frames > 1:
         if rawmode is None:
@@ -189,29 +196,19 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     """
     path = Path(path)
     _check_file(path)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(path) as image:
-                width, height, mode, fmt = image.width, image.height, image.mode, image.format or ""
-                rawmode = image.tile[0][3] if fmt == "PNG" and len(image.tile) == 1 else ""
-                frames = getattr(image, "n_frames", 1)
-                try:  # a PNG's getexif() decodes the pixels to look past them: read only the eXIf before them
-                    exif = image.getexif() if fmt != "PNG" else Image.Exif()
-                    if fmt == "PNG" and "exif" in image.info:
-                        exif.load(image.info["exif"])
-                    orientation = int(exif.get(0x0112, 1))
-                except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored when decoding too
-                    orientation = 1
-    except Image.DecompressionBombError as err:
-        raise ValueError(
-            f"{str(path)!r} is too large to decode safely ({err}). If you trust it, raise "
-            "PIL.Image.MAX_IMAGE_PIXELS before calling sr3infer."
-        ) from None
-    except UnidentifiedImageError:
-        raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"{str(path)!r} has an unreadable header; is it truncated or corrupt? ({err})") from None
+    with _pil_errors(path, "has an unreadable header", ValueError), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with Image.open(path) as image:
+            width, height, mode, fmt = image.width, image.height, image.mode, image.format or ""
+            rawmode = image.tile[0][3] if fmt == "PNG" and len(image.tile) == 1 else ""
+            frames = getattr(image, "n_frames", 1)
+            try:  # a PNG's getexif() decodes the pixels to look past them: read only the eXIf before them
+                exif = image.getexif() if fmt != "PNG" else Image.Exif()
+                if fmt == "PNG" and "exif" in image.info:
+                    exif.load(image.info["exif"])
+                orientation = int(exif.get(0x0112, 1))
+            except Exception:  # noqa: BLE001 - a malformed EXIF block is ignored when decoding too
+                orientation = 1
     rawmode = rawmode if isinstance(rawmode, str) else ""
     if rawmode.startswith("LA;16"):
         mode = "LA"

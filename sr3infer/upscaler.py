@@ -86,8 +86,8 @@ class Upscaler:
             name_or_path: a manifest name such as "sr3-face-8x", a folder with config.json +
                 model.safetensors, a safetensors file whose metadata holds the config, or a
                 community SR3 checkpoint in safetensors (`denoise_fn.*` keys, see `sr3infer.convert`).
-            device: "cpu", "cuda", ...; default CUDA when available.
-            torch_dtype: default float16 on CUDA, float32 on CPU.
+            device: "cpu", "cuda", "mps", ... or "auto" (the default): CUDA, then MPS, then CPU.
+            torch_dtype: "auto" (the default) picks per device, see `sr3infer.devices.auto_dtype`.
             revision, cache_dir, token, local_files_only: passed to the Hugging Face Hub download.
             scale: output side / input side of a community checkpoint, which does not record it
                 (default 8, as the released 16->128 and 64->512 models); checked against the config otherwise.
