@@ -198,12 +198,14 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """SR3 U-Net: `(concat([cond, x_noisy]), noise_level) -> prediction`.
 
+    Parameter names match the `denoise_fn.*` keys of community SR3 checkpoints with the
+    `denoise_fn.` prefix removed (see `sr3infer.convert`).
+
     With `space_to_depth=f > 1` the input is pixel-unshuffled by f (6 channels -> 6 f^2 at 1/f of the side),
     the U-Net runs there with `inner_channel` channels as stated (not scaled by f) and `attn_resolutions`
     counted at that resolution (level 0 is `image_size // f`), and its `out_channels * f^2` outputs are
     pixel-shuffled back. Only the first conv's input and the final conv's output widen; every other
-    parameter keeps its name and shape for the same inner_channel and the same levels with attention. Parameter names match the `denoise_fn.*` keys of community SR3 checkpoints with the
-    `denoise_fn.` prefix removed (see `sr3infer.convert`).
+    parameter keeps its name and shape for the same inner_channel and the same levels with attention.
     """
 
     _keep_in_fp32_modules = ("noise_level_mlp",)  # the noise embedding stays float32 in every precision

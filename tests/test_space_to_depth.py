@@ -175,4 +175,23 @@ def test_size_guard_prices_the_smaller_maps():
     config = tiny_s2d_config()
     upscaler = Upscaler(config, build_model(config), device="cpu")
     plain_upscaler = Upscaler(config.replace(network=plain), build_model(config.replace(network=plain)), device="cpu")
-    assert upscaler.estimate((64, 64), tile_size=0).peak_bytes < plain_upscaler.estimate((64, 64), tile_size=0).peak_bytes
+    peak = upscaler.estimate((64, 64), tile_size=0).peak_bytes
+    assert peak < plain_upscaler.estimate((64, 64), tile_size=0).peak_bytes
+
+
+def test_natural_ab_arms_differ_only_in_the_network():
+    """The three pre-registered arms (benchmarks/results/train_ab/README_natural.md) load, build, and share
+    data, recipe, seed and time budget; only the network section and the run name differ."""
+    from sr3infer.train.loop import TrainConfig
+
+    arms = {arm: TrainConfig.from_json_file(REPO / "training" / "ab" / f"sr3-64-256-ab-{arm}.json")
+            for arm in ("rb1", "rb2", "s2d")}
+    networks = {arm: ModelConfig.from_dict(cfg.model).network for arm, cfg in arms.items()}
+    assert networks["rb1"] == ModelConfig.from_dict(TrainConfig.from_json_file(REPO / "training" / "sr3-64-256.json")
+                                                    .model).network
+    assert (networks["rb2"].num_res_blocks, networks["s2d"].space_to_depth) == (2, 2)
+    assert networks["s2d"].inner_channel == 2 * networks["rb1"].inner_channel
+    for cfg in arms.values():
+        assert (cfg.max_minutes, cfg.threads, cfg.seed) == (45, 1, 0)
+        same = {**vars(cfg), "name": None, "model": {**cfg.model, "unet": None}}
+        assert same == {**vars(arms["rb1"]), "name": None, "model": {**arms["rb1"].model, "unet": None}}
