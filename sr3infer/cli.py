@@ -13,20 +13,13 @@ from typing import Any, Callable
 
 from .config import CONSISTENCY_MODES, PRESETS
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
+from .manifest import default_models
 from .samplers import SAMPLERS
 from .schedule import SPACINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_SEED = 2**63 - 1  # leaves room for the per-file (and per-stage) offsets within torch's 64-bit seeds
 MAX_THREADS_PER_CPU = 4  # --threads above os.cpu_count() x this is refused (100000 threads crash torch)
-
-
-def default_models() -> dict[int, tuple[str, str]]:
-    """Without --model: the bundled models by trained input side -> (name, domain), from the manifest's `Task`."""
-    from .manifest import load_manifest
-
-    manifest = load_manifest()
-    return {e.task.input_size: (e.name, e.task.domain) for e in manifest.models.values() if e.bundled}
 
 
 class UsageError(Exception):

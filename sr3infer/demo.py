@@ -23,9 +23,9 @@ import numpy as np
 from PIL import Image
 
 from . import imageio
-from .cli import default_models  # trained input side -> (name, domain): auto picks as the CLI does
 from .errors import first_line
 from .limits import check_run
+from .manifest import default_models  # trained input side -> (name, domain): auto picks as the CLI does
 from .resample import bicubic
 from .uncertainty import HEATMAP_MAX, heatmap
 

@@ -125,6 +125,12 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     return parse_manifest(data, path=path)
 
 
+def default_models() -> dict[int, tuple[str, str]]:
+    """The bundled models by trained input side -> (name, domain), from the manifest's `Task`: what the CLI and
+    the demo pick when no model is named."""
+    return {e.task.input_size: (e.name, e.task.domain) for e in load_manifest().models.values() if e.bundled}
+
+
 MAX_MANIFEST_BYTES = 16 << 20  # the packaged manifest is a few KB; a manifest is never read past this
 
 
