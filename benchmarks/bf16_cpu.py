@@ -2,7 +2,7 @@
 """bf16 against fp32 on the CPU, side by side, for both bundled models on their val images (issue 19 item 3).
 
 For each model, the default recipe (its realism preset) runs in float32 and in bfloat16 on the same images with
-the same seeds, in one process and alternating, and the JSON records:
+the same seeds, in one process, alternating batch by batch, and the JSON records:
 
 - PSNR and SSIM of each against the high-res images, and the bf16 - fp32 PSNR delta (criterion: |delta| <= 0.02 dB);
 - KID (x1e-3, against the val high-res images themselves, as `sr3infer eval` does without --reference) of each,
@@ -42,18 +42,22 @@ PSNR_TOLERANCE_DB = 0.02
 BOOTSTRAP = 200
 
 
-def run(upscaler: Upscaler, images: list[torch.Tensor], batch_size: int, seed: int) -> tuple[torch.Tensor, float]:
-    """Upscale the low-res versions of `images` with the model's default recipe; (outputs, seconds)."""
-    outputs, seconds = [], 0.0
+def run(models: dict[str, Upscaler], images: list[torch.Tensor], batch_size: int,
+        seed: int) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
+    """Upscale the low-res versions of `images` with the default recipe, batch by batch, each batch in every
+    dtype in turn (so a change of load on a shared machine hits both alike); (outputs, seconds) per dtype."""
+    outputs: dict[str, list[torch.Tensor]] = {k: [] for k in models}
+    seconds = {k: 0.0 for k in models}
     for start in range(0, len(images), batch_size):
         hr = torch.stack(images[start : start + batch_size])
-        lowres = make_lowres(hr, upscaler.config.scale)
-        gens = [torch.Generator().manual_seed(seed + start + k) for k in range(len(hr))]
-        began = time.perf_counter()
-        out = upscaler.upscale_tensor(lowres, recipe=upscaler.config.sampling, generator=gens, progress=False)
-        seconds += time.perf_counter() - began
-        outputs.append(out.float().cpu())
-    return torch.cat(outputs), seconds
+        for dtype, upscaler in models.items():
+            lowres = make_lowres(hr, upscaler.config.scale)
+            gens = [torch.Generator().manual_seed(seed + start + k) for k in range(len(hr))]
+            began = time.perf_counter()
+            out = upscaler.upscale_tensor(lowres, recipe=upscaler.config.sampling, generator=gens, progress=False)
+            seconds[dtype] += time.perf_counter() - began
+            outputs[dtype].append(out.float().cpu())
+    return {k: torch.cat(v) for k, v in outputs.items()}, seconds
 
 
 def kid_with_errors(fp32: torch.Tensor, bf16: torch.Tensor, reference: torch.Tensor, seed: int) -> dict:
@@ -77,11 +81,8 @@ def measure(name: str, limit: int | None, batch_size: int, seed: int) -> dict:
     data, protocol = MODELS[name]
     models = {dtype: Upscaler.from_pretrained(name, device="cpu", torch_dtype=dtype) for dtype in ("fp32", "bf16")}
     images = load_eval_set(data, protocol, models["fp32"].config.out_size, limit, scale=models["fp32"].config.scale)
-    for upscaler in models.values():  # warm-up: first-call costs stay out of the timing
-        run(upscaler, images[:1], 1, seed)
-    outputs, seconds = {}, {}
-    for dtype, upscaler in models.items():
-        outputs[dtype], seconds[dtype] = run(upscaler, images, batch_size, seed)
+    run(models, images[:1], 1, seed)  # warm-up: first-call costs stay out of the timing
+    outputs, seconds = run(models, images, batch_size, seed)
     hr = torch.stack(images)
     psnr = {k: float(metrics.psnr(v, hr).mean()) for k, v in outputs.items()}
     ssim = {k: float(metrics.ssim(v, hr).mean()) for k, v in outputs.items()}

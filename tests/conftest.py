@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +19,11 @@ from sr3infer.weights import build_model
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "janspiry_sr3"  # vendored: the parity tests run in any clone
 EXAMPLES = REPO / "examples"  # committed pictures; the datasets in ../shared are never needed by the tests
+
+# The CPU default dtype is bf16 where the CPU has it natively (sr3infer.devices): tests run in float32 on every CPU
+# unless SR3INFER_CPU_BF16=1 is exported, so their numbers do not depend on the machine (subprocesses inherit it).
+# tests/test_devices.py covers the bf16 default itself.
+os.environ.setdefault("SR3INFER_CPU_BF16", "0")
 
 
 @pytest.fixture(autouse=True)

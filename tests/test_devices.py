@@ -3,6 +3,8 @@ native bf16 once switched on, else fp32. MPS and CUDA are faked (neither exists 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -102,3 +104,24 @@ def test_an_upscaler_made_with_auto_lands_on_the_faked_mps(no_gpu, monkeypatch, 
     upscaler = Upscaler(tiny_config, build_model(tiny_config), device="auto")
     assert moved == [(torch.device("mps"), torch.float16)]
     assert (upscaler.device, upscaler.dtype) == (torch.device("mps"), torch.float16)
+
+
+def test_the_bf16_default_on_a_native_bf16_cpu_stays_within_2_levels_of_fp32(monkeypatch):
+    """The bundled face model under dtype "auto" with native bf16 (forced here, so it runs on any CPU; emulated
+    bf16 is only slower): bf16, and the realism output within 2/255 of float32 (the most bf16_cpu.json measured)."""
+    import numpy as np
+    from PIL import Image
+
+    from sr3infer import Upscaler
+
+    monkeypatch.setattr(devices, "CPU_BF16_DEFAULT", True)
+    monkeypatch.setenv(devices.CPU_BF16_ENV, "1")
+    face = Image.open(Path(__file__).resolve().parents[1] / "examples" / "face_16.png")
+    auto = Upscaler.from_pretrained("sr3-face-8x", device="cpu")
+    assert auto.dtype == torch.bfloat16
+    fp32 = Upscaler.from_pretrained("sr3-face-8x", device="cpu", torch_dtype="fp32")
+    a = np.asarray(auto.upscale(face, seed=0, progress=False), dtype=np.int16)
+    b = np.asarray(fp32.upscale(face, seed=0, progress=False), dtype=np.int16)
+    assert np.abs(a - b).max() <= 2
+    monkeypatch.setenv(devices.CPU_BF16_ENV, "0")
+    assert Upscaler.from_pretrained("sr3-face-8x", device="cpu").dtype == torch.float32
