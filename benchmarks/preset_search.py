@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from sampling_quality import load, save, update  # a sibling module: run this file as a script
+from sampling_quality import cpu_name, load, save, update  # a sibling module: run this file as a script
 from sr3infer import Upscaler
 from sr3infer.hub import resolve_model_files
 from sr3infer.manifest import sha256_file
@@ -81,7 +81,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
         row = {**recipe, **result, "signature": sig, "seconds_per_image": round((time.time() - started) / len(images), 3)}
         update(out, key(recipe), row, model=args.model, weights_sha256=sha, data=str(data), protocol=protocol,
                reference=[str(r) for r in reference_dirs], images=len(images), seed=args.seed, threads=args.threads,
-               rule=RULE)
+               rule=RULE, device=f"CPU: {cpu_name()}, {str(upscaler.dtype).removeprefix('torch.')}")
         m = result["model"]
         print(f"{key(recipe):42s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
               f"KID {m['kid_1e3']:.1f}e-3 FID {m['fid']:.1f}  [{time.time() - started:.0f} s]", flush=True)

@@ -85,7 +85,7 @@ def update(out: Path, key: str, row: dict, **meta) -> None:
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data = load(out)
-        data.update(device=f"CPU: {cpu_name()}, fp32", **meta)
+        data.update({"device": f"CPU: {cpu_name()}, fp32", **meta})  # callers that run in another dtype say so in meta
         data["runs"][key] = row
         save(out, data)
 
