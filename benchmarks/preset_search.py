@@ -75,8 +75,9 @@ def measure(args: argparse.Namespace, out: Path) -> None:
             print(f"{key(recipe):42s} same computation as {twin}", flush=True)
             continue
         started = time.time()
+        sampling = {k: v for k, v in recipe.items() if k != "eta" or recipe["sampler"] == "ddim"}  # DDIM's option
         result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, reference=reference,
-                          progress=False, **recipe)
+                          progress=False, **sampling)
         result.pop("outputs")
         row = {**recipe, **result, "signature": sig, "seconds_per_image": round((time.time() - started) / len(images), 3)}
         update(out, key(recipe), row, model=args.model, weights_sha256=sha, data=str(data), protocol=protocol,
