@@ -75,14 +75,16 @@ def madeup_mask(uncertainty: np.ndarray, threshold: float) -> np.ndarray:
 
 
 def image_report(output: Tensor, lowres: Tensor, *, uncertainty: np.ndarray | None = None, num_samples: int = 1,
-                 threshold: float | None = None) -> ImageReport:
+                 threshold: float | None = None, rms_error: float | None = None) -> ImageReport:
     """The report of one output (1, 3, H, W) for its input (1, 3, h, w), both in [-1, 1].
 
-    `uncertainty` is the (H, W) std map of the `num_samples` samples (at the output's size), None for one sample.
+    `uncertainty` is the (H, W) std map of the `num_samples` samples (at the output's size), None for one sample;
+    `rms_error` the output's `consistency_error` when the caller has it already (else it is computed here).
     """
     height, width = output.shape[-2:]
+    mse = consistency_mse(output, lowres) if rms_error is None else rms_error ** 2
     report = ImageReport(input_size=(lowres.shape[-1], lowres.shape[-2]), output_size=(width, height),
-                         consistency=consistency_mse(output, lowres), num_samples=num_samples,
+                         consistency=mse, num_samples=num_samples,
                          madeup_threshold=threshold)
     if uncertainty is None:
         report.note = "one sample: no uncertainty map nor made-up mask (use num_samples >= 2, e.g. 4)"
@@ -98,12 +100,13 @@ def image_report(output: Tensor, lowres: Tensor, *, uncertainty: np.ndarray | No
 
 
 def image_reports(outputs: Sequence[Tensor], inputs: Sequence[Tensor], maps: Sequence[np.ndarray] | None,
-                  num_samples: int, config: Any) -> list[ImageReport]:
-    """The report of each output (1, 3, H, W) against its input (1, 3, h, w), with its std map (None for K = 1) and
-    the made-up threshold of the model's `config`."""
+                  num_samples: int, config: Any, rms_errors: Sequence[float] | None = None) -> list[ImageReport]:
+    """The report of each output (1, 3, H, W) against its input (1, 3, h, w), with its std map (None for K = 1),
+    the made-up threshold of the model's `config` and, when already computed, its `consistency_error`."""
     threshold = madeup_threshold(config)
     return [image_report(out, rgb, uncertainty=None if maps is None else maps[i], num_samples=num_samples,
-                         threshold=threshold) for i, (out, rgb) in enumerate(zip(outputs, inputs))]
+                         threshold=threshold, rms_error=None if rms_errors is None else rms_errors[i])
+            for i, (out, rgb) in enumerate(zip(outputs, inputs))]
 
 
 def calibration_curve(std: np.ndarray, error: np.ndarray, thresholds: Sequence[float],

@@ -481,7 +481,8 @@ class Upscaler:
         else:
             merged, results = finish_size(plan, [p.rgb for p in flat], results, run_pass, merge)
         counts = [len(group) for group in prepared]
-        grouped = group_like(items, counts, convert(merged, flat, output_type), "images", single)
+        images = convert(merged, flat, output_type)
+        grouped = group_like(items, counts, images, "images", single)
         if not (return_dict or return_report):
             return grouped
         output = UpscaleOutput(images=grouped)
@@ -491,12 +492,12 @@ class Upscaler:
             output.uncertainty = group_like(items, counts, maps, "uncertainty", single)
             per_sample = [convert(samples, [prep] * len(samples), output_type) for samples, prep in zip(results, flat)]
         else:  # the one sample is the result
-            per_sample = [[image] for image in convert(merged, flat, output_type)]
+            per_sample = [[image] for image in images]
         output.samples = group_like(items, counts, per_sample, "samples", single)
         errors = [consistency_error(result, prep.rgb) for result, prep in zip(merged, flat)]
         output.consistency = group_like(items, counts, errors, "consistency", single)
         if return_report:
-            reports = image_reports(merged, [p.rgb for p in flat], maps, num_samples, self.config)
+            reports = image_reports(merged, [p.rgb for p in flat], maps, num_samples, self.config, errors)
             output.report = group_like(items, counts, reports, "report", single)
         output.seconds = time.perf_counter() - started
         return output
