@@ -79,13 +79,14 @@ def test_training_loss_without_weights_is_the_plain_mean():
     torch.testing.assert_close(weighted, (out[0] - target[0]).abs().mean() / 3)
 
 
-def test_min_snr_training_runs_and_changes_the_updates(tmp_path, face_folder):
+@pytest.mark.parametrize("lever", [{"loss_weighting": "min_snr"}, {"noise_sampling": "lognormal"}])
+def test_a_training_lever_runs_and_changes_the_updates(tmp_path, face_folder, lever):
     plain = train(_config(tmp_path, face_folder, name="plain", max_steps=2))
-    weighted = train(_config(tmp_path, face_folder, name="min_snr", max_steps=2, loss_weighting="min_snr"))
+    changed = train(_config(tmp_path, face_folder, name="lever", max_steps=2, **lever))
     a = torch.load(plain.parent / "state.pt", weights_only=True)["model"]
-    b = torch.load(weighted.parent / "state.pt", weights_only=True)["model"]
+    b = torch.load(changed.parent / "state.pt", weights_only=True)["model"]
     assert all(torch.isfinite(v).all() for v in b.values())
-    assert not all(torch.equal(a[k], b[k]) for k in a)  # same seed and data: only the weighting differs
+    assert not all(torch.equal(a[k], b[k]) for k in a)  # same seed and data: only the lever differs
 
 
 def test_whole_image_steps_have_the_configured_share():

@@ -27,6 +27,7 @@ from ..resample import bicubic
 from ..weights import WEIGHTS_NAME, build_model, load_weights, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
+from .noise_levels import EDM_LOG_MEAN, EDM_LOG_STD, NOISE_SAMPLINGS, NoiseLevelSampler
 
 log = logging.getLogger("sr3infer.train")
 
@@ -53,6 +54,11 @@ class TrainConfig:
     grad_clip: float = 1.0
     loss: str = "l1"                          # "l1" (SR3) or "l2"
     loss_weighting: str = "none"              # "none" or "min_snr" (Min-SNR-γ, γ = 5)
+    noise_sampling: str = "sr3"               # "sr3" (t uniform) or "lognormal" (EDM, on sigma / sigma_data): noise_levels.py
+    sigma_data: float = 0.0                   # spread of the diffusion target; 0 = measured on 64 training images at start
+    noise_log_mean: float = EDM_LOG_MEAN      # lognormal: mean of ln(sigma / sigma_data)
+    noise_log_std: float = EDM_LOG_STD        # lognormal: its standard deviation
+    noise_uniform_fraction: float = 0.25      # lognormal: share of each batch still drawn SR3's way
     blur_prob: float = 0.0                    # conditioning augmentation: blur the high-res before downsampling
     blur_sigma_max: float = 0.6               # in low-res pixels
     max_steps: int = 1_000_000
@@ -70,7 +76,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_types(self)
         for key, allowed in (("data_kind", tuple(DATASETS)), ("loss", LOSSES), ("loss_weighting", LOSS_WEIGHTINGS),
-                             ("autocast", tuple(AUTOCAST_DTYPES))):
+                             ("noise_sampling", NOISE_SAMPLINGS), ("autocast", tuple(AUTOCAST_DTYPES))):
             value = getattr(self, key)
             if value not in allowed:
                 raise ValueError(f"Training config {key!r} must be one of {', '.join(map(repr, allowed))}, got {value!r}.")
@@ -107,7 +113,8 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "max_steps": (int, 1, None), "threads": (int, 0, None), "seed": (int, 0, None),
     "lr": (float, 0, 1), "ema_decay": (float, 0, 1), "grad_clip": (float, 0, None), "blur_prob": (float, 0, 1),
     "blur_sigma_max": (float, 0, None), "max_minutes": (float, 0, None), "checkpoint_minutes": (float, 0, None),
-    "export_minutes": (float, 0, None),
+    "export_minutes": (float, 0, None), "sigma_data": (float, 0, None), "noise_log_mean": (float, None, None),
+    "noise_log_std": (float, 0.01, None), "noise_uniform_fraction": (float, 0, 1),
 }
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
@@ -122,9 +129,9 @@ def _check_types(cfg: TrainConfig) -> None:
         number = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not number or (kind is int and not isinstance(value, int)) or not math.isfinite(value) \
                 or (low is not None and value < low) or (high is not None and value > high):
-            span = f"from {low} to {high}" if high is not None else f"of at least {low}"
-            raise ValueError(f"Training config {key!r} must be {'a whole' if kind is int else 'a'} number {span}, "
-                             f"got {value!r}.")
+            span = f"from {low} to {high}" if high is not None else f"of at least {low}" if low is not None else ""
+            raise ValueError(f"Training config {key!r} must be {'a whole' if kind is int else 'a'} number"
+                             f"{' ' + span if span else ''}, got {value!r}.")
     if cfg.lr == 0 and cfg.max_steps:
         log.warning("Training config 'lr' is 0: the weights will not change.")
     roots = cfg.data_root if isinstance(cfg.data_root, list) else [cfg.data_root]
@@ -156,6 +163,7 @@ class TrainingRun:
     data: FaceImages | NaturalImages
     rng: random.Random
     run_dir: Path
+    noise_sampler: NoiseLevelSampler = field(default_factory=NoiseLevelSampler)
     step: int = 0
 
     @property
@@ -198,7 +206,22 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     rng = random.Random(cfg.seed + dist.rank)
     torch.manual_seed(cfg.seed + dist.rank)
     data = DATASETS[cfg.data_kind](data_root, model_config.out_size)
-    return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir)
+    noise_sampler = NoiseLevelSampler()
+    if cfg.noise_sampling != "sr3":
+        sigma_data = cfg.sigma_data or measure_sigma_data(data, model_config, random.Random(cfg.seed + 7919))
+        noise_sampler = NoiseLevelSampler(cfg.noise_sampling, sigma_data, cfg.noise_log_mean, cfg.noise_log_std,
+                                          cfg.noise_uniform_fraction)
+        log.info("noise levels: %s, sigma_data %.4f%s", cfg.noise_sampling, sigma_data,
+                 "" if cfg.sigma_data else " (measured on 64 training images)")
+    return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir, noise_sampler)
+
+
+def measure_sigma_data(data: FaceImages | NaturalImages, model_config: ModelConfig, rng: random.Random,
+                       count: int = 64) -> float:
+    """The standard deviation of the diffusion target (the residual over bicubic, or the image) over `count` samples."""
+    hr = torch.stack([data.sample(rng) for _ in range(count)])
+    cond = bicubic(make_lowres(hr, model_config.scale), tuple(hr.shape[-2:]))
+    return float((hr - cond if model_config.residual else hr).std())
 
 
 def resume(run: TrainingRun) -> None:
@@ -264,7 +287,7 @@ def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     hr, cond = training_batch(run)
     hr, cond = hr.to(run.device), cond.to(run.device)
     x0 = hr - cond if model_config.residual else hr
-    noise_level = model_config.schedule.sample_training_noise_levels(hr.shape[0], device=run.device)
+    noise_level = run.noise_sampler.sample(model_config.schedule, hr.shape[0], device=run.device)
     eps = torch.randn_like(x0)
     g = noise_level.view(-1, 1, 1, 1)
     x_noisy = g * x0 + (1 - g * g).sqrt() * eps
