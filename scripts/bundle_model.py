@@ -111,6 +111,23 @@ def _portable(path: str) -> str:
     return str(path).replace(str(REPO.parent), "..")
 
 
+def step_diagnostic_section(name: str, sha: str) -> str:
+    """The card's step-count table from benchmarks/results/step_diagnostic_<name>.json, if measured on these weights."""
+    path = REPO / "benchmarks" / "results" / f"step_diagnostic_{name}.json"
+    command = f"python benchmarks/step_diagnostic.py {name} --threads 1"
+    if not path.exists() or json.loads(path.read_text()).get("weights_sha256") != sha:
+        return f"Not measured on these weights yet (`{command}`)."
+    diag = json.loads(path.read_text())
+    rows = ["| sampler | consistency | steps | PSNR (dB) | SSIM | consistency ×1e-5 | KID ×1e-3 |", "|---|---|---|---|---|---|---|"]
+    for r in sorted(diag["rows"].values(), key=lambda r: (r["consistency"], r["num_steps"])):
+        m = r["model"]
+        rows.append(f"| {r['sampler']} {r['spacing']} | {r['consistency']} | {r['num_steps']} | {m['psnr']:.2f} | "
+                    f"{m['ssim']:.3f} | {m['consistency_1e5']:.4f} | {m.get('kid_1e3', float('nan')):.1f} |")
+    return (f"All {diag['images']} val images, seed {diag['seed']}, {diag['dtype'].replace('torch.', '')} on the CPU "
+            f"(`{command}`; JSON `{path.relative_to(REPO)}`). A well-trained SR3 holds or improves with more steps.\n\n"
+            + "\n".join(rows))
+
+
 def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> None:
     dest = REPO / "sr3infer" / "bundled" / name
     search_path, history_path = search_path.resolve(), history_path.resolve()
@@ -161,6 +178,9 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
                      for s in stretches]
     u = config.network
     domain = config.task.get("domain", "")
+    lognormal = [str(s["session"]) for s in stretches if s["kept"] and s.get("noise_sampling") == "lognormal"]
+    noise_levels = "SR3's uniform draw" + (f", then log-normal on sigma / sigma_data (`noise_sampling: lognormal`) in "
+                                           f"session {', '.join(lognormal)}" if lognormal else "")
     card = f"""# {name}
 
 SR3 (Saharia et al. 2021) {config.scale}x super-resolution, {config.lowres_size}x{config.lowres_size} ->
@@ -191,6 +211,10 @@ Each row is reproduced by
 {commands}
 ```
 
+## Quality against the number of steps
+
+{step_diagnostic_section(name, sha)}
+
 ## Model
 
 - U-Net (SR3 layout): inner_channel {u.inner_channel}, channel_mults {list(u.channel_mults)}, {u.num_res_blocks} res
@@ -202,7 +226,8 @@ Each row is reproduced by
 
 ## Training
 
-Data: {config.task.get('dataset', '')}. Adam, warm-up, EMA 0.999, bf16 autocast, L1 loss on the v target.
+Data: {config.task.get('dataset', '')}. Adam, warm-up, EMA 0.999, bf16 autocast, L1 loss on the v target;
+training noise levels: {noise_levels}.
 Every stretch so far (`{history_path.relative_to(REPO)}`; loss curves in the logs it names), on a shared
 2-core AMD EPYC CPU: {steps} steps and {kept_hours:.2f} core-hours in these weights, {all_hours:.2f} core-hours spent in all.
 

@@ -5,18 +5,20 @@ consistency, KID); `choose` applies the rule to those rows; `recipe_of` turns a 
 `Recipe` dict stored in the model's config.json. `scripts/bundle_model.py` and tests/test_bundled.py
 use the same functions, so the stored presets are always the ones the rule picks.
 
-Rule (issue 10), on all images of the val set, KID against the train+val high-res images of the domain:
-    fidelity = the best PSNR among recipes with consistency <= 1e-5;
-    realism  = the lowest KID among recipes with PSNR >= bicubic + 0.5 dB and consistency <= 1e-5
-               (if no recipe reaches bicubic + 0.5 dB, the floor is bicubic itself; the row says which floor held).
+Rule (issue 16, cost-aware), on all images of the val set, KID against the train+val high-res images of the domain,
+among recipes with consistency <= 1e-5:
+    fidelity = the fewest network calls whose PSNR is within 0.05 dB of the best PSNR;
+    realism  = among recipes with PSNR >= bicubic + 0.5 dB (bicubic itself if none reaches that; the row says
+               which floor held), the fewest network calls whose KID is within 5 % of the lowest KID.
+Ties go to the better metric, then the key (deterministic).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["STEPS", "SAMPLER_VARIANTS", "SPACINGS", "CONSISTENCY", "MAX_CONSISTENCY_1E5", "PSNR_MARGIN_DB", "RULE",
-           "grid", "key", "choose", "recipe_of"]
+__all__ = ["STEPS", "SAMPLER_VARIANTS", "SPACINGS", "CONSISTENCY", "MAX_CONSISTENCY_1E5", "PSNR_MARGIN_DB",
+           "PSNR_TOLERANCE_DB", "KID_TOLERANCE", "RULE", "grid", "key", "network_calls", "choose", "recipe_of"]
 
 STEPS = (1, 2, 3, 5, 10, 20, 50)
 SAMPLER_VARIANTS = (("ddim", 0.0), ("ddim", 0.5), ("ddim", 1.0), ("ancestral", 0.0), ("dpmpp_2m", 0.0))
@@ -24,9 +26,12 @@ SPACINGS = ("linear", "quadratic", "trailing")
 CONSISTENCY = ("every", "final")  # "none" never reaches consistency <= 1e-5 (bicubic is at 45e-5 on faces)
 MAX_CONSISTENCY_1E5 = 1.0
 PSNR_MARGIN_DB = 0.5
-RULE = (f"fidelity: best PSNR with consistency <= {MAX_CONSISTENCY_1E5:g}e-5; realism: lowest KID with PSNR >= "
-        f"bicubic + {PSNR_MARGIN_DB} dB (bicubic + 0 dB if no recipe reaches that) and consistency <= "
-        f"{MAX_CONSISTENCY_1E5:g}e-5; ties to fewer steps; all val images")
+PSNR_TOLERANCE_DB = 0.05
+KID_TOLERANCE = 0.05
+RULE = (f"among recipes with consistency <= {MAX_CONSISTENCY_1E5:g}e-5: fidelity = the fewest network calls with PSNR "
+        f"within {PSNR_TOLERANCE_DB} dB of the best; realism = among recipes with PSNR >= bicubic + {PSNR_MARGIN_DB} dB "
+        f"(bicubic + 0 dB if no recipe reaches that), the fewest network calls with KID within {KID_TOLERANCE:.0%} of "
+        f"the lowest; ties to the better metric; all val images")
 
 
 def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=CONSISTENCY) -> list[dict[str, Any]]:
@@ -51,18 +56,27 @@ def key(recipe: dict[str, Any]) -> str:
     return f"{recipe['sampler']}|eta={recipe['eta']:g}|{recipe['num_steps']}|{recipe['spacing']}|{recipe['consistency']}"
 
 
+def network_calls(row: dict[str, Any]) -> int:
+    """U-Net evaluations per image of a recipe: every sampler here (ancestral, DDIM, DPM++ 2M) makes one per step."""
+    return int(row["num_steps"])
+
+
 def choose(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The two presets by the rule from the measured rows (`runs`: key -> row with "model" and "bicubic" scores);
-    ties broken by fewer steps (faster), then the key (deterministic). {} when no row meets the consistency bound."""
+    """The two presets by the rule from the measured rows (`runs`: key -> row with "model" and "bicubic" scores).
+    {} when no row meets the consistency bound."""
     rows = [r for r in runs.values() if r["model"]["consistency_1e5"] <= MAX_CONSISTENCY_1E5 and "same_as" not in r]
     if not rows:
         return {}
     bicubic = rows[0]["bicubic"]["psnr"]
-    chosen = {"fidelity": max(rows, key=lambda r: (round(r["model"]["psnr"], 3), -r["num_steps"], key(r)))}
+    best_psnr = max(r["model"]["psnr"] for r in rows)
+    near_best = [r for r in rows if r["model"]["psnr"] >= best_psnr - PSNR_TOLERANCE_DB]
+    chosen = {"fidelity": min(near_best, key=lambda r: (network_calls(r), -r["model"]["psnr"], key(r)))}
     for margin in (PSNR_MARGIN_DB, 0.0):  # a model that never reaches bicubic + 0.5 dB: the floor drops to bicubic
         realistic = [r for r in rows if r["model"]["psnr"] >= bicubic + margin and "kid_1e3" in r["model"]]
         if realistic:
-            best = min(realistic, key=lambda r: (round(r["model"]["kid_1e3"], 2), r["num_steps"], key(r)))
+            lowest = min(r["model"]["kid_1e3"] for r in realistic)
+            near_lowest = [r for r in realistic if r["model"]["kid_1e3"] <= lowest * (1 + KID_TOLERANCE)]
+            best = min(near_lowest, key=lambda r: (network_calls(r), r["model"]["kid_1e3"], key(r)))
             chosen["realism"] = {**best, "psnr_floor_db": round(bicubic + margin, 3)}
             break
     return chosen

@@ -114,6 +114,21 @@ def test_the_rule_picks_fidelity_by_psnr_and_realism_by_kid_above_the_floor():
     assert len(presets.grid()) == 182 and presets.grid()[0]["num_steps"] == 1
 
 
+def test_the_rule_is_cost_aware():
+    """Issue 16 item 5: fidelity = the fewest network calls within 0.05 dB of the best PSNR; realism = the fewest
+    calls with KID within 5 % of the lowest (above the floor). Outside the tolerances, quality wins."""
+    from sr3infer import presets
+
+    rows = [_row("ddim", 20, 31.50, 0.5, 30.0), _row("ddim", 5, 31.46, 0.5, 31.0),   # 0.04 dB: 5 steps win
+            _row("dpmpp_2m", 2, 31.40, 0.5, 40.0),                                   # 0.10 dB: too far
+            _row("ancestral", 50, 30.8, 0.5, 10.0), _row("ancestral", 10, 30.7, 0.5, 10.4),   # KID +4 %: 10 wins
+            _row("ancestral", 5, 30.9, 0.5, 10.6)]                                   # KID +6 %: too far
+    chosen = presets.choose({presets.key(r): r for r in rows})
+    assert (chosen["fidelity"]["sampler"], chosen["fidelity"]["num_steps"]) == ("ddim", 5)
+    assert (chosen["realism"]["sampler"], chosen["realism"]["num_steps"]) == ("ancestral", 10)
+    assert presets.network_calls(rows[0]) == 20 and "fewest network calls" in presets.RULE
+
+
 def test_no_sys_path_edits_in_tests_scripts_benchmarks_or_examples():
     """Issue 18 item 6: the preset rule and the metrics are package modules, imported normally; conftest.py
     does not depend on sr3infer.train."""
