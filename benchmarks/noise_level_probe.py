@@ -30,10 +30,7 @@ from sr3infer.train.data import make_lowres
 from sr3infer.train.evaluate import load_eval_set
 from sr3infer.train.noise_levels import NoiseLevelSampler
 from sr3infer.weights import build_model, load_weights, read_config
-
-HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "datasets"
-DOMAINS = {"sr3-face-8x": (SHARED / "celeba" / "val", "faces"), "sr3-64-256": (SHARED / "natural" / "val", "natural")}
+from step_diagnostic import DOMAINS, HERE  # a sibling module: run this file as a script
 BIN_EDGES = (1, 3, 10, 30, 60, 100, 200, 400, 700, 1000, 1500, 2001)  # t in [edge_i, edge_{i+1})
 
 
@@ -53,7 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     config_path, weights_path = resolve_model_files(args.model_path or args.model)
     config = read_config(weights_path, config_path)
     net = build_model(config, {k: v.float() for k, v in load_weights(weights_path).items()}).eval()
-    data, protocol = DOMAINS[args.model]
+    data, protocol, _ = DOMAINS[args.model]
     hr = torch.stack(load_eval_set(data, protocol, config.out_size))
     cond = bicubic(make_lowres(hr, config.scale), tuple(hr.shape[-2:]))
     x0 = hr - cond if config.residual else hr

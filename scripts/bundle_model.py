@@ -115,9 +115,9 @@ def step_diagnostic_section(name: str, sha: str) -> str:
     """The card's step-count table from benchmarks/results/step_diagnostic_<name>.json, if measured on these weights."""
     path = REPO / "benchmarks" / "results" / f"step_diagnostic_{name}.json"
     command = f"python benchmarks/step_diagnostic.py {name} --threads 1"
-    if not path.exists() or json.loads(path.read_text()).get("weights_sha256") != sha:
+    diag = json.loads(path.read_text()) if path.exists() else {}
+    if diag.get("weights_sha256") != sha:
         return f"Not measured on these weights yet (`{command}`)."
-    diag = json.loads(path.read_text())
     rows = ["| sampler | consistency | steps | PSNR (dB) | SSIM | consistency ×1e-5 | KID ×1e-3 |", "|---|---|---|---|---|---|---|"]
     for r in sorted(diag["rows"].values(), key=lambda r: (r["consistency"], r["num_steps"])):
         m = r["model"]
