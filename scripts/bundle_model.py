@@ -45,12 +45,13 @@ PEER_FILE = REPO / "benchmarks" / "results" / "peer_esrgan_thick.json"
 
 
 def bundle_weights(name: str, export: Path) -> None:
-    """fp16 weights of `export` into the bundled folder; the bundled config's recipes and card stay until step 2."""
+    """fp16 weights of `export` into the bundled folder; the bundled config's recipes, report threshold and card stay
+    until step 2 (the threshold until `benchmarks/calibrate_madeup.py` is rerun)."""
     dest = REPO / "sr3infer" / "bundled" / name
     config = read_config(export / "model.safetensors", export / "config.json")
     if (dest / "config.json").exists():
         old = read_config(dest / "model.safetensors", dest / "config.json")
-        config = replace(config, sampling=old.sampling, presets=old.presets)
+        config = replace(config, sampling=old.sampling, presets=old.presets, report=old.report)
     card = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
     model = build_model(config, load_weights(export / "model.safetensors"))
     save_model_folder(dest, config, model.state_dict(), dtype=torch.float16, card=card)
