@@ -2,6 +2,8 @@
 """Bundle a model: copy a training export's weights into sr3infer/bundled/<name>/ (fp16), store the presets a
 preset search chose, write the model card from the measured JSON files, refresh the manifest.
 
+    # 0. (optional) the fp16 bytes that would ship, in a scratch folder, to search them before deciding
+    python scripts/bundle_model.py sr3-face-8x --export runs/sr3-face-8x/export --to runs/candidate
     # 1. new weights (keeps the bundled config's recipes until a search on these weights has chosen new ones)
     python scripts/bundle_model.py sr3-face-8x --export runs/sr3-face-8x/export
     # 2. after `benchmarks/preset_search.py sr3-face-8x` on the bundled weights: presets, default, card, manifest
@@ -44,13 +46,15 @@ LICENCES = {
 PEER_FILE = REPO / "benchmarks" / "results" / "peer_esrgan_thick.json"
 
 
-def bundle_weights(name: str, export: Path) -> None:
+def bundle_weights(name: str, export: Path, dest: Path | None = None) -> None:
     """fp16 weights of `export` into the bundled folder; the bundled config's recipes, report threshold and card stay
-    until step 2 (the threshold until `benchmarks/calibrate_madeup.py` is rerun)."""
-    dest = REPO / "sr3infer" / "bundled" / name
+    until step 2 (the threshold until `benchmarks/calibrate_madeup.py` is rerun). With `dest`, the same bytes go
+    there instead, to score exactly what would ship before deciding to bundle it."""
+    bundled = REPO / "sr3infer" / "bundled" / name
+    dest = dest or bundled
     config = read_config(export / "model.safetensors", export / "config.json")
-    if (dest / "config.json").exists():
-        old = read_config(dest / "model.safetensors", dest / "config.json")
+    if (bundled / "config.json").exists():
+        old = read_config(bundled / "model.safetensors", bundled / "config.json")
         config = replace(config, sampling=old.sampling, presets=old.presets, report=old.report)
     card = (dest / "README.md").read_text() if (dest / "README.md").exists() else None
     model = build_model(config, load_weights(export / "model.safetensors"))
@@ -265,6 +269,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
     parser.add_argument("--export", type=Path, help="training export folder whose weights to bundle")
+    parser.add_argument("--to", type=Path, metavar="FOLDER",
+                        help="with --export: write the fp16 bundle into FOLDER, not the package (to score it first)")
     parser.add_argument("--search", type=Path, help="preset search JSON measured on the bundled weights")
     parser.add_argument("--history", type=Path, help="training history JSON (default training/history/<name>.json)")
     parser.add_argument("--restamp", action="store_true",
@@ -274,6 +280,11 @@ def main() -> None:
         parser.error("give --export, --search, --restamp or a combination")
     if args.restamp:
         restamp(args.name)
+    if args.to:
+        if not args.export or args.search or args.restamp:
+            parser.error("--to goes with --export alone")
+        bundle_weights(args.name, args.export, args.to)
+        return
     if args.export:
         bundle_weights(args.name, args.export)
     if args.search:
