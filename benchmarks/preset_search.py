@@ -4,7 +4,8 @@
     python benchmarks/preset_search.py sr3-face-8x --report        # table, perception-distortion plot and the two presets
     python benchmarks/preset_search.py sr3-face-8x --report --write-config sr3infer/bundled/sr3-face-8x
 
-Grid: sampler x steps {1,2,3,5,10,20,50} x spacing x eta {0, 0.5, 1} (DDIM only) x consistency {final, every}.
+Grid: sampler x steps {1,2,3,5,10,20,50} x spacing x eta {0, 0.5, 1} (DDIM only) x consistency {final, every}
+(x `--samples K ...`: the mean of K samples per image, K x the network calls; default one sample).
 "none" is left out: without a projection no recipe reaches consistency <= 1e-5 (bicubic is at 45e-5 on faces).
 At one step every sampler, eta and spacing takes the same single step (pure noise -> the clean estimate), so
 one-step recipes are measured once per consistency mode (as DDIM, eta 0, linear).
@@ -44,7 +45,8 @@ def signature(recipe: dict, schedule) -> str:
     quadratic spacing at 2 steps); they are measured once and the others recorded as `same_as` it."""
     gammas = schedule.inference_grid(recipe["num_steps"], spacing=recipe["spacing"])
     digest = hashlib.sha256(gammas.numpy().tobytes()).hexdigest()[:16]
-    return f"{recipe['sampler']}|{recipe['eta']:g}|{recipe['consistency']}|{digest}"
+    k = int(recipe.get("num_samples", 1))
+    return f"{recipe['sampler']}|{recipe['eta']:g}|{recipe['consistency']}|{digest}" + (f"|mean{k}" if k > 1 else "")
 
 
 def weights_sha256(model: str) -> str:
@@ -62,7 +64,8 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     upscaler = Upscaler.from_pretrained(args.model_path or args.model, device="cpu")
     images = load_eval_set(data, protocol, upscaler.config.out_size)
     reference = reference_features(reference_dirs, protocol, upscaler.config.out_size)
-    recipes = grid(args.steps, [v for v in SAMPLER_VARIANTS if v[0] in args.samplers], args.spacings, args.consistency)
+    recipes = grid(args.steps, [v for v in SAMPLER_VARIANTS if v[0] in args.samplers], args.spacings, args.consistency,
+                   args.samples)
     shard, shards = (int(x) for x in args.shard.split("/"))
     for i, recipe in enumerate(recipes):
         runs = load(out)["runs"]
@@ -182,6 +185,8 @@ def main() -> None:
     parser.add_argument("--samplers", nargs="+", default=["ddim", "ancestral", "dpmpp_2m"])
     parser.add_argument("--spacings", nargs="+", default=list(SPACINGS))
     parser.add_argument("--consistency", nargs="+", default=list(CONSISTENCY))
+    parser.add_argument("--samples", type=int, nargs="+", default=[1], metavar="K",
+                        help="K of each recipe: the output is the mean of K samples (K x the network calls; default 1)")
     parser.add_argument("--shard", default="0/1", help="i/n: measure every n-th recipe starting at i (run n processes)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=10)

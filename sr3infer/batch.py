@@ -255,7 +255,7 @@ def run_jobs(
     *,
     seed: int = 0,
     batch_size: int = 8,
-    num_samples: int = 1,
+    num_samples: int | None = None,
     overwrite: bool = False,
     max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
     progress: bool = True,
@@ -274,6 +274,7 @@ def run_jobs(
         model: an `Upscaler`, or a `Cascade` (each earlier stage's image goes to the job's "stage<k>" path).
         seed: file k gets seed `seed + k` (with `num_samples` K, sample j: `seed + k*K + j`; in a cascade,
             stage s adds `s * STAGE_SEED_STRIDE`).
+        num_samples: K samples per file, averaged (None: the recipe's, 1 unless its preset carries more).
         batch_size: files per model call (and tiles or samples per U-Net call).
         log: where the per-file lines go ("wrote ...", "failed ..."); default stderr.
         quiet: no "wrote ..." lines (failures are always logged).
@@ -290,6 +291,9 @@ def run_jobs(
     log = log or (lambda line: print(line, file=sys.stderr))
     save = {"strip_metadata": bool(strip_metadata), "quality": check_quality(quality)}
     metadata: dict[int, imageio.ImageMetadata] = {}  # file index -> its input's metadata, from reading to writing
+    if num_samples is None:  # the recipe's (a preset may average K samples); a cascade resolves it per stage
+        num_samples = 1 if isinstance(model, Cascade) else model.sampling_recipe(
+            options.get("recipe"), options.get("preset")).num_samples
     if num_samples < 2 and any("uncertainty" in job.outputs.values() for job in jobs):
         raise ValueError(f"an uncertainty map needs num_samples >= 2 (--samples 2 or more), got {num_samples}")
     prefix = f"sr3infer[rank {rank}]" if world_size > 1 else "sr3infer"

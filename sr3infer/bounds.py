@@ -32,6 +32,7 @@ MAX_SPACE_TO_DEPTH = 8          # pixel-unshuffle factor of the U-Net input (1 =
 MAX_PARAMETERS = 4_000_000_000  # ~16 GB in float32; the largest community SR3 U-Nets have well under 1e9
 ETA_RANGE = (0.0, 1.0)          # DDIM: 0 deterministic, 1 as stochastic as ancestral
 OPTION_BOUNDS = {"eta": ETA_RANGE}  # sampler options (keyword arguments beyond the common signature) by name
+MAX_NUM_SAMPLES = 256           # samples per image averaged into one output (std of 256 is within ~4 % of the spread)
 MAX_SEED = 2**64 - 1            # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 
 

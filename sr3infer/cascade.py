@@ -18,6 +18,7 @@ from .imageio import ValueRange
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
 from .outputs import convert, stack_if_same
 from .samplers import Callback, randn
+from .uncertainty import ensemble_mean
 from .upscaler import Upscaler
 
 __all__ = ["Cascade", "STAGE_SEED_STRIDE"]
@@ -94,6 +95,7 @@ class Cascade:
         eta: float | None | Sequence[float | None] = None,
         preset: str | None | Sequence[str | None] = None,
         recipe: Recipe | None | Sequence[Recipe | None] = None,
+        num_samples: int | None | Sequence[int | None] = None,
         noise_level: float | Sequence[float] = 0.0,
         seed: int | None = None,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
@@ -120,6 +122,8 @@ class Cascade:
                 stage; left out, the stage model's default.
             recipe: a whole recipe (`Recipe`) instead of `preset`, one or one per stage; the
                 arguments above override parts of it.
+            num_samples: per stage, K samples averaged into the stage's output (as `Upscaler.upscale`);
+                None: the stage recipe's (1 unless its preset carries more).
             noise_level: conditioning augmentation per stage (one value or one per stage): the std of
                 Gaussian noise added to the stage's low-res input, in [-1, 1] units, before it is
                 upscaled (then clamped to [-1, 1]). 0 (default) adds none. Models trained without
@@ -127,9 +131,10 @@ class Cascade:
             seed: stage s uses `stage_seed(seed, s) = seed + s * 1_000_000`, image k of it that plus k,
                 for both its augmentation noise and its sampling noise; a batch and the same images one
                 at a time (image k with seed + k) give the same results. None: `generator`, else torch's
-                global RNG.
-            generator: instead of `seed`, one generator per image (each used by every stage in turn) or a
-                single one that draws all the noise in turn.
+                global RNG. A stage whose recipe averages K samples (`num_samples`) gives image k the seeds
+                `stage_seed + k*K` (augmentation and sample 0) to `stage_seed + k*K + K-1`.
+            generator: instead of `seed`, one generator per image (each used by every stage in turn, for all
+                of its samples) or a single one that draws all the noise in turn.
             value_range: for float inputs: (0, 1), (-1, 1), or "auto" (default), which reads the
                 batch as [-1, 1] if its minimum is below 0 and as [0, 1] otherwise. A [-1, 1] batch
                 with no negative value (a very bright one) is then misread: pass the range to be sure.
@@ -158,7 +163,8 @@ class Cascade:
         """
         stages = len(self.upscalers)
         settings = {"num_steps": num_steps, "sampler": sampler, "spacing": spacing,
-                    "start_noise_level": start_noise_level, "consistency": consistency, "eta": eta}
+                    "start_noise_level": start_noise_level, "consistency": consistency, "eta": eta,
+                    "num_samples": num_samples}
         per_stage = {name: _per_stage(value, name, stages) for name, value in settings.items()}
         presets, given = _per_stage(preset, "preset", stages), _per_stage(recipe, "recipe", stages)
         # Every stage's recipe is resolved and checked now, not after the earlier stages have run.
@@ -189,7 +195,8 @@ class Cascade:
         calls = []
         for s, upscaler in enumerate(self.upscalers):
             calls.append(upscaler._plan_call(sizes, recipes[s], batch_size=batch_size, tile_size=tile_size,
-                                             tile_overlap=tile_overlap, max_output_pixels=max_output_pixels))
+                                             tile_overlap=tile_overlap, max_output_pixels=max_output_pixels,
+                                             num_samples=recipes[s].num_samples))
             sizes = [(h * upscaler.config.scale, w * upscaler.config.scale) for h, w in sizes]
         prepared = [prep for item in items for prep in imageio.prepare(item, value_range)]
         current = [prep.rgb for prep in prepared]
@@ -201,16 +208,23 @@ class Cascade:
 
         outputs: list[list[Tensor]] = []
         for s, upscaler in enumerate(self.upscalers):
+            k_samples = recipes[s].num_samples  # a recipe measured best as a K-sample mean: image k's K samples
             generators = (generator if seed is None
-                          else [torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k) for k in range(len(current))])
+                          else [torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k * k_samples)
+                                for k in range(len(current))])
             if levels[s] > 0:  # conditioning augmentation, drawn first from each image's own generator
                 own = (lambda k: [generators[k]]) if isinstance(generators, list) else (lambda k: generators)
                 current = [(image + levels[s] * randn(image.shape, generator=own(k), device="cpu")).clamp(-1, 1)
                            for k, image in enumerate(current)]
             upscaler._warn_if_off_size([tuple(image.shape[-2:]) for image in current], calls[s])
-            per_image = upscaler._per_image_generators(len(current), generators, None)
+            per_image = None  # sample 0 of image k continues its generator; sample j > 0: seed + k*K + j (or the same)
+            if isinstance(generators, list):
+                per_image = [gen if j == 0 or seed is None
+                             else torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k * k_samples + j)
+                             for k, gen in enumerate(generators) for j in range(k_samples)]
             results = upscaler._sample_images(current, calls[s], per_image, generators, progress, callback)
-            current = [samples[0] for samples in results]
+            current = [samples[0] if k_samples == 1 else ensemble_mean(torch.cat(samples), image, recipes[s].consistency)
+                       for samples, image in zip(results, current)]
             if return_all_stages or s == stages - 1:
                 outputs.append(current)
         # The one output converter (`imageio.restore` through `outputs.convert`): kind, mode, bit depth and alpha

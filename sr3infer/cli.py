@@ -140,9 +140,6 @@ def _output_options(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.outscale is not None and args.size is not None:
         raise UsageError("pass either --outscale (a factor) or --size (WIDTHxHEIGHT), not both")
-    if args.report_mask is not None and args.samples < 2:
-        raise UsageError(f"--report-mask needs --samples 2 or more (the made-up mask is where the samples disagree), "
-                         f"got {args.samples}; e.g. --samples 4")
     if args.report is not None and Path(args.report).exists() and not args.overwrite:
         raise FileExistsError(f"{args.report!r} already exists; pass --overwrite to replace it")
     try:
@@ -188,9 +185,9 @@ def _check_shared_args(args: argparse.Namespace) -> None:
 
 
 def _add_ensemble_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--samples", type=int, default=1, metavar="K",
-                        help="draw K samples per image and write their per-pixel mean (default 1: one sample; "
-                             "K times the work)")
+    parser.add_argument("--samples", type=int, metavar="K",
+                        help="draw K samples per image and write their per-pixel mean (K times the work; default: the "
+                             "recipe's, one sample unless the preset was measured best as a mean of more)")
     parser.add_argument("--uncertainty", metavar="PATH",
                         help="also write each image's uncertainty map, the per-pixel std of the K samples (needs "
                              "--samples 2 or more): a heat-map PNG (black: the samples agree; pale yellow: std >= 0.05 "
@@ -204,11 +201,21 @@ def _add_ensemble_args(parser: argparse.ArgumentParser) -> None:
 def _check_samples(args: argparse.Namespace) -> None:
     from .uncertainty import MAX_NUM_SAMPLES
 
-    if not 1 <= args.samples <= MAX_NUM_SAMPLES:
+    if args.samples is not None and not 1 <= args.samples <= MAX_NUM_SAMPLES:
         raise UsageError(f"--samples must be between 1 and {MAX_NUM_SAMPLES}, got {args.samples}")
-    if args.uncertainty is not None and args.samples < 2:
+    _check_spread_args(args, args.samples)
+
+
+def _check_spread_args(args: argparse.Namespace, samples: int | None) -> None:
+    """--uncertainty and --report-mask need K >= 2 samples (None: not known before the model's recipe is read)."""
+    if samples is None or samples >= 2:
+        return
+    if args.uncertainty is not None:
         raise UsageError(f"--uncertainty needs --samples 2 or more (the spread of several samples), got "
-                         f"{args.samples}; e.g. --samples 8")
+                         f"{samples}; e.g. --samples 8")
+    if getattr(args, "report_mask", None) is not None:
+        raise UsageError(f"--report-mask needs --samples 2 or more (the made-up mask is where the samples disagree), "
+                         f"got {samples}; e.g. --samples 4")
 
 
 def _check_model_args(args: argparse.Namespace, upscaler, name: str, preset: str | None = None,
@@ -272,6 +279,8 @@ def cmd_upscale(argv: list[str]) -> int:
 
         upscaler = Upscaler.from_pretrained(args.model, device=device, torch_dtype=args.dtype)
         _check_model_args(args, upscaler, args.model, settings["preset"], settings["num_steps"])
+        if args.samples is None:  # the recipe's K, known now
+            _check_spread_args(args, upscaler.sampling_recipe(None, settings["preset"]).num_samples)
         if args.report_mask is not None and upscaler.config.report.madeup_std_threshold is None:
             raise UsageError(f"--report-mask: model {args.model} has no calibrated made-up threshold (config.json "
                              "report.madeup_std_threshold); use --report or --uncertainty instead")

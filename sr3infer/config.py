@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 from .architectures import DEFAULT_ARCHITECTURE, get_architecture
 from .bounds import (
-    MAX_LOWRES_SIZE, MAX_SCALE, MAX_TRAIN_TIMESTEPS, ConfigError, check_bool, check_choice, check_float, check_int,
+    MAX_LOWRES_SIZE, MAX_NUM_SAMPLES, MAX_SCALE, MAX_TRAIN_TIMESTEPS, ConfigError, check_bool, check_choice, check_float, check_int,
     check_mapping,
 )
 from .errors import reject_unknown_keys
@@ -37,7 +37,9 @@ class Recipe:
 
     Checks itself when made (any invalid recipe raises ValueError naming the field). `options` holds the
     sampler's own options (DDIM's `eta`), completed with the sampler's defaults: `{}` for ancestral.
-    `config.recipe(preset, num_steps=..., eta=...)` resolves a call's arguments into one.
+    `config.recipe(preset, num_steps=..., eta=...)` resolves a call's arguments into one. `num_samples` K > 1 makes
+    the output the per-pixel mean of K samples (an estimate of the posterior mean: higher PSNR, smoother, K times the
+    network calls), as `upscale(num_samples=K)`; a fidelity preset may carry it when the preset search measured it.
     """
 
     sampler: str = "ancestral"
@@ -46,6 +48,7 @@ class Recipe:
     start_noise_level: float | None = None   # None: start from pure noise (plain SR3)
     consistency: str = "none"                # "none", "final" or "every" (DDNM-style, on each x0)
     options: Mapping[str, float] = field(default_factory=dict)  # the sampler's options, e.g. {"eta": 1.0} for ddim
+    num_samples: int = 1                     # samples per image averaged into the output (1: one plain sample)
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", sorted(SAMPLERS))
@@ -55,6 +58,7 @@ class Recipe:
             object.__setattr__(self, "start_noise_level", check_float(
                 self.start_noise_level, "start_noise_level", 0.0, 1.0, open_low=True, open_high=True))
         check_choice(self.consistency, "consistency", CONSISTENCY_MODES)
+        object.__setattr__(self, "num_samples", check_int(self.num_samples, "num_samples", 1, MAX_NUM_SAMPLES))
         options = check_mapping(dict(self.options) if isinstance(self.options, Mapping) else self.options, "options")
         # An option another sampler takes, left at its default, changes nothing: drop it (replace(sampler=...)).
         takes = sampler_option_defaults(self.sampler)
@@ -68,7 +72,7 @@ class Recipe:
 
     def __hash__(self) -> int:
         return hash((self.sampler, self.num_steps, self.spacing, self.start_noise_level, self.consistency,
-                     tuple(sorted(self.options.items()))))
+                     tuple(sorted(self.options.items())), self.num_samples))
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
@@ -83,7 +87,9 @@ class Recipe:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (dict(self.options) if f.name == "options" else getattr(self, f.name)) for f in fields(self)}
+        """The `from_dict` input; `num_samples` only when it is not 1 (configs without it read as one sample)."""
+        return {f.name: (dict(self.options) if f.name == "options" else getattr(self, f.name)) for f in fields(self)
+                if f.name != "num_samples" or self.num_samples != 1}
 
     def override(self, **settings: Any) -> Recipe:
         """This recipe with `settings` replaced: fields (num_steps, sampler, ...) or sampler options (eta, ...).

@@ -11,6 +11,10 @@ among recipes with consistency <= 1e-5:
     realism  = among recipes with PSNR >= bicubic + 0.5 dB (bicubic itself if none reaches that; the row says
                which floor held), the fewest network calls whose KID is within 5 % of the lowest KID.
 Ties go to the better metric, then the key (deterministic).
+
+A recipe may average K samples per image (`num_samples`, measured for the samplers where the grid asks for it):
+the mean of K samples estimates the posterior mean, so it trades realism for PSNR, and it costs K times the
+network calls, which is what the rule counts.
 """
 
 from __future__ import annotations
@@ -34,31 +38,40 @@ RULE = (f"among recipes with consistency <= {MAX_CONSISTENCY_1E5:g}e-5: fidelity
         f"the lowest; ties to the better metric; all val images")
 
 
-def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=CONSISTENCY) -> list[dict[str, Any]]:
+def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=CONSISTENCY,
+         samples=(1,)) -> list[dict[str, Any]]:
     """The recipes to measure in order: fewest steps first, `every` before `final` at each step count, so a
     budget-limited run covers a stated prefix of the grid. At one step every sampler, eta and spacing takes
-    the same single step (pure noise -> the clean estimate), so it is listed once per consistency mode."""
+    the same single step (pure noise -> the clean estimate), so it is listed once per consistency mode.
+    `samples`: the K of each recipe (K-sample means); K = 1 rows carry no "num_samples" key."""
     recipes = []
-    for n in sorted(steps):
-        for mode in consistency:
-            if n == 1:
-                recipes.append({"sampler": "ddim", "eta": 0.0, "num_steps": 1, "spacing": "linear", "consistency": mode})
-                continue
-            for sampler, eta in variants:
-                for spacing in spacings:
-                    recipes.append({"sampler": sampler, "eta": eta, "num_steps": n, "spacing": spacing,
-                                    "consistency": mode})
+    for k in samples:
+        extra = {} if k == 1 else {"num_samples": int(k)}
+        for n in sorted(steps):
+            for mode in consistency:
+                if n == 1:
+                    recipes.append({"sampler": "ddim", "eta": 0.0, "num_steps": 1, "spacing": "linear",
+                                    "consistency": mode, **extra})
+                    continue
+                for sampler, eta in variants:
+                    for spacing in spacings:
+                        recipes.append({"sampler": sampler, "eta": eta, "num_steps": n, "spacing": spacing,
+                                        "consistency": mode, **extra})
     return recipes
 
 
 def key(recipe: dict[str, Any]) -> str:
-    """The row key of a recipe in the search JSON, e.g. "ddim|eta=1|10|quadratic|every"."""
-    return f"{recipe['sampler']}|eta={recipe['eta']:g}|{recipe['num_steps']}|{recipe['spacing']}|{recipe['consistency']}"
+    """The row key of a recipe in the search JSON, e.g. "ddim|eta=1|10|quadratic|every" (one sample) or
+    "ancestral|eta=0|5|quadratic|every|mean16" (the mean of 16 samples)."""
+    k = int(recipe.get("num_samples", 1))
+    return (f"{recipe['sampler']}|eta={recipe['eta']:g}|{recipe['num_steps']}|{recipe['spacing']}|{recipe['consistency']}"
+            + (f"|mean{k}" if k > 1 else ""))
 
 
 def network_calls(row: dict[str, Any]) -> int:
-    """U-Net evaluations per image of a recipe: every sampler here (ancestral, DDIM, DPM++ 2M) makes one per step."""
-    return int(row["num_steps"])
+    """U-Net evaluations per image of a recipe: every sampler here (ancestral, DDIM, DPM++ 2M) makes one per step,
+    for each of its K samples."""
+    return int(row["num_steps"]) * int(row.get("num_samples", 1))
 
 
 def choose(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -84,5 +97,7 @@ def choose(runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
 
 def recipe_of(row: dict[str, Any]) -> dict[str, Any]:
     """The config.json recipe (`Recipe.from_dict` input) of a measured row."""
-    return {"sampler": row["sampler"], "num_steps": row["num_steps"], "spacing": row["spacing"],
-            "start_noise_level": None, "consistency": row["consistency"], "eta": row["eta"]}
+    recipe = {"sampler": row["sampler"], "num_steps": row["num_steps"], "spacing": row["spacing"],
+              "start_noise_level": None, "consistency": row["consistency"], "eta": row["eta"]}
+    k = int(row.get("num_samples", 1))
+    return recipe if k == 1 else {**recipe, "num_samples": k}

@@ -10,13 +10,11 @@ import numpy as np
 from PIL import Image
 from torch import Tensor
 
+from .bounds import MAX_NUM_SAMPLES
 from .resample import project_onto_input
 
 __all__ = ["MAX_NUM_SAMPLES", "HEATMAP_MAX", "check_num_samples", "ensemble_mean", "sample_spread", "heatmap",
            "save_uncertainty"]
-
-MAX_NUM_SAMPLES = 256
-"""The most samples per image: the std of 256 samples is already within ~4% (1 / sqrt(2K)) of the true spread."""
 
 HEATMAP_MAX = 0.05
 """Uncertainty (std in [0, 1] pixel units, 0.05 = 13 of 255 levels) shown as the brightest colour of `heatmap`."""

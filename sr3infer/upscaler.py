@@ -281,6 +281,9 @@ class Upscaler:
     ) -> Tensor:
         """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1].
 
+        A recipe with `num_samples` K > 1 (e.g. `num_samples=4` here) returns each image's K-sample mean, as
+        `upscale` does; a list of generators then has one per sample (B * K, image-major).
+
         Outputs larger than a tile are denoised tile by tile, blending every step (see `tile_plan`);
         `tile_batch_size` tiles go through the U-Net at a time. Before anything is allocated the
         run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`). `settings` are
@@ -294,11 +297,19 @@ class Upscaler:
             shape = tuple(lowres.shape) if isinstance(lowres, Tensor) else type(lowres).__name__
             raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {shape}.")
         recipe = self.sampling_recipe(recipe, preset, **settings)
-        call = self._plan_call([tuple(lowres.shape[-2:])] * lowres.shape[0], recipe, batch_size=lowres.shape[0],
+        k = recipe.num_samples
+        call = self._plan_call([tuple(lowres.shape[-2:])] * lowres.shape[0], recipe, batch_size=lowres.shape[0] * k,
                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
-                               max_output_pixels=max_output_pixels)
+                               max_output_pixels=max_output_pixels, num_samples=k)
         _check_generator(generator)
-        return self._sample(lowres, call, generator, progress, callback)
+        if k == 1:
+            return self._sample(lowres, call, generator, progress, callback)
+        if isinstance(generator, (list, tuple)) and len(generator) != lowres.shape[0] * k:
+            raise ValueError(f"Got {len(generator)} generators for {lowres.shape[0]} images x {k} samples (the "
+                             f"recipe's num_samples); pass one per sample ({lowres.shape[0] * k}, image-major) or a single one.")
+        samples = self._sample(lowres.repeat_interleave(k, 0), call, generator, progress, callback)
+        return torch.cat([ensemble_mean(group, lowres[i : i + 1], recipe.consistency).to(samples.dtype)
+                          for i, group in enumerate(samples.split(k))])
 
     def _sample(self, lowres: Tensor, call: _Call, generator: Any, progress: bool, callback: Callback | None) -> Tensor:
         """One sampling run of a checked call (`_plan_call`): (B, 3, h, w) in [-1, 1] -> (B, 3, H, W) in [-1, 1]."""
@@ -375,7 +386,7 @@ class Upscaler:
         callback: Callback | None = None,
         tile_size: int | None = None,
         tile_overlap: int | None = None,
-        num_samples: int = 1,
+        num_samples: int | None = None,
         return_dict: bool = False,
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
         outscale: float | None = None,
@@ -411,7 +422,8 @@ class Upscaler:
                 0 turns tiling off. See `tile_plan`.
             num_samples: K samples per image (1 to 256). The result is their per-pixel mean (an
                 ensemble estimate: smoother, higher PSNR than one sample), projected onto the input like
-                any output; K = 1 is a plain sample. Costs K times the U-Net calls.
+                any output; K = 1 is a plain sample. Costs K times the U-Net calls. None: the recipe's
+                (`Recipe.num_samples`; 1 unless the preset was measured best with more).
             return_dict: return an `UpscaleOutput` (images, uncertainty, samples, consistency, seconds)
                 instead of the images alone. With K >= 2 its `uncertainty` holds each image's map, a
                 float32 (H, W) numpy array: the per-pixel standard deviation across the K samples (ddof=1),
@@ -442,9 +454,12 @@ class Upscaler:
                                  or not 0 <= seed <= MAX_SEED):
             raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}.")
         _check_generator(generator)
+        if num_samples is not None:
+            num_samples = check_num_samples(num_samples)
         recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
-                                      start_noise_level=start_noise_level, consistency=consistency, eta=eta)
-        num_samples = check_num_samples(num_samples)
+                                      start_noise_level=start_noise_level, consistency=consistency, eta=eta,
+                                      num_samples=num_samples)
+        num_samples = recipe.num_samples
         single = not isinstance(images, (list, tuple))
         items: Sequence[Any] = [images] if single else list(images)
         if not items:

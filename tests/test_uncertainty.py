@@ -236,7 +236,6 @@ def test_sample_k_of_image_i_uses_seed_plus_i_times_k_plus_k(tiny_upscaler):
     ({"num_samples": 2.0}, "whole number"),
     ({"num_samples": True}, "whole number"),
     ({"num_samples": "8"}, "whole number"),
-    ({"num_samples": None}, "whole number"),
     ({"num_samples": 2, "seed": None, "generator": [torch.Generator()] * 3},
      r"3 generators for 1 images x 2 samples; pass one per sample \(2, image-major\)"),
 ])

@@ -131,6 +131,9 @@ def score_images(pred: Tensor, hr: Tensor, lowres: Tensor, reference: Tensor | N
     return scores
 
 
+_CALL_OPTIONS = ("tile_size", "tile_overlap", "tile_batch_size", "max_output_pixels", "callback")
+
+
 def evaluate(
     upscaler,
     hr_images: list[Tensor],
@@ -149,12 +152,18 @@ def evaluate(
     `sampling` goes to `Upscaler.upscale_tensor` (num_steps, sampler, start_noise_level, consistency, ...).
     """
     scale = upscaler.config.scale
+    settings = dict(sampling)
+    k_samples = upscaler.sampling_recipe(settings.pop("recipe", None), settings.pop("preset", None),
+                                         **{k: v for k, v in settings.items() if k not in _CALL_OPTIONS}).num_samples
+    batch_size = max(1, batch_size // k_samples)  # K samples per image: the same number of U-Net inputs per call
     outputs, bicubics, lowress, hrs = [], [], [], []
     started = time.time()
     for start in range(0, len(hr_images), batch_size):
         hr = torch.stack(hr_images[start : start + batch_size])
         lowres = make_lowres(hr, scale)
-        gens = [torch.Generator().manual_seed(seed + start + k) for k in range(len(hr))]
+        # image i: seed + i, or with K samples seed + i*K + j (the seeds `Upscaler.upscale(seed=seed)` gives)
+        gens = [torch.Generator().manual_seed(seed + (start + k) * k_samples + j)
+                for k in range(len(hr)) for j in range(k_samples)]
         out = upscaler.upscale_tensor(lowres, generator=gens, progress=progress, **sampling).cpu().float()
         outputs.append(out)
         bicubics.append(bicubic(lowres, tuple(hr.shape[-2:])).clamp(-1, 1))
@@ -201,6 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eta", type=float, help="DDIM stochasticity 0..1 (default: the recipe's)")
     parser.add_argument("--preset", choices=["fidelity", "realism"],
                         help="the model's named recipe; the options above override parts of it")
+    parser.add_argument("--samples", type=int, metavar="K",
+                        help="score the per-pixel mean of K samples per image (default: the recipe's, usually 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -229,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
         sampling["consistency"] = args.consistency
     if args.eta is not None:
         sampling["eta"] = args.eta
+    if args.samples is not None:
+        sampling["num_samples"] = args.samples
     if args.preset:
         sampling["preset"] = args.preset
     skipped: list[tuple[str, str]] = []
@@ -246,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     resolved = upscaler.sampling_recipe(None, args.preset, **settings)  # the recipe the run used
     recipe = {"preset": args.preset or "default", "sampler": resolved.sampler, "num_steps": resolved.num_steps,
               "spacing": resolved.spacing, "start_noise_level": resolved.start_noise_level,
-              "consistency": resolved.consistency, **resolved.options, "seed": args.seed}
+              "consistency": resolved.consistency, **resolved.options, "num_samples": resolved.num_samples,
+              "seed": args.seed}
     result.update({"recipe": recipe, "data": str(args.data), "protocol": args.protocol, "model_name": args.model,
                    "skipped": [{"file": path, "reason": reason} for path, reason in skipped],
                    "reference": [str(r) for r in args.reference] if reference is not None else str(args.data),
