@@ -117,10 +117,12 @@ def plot(runs: dict, chosen: dict, path: Path, peer: dict | None, title: str) ->
     fig, ax = plt.subplots(figsize=(7, 5))
     colours = {"ddim": "tab:blue", "ancestral": "tab:red", "dpmpp_2m": "tab:green"}
     for sampler, colour in colours.items():
-        rows = [r for r in runs.values() if r["sampler"] == sampler]
-        if rows:
-            ax.scatter([r["model"]["psnr"] for r in rows], [r["model"]["kid_1e3"] for r in rows], s=12, alpha=0.6,
-                       color=colour, label=f"{sampler} recipes")
+        for mean in (False, True):  # one sample per image, or the mean of K samples (marked x)
+            rows = [r for r in runs.values() if r["sampler"] == sampler and (r.get("num_samples", 1) > 1) == mean]
+            if rows:
+                ax.scatter([r["model"]["psnr"] for r in rows], [r["model"]["kid_1e3"] for r in rows], s=18 if mean else 12,
+                           alpha=0.6, color=colour, marker="x" if mean else "o",
+                           label=f"{sampler}, mean of K samples" if mean else f"{sampler} recipes")
     b = next(iter(runs.values()))["bicubic"]
     ax.scatter([b["psnr"]], [b["kid_1e3"]], marker="s", color="black", label="bicubic")
     if peer:

@@ -108,7 +108,10 @@ def _fmt(metric: str, value: float | None) -> str:
 
 def recipe_text(r: dict) -> str:
     eta = f", eta {r['eta']:g}" if r["sampler"] == "ddim" else ""
-    return f"{r['sampler']}, {r['num_steps']} step{'s' if r['num_steps'] > 1 else ''}, {r['spacing']} spacing{eta}, consistency `{r['consistency']}`"
+    k = int(r.get("num_samples", 1))
+    mean = f", the mean of {k} samples" if k > 1 else ""
+    return (f"{r['sampler']}, {r['num_steps']} step{'s' if r['num_steps'] > 1 else ''}, {r['spacing']} spacing{eta}, "
+            f"consistency `{r['consistency']}`{mean}")
 
 
 def _portable(path: str) -> str:
@@ -175,8 +178,12 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
         f"sr3infer eval {name} {search['data']} --protocol {search['protocol']} --preset {p} --batch-size 10 "
         f"--seed {search['seed']} --reference {reference}" for p in ("fidelity", "realism"))
     measured = sorted({r["num_steps"] for r in runs.values()})
-    full = len(grid())  # the preset search's full grid, to say how much of it was measured
+    full = len(grid())  # the preset search's full one-sample grid, to say how much of it was measured
     unique = sum(1 for r in runs.values() if "same_as" not in r)
+    means = sorted((r for r in runs.values() if r.get("num_samples", 1) > 1), key=lambda r: (r["num_samples"], r["num_steps"]))
+    mean_text = "" if not means else (
+        f"; beside them {len(means)} means of K samples per image (" + ", ".join(
+            f"{r['sampler']} {r['num_steps']} x {r['num_samples']}" for r in means) + ")")
     history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
     history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
                      f"{s['core_hours']:.2f} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
@@ -208,8 +215,10 @@ input, pixels in [0, 1].
 
 {chr(10).join(table)}
 
-The presets were chosen by `benchmarks/preset_search.py {name}` ({len(runs)} of the {full} recipes of its full grid
-measured, {unique} of them distinct computations, at step counts {', '.join(map(str, measured))}; JSON `{search_path.relative_to(REPO)}`) by this rule: {search['rule']}.
+The presets were chosen by `benchmarks/preset_search.py {name}` ({len(runs) - len(means)} of the {full} one-sample
+recipes of its full grid measured, {unique - len(means)} of them distinct computations, at step counts
+{', '.join(map(str, measured))}{mean_text}; JSON `{search_path.relative_to(REPO)}`) by this rule: {search['rule']}.
+Network calls per image are steps x samples.
 Each row is reproduced by
 
 ```
