@@ -133,7 +133,7 @@ class DemoRunner:
             sizes = [(image.height, image.width)]
         name = self.pick_model(sizes[0], choice)
         upscaler = self.upscaler(name)
-        recipe = upscaler.sampling_recipe(None, preset or None, num_steps=steps or None)
+        recipe = upscaler.sampling_recipe(None, preset or None, num_steps=steps or None, num_samples=samples)
         run = upscaler.estimate(sizes[0], batch=min(samples, 8), num_steps=recipe.num_steps)
         check_run(run, self.max_output_pixels)
         if run.output_pixels * samples > self.max_output_pixels:

@@ -62,13 +62,15 @@ def test_runner_counts_denoising_steps_and_writes_the_png(runner):
     seen: list[tuple[int, int]] = []
     out = runner.run(FACE, preset="fidelity", steps=2, seed=0, samples=1, progress=lambda d, n: seen.append((d, n)))
     assert seen == [(1, 2), (2, 2)]
-    assert out.model == "sr3-face-8x" and out.recipe.sampler == "ddim" and out.recipe.num_steps == 2
+    fidelity = runner.upscaler("sr3-face-8x").config.presets["fidelity"]  # the bundled preset, K set by the page
+    assert out.model == "sr3-face-8x" and out.recipe == fidelity.override(num_steps=2, num_samples=1)
     assert out.result.size == out.bicubic.size == out.before.size == (128, 128)
     with Image.open(out.result_path) as saved:
         assert saved.format == "PNG" and saved.size == (128, 128)
     assert out.uncertainty is None and out.overlay is None and out.map_path is None
     assert 0 <= out.consistency < 1 / 255  # consistency="final": the output explains the input to 8-bit rounding
-    assert summary(out, "fidelity").startswith("**sr3-face-8x** · fidelity: ddim, 2 steps, output projected")
+    projected = {"final": "output projected", "every": "every step projected"}[fidelity.consistency]
+    assert summary(out, "fidelity").startswith(f"**sr3-face-8x** · fidelity: {fidelity.sampler}, 2 steps, {projected}")
 
 
 def test_runner_with_two_samples_gives_the_uncertainty_overlay(runner):
