@@ -31,7 +31,7 @@ from sr3infer.config import Recipe
 from sr3infer.imageio import write_atomically
 from sr3infer.manifest import sha256_file
 from sr3infer.presets import grid
-from sr3infer.weights import build_model, load_weights, read_config, save_model_folder, weights_metadata
+from sr3infer.weights import build_model, load_weights, read_config, save_model_folder, serialize_weights, weights_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +79,7 @@ def restamp(name: str) -> None:
     old_sha, before = sha256_file(weights), _data_section(weights)
     with safe_open(str(weights), framework="pt") as handle:
         tensors = {k: handle.get_tensor(k) for k in handle.keys()}
-    write_atomically(weights, lambda handle: handle.write(_serialized(tensors)), overwrite=True)
+    write_atomically(weights, lambda handle: handle.write(serialize_weights(tensors)), overwrite=True)
     if _data_section(weights) != before:
         raise SystemExit(f"{weights}: the tensor bytes changed on re-saving; restore it from git.")
     write_atomically(dest / "config.json", lambda handle: handle.write(config.to_json().encode()), overwrite=True)
@@ -90,12 +90,6 @@ def restamp(name: str) -> None:
         if old_sha in text:
             search.write_text(text.replace(old_sha, new_sha))
     print(f"restamped {dest}: metadata {weights_metadata()}, tensor bytes unchanged, sha256 {new_sha[:12]}")
-
-
-def _serialized(tensors: dict[str, torch.Tensor]) -> bytes:
-    from safetensors.torch import save
-
-    return save(tensors, metadata=weights_metadata())
 
 
 def _fmt(metric: str, value: float | None) -> str:

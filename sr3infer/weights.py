@@ -48,13 +48,28 @@ def save_model_folder(
     """Write `config.json`, `model.safetensors` (tensors cast to `dtype`) and, if given, the model card."""
     folder = Path(folder)
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
-    metadata = weights_metadata()
     # Each file whole or not at all, through the package's one atomic writer.
-    write_atomically(folder / WEIGHTS_NAME, lambda handle: handle.write(save(tensors, metadata=metadata)), overwrite=True)
+    write_atomically(folder / WEIGHTS_NAME, lambda handle: handle.write(serialize_weights(tensors)), overwrite=True)
     write_atomically(folder / CONFIG_NAME, lambda handle: handle.write(config.to_json().encode("utf-8")), overwrite=True)
     if card is not None:
         write_atomically(folder / CARD_NAME, lambda handle: handle.write(card.encode("utf-8")), overwrite=True)
     return folder
+
+
+def serialize_weights(tensors: dict[str, Tensor]) -> bytes:
+    """The safetensors bytes of `tensors` with sr3infer's metadata, the same for the same tensors in every process.
+
+    safetensors writes the metadata in hash-map order, which differs between processes, so the same weights got
+    different sha256s; the header is rewritten with the metadata keys sorted (same length, so offsets hold).
+    """
+    raw = save(tensors, metadata=weights_metadata())
+    length = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + length])
+    header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
+    canonical = json.dumps({"__metadata__": header.pop("__metadata__"), **header}, separators=(",", ":")).encode()
+    if len(canonical) > length:  # never expected (same content); keep safetensors' own bytes rather than break offsets
+        return raw
+    return raw[:8] + canonical.ljust(length, b" ") + raw[8 + length :]
 
 
 def weights_metadata() -> dict[str, str]:

@@ -210,3 +210,16 @@ def test_publish_rejects_bad_input(tiny_model_dir, tmp_path, capsys):
     assert main(["publish", str(tmp_path / "nothing"), "--repo-id", "a/b", "--dry-run"]) == 1
     assert "does not exist" in capsys.readouterr().err
     assert main(["publish", str(tiny_model_dir)]) == 2
+
+
+def test_weights_bytes_are_the_same_in_every_process():
+    """safetensors writes its metadata in hash-map order; `serialize_weights` sorts it, so one set of tensors has one
+    sha256 (bundled files, search JSONs and the manifest name weights by it)."""
+    import subprocess
+    import sys
+
+    code = ("import hashlib, torch; from sr3infer.weights import serialize_weights; "
+            "print(hashlib.sha256(serialize_weights({'w': torch.arange(6.0).reshape(2, 3)})).hexdigest())")
+    hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+              for _ in range(4)}
+    assert len(hashes) == 1, hashes
