@@ -50,6 +50,16 @@ class DistContext:
 
             dist.all_reduce(torch.zeros(1, device=self._comm_device()))
 
+    def any_rank(self, flag: bool) -> bool:
+        """True on every rank when `flag` is true on at least one (an all-reduce; the flag itself without a group)."""
+        if not self.distributed:
+            return flag
+        import torch.distributed as dist
+
+        value = torch.tensor([1.0 if flag else 0.0], device=self._comm_device())
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value.item())
+
     def gather_counts(self, counts: list[int]) -> list[list[int]]:
         """Every rank's `counts` (same length on all ranks), indexed by rank; also the barrier before the summary."""
         if not self.distributed:

@@ -28,6 +28,7 @@ from ..weights import WEIGHTS_NAME, build_model, load_weights, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
 from .noise_levels import EDM_LOG_MEAN, EDM_LOG_STD, NOISE_SAMPLINGS, NoiseLevelSampler
+from .stopping import StopOnSignal
 
 log = logging.getLogger("sr3infer.train")
 
@@ -336,12 +337,14 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _train_until_done(run: TrainingRun, net: torch.nn.Module) -> None:
+    """Steps until `max_steps`, `max_minutes` or a stop signal; every rank stops at the same step (agreed each step)."""
     cfg, is_main = run.cfg, run.dist.rank == 0
     started = time.time()
     last_ckpt = last_export = started
     losses: list[float] = []
-    with (run.run_dir / "log.jsonl").open("a") as log_file:
-        while run.step < cfg.max_steps and (time.time() - started) < cfg.max_minutes * 60:
+    with (run.run_dir / "log.jsonl").open("a") as log_file, StopOnSignal() as stop:
+        while not run.dist.any_rank(run.step >= cfg.max_steps or time.time() - started >= cfg.max_minutes * 60
+                                    or stop.requested):
             stats = train_step(run, net)
             losses.append(stats["loss"])
             if run.step % 50 == 0 and is_main:
@@ -358,11 +361,11 @@ def _train_until_done(run: TrainingRun, net: torch.nn.Module) -> None:
             if is_main and now - last_export > cfg.export_minutes * 60:
                 export(run)
                 last_export = now
-    if is_main:
-        save_state(run)
-        export(run)
-        log.info("finished at step %d after %.1f min; exported %s", run.step, (time.time() - started) / 60,
-                 run.export_dir)
+        if is_main:
+            save_state(run)
+            export(run)
+            log.info("%s at step %d after %.1f min; exported %s", "stopped by signal" if stop.requested else "finished",
+                     run.step, (time.time() - started) / 60, run.export_dir)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,55 @@
+"""Stopping a training run cleanly: SIGTERM or Ctrl-C ends it after the current step, with its state and export saved.
+
+`kill PID` (or Ctrl-C) on `python -m sr3infer.train` used to drop everything since the last checkpoint; under
+`StopOnSignal` the first signal only sets a flag that the loop reads after each step, so the run leaves `state.pt`
+and `export/` at the same step, as if `max_minutes` had been reached. A second signal stops at once (the default
+behaviour), for a step that hangs.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from types import FrameType, TracebackType
+
+log = logging.getLogger("sr3infer.train")
+
+__all__ = ["StopOnSignal"]
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+class StopOnSignal:
+    """Context manager: `requested` turns true on the first SIGTERM/SIGINT; the previous handlers come back on exit.
+
+    Outside the main thread (where Python cannot install handlers) it does nothing and `requested` stays false.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.requested:  # the second signal: give the previous behaviour back and re-raise it
+            self._restore()
+            signal.raise_signal(signum)
+            return
+        self.requested = True
+        log.info("%s received: stopping after this step (state and export are saved); send it again to stop now",
+                 signal.Signals(signum).name)
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+    def __enter__(self) -> StopOnSignal:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self._restore()
