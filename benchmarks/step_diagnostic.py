@@ -7,6 +7,11 @@ are measured (resumable), tied to the weights' sha256.
 
     python benchmarks/step_diagnostic.py sr3-face-8x --threads 1
     python benchmarks/step_diagnostic.py sr3-64-256 --steps 2 5 10 20 --consistency every
+    python benchmarks/step_diagnostic.py sr3-face-8x --reuse benchmarks/results/preset_search_sr3-face-8x.json
+
+`--reuse` copies the rows a preset search already measured with the same computation (same weights sha256, seed,
+image count, sampler, spacing, steps and consistency, one sample per image; `evaluate` seeds each image on its own,
+so the batch size does not change the outputs) instead of running them again; the row names its source.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reuse", type=Path, help="a preset_search JSON whose matching rows are copied, not re-run")
     parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/step_diagnostic_<model>.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -60,10 +66,16 @@ def main(argv: list[str] | None = None) -> int:
                   data=str(data).replace(str(HERE.parent.parent), ".."), protocol=protocol, images=len(images),
                   seed=args.seed, dtype=str(upscaler.dtype), threads=args.threads)
     rows = result.setdefault("rows", {})
+    measured = reusable_rows(args.reuse, sha, args.seed, len(images), args.sampler, args.spacing) if args.reuse else {}
     for mode in args.consistency:
         for steps in args.steps:
             name = f"{args.sampler}|{steps}|{args.spacing}|{mode}"
             if name in rows:
+                continue
+            if (steps, mode) in measured:
+                rows[name] = measured[steps, mode]
+                write_atomically(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()), overwrite=True)
+                print(f"{name:34s} copied from {args.reuse}", flush=True)
                 continue
             started = time.time()
             scores = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, reference=reference,
@@ -76,6 +88,28 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:34s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
                   f"KID {m.get('kid_1e3', float('nan')):.1f}e-3  [{time.time() - started:.0f} s]", flush=True)
     return 0
+
+
+def reusable_rows(path: Path, sha: str, seed: int, images: int, sampler: str, spacing: str) -> dict[tuple[int, str], dict]:
+    """(steps, consistency) -> diagnostic row, from the preset search rows at `path` that ran the same computation."""
+    search = json.loads(path.read_text())
+    if (search.get("weights_sha256"), search.get("seed"), search.get("images")) != (sha, seed, images):
+        raise SystemExit(f"{path} was measured on other weights, seed or image count "
+                         f"(sha256 {str(search.get('weights_sha256'))[:12]}..., seed {search.get('seed')}, "
+                         f"{search.get('images')} images; here {sha[:12]}..., seed {seed}, {images} images); "
+                         "drop --reuse to measure every row here.")
+    found = {}
+    for key, row in search["runs"].items():
+        if (row["sampler"], row["spacing"], row.get("num_samples", 1)) != (sampler, spacing, 1) or "same_as" in row:
+            continue
+        if row["sampler"] == "ddim" and row.get("eta", 0.0) != 0.0:
+            continue
+        found[row["num_steps"], row["consistency"]] = {
+            "sampler": sampler, "num_steps": row["num_steps"], "spacing": spacing, "consistency": row["consistency"],
+            "bicubic": row["bicubic"], "model": row["model"], "images": row["images"], "seconds": row["seconds"],
+            "seconds_per_image": row["seconds_per_image"],
+            "copied_from": f"{path.name}: {key}"}
+    return found
 
 
 if __name__ == "__main__":
