@@ -66,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
                   data=str(data).replace(str(HERE.parent.parent), ".."), protocol=protocol, images=len(images),
                   seed=args.seed, dtype=str(upscaler.dtype), threads=args.threads)
     rows = result.setdefault("rows", {})
+
+    def save() -> None:
+        write_atomically(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()), overwrite=True)
+
     measured = reusable_rows(args.reuse, sha, args.seed, len(images), args.sampler, args.spacing) if args.reuse else {}
     for mode in args.consistency:
         for steps in args.steps:
@@ -74,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             if (steps, mode) in measured:
                 rows[name] = measured[steps, mode]
-                write_atomically(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()), overwrite=True)
+                save()
                 print(f"{name:34s} copied from {args.reuse}", flush=True)
                 continue
             started = time.time()
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             scores.pop("outputs")
             rows[name] = {"sampler": args.sampler, "num_steps": steps, "spacing": args.spacing, "consistency": mode,
                           **scores, "seconds_per_image": round((time.time() - started) / len(images), 3)}
-            write_atomically(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()), overwrite=True)
+            save()
             m = scores["model"]
             print(f"{name:34s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
                   f"KID {m.get('kid_1e3', float('nan')):.1f}e-3  [{time.time() - started:.0f} s]", flush=True)
