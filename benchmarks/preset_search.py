@@ -29,6 +29,7 @@ import torch
 
 from sampling_quality import cpu_name, load, save, update  # a sibling module: run this file as a script
 from sr3infer import Upscaler
+from sr3infer.config import Recipe
 from sr3infer.hub import resolve_model_files
 from sr3infer.manifest import sha256_file
 from sr3infer.presets import CONSISTENCY, RULE, SAMPLER_VARIANTS, SPACINGS, STEPS, choose, grid, key, recipe_of
@@ -78,9 +79,10 @@ def measure(args: argparse.Namespace, out: Path) -> None:
             print(f"{key(recipe):42s} same computation as {twin}", flush=True)
             continue
         started = time.time()
-        sampling = {k: v for k, v in recipe.items() if k != "eta" or recipe["sampler"] == "ddim"}  # DDIM's option
+        # The whole recipe, spelled out: a row without num_samples is one sample even when the model's default
+        # recipe averages K (overriding parts of the default would inherit its K).
         result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, reference=reference,
-                          progress=False, **sampling)
+                          progress=False, recipe=Recipe.from_dict(recipe_of(recipe)))
         result.pop("outputs")
         row = {**recipe, **result, "signature": sig, "seconds_per_image": round((time.time() - started) / len(images), 3)}
         update(out, key(recipe), row, model=args.model, weights_sha256=sha, data=str(data), protocol=protocol,

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace, out: Path) -> None:
         t = time.time()
         try:
             r = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=args.fid, sampler=sampler,
-                         num_steps=steps, start_noise_level=start, consistency=consistency, spacing=spacing)
+                         num_steps=steps, start_noise_level=start, consistency=consistency, spacing=spacing,
+                         num_samples=1)
         except ValueError as err:
             print(f"skip {sampler} {steps} {recipe}: {err}")
             continue

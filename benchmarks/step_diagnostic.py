@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from sr3infer import Upscaler
+from sr3infer.config import Recipe
 from sr3infer.hub import resolve_model_files
 from sr3infer.imageio import write_atomically
 from sr3infer.manifest import sha256_file
@@ -82,8 +83,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{name:34s} copied from {args.reuse}", flush=True)
                 continue
             started = time.time()
+            recipe = Recipe(sampler=args.sampler, num_steps=steps, spacing=args.spacing, consistency=mode)  # 1 sample
             scores = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, reference=reference,
-                              sampler=args.sampler, num_steps=steps, spacing=args.spacing, consistency=mode)
+                              recipe=recipe)
             scores.pop("outputs")
             rows[name] = {"sampler": args.sampler, "num_steps": steps, "spacing": args.spacing, "consistency": mode,
                           **scores, "seconds_per_image": round((time.time() - started) / len(images), 3)}
