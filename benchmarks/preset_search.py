@@ -56,6 +56,11 @@ def weights_sha256(model: str) -> str:
 
 def measure(args: argparse.Namespace, out: Path) -> None:
     torch.set_num_threads(args.threads)
+    variants = [(name, eta) for name, eta in SAMPLER_VARIANTS
+                if name in args.samplers or f"{name}={eta:g}" in args.samplers]
+    known = {name for name, _ in SAMPLER_VARIANTS} | {f"{name}={eta:g}" for name, eta in SAMPLER_VARIANTS}
+    if set(args.samplers) - known:
+        raise SystemExit(f"Unknown --samplers {sorted(set(args.samplers) - known)}; expected some of {sorted(known)}.")
     data, protocol, reference_dirs = DOMAINS[args.model] if args.data is None else (Path(args.data), args.protocol, args.reference)
     sha = weights_sha256(args.model_path or args.model)
     existing = load(out)
@@ -65,7 +70,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     upscaler = Upscaler.from_pretrained(args.model_path or args.model, device="cpu")
     images = load_eval_set(data, protocol, upscaler.config.out_size)
     reference = reference_features(reference_dirs, protocol, upscaler.config.out_size)
-    recipes = grid(args.steps, [v for v in SAMPLER_VARIANTS if v[0] in args.samplers], args.spacings, args.consistency,
+    recipes = grid(args.steps, variants, args.spacings, args.consistency,
                    args.samples)
     shard, shards = (int(x) for x in args.shard.split("/"))
     for i, recipe in enumerate(recipes):
@@ -186,7 +191,8 @@ def main() -> None:
     parser.add_argument("--protocol", default="faces")
     parser.add_argument("--reference", nargs="+", help="KID reference folders (with --data)")
     parser.add_argument("--steps", type=int, nargs="+", default=list(STEPS))
-    parser.add_argument("--samplers", nargs="+", default=["ddim", "ancestral", "dpmpp_2m"])
+    parser.add_argument("--samplers", nargs="+", default=["ddim", "ancestral", "dpmpp_2m"],
+                        help="samplers to measure (ddim: its three etas; ddim=0 and the like: one of them)")
     parser.add_argument("--spacings", nargs="+", default=list(SPACINGS))
     parser.add_argument("--consistency", nargs="+", default=list(CONSISTENCY))
     parser.add_argument("--samples", type=int, nargs="+", default=[1], metavar="K",
