@@ -89,7 +89,7 @@ def child(spec: dict) -> dict:
 
         upscaler.fast_path = stub
     options = dict(num_steps=spec["steps"], sampler=spec["sampler"], consistency="every", tile_size=spec.get("tile", 0),
-                   progress=False, generator=torch.Generator().manual_seed(0))
+                   num_samples=1, progress=False, generator=torch.Generator().manual_seed(0))
     out, peak, seconds = _measure(lambda: upscaler.upscale_tensor(lowres, **options))
     assert out.shape[-1] == side
     row.update(sampler=spec["sampler"], steps=spec["steps"], peak_mib=round(peak / 2**20, 1),

@@ -76,7 +76,7 @@ def child(args: argparse.Namespace) -> None:
     else:
         before = _rss_mib()
     started = time.perf_counter()
-    out = upscaler.upscale_tensor(lowres, num_steps=args.steps, sampler="ddim", progress=False,
+    out = upscaler.upscale_tensor(lowres, num_steps=args.steps, sampler="ddim", num_samples=1, progress=False,
                                   generator=torch.Generator().manual_seed(0), tile_size=tile_size,
                                   tile_overlap=args.tile_overlap, tile_batch_size=args.tile_batch_size)
     if cuda:

@@ -288,10 +288,10 @@ def measure(name: str, config: ModelConfig, batch: int, device: torch.device, ar
 
             def upscale(up: Upscaler = up, lowres: torch.Tensor = lowres, variant: Variant = variant) -> torch.Tensor:
                 with autocast_for(variant, device):
-                    return up.upscale_tensor(lowres, num_steps=args.image_steps, sampler="ddim", progress=False,
-                                             generator=torch.Generator().manual_seed(2)).cpu()
+                    return up.upscale_tensor(lowres, num_steps=args.image_steps, sampler="ddim", num_samples=1,
+                                             progress=False, generator=torch.Generator().manual_seed(2)).cpu()
 
-            up.upscale_tensor(lowres, num_steps=1, sampler="ddim", progress=False)  # any first-call cost, untimed
+            up.upscale_tensor(lowres, num_steps=1, sampler="ddim", num_samples=1, progress=False)  # first-call cost
             images[variant.name] = upscale
     print(f"  timing {len(calls)} variants x {args.repeats} rounds ...", flush=True)
     load_before = os.getloadavg()[0]
@@ -372,10 +372,11 @@ def time_default_upscale(name: str, device: torch.device, budget_s: float) -> di
         return {**record, "error": f"not available here ({type(err).__name__}: {str(err).splitlines()[0]})"}
     image = Image.open(REPO / EXAMPLES[name]).convert("RGB")
     defaults = up.config.sampling
-    record.update(sampler=defaults.sampler, num_steps=defaults.num_steps, dtype=str(up.dtype),
+    record.update(sampler=defaults.sampler, num_steps=defaults.num_steps, num_samples=defaults.num_samples,
+                  dtype=str(up.dtype),
                   threads=torch.get_num_threads())
     start = time.perf_counter()
-    up.upscale(image, num_steps=1, seed=0, progress=False)
+    up.upscale(image, num_steps=1, seed=0, progress=False)  # the default's K samples of one step
     one_step = time.perf_counter() - start
     if one_step * defaults.num_steps > budget_s:
         return {**record, "estimated_s": round(one_step * defaults.num_steps, 2),
