@@ -62,6 +62,8 @@ def test_training_can_start_from_an_exported_model_folder(tmp_path, face_folder)
     a = Upscaler.from_pretrained(first, device="cpu").model.state_dict()
     b = Upscaler.from_pretrained(export, device="cpu").model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)  # lr 0: the weights came through unchanged
+    steps = [json.loads((folder / "config.json").read_text())["task"]["training_steps"] for folder in (first, export)]
+    assert steps[1] == steps[0] + 1  # the export counts the steps of its whole lineage
 
 
 def test_training_config_rejects_unknown_keys(tmp_path):

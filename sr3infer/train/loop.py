@@ -24,7 +24,7 @@ from ..distributed import DistContext, init_from_env
 from ..errors import reject_unknown_keys
 from ..prediction import training_target
 from ..resample import bicubic
-from ..weights import WEIGHTS_NAME, build_model, load_weights, save_model_folder
+from ..weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
 from .noise_levels import EDM_LOG_MEAN, EDM_LOG_STD, NOISE_SAMPLINGS, NoiseLevelSampler
@@ -166,6 +166,7 @@ class TrainingRun:
     run_dir: Path
     noise_sampler: NoiseLevelSampler = field(default_factory=NoiseLevelSampler)
     step: int = 0
+    steps_before: int = 0  # training steps already in the `init_from` weights (the lineage), added on export
 
     @property
     def state_path(self) -> Path:
@@ -198,9 +199,12 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     run_dir.mkdir(parents=True, exist_ok=True)
 
     model = build_model(model_config).train()
+    steps_before = 0
     if cfg.init_from and not (run_dir / "state.pt").exists():
         model.load_state_dict({k: v.float() for k, v in load_weights(Path(cfg.init_from) / WEIGHTS_NAME).items()})
-        log.info("initialised weights from %s", cfg.init_from)
+        steps_before = int(read_config(Path(cfg.init_from) / WEIGHTS_NAME)
+                           .task.get("training_steps", 0))
+        log.info("initialised weights from %s (%d training steps)", cfg.init_from, steps_before)
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
@@ -214,7 +218,8 @@ def setup(cfg: TrainConfig) -> TrainingRun:
                                           cfg.noise_uniform_fraction)
         log.info("noise levels: %s, sigma_data %.4f%s", cfg.noise_sampling, sigma_data,
                  "" if cfg.sigma_data else " (measured on 64 training images)")
-    return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir, noise_sampler)
+    return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir, noise_sampler,
+                       steps_before=steps_before)
 
 
 def measure_sigma_data(data: FaceImages | NaturalImages, model_config: ModelConfig, rng: random.Random,
@@ -234,6 +239,7 @@ def resume(run: TrainingRun) -> None:
     run.ema.load_state_dict(state["ema"])
     run.optimizer.load_state_dict(state["optimizer"])
     run.step = int(state["step"])
+    run.steps_before = int(state.get("steps_before", 0))
     torch.set_rng_state(state["torch_rng"])
     run.rng.seed(run.cfg.seed + run.dist.rank + run.step)
     log.info("resumed %s at step %d", run.state_path, run.step)
@@ -243,7 +249,7 @@ def save_state(run: TrainingRun) -> None:
     """Write `state.pt` atomically (a temporary file, then a rename)."""
     state = {
         "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
-        "step": run.step, "torch_rng": torch.get_rng_state(),
+        "step": run.step, "steps_before": run.steps_before, "torch_rng": torch.get_rng_state(),
     }
     tmp = run.state_path.with_suffix(".tmp")
     torch.save(state, tmp)
@@ -251,8 +257,9 @@ def save_state(run: TrainingRun) -> None:
 
 
 def export(run: TrainingRun) -> None:
-    """The EMA weights as a model folder, with the step count in the config's task."""
-    config = run.model_config.replace(task={**run.model_config.task, "training_steps": run.step})
+    """The EMA weights as a model folder, with the step count of the whole lineage (`init_from`'s steps + this
+    run's) in the config's task."""
+    config = run.model_config.replace(task={**run.model_config.task, "training_steps": run.steps_before + run.step})
     save_model_folder(run.export_dir, config, run.ema.state_dict())
 
 
