@@ -160,6 +160,15 @@ class FastModel:
                 return None
         return self._compiled
 
+    def _call_target(self) -> ModelCall:
+        """The compiled model when compile is active, else the plain one.
+
+        Never truth-tests the compiled module: `OptimizedModule` forwards `bool()` to `len()`, which the U-Net
+        does not support (`compiled or model` made every compile+CUDA-graphs capture fail on the H200).
+        """
+        compiled = self._compiled_fn()
+        return self.model if compiled is None else compiled
+
     def _disable_compile(self, reason: str) -> None:
         self._compile_failed = True
         self._compiled = None
@@ -213,7 +222,7 @@ class FastModel:
         current.wait_stream(side)
         if self._pool is None:
             self._pool = torch.cuda.graph_pool_handle()
-        call = self._compiled_fn() or self.model
+        call = self._call_target()
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self._pool):
             static_output = call(static_inputs, static_level)

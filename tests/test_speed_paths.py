@@ -118,10 +118,32 @@ def test_inductor_compile_matches_eager(tiny_config, lowres):
     """A real inductor compile matches eager; the default CPU suite covers the dynamo trace (eager backend) instead."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     up = Upscaler(tiny_config, build_model(tiny_config), device=device, torch_dtype="fp32")
-    expected = _upscale(up, lowres)
-    got = _upscale(up.enable_compile(), lowres)
+    # True fp32 on both sides: cuDNN's default TF32 convolutions differ from inductor's kernels by ~1e-3 per
+    # call, enough to move 2% of the pixels by 0.03 after 3 steps on the H200 (what this test compares is the
+    # compile, not TF32).
+    cudnn_tf32, matmul_precision = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
+    torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
+    try:
+        expected = _upscale(up, lowres)
+        got = _upscale(up.enable_compile(), lowres)
+    finally:
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
+        torch.set_float32_matmul_precision(matmul_precision)
     assert up.fast_path.compile_active, "inductor compile failed and fell back to eager"
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=0)
+
+
+def test_graph_capture_calls_the_compiled_module_without_truth_testing_it(tiny_unet_model):
+    """`compiled or model` called len() on the OptimizedModule and broke every compile+CUDA-graphs capture (H200)."""
+    from sr3infer.fastpath import FastModel
+
+    fast = FastModel(tiny_unet_model, compile=True, compile_backend="eager")
+    target = fast._call_target()
+    assert target is not tiny_unet_model and fast.compile_active
+    with pytest.raises(TypeError):
+        bool(target)  # why the old `or` failed: this must stay a test of the real OptimizedModule
+    assert FastModel(tiny_unet_model)._call_target() is tiny_unet_model
 
 
 def test_compile_mode_that_captures_graphs_cannot_be_combined_with_cuda_graphs(tiny_unet_model):

@@ -373,6 +373,9 @@ def _train_until_done(run: TrainingRun, net: torch.nn.Module) -> None:
             export(run)
             log.info("%s at step %d after %.1f min; exported %s", "stopped by signal" if stop.requested else "finished",
                      run.step, (time.time() - started) / 60, run.export_dir)
+        # Leave together: a rank that tore its process group down while rank 0 was still exporting made gloo
+        # abort it (SIGABRT, seen once in CI on test_ddp_with_two_cpu_ranks).
+        run.dist.barrier()
 
 
 def main(argv: list[str] | None = None) -> int:
