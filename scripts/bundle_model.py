@@ -46,6 +46,12 @@ LICENCES = {
 PEER_FILE = REPO / "benchmarks" / "results" / "peer_esrgan_thick.json"
 
 
+def _gpu_cell(stretch: dict) -> str:
+    """' + 6.5 min on NVIDIA H200 (batch 64)' for a GPU stretch, '' for a CPU one."""
+    gpu = stretch.get("gpu")
+    return "" if not gpu else f" + {gpu['minutes']} min on {gpu['name']} (batch {gpu['batch_size']})"
+
+
 def bundle_weights(name: str, export: Path, dest: Path | None = None) -> None:
     """fp16 weights of `export` into the bundled folder; the bundled config's recipes, report threshold and card stay
     until step 2 (the threshold until `benchmarks/calibrate_madeup.py` is rerun). With `dest`, the same bytes go
@@ -157,6 +163,10 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
     kept_hours = sum(s["core_hours"] for s in stretches if s["kept"])
     all_hours = sum(s["core_hours"] for s in stretches)
     steps = sum(s["steps"] for s in stretches if s["kept"])
+    # A stretch on a lent GPU has "gpu": {"name", "minutes", "batch_size"}; its core_hours count the CPU only (0).
+    gpu_minutes = sum(s["gpu"]["minutes"] for s in stretches if s["kept"] and "gpu" in s)
+    gpu_names = sorted({s["gpu"]["name"] for s in stretches if s["kept"] and "gpu" in s})
+    gpu_text = f" and {gpu_minutes:.1f} minutes of one {', '.join(gpu_names)} GPU" if gpu_minutes else ""
     params = sum(t.numel() for t in load_weights(dest / "model.safetensors").values())
     metrics = ("psnr", "ssim", "consistency_1e5", "kid_1e3", "fid")
     heads = ("PSNR (dB) ↑", "SSIM ↑", "consistency ×1e-5 ↓", "KID ×1e-3 ↓", "FID ↓")
@@ -180,7 +190,7 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
             f"{r['sampler']} {r['num_steps']} x {r['num_samples']}" for r in means) + ")")
     history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
     history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
-                     f"{s['core_hours']:.2f} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
+                     f"{s['core_hours']:.2f}{_gpu_cell(s)} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
                      for s in stretches]
     u = config.network
     domain = config.task.get("domain", "")
@@ -237,7 +247,8 @@ Each row is reproduced by
 Data: {config.task.get('dataset', '')}. Adam, warm-up, EMA 0.999, bf16 autocast, L1 loss on the v target;
 training noise levels: {noise_levels}.
 Every stretch so far (`{history_path.relative_to(REPO)}`; loss curves in the logs it names), on a shared
-2-core AMD EPYC CPU: {steps} steps and {kept_hours:.2f} core-hours in these weights, {all_hours:.2f} core-hours spent in all.
+2-core AMD EPYC CPU unless the row names a GPU: {steps} steps, {kept_hours:.2f} core-hours{gpu_text} in these weights,
+{all_hours:.2f} core-hours spent in all.
 
 {chr(10).join(history_rows)}
 
