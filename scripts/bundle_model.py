@@ -187,7 +187,8 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
     means = sorted((r for r in runs.values() if r.get("num_samples", 1) > 1), key=lambda r: (r["num_samples"], r["num_steps"]))
     mean_text = "" if not means else (
         f"; beside them {len(means)} means of K samples per image (" + ", ".join(
-            f"{r['sampler']} {r['num_steps']} x {r['num_samples']}" for r in means) + ")")
+            f"{r['sampler']} {r['num_steps']}{' eta ' + format(r['eta'], 'g') if r.get('eta') else ''} x {r['num_samples']}"
+            for r in means) + ")")
     history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
     history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
                      f"{s['core_hours']:.2f}{_gpu_cell(s)} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
