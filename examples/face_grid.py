@@ -102,6 +102,9 @@ def main() -> None:
                                        "else the faces of the committed face_grid.png")
     parser.add_argument("--peer-dir", type=Path, default=DEFAULT_PEER_DIR,
                         help="the peer's upscaled val faces 0000.png, ... (default: what esrgan_thick.py writes)")
+    parser.add_argument("--from-committed-grid", action="store_true",
+                        help="take the val faces and peer outputs from the committed face_grid.png (lossless, the same "
+                             "pixels) even where the val folder exists: re-draws the SR3 columns without the peer's npm run")
     parser.add_argument("--count", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--palette", action="store_true",
@@ -117,11 +120,11 @@ def main() -> None:
         raise SystemExit(f"{args.model} has no {' or '.join(missing)} preset (its config.json 'presets': "
                          f"{sorted(upscaler.config.presets) or 'none'}); pass --model with a model that has both.")
     size = upscaler.config.out_size
-    if args.data is None and not DEFAULT_DATA.is_dir():
+    if args.from_committed_grid or (args.data is None and not DEFAULT_DATA.is_dir()):
         if size != CELL:
             raise SystemExit(f"{args.model} makes {size} px faces; pass --data with the CelebA val faces.")
         columns = grid_columns(COMMITTED_GRID)
-        print(f"note: no {DEFAULT_DATA}; using the val faces and peer outputs of the committed {COMMITTED_GRID.name}")
+        print(f"note: using the val faces and peer outputs of the committed {COMMITTED_GRID.name}")
         hr = torch.stack([to_unit_tensor(face) for face in columns[-1][: args.count]])
         peer = torch.stack([to_unit_tensor(face) for face in columns[2][: args.count]])
         lowres = make_lowres(hr, upscaler.config.scale)
