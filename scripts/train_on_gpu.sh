@@ -34,16 +34,7 @@ cfg.update({
 json.dump(cfg, open(f"/tmp/{name}-gpu.json", "w"), indent=2)
 PY
 "$PYTHON" -m sr3infer.train "/tmp/$NAME-gpu.json" 2>&1 | tee "$OUT/train.log"
-mkdir -p "$OUT/export"
-cp "runs-gpu/$NAME/export/config.json" "$OUT/export/config.json"
-"$PYTHON" - "runs-gpu/$NAME/export/model.safetensors" "$OUT/export/model.safetensors" <<'PY'
-import sys
-from safetensors.torch import load_file, save_file
-from safetensors import safe_open
-with safe_open(sys.argv[1], "pt") as f:
-    metadata = f.metadata()
-save_file({k: v.half() if v.is_floating_point() else v for k, v in load_file(sys.argv[1]).items()}, sys.argv[2], metadata)
-PY
+"$PYTHON" scripts/bundle_model.py "$NAME" --export "runs-gpu/$NAME/export" --to "$OUT/export"   # fp16, as bundled
 cp "runs-gpu/$NAME/log.jsonl" "$OUT/log.jsonl"
 nvidia-smi --query-gpu=name --format=csv,noheader >> "$OUT/train.log" || true
 # The full resumable state (weights + EMA + Adam, ~100 MB for 6M parameters) exceeds what comes back
