@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -107,11 +108,15 @@ def test_ddp_with_two_cpu_ranks(tmp_path, face_folder):
     path = tmp_path / "ddp.json"
     path.write_text(json.dumps(cfg.__dict__))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    result = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "sr3infer.train", str(path)],
-        capture_output=True, text=True, env=env, timeout=180,
-    )
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               "-m", "sr3infer.train", str(path)]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
+    if result.returncode != 0 and "SIGABRT" in result.stderr:
+        # Known CI flake, cause not found yet (issue 16 notes, sessions 10-11): a gloo rank aborts at exit on the
+        # shared 2-core CI machine, about one suite run in three; never seen locally in 15 runs. One clean retry;
+        # any other failure, or a second abort, still fails the test.
+        shutil.rmtree(tmp_path / "runs" / "ddp", ignore_errors=True)
+        result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     state = torch.load(tmp_path / "runs" / "ddp" / "state.pt", weights_only=True)
     assert state["step"] == 2
