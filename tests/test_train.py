@@ -112,9 +112,9 @@ def test_ddp_with_two_cpu_ranks(tmp_path, face_folder):
                "-m", "sr3infer.train", str(path)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     if result.returncode != 0 and "SIGABRT" in result.stderr:
-        # Known CI flake, cause not found yet (issue 16 notes, sessions 10-11): a gloo rank aborts at exit on the
-        # shared 2-core CI machine, about one suite run in three; never seen locally in 15 runs. One clean retry;
-        # any other failure, or a second abort, still fails the test.
+        # The CI flake of sessions 10-11 (a rank aborting in the interpreter's teardown, DDP keeping the gloo group
+        # alive) is cured by `leave_without_teardown`; this one clean retry stays as a safety net. Any other failure,
+        # or a second abort, still fails the test.
         shutil.rmtree(tmp_path / "runs" / "ddp", ignore_errors=True)
         result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
