@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["DistContext", "init_from_env", "shard_indices"]
+__all__ = ["DistContext", "init_from_env", "launched_by_torchrun", "shard_indices"]
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,11 @@ def _env_int(name: str) -> int:
         raise ValueError(f"Environment variable {name} must be an integer, got {value!r}. Is it set by torchrun?") from None
 
 
+def launched_by_torchrun() -> bool:
+    """True in a rank of a multi-process torchrun job (RANK and WORLD_SIZE set, WORLD_SIZE > 1)."""
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ and _env_int("WORLD_SIZE") > 1
+
+
 def init_from_env(device: str | None = None) -> DistContext:
     """Start a process group when launched by torchrun (RANK and WORLD_SIZE set, WORLD_SIZE > 1).
 
@@ -101,7 +106,7 @@ def init_from_env(device: str | None = None) -> DistContext:
     Returns:
         The context; `distributed` is False for a plain single-process run.
     """
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ or _env_int("WORLD_SIZE") <= 1:
+    if not launched_by_torchrun():
         return DistContext(device=device)
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")
     local_rank = _env_int("LOCAL_RANK") if "LOCAL_RANK" in os.environ else 0

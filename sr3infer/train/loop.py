@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from ..config import ModelConfig
-from ..distributed import DistContext, init_from_env
+from ..distributed import DistContext, init_from_env, launched_by_torchrun
 from ..errors import reject_unknown_keys
 from ..prediction import training_target
 from ..resample import bicubic
@@ -393,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out_dir:
         cfg.out_dir = args.out_dir
     train(cfg)
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if launched_by_torchrun():
         leave_without_teardown()
     return 0
 
