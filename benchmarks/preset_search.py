@@ -32,7 +32,8 @@ from sr3infer import Upscaler, metrics
 from sr3infer.config import Recipe
 from sr3infer.hub import resolve_model_files
 from sr3infer.manifest import sha256_file
-from sr3infer.presets import CONSISTENCY, RULE, SAMPLER_VARIANTS, SPACINGS, STEPS, choose, grid, key, recipe_of
+from sr3infer.presets import (CONSISTENCY, REALISM_MIN_PSNR_DB, SAMPLER_VARIANTS, SPACINGS, STEPS, choose, grid, key,
+                              recipe_of, rule)
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
 HERE = Path(__file__).resolve().parent
@@ -96,7 +97,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
         row = {**recipe, **result, "signature": sig, "seconds_per_image": round((time.time() - started) / len(images), 3)}
         update(out, key(recipe), row, model=args.model, weights_sha256=sha, data=str(data), protocol=protocol,
                reference=[str(r) for r in reference_dirs], images=len(images), seed=args.seed, threads=args.threads,
-               rule=RULE, device=f"CPU: {cpu_name()}, {str(upscaler.dtype).removeprefix('torch.')}")
+               rule=rule(REALISM_MIN_PSNR_DB.get(args.model)), device=f"CPU: {cpu_name()}, {str(upscaler.dtype).removeprefix('torch.')}")
         m = result["model"]
         print(f"{key(recipe):42s} PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} cons {m['consistency_1e5']:.4f}e-5 "
               f"KID {m.get('kid_1e3', float('nan')):.1f}e-3 FID {m.get('fid', float('nan')):.1f}  "
@@ -155,9 +156,10 @@ def report(args: argparse.Namespace, out: Path) -> None:
     runs = data["runs"]
     if not runs:
         raise SystemExit(f"{out} has no measured recipes yet.")
-    chosen = choose(runs)
+    min_psnr_db = REALISM_MIN_PSNR_DB.get(args.model)
+    chosen = choose(runs, min_psnr_db)
     print(f"{args.model}: {len(runs)} recipes on {data['images']} images ({data['data']}), weights {data['weights_sha256'][:12]}")
-    print(f"rule: {RULE}")
+    print(f"rule: {rule(min_psnr_db)}")
     print(table(runs, chosen))
     for name, row in chosen.items():
         print(f"{name}: {key(row)}  PSNR {row['model']['psnr']:.2f}  SSIM {row['model']['ssim']:.3f}  "
@@ -165,7 +167,10 @@ def report(args: argparse.Namespace, out: Path) -> None:
     data["presets"] = {name: {"key": key(row), "recipe": recipe_of(row), **row["model"],
                               **({"psnr_floor_db": row["psnr_floor_db"]} if "psnr_floor_db" in row else {})}
                        for name, row in chosen.items()}
-    data["rule"] = RULE
+    data["rule"] = rule(min_psnr_db)
+    data.pop("realism_min_psnr_db", None)
+    if min_psnr_db is not None:
+        data["realism_min_psnr_db"] = min_psnr_db  # so that bundle_model.py and tests/test_bundled.py re-apply the same rule
     save(out, data)
     peer_file = HERE / "results" / "peer_esrgan_thick.json"
     peer = None

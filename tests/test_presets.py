@@ -114,6 +114,23 @@ def test_the_rule_picks_fidelity_by_psnr_and_realism_by_kid_above_the_floor():
     assert len(presets.grid()) == 182 and presets.grid()[0]["num_steps"] == 1
 
 
+def test_a_model_floor_above_bicubic_plus_half_a_db_is_kept_and_drops_when_nothing_reaches_it():
+    """REALISM_MIN_PSNR_DB (faces: issue 16's operating point, PSNR >= 23.5): the realism preset is the lowest KID
+    among recipes at or above it; when no recipe reaches it the floor falls back to bicubic + 0.5 dB."""
+    from sr3infer import presets
+
+    rows = [_row("ancestral", 50, 30.8, 0.5, 10.0), _row("ancestral", 20, 31.2, 0.5, 14.0),
+            _row("ddim", 1, 31.6, 0.5, 40.0)]
+    runs = {presets.key(r): r for r in rows}
+    assert presets.choose(runs)["realism"]["num_steps"] == 50                      # floor 30.5: lowest KID
+    chosen = presets.choose(runs, min_psnr_db=31.0)
+    assert chosen["realism"]["num_steps"] == 20 and chosen["realism"]["psnr_floor_db"] == 31.0
+    assert presets.choose(runs, min_psnr_db=30.2)["realism"]["psnr_floor_db"] == 30.5  # lower than bicubic + 0.5: unused
+    fallback = presets.choose(runs, min_psnr_db=32.0)["realism"]
+    assert fallback["num_steps"] == 50 and fallback["psnr_floor_db"] == 30.5
+    assert "23.5 dB" in presets.rule(presets.REALISM_MIN_PSNR_DB["sr3-face-8x"]) and "23.5" not in presets.RULE
+
+
 def test_the_rule_is_cost_aware():
     """Issue 16 item 5: fidelity = the fewest network calls within 0.05 dB of the best PSNR; realism = the fewest
     calls with KID within 5 % of the lowest (above the floor). Outside the tolerances, quality wins."""
