@@ -168,9 +168,6 @@ def report(args: argparse.Namespace, out: Path) -> None:
                               **({"psnr_floor_db": row["psnr_floor_db"]} if "psnr_floor_db" in row else {})}
                        for name, row in chosen.items()}
     data["rule"] = rule(min_psnr_db)
-    data.pop("realism_min_psnr_db", None)
-    if min_psnr_db is not None:
-        data["realism_min_psnr_db"] = min_psnr_db  # so that bundle_model.py and tests/test_bundled.py re-apply the same rule
     save(out, data)
     peer_file = HERE / "results" / "peer_esrgan_thick.json"
     peer = None

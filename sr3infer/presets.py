@@ -24,7 +24,8 @@ from __future__ import annotations
 from typing import Any
 
 __all__ = ["STEPS", "SAMPLER_VARIANTS", "SPACINGS", "CONSISTENCY", "MAX_CONSISTENCY_1E5", "PSNR_MARGIN_DB",
-           "PSNR_TOLERANCE_DB", "KID_TOLERANCE", "REALISM_MIN_PSNR_DB", "RULE", "rule", "grid", "key", "network_calls", "choose", "recipe_of"]
+           "PSNR_TOLERANCE_DB", "KID_TOLERANCE", "REALISM_MIN_PSNR_DB", "RULE", "rule", "grid", "key",
+           "network_calls", "choose", "recipe_of"]
 
 STEPS = (1, 2, 3, 5, 10, 20, 50)
 SAMPLER_VARIANTS = (("ddim", 0.0), ("ddim", 0.5), ("ddim", 1.0), ("ancestral", 0.0), ("dpmpp_2m", 0.0))
@@ -90,8 +91,8 @@ def network_calls(row: dict[str, Any]) -> int:
 
 def choose(runs: dict[str, dict[str, Any]], min_psnr_db: float | None = None) -> dict[str, dict[str, Any]]:
     """The two presets by the rule from the measured rows (`runs`: key -> row with "model" and "bicubic" scores).
-    `min_psnr_db`: the model's own realism floor, when higher than bicubic + 0.5 dB (the search JSON's
-    "realism_min_psnr_db"). {} when no row meets the consistency bound."""
+    `min_psnr_db`: the model's own realism floor (`REALISM_MIN_PSNR_DB`), used when higher than bicubic + 0.5 dB.
+    {} when no row meets the consistency bound."""
     rows = [r for r in runs.values() if r["model"]["consistency_1e5"] <= MAX_CONSISTENCY_1E5 and "same_as" not in r]
     if not rows:
         return {}

@@ -76,8 +76,9 @@ def test_presets_are_the_searched_ones(name):
     weights = REPO / "sr3infer" / "bundled" / name / "model.safetensors"
     assert search["weights_sha256"] == sha256_file(weights), "search on other weights"
     config = Upscaler.from_pretrained(name, device="cpu").config
-    chosen = presets.choose(search["runs"], search.get("realism_min_psnr_db"))
-    assert search.get("realism_min_psnr_db") == presets.REALISM_MIN_PSNR_DB.get(name), "re-run preset_search.py --report"
+    min_psnr_db = presets.REALISM_MIN_PSNR_DB.get(name)
+    assert search["rule"] == presets.rule(min_psnr_db), "the JSON's rule is stale: re-run preset_search.py --report"
+    chosen = presets.choose(search["runs"], min_psnr_db)
     assert set(config.presets) == set(chosen) == {"fidelity", "realism"}
     for preset, row in chosen.items():
         assert config.presets[preset] == Recipe.from_dict(presets.recipe_of(row)), preset
