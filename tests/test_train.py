@@ -89,7 +89,9 @@ def test_training_configs_read_prepared_data_then_shared():
     for path in configs:
         cfg = TrainConfig.from_json_file(path)
         folder = {"faces": "celeba/train", "natural": "natural/train"}[cfg.data_kind]
-        assert cfg.data_root == [f".data/datasets/{folder}", f"../shared/datasets/{folder}"], path
+        prepared = {f".data/datasets/{folder}", ".data/datasets/natural-lossless/train"}  # lossless: real-photo runs
+        assert cfg.data_root[0] in prepared, path
+        assert cfg.data_root[1:] == [f"../shared/datasets/{folder}"], path
 
 
 def test_low_res_inputs_are_made_like_inference_inputs(face_folder):
@@ -164,3 +166,30 @@ def test_eval_faces_protocol_skips_small_images_and_stops_when_none_is_left(tmp_
     assert main(["eval", str(tiny_model_dir), str(folder), "--no-fid", "--steps", "1"]) != 0
     err = capsys.readouterr().err
     assert "No usable image" in err and "Traceback" not in err
+
+
+def test_training_on_degraded_inputs_runs_and_checks_its_block(tmp_path, face_folder):
+    from sr3infer.train.loop import setup, training_batch
+
+    run = setup(_config(tmp_path, face_folder, degradation={"clean_prob": 0.0}))
+    hr, cond = training_batch(run)
+    assert hr.shape == cond.shape == (2, 3, 8, 8)
+    assert train(_config(tmp_path, face_folder, name="real", degradation={})).is_dir()
+    with pytest.raises(ValueError, match="clean_prob must be a probability"):
+        _config(tmp_path, face_folder, degradation={"clean_prob": 5})
+
+
+def test_multi_scale_crops_cover_more_of_the_photo(tmp_path):
+    import random
+
+    from sr3infer.train.data import NaturalImages
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(folder / "a.png")
+    plain, multi = NaturalImages(folder, 32), NaturalImages(folder, 32, min_scale=0.5)
+    rng = random.Random(0)
+    assert plain.sample(rng).shape == multi.sample(rng).shape == (3, 32, 32)
+    # a downscaled crop is smoother than a full-resolution one of white noise
+    assert float(multi.sample(random.Random(1)).diff(dim=-1).abs().mean()) < \
+        float(plain.sample(random.Random(1)).diff(dim=-1).abs().mean())

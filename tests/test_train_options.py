@@ -118,6 +118,8 @@ def test_whole_image_batches_are_full_size(tmp_path, face_folder):
     ("name", "/tmp/abs", "'name' must be a plain folder name"),
     ("data_root", 5, "'data_root' must be a folder or a list of folders, got 5"),
     ("channels_last", "false", "'channels_last' must be true or false, got 'false'"),
+    ("threads", 100000, "'threads' must be at most 1024, got 100000"),
+    ("degradation", [1], "'degradation' must be an object or null"),
 ])
 def test_config_types_ranges_and_names_are_checked_at_load(tmp_path, key, value, message):
     """Issue 17 item 18: batch_size 0 crashed in torch.stack after making the run folder; lr "fast" raised a
@@ -141,3 +143,19 @@ def test_config_file_that_is_not_a_json_object(tmp_path):
     path.write_text(json.dumps({"name": "x"}))
     with pytest.raises(ValueError, match=r"missing required key\(s\) \['data_kind', 'data_root', 'model'\]"):
         TrainConfig.from_json_file(path)
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-minutes", "nan", "--max-minutes must be a number of at least 0, got nan"),
+    ("--max-minutes", "-5", "--max-minutes must be a number of at least 0, got -5"),
+])
+def test_command_line_overrides_pass_the_config_bounds(tmp_path, capsys, flag, value, message):
+    from sr3infer.train.loop import main
+
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL,
+                                "out_dir": str(tmp_path / "runs")}))
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(path), flag, value])
+    assert exit_info.value.code == 2 and message in capsys.readouterr().err
+    assert not (tmp_path / "runs").exists()

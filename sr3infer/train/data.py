@@ -105,25 +105,32 @@ class FaceImages:
 
 
 class NaturalImages:
-    """Random `size` crops of natural photos with random flips (horizontal and vertical)."""
+    """Random `size` crops of natural photos with random flips; with `min_scale` < 1, multi-scale: each crop is cut
+    from the photo downscaled by a random factor in [min_scale, 1], as SR training on DIV2K does."""
 
-    def __init__(self, root: str | Path, size: int = 256) -> None:
+    def __init__(self, root: str | Path, size: int = 256, *, min_scale: float = 1.0) -> None:
         self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
         for image in self.images:
             image.load()
         self.images = [im for im in self.images if min(im.size) >= size]
         if not self.images:
             raise ValueError(f"No image in {root} is at least {size} px on its short side.")
-        self.size = size
+        self.size, self.min_scale = size, min_scale
 
     def __len__(self) -> int:
         return len(self.images)
 
     def sample(self, rng: random.Random) -> Tensor:
         image = rng.choice(self.images)
-        x = rng.randint(0, image.width - self.size)
-        y = rng.randint(0, image.height - self.size)
-        crop = image.crop((x, y, x + self.size, y + self.size))
+        scale = rng.uniform(max(self.min_scale, self.size / min(image.size)), 1) if self.min_scale < 1 else 1.0
+        side = self.size / scale  # the window of the full-size photo that becomes one crop
+        x = rng.uniform(0, image.width - side)
+        y = rng.uniform(0, image.height - side)
+        if scale == 1.0:
+            crop = image.crop((int(x), int(y), int(x) + self.size, int(y) + self.size))
+        else:
+            crop = image.resize((self.size, self.size), Image.BICUBIC, box=(x, y, x + side, y + side),
+                                reducing_gap=None)
         if rng.random() < 0.5:
             crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
         if rng.random() < 0.5:

@@ -14,9 +14,10 @@ import random
 import re
 import sys
 import time
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -27,6 +28,7 @@ from ..prediction import training_target
 from ..resample import bicubic
 from ..weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
+from .degrade import Degradation, degrade
 from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
 from .noise_levels import EDM_LOG_MEAN, EDM_LOG_STD, NOISE_SAMPLINGS, NoiseLevelSampler
 from .stopping import StopOnSignal
@@ -63,6 +65,9 @@ class TrainConfig:
     noise_uniform_fraction: float = 0.25      # lognormal: share of each batch still drawn SR3's way
     blur_prob: float = 0.0                    # conditioning augmentation: blur the high-res before downsampling
     blur_sigma_max: float = 0.6               # in low-res pixels
+    degradation: dict | None = None           # real-world inputs: a `degrade.Degradation` block ({} = its defaults)
+    crop_size: int = 0                        # high-res crops degraded whole before patching; 0 = the model's size
+    crop_scale_min: float = 1.0               # natural photos: downscale by U(this, 1) before cropping (multi-scale)
     max_steps: int = 1_000_000
     max_minutes: float = 60.0
     checkpoint_minutes: float = 5.0
@@ -117,7 +122,9 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "blur_sigma_max": (float, 0, None), "max_minutes": (float, 0, None), "checkpoint_minutes": (float, 0, None),
     "export_minutes": (float, 0, None), "sigma_data": (float, 0, None), "noise_log_mean": (float, None, None),
     "noise_log_std": (float, 0.01, None), "noise_uniform_fraction": (float, 0, 1),
+    "crop_scale_min": (float, 0.05, 1), "crop_size": (int, 0, None),
 }
+MAX_THREADS = 1024
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
@@ -145,10 +152,16 @@ def _check_types(cfg: TrainConfig) -> None:
         ("card_notes", isinstance(cfg.card_notes, dict), "an object"),
         ("channels_last", isinstance(cfg.channels_last, bool), "true or false"),
         ("compile", isinstance(cfg.compile, bool), "true or false"),
+        ("degradation", cfg.degradation is None or isinstance(cfg.degradation, dict), "an object or null"),
     ):
         if not ok:
             value = getattr(cfg, key)
             raise ValueError(f"Training config {key!r} must be {expected}, got {value!r}.")
+    if cfg.threads > MAX_THREADS:
+        raise ValueError(f"Training config 'threads' must be at most {MAX_THREADS}, got {cfg.threads}; "
+                         f"this machine has {os.cpu_count()} CPU threads.")
+    if cfg.degradation is not None:
+        Degradation.from_dict(cfg.degradation)
 
 
 @dataclass
@@ -211,7 +224,9 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = random.Random(cfg.seed + dist.rank)
     torch.manual_seed(cfg.seed + dist.rank)
-    data = DATASETS[cfg.data_kind](data_root, model_config.out_size)
+    crop = cfg.crop_size or model_config.out_size
+    data = (NaturalImages(data_root, crop, min_scale=cfg.crop_scale_min) if cfg.data_kind == "natural"
+            else DATASETS[cfg.data_kind](data_root, model_config.out_size))
     noise_sampler = NoiseLevelSampler()
     if cfg.noise_sampling != "sr3":
         sigma_data = cfg.sigma_data or measure_sigma_data(data, model_config, random.Random(cfg.seed + 7919))
@@ -279,11 +294,15 @@ def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
     """(high-res target, bicubic conditioning) on the CPU: random patches, or whole images on a whole-image step."""
     cfg = run.cfg
     hr = torch.stack([run.data.sample(run.rng) for _ in range(cfg.batch_size)])
-    blur = None
-    if cfg.blur_prob > 0:
-        use = torch.rand(hr.shape[0]) < cfg.blur_prob
-        blur = torch.where(use, torch.rand(hr.shape[0]) * cfg.blur_sigma_max, torch.zeros(hr.shape[0]))
-    lowres = make_lowres(hr, run.model_config.scale, blur)
+    if cfg.degradation is not None:
+        rng = np.random.default_rng([cfg.seed, run.dist.rank, run.step])  # a resumed run repeats its inputs
+        lowres = degrade(hr, run.model_config.scale, rng, Degradation.from_dict(cfg.degradation))
+    else:
+        blur = None
+        if cfg.blur_prob > 0:
+            use = torch.rand(hr.shape[0]) < cfg.blur_prob
+            blur = torch.where(use, torch.rand(hr.shape[0]) * cfg.blur_sigma_max, torch.zeros(hr.shape[0]))
+        lowres = make_lowres(hr, run.model_config.scale, blur)
     cond = bicubic(lowres, tuple(hr.shape[-2:]))
     if cfg.patch_size and not whole_image_step(cfg, run.step):
         hr, cond = random_patches(hr, cond, cfg.patch_size, run.rng)
@@ -387,11 +406,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", help="override where runs are written")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    cfg = TrainConfig.from_json_file(args.config)
-    if args.max_minutes is not None:
-        cfg.max_minutes = args.max_minutes
-    if args.out_dir:
-        cfg.out_dir = args.out_dir
+    try:
+        cfg = TrainConfig.from_json_file(args.config)
+        overrides = {k: v for k, v in (("max_minutes", args.max_minutes), ("out_dir", args.out_dir)) if v is not None}
+        cfg = replace(cfg, **overrides)  # overrides pass the same checks as the file's values
+    except ValueError as err:
+        parser.error(str(err).replace("Training config 'max_minutes'", "--max-minutes"))
     train(cfg)
     if launched_by_torchrun():
         leave_without_teardown()
