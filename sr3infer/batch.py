@@ -34,6 +34,7 @@ from .distributed import shard_indices
 from .errors import first_line
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_run
 from .metadata import check_quality
+from .outscale import output_size
 from .report import mask_paths, save_mask_overlay
 from .uncertainty import save_uncertainty
 from .upscaler import Upscaler
@@ -312,6 +313,11 @@ def run_jobs(
                 header = imageio.read_header(job.source)
                 step = "failed"
                 _check_size(model, (header.height, header.width), max_output_pixels, options)
+                stages = model.upscalers if isinstance(model, Cascade) else [model]
+                height, width = output_size((header.height, header.width), [u.config.scale for u in stages],
+                                            outscale=options.get("outscale"), size=options.get("size"))
+                for path in job.outputs:  # a format that cannot hold the size (ICO: 256x256), before the model runs
+                    imageio.check_output_size(path, (width, height))
                 step = "skipped"
                 image, metadata[job.index] = imageio.read_image_and_metadata(job.source)
                 loaded.append((job, image))

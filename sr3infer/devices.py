@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = ["CPU_BF16_DEFAULT", "CPU_BF16_ENV", "DTYPES", "default_device", "resolve_device", "resolve_dtype",
-           "auto_dtype", "cpu_has_native_bf16"]
+           "auto_dtype", "cpu_has_native_bf16", "cpu_bf16_override"]
 
 CPU_BF16_DEFAULT = True
 """Whether dtype "auto" picks bfloat16 on a CPU with native bf16. On since benchmarks/bf16_cpu.py measured, on all val
@@ -25,7 +25,10 @@ images of both bundled models (benchmarks/results/bf16_cpu.json), PSNR within 0.
 standard error and at most 2/255 of pixel difference, 2-4x faster (bf16_cpu_speed_alternating.json)."""
 
 CPU_BF16_ENV = "SR3INFER_CPU_BF16"
-"""Set to 1 to have "auto" pick bfloat16 on the CPU (whatever the detection says), 0 to keep float32."""
+"""Set to 1 (true, yes, on) to have "auto" pick bfloat16 on the CPU (whatever the detection says), 0 (false, no, off)
+to keep float32; unset or empty, the detection decides. Any other value is an error."""
+
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
 
 DTYPES = {"fp16": torch.float16, "float16": torch.float16, "half": torch.float16, "bf16": torch.bfloat16,
           "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32, "float": torch.float32}
@@ -67,9 +70,9 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     """Whether this CPU computes bfloat16 natively: the `SR3INFER_CPU_BF16` override if set, else the CPU flags
     (AVX512-BF16 or AMX on x86, BF16 on Arm) read from /proc/cpuinfo (False where it cannot be read)."""
-    override = os.environ.get(CPU_BF16_ENV)
-    if override is not None and override.strip() in ("0", "1"):
-        return override.strip() == "1"
+    override = cpu_bf16_override()
+    if override is not None:
+        return override
     try:
         text = Path(cpuinfo).read_text(encoding="utf-8", errors="replace")[:1_000_000]
     except OSError:
@@ -81,6 +84,22 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
     return False
 
 
+def cpu_bf16_override() -> bool | None:
+    """`SR3INFER_CPU_BF16` as a boolean (1/true/yes/on or 0/false/no/off, any case), None when unset or empty.
+
+    Raises:
+        ValueError: any other value.
+    """
+    value = os.environ.get(CPU_BF16_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in _TRUE + _FALSE:
+        raise ValueError(f"{CPU_BF16_ENV} must be one of {', '.join(_TRUE)} (bfloat16 on the CPU) or "
+                         f"{', '.join(_FALSE)} (float32), got {os.environ[CPU_BF16_ENV]!r}; set one of them, or unset "
+                         "it to let the CPU's flags decide.")
+    return value in _TRUE
+
+
 def auto_dtype(device: torch.device) -> torch.dtype:
     """The dtype "auto" picks on `device` (see the module docstring)."""
     if device.type == "cuda":
@@ -88,8 +107,7 @@ def auto_dtype(device: torch.device) -> torch.dtype:
     if device.type == "mps":
         return _mps_checked(torch.float16)
     if device.type == "cpu":
-        forced = os.environ.get(CPU_BF16_ENV, "").strip() == "1"
-        if (CPU_BF16_DEFAULT or forced) and cpu_has_native_bf16():
+        if (CPU_BF16_DEFAULT or cpu_bf16_override()) and cpu_has_native_bf16():
             return torch.bfloat16
     return torch.float32
 

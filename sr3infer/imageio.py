@@ -7,16 +7,17 @@ import os
 import stat
 import struct
 import tempfile
+import threading
 import warnings
 import zlib
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterator, Union
+from typing import IO, Any, Callable, Iterator, TypeVar, Union
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
 from .metadata import ImageMetadata, metadata_of, png_chunk, png_chunks, save_options
@@ -24,13 +25,19 @@ from .resample import bicubic
 
 __all__ = ["ImageLike", "Prepared", "ImageHeader", "ImageMetadata", "load_image", "read_image",
            "read_image_and_metadata", "metadata_of", "read_header", "peek_sizes", "prepare", "restore", "save_image",
-           "output_format", "image_size", "write_atomically"]
+           "output_format", "check_output_size", "image_size", "write_atomically"]
 
 _PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
 ValueRange = Union[str, tuple[float, float]]  # of float inputs: (0, 1), (-1, 1) or "auto"
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # what a folder of images is read as
+OUTPUT_HINT = "use .png, .jpg, .webp, .tif or .bmp"
+MAX_OUTPUT_SIDE = {"ICO": 256, "WEBP": 16383, "JPEG": 65535, "GIF": 65535}
+"""The widest and highest image each of these formats holds (Pillow shrinks an ICO to fit, and fails on the others)."""
+MAX_PNG_CHUNK = 64 * 2**20
+"""Largest decompressed PNG ICC profile or text chunk read (Pillow stops at 1 MB; real printer profiles reach a few MB)."""
+_PNG_CHUNK_LIMIT = threading.Lock()
 
 
 @dataclass
@@ -83,19 +90,21 @@ def _png16_gray_alpha(path: str | os.PathLike, orientation: int) -> np.ndarray:
     of an 8-bit RGBA PNG, so the file is decoded as one, with its IHDR rewritten and only IDAT kept.
     """
     data = Path(path).read_bytes()
-    chunks, pos = [], 8
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR":
-            body = body[:8] + bytes([8, 6]) + body[10:]
-        if kind in (b"IHDR", b"IDAT", b"IEND"):
-            chunks.append(png_chunk(kind, body))
-        pos += 12 + length
+    chunks = [png_chunk(kind, body[:8] + bytes([8, 6]) + body[10:] if kind == b"IHDR" else body)
+              for kind, body in _png_chunk_list(data) if kind in (b"IHDR", b"IDAT", b"IEND")]
     with Image.open(io.BytesIO(data[:8] + b"".join(chunks))) as image:
         raw = np.asarray(image.convert("RGBA"), dtype=np.uint16)
     array = np.stack([(raw[..., 0] << 8) | raw[..., 1], (raw[..., 2] << 8) | raw[..., 3]], axis=-1)
     return _ORIENT.get(orientation, _ORIENT[1])(array)
+
+
+def _png_chunk_list(data: bytes) -> Iterator[tuple[bytes, bytes]]:
+    """(type, data) of each chunk of the PNG file `data`."""
+    pos = 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        yield kind, data[pos + 8 : pos + 8 + length]
+        pos += 12 + length
 
 
 # EXIF orientation -> how to turn the stored (H, W, C) array upright (as ImageOps.exif_transpose does).
@@ -133,8 +142,59 @@ def _pil_errors(path: Path, failure: str, *also: type[Exception]) -> Iterator[No
         ) from None
     except UnidentifiedImageError:
         raise ValueError(f"{str(path)!r} is not an image PIL can read (PNG, JPEG, WebP, TIFF, BMP, ...).") from None
-    except (OSError, SyntaxError, *also) as err:
+    except (OSError, SyntaxError, ValueError) as err:
+        if _CHUNK_TOO_LARGE in str(err):
+            raise ValueError(
+                f"{str(path)!r} holds a PNG ICC profile or text chunk that decompresses to over "
+                f"{max(MAX_PNG_CHUNK, PngImagePlugin.MAX_TEXT_CHUNK):,} bytes, more than sr3infer reads. If you trust "
+                "it, raise PIL.PngImagePlugin.MAX_TEXT_CHUNK before calling sr3infer, or remove the chunk."
+            ) from None
+        if isinstance(err, ValueError) and ValueError not in also:
+            raise
         raise ValueError(f"{str(path)!r} {failure}; is it truncated or corrupt? ({err})") from None
+
+
+_CHUNK_TOO_LARGE = "Decompressed data too large"  # Pillow's words for a PNG chunk over PngImagePlugin.MAX_TEXT_CHUNK
+_T = TypeVar("_T")
+
+
+def _large_png_chunks(read: Callable[[], _T]) -> _T:
+    """`read()`; where Pillow refused a PNG ICC profile or text chunk over its 1 MB default, again with that limit
+    raised to `MAX_PNG_CHUNK`, so a valid file with a large profile loads."""
+    try:
+        return read()
+    except ValueError as err:
+        if _CHUNK_TOO_LARGE not in str(err):
+            raise
+    with _PNG_CHUNK_LIMIT:  # a module setting of Pillow's: one raise at a time, always put back
+        default = PngImagePlugin.MAX_TEXT_CHUNK
+        PngImagePlugin.MAX_TEXT_CHUNK = max(default, MAX_PNG_CHUNK)
+        try:
+            return read()
+        finally:
+            PngImagePlugin.MAX_TEXT_CHUNK = default
+
+
+_PIL_PNG_KEYS = ("transparency", "dpi", "gamma", "aspect", "icc_profile", "exif", "xmp", "srgb", "chromaticity")
+"""`Image.info` keys that Pillow fills from a PNG's own chunks, and that a text chunk of the same key replaces."""
+
+
+def _undo_text_clashes(image: Image.Image, path: Path) -> None:
+    """Put back the `info` keys that a PNG text chunk keyed like one of Pillow's own (e.g. "transparency")
+    replaced by its text: the value of the file's own chunk (its tRNS), or none. The text stays in `image.text`."""
+    clashes = {key for key in _PIL_PNG_KEYS if isinstance(image.info.get(key), str)}
+    if not clashes:
+        return
+    data = path.read_bytes()
+    kept = [png_chunk(kind, body) for kind, body in _png_chunk_list(data)
+            if kind not in (b"tEXt", b"zTXt", b"iTXt") or body.split(b"\0", 1)[0].decode("latin-1") not in clashes]
+    with Image.open(io.BytesIO(data[:8] + b"".join(kept))) as own:
+        for key in clashes:
+            if key in own.info:
+                image.info[key] = own.info[key]
+            else:
+                del image.info[key]
+
 
 def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None, int]:
     """The decoded, upright image, for a PNG the raw sample layout it was stored in (e.g. "RGB;16B"), and the
@@ -142,13 +202,20 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
     """
     path = Path(path)
     _check_file(path)
-    with _pil_errors(path, "could not be decoded"), warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
+
+    def decode() -> tuple[Image.Image, Any]:
         image = Image.open(path)
         stored_as = image.tile[0][3] if image.format == "PNG" and len(image.tile) == 1 else None
         if rawmode is not None:
             image.tile = [(*image.tile[0][:3], rawmode)]
         image.load()
+        if image.format == "PNG":
+            _undo_text_clashes(image, path)
+        return image, stored_as
+
+    with _pil_errors(path, "could not be decoded"), warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        image, stored_as = _large_png_chunks(decode)
     frames = getattr(image, "n_frames", 1)
     if isinstance(frames, int) and frames > 1:
         if rawmode is None:
@@ -198,7 +265,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     _check_file(path)
     with _pil_errors(path, "has an unreadable header", ValueError), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with Image.open(path) as image:
+        with _large_png_chunks(lambda: Image.open(path)) as image:
             width, height, mode, fmt = image.width, image.height, image.mode, image.format or ""
             rawmode = image.tile[0][3] if fmt == "PNG" and len(image.tile) == 1 else ""
             frames = getattr(image, "n_frames", 1)
@@ -253,6 +320,9 @@ def _from_pil(image: Image.Image) -> Prepared:
     _check_size(image.height, image.width, "The image")
     mode = image.mode
     if mode == "P":
+        if isinstance(image.info.get("transparency"), str):  # a PNG text chunk keyed "transparency", not a tRNS
+            image = image.copy()
+            del image.info["transparency"]
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     elif mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX"):
         image = image.convert("RGB")
@@ -506,8 +576,18 @@ def output_format(path: str | os.PathLike) -> str:
     suffix = Path(path).suffix.lower()
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(f"Unknown output format {suffix!r}; use .png, .jpg, .webp, .tif or .bmp.")
+        raise ValueError(f"Unknown output format {suffix!r}; {OUTPUT_HINT}.")
     return fmt
+
+
+def check_output_size(path: str | os.PathLike, size: tuple[int, int]) -> None:
+    """ValueError when the format of `path` cannot hold an image of `size` (width, height), e.g. an ICO over 256x256."""
+    fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "")
+    limit = MAX_OUTPUT_SIDE.get(fmt)
+    if limit is not None and max(size) > limit:
+        raise ValueError(f"{str(path)!r}: {fmt} holds images of at most {limit}x{limit} pixels, but the output is "
+                         f"{size[0]}x{size[1]}; write .png (or .tif) instead, or ask for a smaller output "
+                         "(--outscale, --size).")
 
 
 def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
@@ -520,17 +600,20 @@ def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, over
     """Write `image` (PIL, or a uint16 (H, W, 2|3|4) array from `read_image`) in the format of the suffix of `path`.
 
     Atomic and safe, see `write_atomically`: never half a file, no symlink followed, and without
-    `overwrite` an existing name (even a dangling symlink) is never replaced.
+    `overwrite` an existing name (even a dangling symlink) is never replaced. A size the format cannot hold
+    (an ICO over 256x256, see `check_output_size`) is refused, never shrunk.
 
     Args:
-        metadata: the input's (`read_image_and_metadata`): its ICC profile, EXIF, DPI and PNG text are written
+        metadata: the input's (`read_image_and_metadata`): its ICC profile, EXIF, DPI, XMP and PNG text are written
             where the format holds them, adjusted to this image's size (see `sr3infer.metadata`).
         strip_metadata: write none of it (not even an ICC profile in a PIL image's own `info`).
         quality: JPEG and WebP quality, 1 to 100.
     """
     fmt = output_format(path)
+    check_output_size(path, image_size(image))
     bands = len(image.getbands()) if isinstance(image, Image.Image) else image.shape[-1] if image.ndim == 3 else 1
-    options = save_options(fmt, metadata, image_size(image), gray=bands < 3, strip=strip_metadata, quality=quality)
+    options = save_options(fmt, metadata, image_size(image), gray=bands < 3, strip=strip_metadata, quality=quality,
+                           path=path)
     return write_atomically(path, lambda handle: _encode(image, fmt, handle, options), overwrite=overwrite)
 
 

@@ -18,13 +18,17 @@ from typing import Any, Callable, Sequence
 
 from torch import Tensor
 
+from .bounds import MAX_SCALE
 from .resample import bicubic
 
-__all__ = ["SizePlan", "MAX_PASSES", "PASS_SEED_STRIDE", "parse_size", "check_outscale", "target_size", "num_passes", "size_plan",
-           "pass_sizes", "resize", "finish_size"]
+__all__ = ["SizePlan", "MAX_PASSES", "MAX_OUTSCALE", "PASS_SEED_STRIDE", "parse_size", "check_outscale", "target_size",
+           "output_size", "num_passes", "size_plan", "pass_sizes", "resize", "finish_size"]
 
 MAX_PASSES = 3
 """The most passes of a model over its own output (a x8 model: up to x512)."""
+
+MAX_OUTSCALE = MAX_SCALE**MAX_PASSES
+"""The largest outscale any model can reach: the largest model scale, `MAX_PASSES` times over its own output."""
 
 PASS_SEED_STRIDE = 1_000_000
 """Pass p of a run with `seed` uses seed + p * PASS_SEED_STRIDE, as `Cascade.stage_seed` does for stages."""
@@ -59,11 +63,22 @@ def _check_size(size: Any) -> tuple[int, int]:
 
 
 def check_outscale(outscale: Any) -> Fraction:
-    """`outscale` as an exact Fraction; ValueError unless it is a positive finite number."""
-    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not math.isfinite(outscale) \
-            or outscale <= 0:
-        raise ValueError(f"outscale must be a positive finite number (output side / input side), got {outscale!r}.")
+    """`outscale` as an exact Fraction; ValueError unless it is a positive number up to `MAX_OUTSCALE`.
+
+    Compared, never converted to float first, so 10**400 or a huge Fraction is refused like inf and nan.
+    """
+    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not 0 < outscale <= MAX_OUTSCALE:
+        raise ValueError(f"outscale must be a positive finite number up to {MAX_OUTSCALE:,}, got {_shown(outscale)}; "
+                         "pass a factor such as 2.5 (output side / input side).")
     return Fraction(outscale)
+
+
+def _shown(value: Any) -> str:
+    """`repr(value)`, shortened; an integer too long to print (10**5000) by its number of digits."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) > 10**30:
+        return f"an integer of about {int(abs(int(value)).bit_length() * math.log10(2)) + 1:,} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def target_size(input_size: tuple[int, int], *, outscale: Any = None, size: Any = None) -> tuple[int, int]:
@@ -73,6 +88,15 @@ def target_size(input_size: tuple[int, int], *, outscale: Any = None, size: Any 
         return height, width
     factor = check_outscale(outscale)
     return tuple(max(1, math.floor(factor * int(side) + Fraction(1, 2))) for side in input_size)  # type: ignore
+
+
+def output_size(input_size: tuple[int, int], scales: Sequence[int], *, outscale: Any = None,
+                size: Any = None) -> tuple[int, int]:
+    """The output (H, W) of an input of (h, w): `target_size` with `outscale` or `size`, else the input times each
+    model scale in `scales` (one per cascade stage)."""
+    if outscale is None and size is None:
+        return input_size[0] * math.prod(scales), input_size[1] * math.prod(scales)
+    return target_size(input_size, outscale=outscale, size=size)
 
 
 def num_passes(input_size: tuple[int, int], output_size: tuple[int, int], scale: int) -> int:

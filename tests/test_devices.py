@@ -53,6 +53,22 @@ def test_native_bf16_is_read_from_the_cpu_flags_and_can_be_overridden(tmp_path, 
     assert cpu_has_native_bf16(_cpuinfo(tmp_path, ""))
 
 
+@pytest.mark.parametrize("value, bf16", [("false", False), ("No", False), ("OFF", False), (" 0 ", False),
+                                         ("true", True), ("yes", True), ("On", True), ("1", True)])
+def test_the_bf16_switch_reads_the_usual_words_for_true_and_false(tmp_path, no_gpu, monkeypatch, value, bf16):
+    monkeypatch.setenv(devices.CPU_BF16_ENV, value)
+    assert cpu_has_native_bf16(_cpuinfo(tmp_path, "avx512_bf16" if not bf16 else "")) is bf16
+    assert auto_dtype(torch.device("cpu")) == (torch.bfloat16 if bf16 else torch.float32)
+
+
+@pytest.mark.parametrize("value", ["maybe", "2", "fasle", "bf16"])
+def test_an_unknown_bf16_switch_value_is_an_error_naming_the_variable(tmp_path, no_gpu, monkeypatch, value):
+    monkeypatch.setenv(devices.CPU_BF16_ENV, value)
+    with pytest.raises(ValueError, match=f"SR3INFER_CPU_BF16 must be one of 1, true, yes, on .* or 0, false, no, off "
+                                         f".*got '{value}'; set one of them, or unset it"):
+        resolve_dtype("auto", torch.device("cpu"))
+
+
 def test_auto_dtype_per_device(no_gpu, monkeypatch):
     monkeypatch.setattr(devices, "_probe", lambda device, dtype: None)  # MPS runs every kernel in fp16
     assert auto_dtype(torch.device("cuda")) == torch.float16

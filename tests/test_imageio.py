@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import io
 import os
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, PngImagePlugin
 
 from sr3infer import imageio
 from sr3infer.imageio import load_image, prepare, restore, save_image
@@ -111,6 +112,38 @@ def test_palette_with_transparency_keeps_it():
     image.info["transparency"] = 0
     (prep,) = prepare(image)
     assert prep.alpha is not None
+
+
+def _text_after_trns(data: bytes) -> bytes:
+    """The PNG `data` with its tEXt chunks moved to just before the pixels, after any tRNS."""
+    chunks, pos = [], 8
+    while pos < len(data):
+        chunks.append(data[pos : pos + 12 + int.from_bytes(data[pos : pos + 4], "big")])
+        pos += len(chunks[-1])
+    text, rest = [c for c in chunks if c[4:8] == b"tEXt"], [c for c in chunks if c[4:8] != b"tEXt"]
+    first_idat = next(k for k, c in enumerate(rest) if c[4:8] == b"IDAT")
+    return data[:8] + b"".join(rest[:first_idat] + text + rest[first_idat:])
+
+
+@pytest.mark.parametrize("trns", [None, 3])
+def test_a_palette_png_with_a_text_chunk_keyed_transparency_loads_and_upscales(tmp_path, tiny_upscaler, trns):
+    """Pillow puts a text chunk into `info` under its key, over its own `info["transparency"]` (the tRNS)."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text("transparency", "see the caption")
+    buffer = io.BytesIO()
+    Image.fromarray(_rgb()).convert("P").save(buffer, format="PNG", pnginfo=info,
+                                              **({} if trns is None else {"transparency": trns}))
+    path = tmp_path / "palette.png"
+    path.write_bytes(_text_after_trns(buffer.getvalue()))
+    with Image.open(path) as raw:
+        assert raw.info["transparency"] == "see the caption"  # the collision, as Pillow reads it
+    image, metadata = imageio.read_image_and_metadata(path)
+    assert image.info.get("transparency") == trns and metadata.text == {"transparency": "see the caption"}
+    out = tiny_upscaler.upscale(path, num_steps=1, progress=False)
+    assert out.size == (16, 16) and out.mode == ("RGB" if trns is None else "RGBA")
+    assert tiny_upscaler.upscale(Image.open(path), num_steps=1, progress=False).size == (16, 16)
+    save_image(out, tmp_path / "out.png", metadata=metadata)
+    assert imageio.read_image_and_metadata(tmp_path / "out.png")[1].text == {"transparency": "see the caption"}
 
 
 def test_mode_f_must_hold_unit_values():

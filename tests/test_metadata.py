@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -194,3 +195,129 @@ def test_the_cli_keeps_metadata_and_strips_it_on_request(tmp_path, model):
                  "--strip-metadata"]) == 0
     with Image.open(tmp_path / "bare.png") as out:
         assert "icc_profile" not in out.info and "exif" not in out.info and "dpi" not in out.info
+
+
+def _png_with_phys(path, pixels_per_metre: int, **save) -> None:
+    """A legal PNG whose pHYs says `pixels_per_metre` (PNG allows up to 2**31 - 1; Pillow reads up to 2**32 - 1)."""
+    buffer = io.BytesIO()
+    _rgb().save(buffer, format="PNG", **save)
+    data = buffer.getvalue()
+    phys = struct.pack(">IIB", pixels_per_metre, pixels_per_metre, 1)
+    chunk = struct.pack(">I", len(phys)) + b"pHYs" + phys + struct.pack(">I", zlib.crc32(b"pHYs" + phys))
+    path.write_bytes(data[:33] + chunk + data[33:])  # right after IHDR
+
+
+@pytest.mark.parametrize("suffix, factor, dpi", [(".png", 4, "2.032e+08"), (".jpg", 4, "2.032e+08"),
+                                                (".bmp", 4, "2.032e+08"), (".tif", 100, "5.08e+09")])
+def test_a_dpi_the_output_format_cannot_hold_is_left_out_with_one_warning(tmp_path, suffix, factor, dpi):
+    _png_with_phys(tmp_path / "in.png", 2_000_000_000)  # 50.8 million dpi, past every format's field once scaled
+    image, metadata = imageio.read_image_and_metadata(tmp_path / "in.png")
+    with pytest.warns(UserWarning) as caught:
+        imageio.save_image(_upscaled(image, factor), tmp_path / f"out{suffix}", metadata=metadata)
+    assert len(caught) == 1 and f"out{suffix}' is written without the DPI ({dpi}" in str(caught[0].message)
+    with Image.open(tmp_path / f"out{suffix}") as out:
+        assert out.size == (8 * factor, 6 * factor)
+        assert out.info.get("dpi", (0, 0))[0] < 97  # BMP: Pillow's 96 when none is given
+
+
+def test_a_dpi_past_jpeg_16_bits_is_not_wrapped_and_a_16_bit_png_is_written(tmp_path):
+    metadata = imageio.ImageMetadata(size=(8, 6), dpi=(30000.0, 30000.0))
+    with pytest.warns(UserWarning, match=r"written without the DPI \(120000 x 120000; JPEG holds 1 to 65535 dpi\)"):
+        imageio.save_image(_upscaled(_rgb(), 4), tmp_path / "out.jpg", metadata=metadata)
+    assert "dpi" not in Image.open(tmp_path / "out.jpg").info  # not 120000 mod 65536 = 54464
+    imageio.save_image(_upscaled(_rgb(), 2), tmp_path / "fits.jpg", metadata=metadata)
+    assert Image.open(tmp_path / "fits.jpg").info["dpi"] == (60000, 60000)
+    huge = imageio.ImageMetadata(size=(5, 4), dpi=(5e7, 5e7))
+    with pytest.warns(UserWarning, match="'.*deep.png' is written without the DPI"):
+        imageio.save_image(RNG.integers(0, 65536, (12, 15, 3)).astype(np.uint16), tmp_path / "deep.png", metadata=huge)
+    assert imageio.read_image(tmp_path / "deep.png").shape == (12, 15, 3)
+
+
+def test_an_exif_resolution_past_a_32_bit_rational_is_left_out_not_written_as_nan(tmp_path):
+    exif = _exif()
+    exif[0x011A], exif[0x011B] = 3_000_000_000.0, 72.0  # XResolution, YResolution
+    metadata = imageio.ImageMetadata(size=(8, 6), exif=exif.tobytes())
+    for suffix in (".jpg", ".png", ".webp", ".tif"):
+        with pytest.warns(UserWarning, match=r"without the EXIF resolution \(1.2e\+10 x 288; EXIF holds"):
+            imageio.save_image(_upscaled(_rgb(), 4), tmp_path / f"out{suffix}", metadata=metadata)
+        written = Image.open(tmp_path / f"out{suffix}").getexif()
+        assert 0x011A not in written and 0x011B not in written and written[0x010F] == "TestCam", suffix
+
+
+def test_a_folder_run_writes_every_file_past_a_dpi_no_format_holds(tmp_path, model, capsys):
+    (tmp_path / "in").mkdir()
+    _png_with_phys(tmp_path / "in" / "a.png", 4_000_000_000)
+    _rgb().save(tmp_path / "in" / "b.png", dpi=(72, 72))
+    assert main([str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--model", str(model), "--steps", "1"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+    assert "out/a.png' is written without the DPI" in capsys.readouterr().err
+    assert Image.open(tmp_path / "out" / "b.png").info["dpi"] == pytest.approx((144, 144), abs=0.1)
+
+
+def test_exif_larger_than_one_jpeg_segment_is_left_out_of_a_jpeg(tmp_path):
+    exif = _exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription: a PNG's eXIf chunk holds it, a JPEG APP1 segment does not
+    _rgb().save(tmp_path / "in.png", exif=exif)
+    image, metadata = imageio.read_image_and_metadata(tmp_path / "in.png")
+    with pytest.warns(UserWarning) as caught:
+        imageio.save_image(_upscaled(image), tmp_path / "out.jpg", metadata=metadata)
+    assert len(caught) == 1
+    assert "out.jpg' is written without the EXIF block (70," in str(caught[0].message)
+    assert "a JPEG holds at most 65,533" in str(caught[0].message)
+    with Image.open(tmp_path / "out.jpg") as out:
+        assert out.size == (16, 12) and not out.info.get("exif")
+    imageio.save_image(_upscaled(image), tmp_path / "out.png", metadata=metadata)  # PNG holds it
+    assert Image.open(tmp_path / "out.png").getexif()[0x010E] == "x" * 70_000
+
+
+XMP = (b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">'
+       b'<rdf:Description xmlns:dc="http://purl.org/dc/elements/1.1/" dc:format="image/jpeg"/></rdf:RDF></x:xmpmeta>')
+
+
+@pytest.mark.parametrize("source", [".jpg", ".png", ".webp", ".tif"])
+def test_xmp_is_carried_where_the_format_holds_it(tmp_path, source):
+    if source == ".png":
+        info = PngImagePlugin.PngInfo()
+        info.add_itxt("XML:com.adobe.xmp", XMP.decode())
+        _rgb().save(tmp_path / "in.png", pnginfo=info)
+    elif source == ".tif":
+        exif = Image.Exif()
+        exif[700] = XMP
+        _rgb().save(tmp_path / "in.tif", exif=exif)
+    else:
+        _rgb().save(tmp_path / f"in{source}", xmp=XMP)
+    image, metadata = imageio.read_image_and_metadata(tmp_path / f"in{source}")
+    assert metadata.xmp == XMP
+    for suffix in (".jpg", ".png", ".webp", ".tif"):
+        imageio.save_image(_upscaled(image), tmp_path / f"out{suffix}", metadata=metadata, overwrite=True)
+        with Image.open(tmp_path / f"out{suffix}") as out:
+            out.load()
+            assert out.info.get("xmp") == XMP, (source, suffix)
+    with pytest.warns(UserWarning, match=r"'.*out.bmp' is written without the XMP packet \(BMP has no place for it\)"):
+        imageio.save_image(_upscaled(image), tmp_path / "out.bmp", metadata=metadata)
+
+
+def test_a_valid_png_with_a_large_icc_profile_loads_and_keeps_it(tmp_path, monkeypatch):
+    """Pillow refuses a PNG ICC profile (or text) over 1 MB by default; printer profiles are often larger."""
+    large = bytearray(ADOBE_RGB + bytes(3_000_000))
+    large[:4] = struct.pack(">I", len(large))
+    _rgb().save(tmp_path / "in.png", icc_profile=bytes(large))
+    assert imageio.read_header(tmp_path / "in.png").width == 8
+    image, metadata = imageio.read_image_and_metadata(tmp_path / "in.png")
+    assert metadata.icc_profile == bytes(large)
+    imageio.save_image(_upscaled(image), tmp_path / "out.png", metadata=metadata)
+    assert imageio.read_image_and_metadata(tmp_path / "out.png")[1].icc_profile == bytes(large)
+    assert PngImagePlugin.MAX_TEXT_CHUNK == 1024 * 1024  # Pillow's own limit is put back
+    monkeypatch.setattr(imageio, "MAX_PNG_CHUNK", 2_000_000)  # past sr3infer's limit: said so, not "corrupt?"
+    for read in (imageio.load_image, imageio.read_header):
+        with pytest.raises(ValueError, match=r"holds a PNG ICC profile or text chunk that decompresses to over "
+                                             r"2,000,000 bytes.*raise PIL.PngImagePlugin.MAX_TEXT_CHUNK") as caught:
+            read(tmp_path / "in.png")
+        assert "corrupt" not in str(caught.value)
+
+
+def test_xmp_larger_than_one_jpeg_segment_is_left_out_of_a_jpeg(tmp_path):
+    metadata = imageio.ImageMetadata(size=(8, 6), xmp=XMP + b" " * 70_000)
+    with pytest.warns(UserWarning, match=r"without the XMP packet \(70,2\d\d bytes; a JPEG holds at most 65,504\)"):
+        imageio.save_image(_rgb(), tmp_path / "out.jpg", metadata=metadata)
+    assert "xmp" not in Image.open(tmp_path / "out.jpg").info

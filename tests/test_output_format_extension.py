@@ -54,3 +54,34 @@ def test_a_registered_format_is_written_by_save_image_and_the_batch_runner(tmp_p
     written = _read_toy(tmp_path / "out.toy")
     expected = tiny_upscaler.upscale(Image.open(tmp_path / "a.png"), num_steps=1, seed=0, progress=False)
     np.testing.assert_array_equal(written, np.asarray(expected))
+
+
+def test_an_unknown_suffix_gives_its_hint_once(tmp_path, tiny_model_dir, capsys):
+    from sr3infer.cli import main
+
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "a.png")
+    assert main([str(tmp_path / "a.png"), "-o", str(tmp_path / "out.xyz"), "--model", str(tiny_model_dir)]) != 0
+    err = capsys.readouterr().err
+    assert "Unknown output format '.xyz'" in err and err.count("use .png, .jpg, .webp, .tif or .bmp") == 1, err
+    with pytest.raises(ValueError, match="Unknown output format") as caught:
+        imageio.save_image(Image.new("RGB", (4, 4)), tmp_path / "out.xyz")
+    assert str(caught.value).count("use .png") == 1
+
+
+def test_a_size_the_format_cannot_hold_is_refused_not_shrunk(tmp_path):
+    with pytest.raises(ValueError, match=r"'.*big\.ico': ICO holds images of at most 256x256 pixels, but the output is "
+                                         r"320x200; write \.png"):
+        imageio.save_image(Image.new("RGB", (320, 200)), tmp_path / "big.ico")
+    assert not (tmp_path / "big.ico").exists()
+    imageio.save_image(Image.new("RGB", (256, 256)), tmp_path / "ok.ico")
+    assert Image.open(tmp_path / "ok.ico").size == (256, 256)
+
+
+def test_an_ico_output_over_256_pixels_is_refused_before_the_model_runs(tmp_path, tiny_upscaler, monkeypatch):
+    Image.fromarray(np.zeros((160, 160, 3), np.uint8)).save(tmp_path / "a.png")  # x2: 320x320
+    monkeypatch.setattr(type(tiny_upscaler), "upscale", lambda *args, **kwargs: pytest.fail("the model ran"))
+    lines = []
+    summary = upscale_files(tiny_upscaler, tmp_path / "a.png", tmp_path / "out.ico", num_steps=1, progress=False,
+                            log=lines.append)
+    assert summary.failed == 1 and summary.written == 0 and not (tmp_path / "out.ico").exists()
+    assert "ICO holds images of at most 256x256 pixels, but the output is 320x320" in "\n".join(lines)

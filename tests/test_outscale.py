@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from sr3infer.cli import main
-from sr3infer.outscale import MAX_PASSES, num_passes, parse_size, size_plan, target_size
+from sr3infer.outscale import MAX_OUTSCALE, MAX_PASSES, num_passes, parse_size, size_plan, target_size
 from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
 
@@ -56,6 +56,17 @@ def test_passes_cover_the_target_and_are_bounded():
     with pytest.raises(ValueError, match="more than"):  # a x1 model cannot enlarge: refused, not an endless loop
         size_plan([(4, 4)], 1, outscale=2)
     assert size_plan([(4, 4)], 4) is None
+
+
+@pytest.mark.parametrize("bad", [10**400, -10**400, 2**1024, 10**5000, Fraction(10**400, 3), float("inf"), float("nan"),
+                                 np.float64("nan"), MAX_OUTSCALE + 1],
+                         ids=["1e400", "-1e400", "2**1024", "1e5000", "fraction", "inf", "nan", "np-nan", "max+1"])
+def test_outscale_past_any_model_is_the_documented_value_error(x4, bad):
+    """Integers and fractions past float's range are compared, never converted: a ValueError, not an OverflowError."""
+    image = Image.fromarray(RNG.integers(0, 256, (4, 4, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match=r"outscale must be a positive finite number up to 262,144, got .*; pass a "
+                                         r"factor such as 2\.5"):
+        x4.upscale(image, outscale=bad, num_steps=1, progress=False)
 
 
 def test_outscale_below_native_gives_the_exact_size_in_every_kind(x4):
