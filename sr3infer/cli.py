@@ -407,7 +407,8 @@ def cmd_convert(argv: list[str]) -> int:
     parser.add_argument("--scale", type=int, default=8, help="output side / input side (default 8, as both released models)")
     parser.add_argument("--image-size", type=int, help="training output size (default: the file's metadata, else 128)")
     parser.add_argument("--dtype", choices=["fp32", "fp16"], default="fp32", help="tensor type written (default fp32)")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing model in the output folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace those three files where the output folder has them (else nothing is written)")
     args = parser.parse_args(argv)
     for flag, value in (("--norm-groups", args.norm_groups), ("--scale", args.scale), ("--image-size", args.image_size)):
         if value is not None and value < 1:
@@ -419,16 +420,18 @@ def cmd_convert(argv: list[str]) -> int:
 
     from .convert import conversion_card, load_community_checkpoint
     from .manifest import sha256_file
-    from .weights import WEIGHTS_NAME, build_model, save_model_folder
+    from .weights import build_model, existing_model_files, save_model_folder
 
-    if (output / WEIGHTS_NAME).exists() and not args.overwrite:
-        raise UsageError(f"{str(output / WEIGHTS_NAME)!r} already exists; pass --overwrite to replace it")
+    taken = [] if args.overwrite else existing_model_files(output)
+    if taken:
+        raise UsageError(f"-o {str(output)!r} already holds {', '.join(taken)}; pass --overwrite to replace them, "
+                         "or name a new folder")
     config, state = load_community_checkpoint(args.checkpoint, scale=args.scale, norm_groups=args.norm_groups,
                                               image_size=args.image_size)
     build_model(config, state)  # every tensor must fit the inferred architecture before anything is written
     card = conversion_card(config, args.checkpoint, sha256_file(args.checkpoint))
     dtype = torch.float16 if args.dtype == "fp16" else torch.float32
-    save_model_folder(output, config, state, dtype=dtype, card=card)
+    save_model_folder(output, config, state, dtype=dtype, card=card, overwrite=args.overwrite)
     u = config.network
     print(f"wrote {output}: x{config.scale} {config.lowres_size}->{config.out_size}, inner_channel {u.inner_channel}, "
           f"channel_mults {list(u.channel_mults)}, norm_groups {u.norm_groups}, {len(state)} tensors ({args.dtype})",

@@ -17,7 +17,7 @@ from .bounds import (
     MAX_LOWRES_SIZE, MAX_NUM_SAMPLES, MAX_SCALE, MAX_TRAIN_TIMESTEPS, ConfigError, check_bool, check_choice, check_float, check_int,
     check_mapping,
 )
-from .errors import reject_unknown_keys
+from .errors import parse_json, reject_unknown_keys
 from .manifest import FORMAT_VERSION
 from .samplers import SAMPLERS, check_sampler_options, sampler_option_defaults
 from .schedule import SPACINGS, NoiseSchedule
@@ -271,10 +271,7 @@ class ModelConfig:
 
     @classmethod
     def from_json_file(cls, path: str | Path) -> ModelConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}).") from None
+        data = parse_json(Path(path).read_text(encoding="utf-8"), str(path))
         return cls.from_dict(data, source=path)
 
     def replace(self, **changes: Any) -> ModelConfig:

@@ -12,6 +12,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import Tensor
@@ -20,6 +21,7 @@ from .config import ModelConfig, Recipe
 from .errors import first_line
 from .schedule import NoiseSchedule
 from .unet import UNetConfig
+from .weights import check_state_dict
 
 __all__ = ["SCHEDULE_BUFFERS", "load_community_state_dict", "config_from_state_dict", "config_from_reference",
            "convert_state_dict", "load_community_checkpoint"]
@@ -31,6 +33,10 @@ SCHEDULE_BUFFERS = (
     "posterior_variance", "posterior_log_variance_clipped", "posterior_mean_coef1", "posterior_mean_coef2",
 )
 RELEASED_NORM_GROUPS = 32  # define_G's default; sr_sr3_64_512 sets 16 explicitly
+MAX_INFLATION = 2
+"""A `.pth`'s zip entries may hold at most this many times the file's size (plus `INFLATION_SLACK`): torch.save stores
+them uncompressed, so more is a zip bomb (a small file that inflates to GiB when read) or a damaged file."""
+INFLATION_SLACK = 16 << 20
 
 
 def load_community_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
@@ -39,33 +45,81 @@ def load_community_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict
     Returns the state dict and the safetensors metadata (empty for `.pth`).
 
     Raises:
-        ValueError: the file is not a checkpoint, or a pickle that would run code (refused, not run).
+        ValueError: the file is not a checkpoint, declares more data than its size allows, is damaged, holds other
+            values than tensors (the message names the key), or is a pickle that would run code (refused, not run).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
     if path.suffix == ".safetensors":
-        from safetensors import safe_open
+        from safetensors import SafetensorError, safe_open
 
-        with safe_open(str(path), framework="pt") as handle:
-            return {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+        try:
+            with safe_open(str(path), framework="pt") as handle:
+                state, metadata = {k: handle.get_tensor(k) for k in handle.keys()}, dict(handle.metadata() or {})
+        except (SafetensorError, OSError) as err:
+            raise ValueError(f"{str(path)!r} is not a readable safetensors file ({first_line(err)}).") from None
+        return _tensors_only(state, path), metadata
     if not zipfile.is_zipfile(path):
         raise ValueError(
             f"{str(path)!r} is not a PyTorch zip checkpoint; legacy or raw pickles are not read. "
             "Re-save it with torch.save in a trusted environment."
         )
+    _check_inflated_size(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, AttributeError, TypeError) as err:
+    except pickle.UnpicklingError as err:
         raise ValueError(
             f"Refusing to load {str(path)!r}: it is not a plain tensor checkpoint and could run code when "
-            f"unpickled ({first_line(err)}). Only load checkpoints from sources you trust, and convert them there."
+            f"unpickled ({_weights_only_reason(err)}). Only load checkpoints from sources you trust, and convert them "
+            "there."
         ) from None
+    except (RuntimeError, ValueError, TypeError, AttributeError, KeyError, IndexError, OSError) as err:
+        raise ValueError(f"{str(path)!r} is a damaged or inconsistent PyTorch checkpoint ({first_line(err)}); "
+                         "re-save it with torch.save, or get another copy.") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise ValueError(f"{str(path)!r} does not hold a state dict of tensors (got {type(state).__name__}).")
-    return dict(state), {}
+    if not isinstance(state, dict):
+        raise ValueError(f"{str(path)!r} holds a {type(state).__name__}; expected a state dict (names -> tensors).")
+    return _tensors_only(state, path), {}
+
+
+def _check_inflated_size(path: Path) -> None:
+    """Refuse a zip whose entries declare more bytes than `MAX_INFLATION` times the file's size (+ the slack)."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as archive:
+            declared = sum(item.file_size for item in archive.infolist())
+    except (zipfile.BadZipFile, OSError, ValueError) as err:
+        raise ValueError(f"{str(path)!r} is a damaged zip ({first_line(err)}); re-save it with torch.save.") from None
+    limit = MAX_INFLATION * size + INFLATION_SLACK
+    if declared > limit:
+        raise ValueError(
+            f"Refusing to load {str(path)!r}: its zip entries inflate to {declared:,} bytes, over the {limit:,} a "
+            f"{size:,}-byte checkpoint can hold ({MAX_INFLATION}x its size + {INFLATION_SLACK >> 20} MiB; torch.save "
+            "stores tensors uncompressed). It is a zip bomb or a damaged file: get the checkpoint from its source again."
+        )
+
+
+def _weights_only_reason(err: BaseException) -> str:
+    """Why torch.load(weights_only=True) refused: the line after torch's general "Weights only load failed" text."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) > 1 and lines[0].startswith("Weights only load failed"):
+        return lines[1]
+    return first_line(err)
+
+
+def _tensors_only(state: dict, path: Path) -> dict[str, Tensor]:
+    """`state` if every value is a dense floating-point CPU tensor; else ValueError naming the file and the key."""
+    for key, value in state.items():
+        if not isinstance(value, Tensor):
+            raise ValueError(f"{str(path)!r}: {key!r} is a {type(value).__name__}; expected a tensor (a checkpoint "
+                             "holds only tensors). Is it a community SR3 generator checkpoint (*_gen.pth)?")
+        if value.layout != torch.strided or value.device.type != "cpu" or not value.is_floating_point():
+            kind = f"{value.dtype} {value.layout} tensor on {value.device.type}".replace("torch.", "")
+            raise ValueError(f"{str(path)!r}: {key!r} is a {kind}; expected a dense floating-point tensor with its "
+                             "data in the file, as torch.save writes a model's weights.")
+    return dict(state)
 
 
 def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], NoiseSchedule | None]:
@@ -81,6 +135,9 @@ def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Noi
         raise ValueError(f"Unexpected entries in the checkpoint: {other[:5]}; expected denoise_fn.* and schedule buffers.")
     schedule = None
     if "betas" in state:
+        steps = _shape(state, "betas", "(T,): one value per training step", lambda shape: len(shape) == 1)
+        if "alphas_cumprod" in state:
+            _shape(state, "alphas_cumprod", f"{steps}, as betas", lambda shape: shape == steps)
         betas = state["betas"].double()
         schedule = NoiseSchedule(num_train_timesteps=len(betas), beta_start=float(f"{float(betas[0]):.6g}"),
                                  beta_end=float(f"{float(betas[-1]):.6g}"))  # undo the float32 rounding
@@ -93,25 +150,42 @@ def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], Noi
     return unet, schedule
 
 
+CONV = "a conv weight (out, in, kh, kw) without an empty dimension"
+
+
+def _is_conv(shape: tuple[int, ...]) -> bool:
+    return len(shape) == 4
+
+
+def _shape(tensors: dict[str, Tensor], key: str, expected: str, ok: Callable[[tuple[int, ...]], bool],
+           prefix: str = "") -> tuple[int, ...]:
+    """The shape of `tensors[key]`; ValueError naming the key (as `prefix` + key) and `expected` when it is missing,
+    has an empty dimension or `ok(shape)` is false."""
+    if key not in tensors:
+        raise ValueError(f"Cannot infer the architecture: missing {prefix + key!r} ({expected}).")
+    shape = tuple(tensors[key].shape)
+    if 0 in shape or not ok(shape):
+        raise ValueError(f"{prefix + key!r} has shape {shape}; expected {expected}.")
+    return shape
+
+
 def config_from_state_dict(
     unet: dict[str, Tensor], *, norm_groups: int = RELEASED_NORM_GROUPS, image_size: int = 128,
-    attn_resolutions: tuple[int, ...] | None = None,
+    attn_resolutions: tuple[int, ...] | None = None, prefix: str = "",
 ) -> UNetConfig:
-    """Infer the U-Net architecture from tensor shapes (`norm_groups` cannot be inferred)."""
-    try:
-        first = unet["downs.0.weight"]
-        inner = first.shape[0]
-        in_channels = first.shape[1]
-        out_channels = unet["final_conv.block.3.weight"].shape[0]
-    except KeyError as err:
-        raise ValueError(f"Cannot infer the architecture: missing {err}.") from None
+    """Infer the U-Net architecture from tensor shapes (`norm_groups` cannot be inferred); errors name a key as
+    `prefix` + key (the file's name for it)."""
+    inner, in_channels = _shape(unet, "downs.0.weight", CONV, _is_conv, prefix)[:2]
+    out_channels = _shape(unet, "final_conv.block.3.weight", CONV, _is_conv, prefix)[0]
     blocks: dict[int, int] = {}  # downs index -> out channels for res blocks
     downsamples: list[int] = []
     attn_at: list[int] = []
     for key, value in unet.items():
         m = re.match(r"downs\.(\d+)\.res_block\.block1\.block\.3\.weight$", key)
         if m:
-            blocks[int(m.group(1))] = value.shape[0]
+            blocks[int(m.group(1))] = _shape(unet, key, f"{CONV}, out a multiple of inner_channel {inner} (the out "
+                                                  f"channels of {prefix + 'downs.0.weight'!r})",
+                                             lambda shape: _is_conv(shape) and shape[0] % inner == 0, prefix)[0]
         m = re.match(r"downs\.(\d+)\.conv\.weight$", key)
         if m:
             downsamples.append(int(m.group(1)))
@@ -171,7 +245,7 @@ def _reference_from_metadata(metadata: dict[str, str]) -> dict | None:
         if "beta_schedule" in metadata:
             model["beta_schedule"] = {"val": json.loads(metadata["beta_schedule"])}
         return {"model": model}
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
 
 
@@ -186,16 +260,35 @@ def load_community_checkpoint(
     16->128 and 64->512 models.
     """
     state, metadata = load_community_state_dict(path)
+    try:
+        config, unet_state = _convert(state, metadata, Path(path).name, scale, norm_groups, image_size)
+        check_state_dict(config, unet_state, f"The tensors of {str(path)!r}", INFERRED)
+    except ValueError as err:
+        raise ValueError(err if str(path) in str(err) else f"{str(path)!r}: {err}") from None
+    return config, unet_state
+
+
+INFERRED = ("The architecture is inferred from 'denoise_fn.downs.0.weight', the res blocks and "
+            "'denoise_fn.final_conv.block.3.weight'; is it a whole, unmodified SR3 generator checkpoint (*_gen.pth)?")
+
+
+def _convert(state: dict[str, Tensor], metadata: dict[str, str], name: str, scale: int, norm_groups: int | None,
+             image_size: int | None) -> tuple[ModelConfig, dict[str, Tensor]]:
     unet_state, schedule = convert_state_dict(state)
     reference = _reference_from_metadata(metadata)
     if reference is not None:
-        unet_config, ref_schedule = config_from_reference(reference)
+        try:
+            unet_config, ref_schedule = config_from_reference(reference)
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(f"its metadata is not a community SR3 model config ({type(err).__name__}: "
+                             f"{first_line(err)}); expected the training JSON's model section (unet, diffusion, "
+                             "beta_schedule).") from None
         if norm_groups is not None:
             unet_config = UNetConfig(**{**unet_config.to_dict(), "norm_groups": norm_groups})
         schedule = schedule or ref_schedule
     else:
         unet_config = config_from_state_dict(unet_state, norm_groups=norm_groups or RELEASED_NORM_GROUPS,
-                                             image_size=image_size or 128)
+                                             image_size=image_size or 128, prefix=PREFIX)
     if image_size is not None and unet_config.image_size != image_size:
         unet_config = UNetConfig(**{**unet_config.to_dict(), "image_size": image_size})
     if unet_config.image_size % scale:
@@ -204,7 +297,7 @@ def load_community_checkpoint(
         network=unet_config, schedule=schedule or NoiseSchedule(), scale=scale,
         lowres_size=unet_config.image_size // scale, prediction="eps", residual=False,
         sampling=Recipe(sampler="ancestral", num_steps=(schedule or NoiseSchedule()).num_train_timesteps),
-        task={"converted_from": Path(path).name},
+        task={"converted_from": name},
     )
     return config, unet_state
 

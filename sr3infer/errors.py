@@ -1,10 +1,12 @@
-"""How the library words two common errors: unknown config keys, and an exception's first line."""
+"""How the library words common errors: unknown config keys, an exception's first line, unreadable JSON."""
 
 from __future__ import annotations
 
-from typing import Iterable
+import json
+import sys
+from typing import Any, Iterable
 
-__all__ = ["reject_unknown_keys", "first_line"]
+__all__ = ["reject_unknown_keys", "first_line", "parse_json"]
 
 
 def reject_unknown_keys(data: dict, known: Iterable[str], what: str) -> None:
@@ -19,3 +21,16 @@ def first_line(err: BaseException) -> str:
     """The first line of an exception's message, or its type's name when the message is empty."""
     text = str(err).strip()
     return text.splitlines()[0] if text else type(err).__name__
+
+
+def parse_json(text: str | bytes, what: str, after: str = "") -> Any:
+    """`json.loads(text)`; ValueError "`what` is not valid JSON (...)`after`." when it is not JSON, and one naming
+    `what` when it is nested too deeply for Python's parser (instead of a bare RecursionError)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{what} is not valid JSON ({err}){after}.") from None
+    except RecursionError:
+        raise ValueError(f"{what} is nested too deeply to read (over Python's limit of about {sys.getrecursionlimit()} "
+                         f"levels of arrays or objects){after}; expected a small JSON object a few levels deep. "
+                         "Is it the right file?") from None

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .errors import parse_json
+
 __all__ = [
     "MANIFEST_ENV", "MANIFEST_NAME", "REQUIRED_FILES", "REPO_ID_PATTERN", "FileEntry", "Task", "ModelEntry", "Manifest",
     "load_manifest", "parse_manifest", "manifest_to_dict", "dump_manifest", "sha256_file", "file_entry",
@@ -118,11 +120,7 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     path = Path(path)
     origin = f" (set by ${MANIFEST_ENV})" if from_env else ""
     text = _read_text(path, origin)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"Weights manifest {str(path)!r} is not valid JSON ({err}){origin}.") from None
-    return parse_manifest(data, path=path)
+    return parse_manifest(parse_json(text, f"Weights manifest {str(path)!r}", origin), path=path)
 
 
 def default_models() -> dict[int, tuple[str, str]]:

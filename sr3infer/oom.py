@@ -14,12 +14,18 @@ __all__ = ["OUT_OF_MEMORY_HINT", "is_out_of_memory", "min_tile", "fallback_steps
 OUT_OF_MEMORY_HINT = "try a smaller input, --dtype fp16/bf16 (torch_dtype=), or a machine with more memory"
 
 
+OUT_OF_MEMORY_TEXTS = ("out of memory", "can't allocate memory")
+"""What torch's RuntimeErrors say when memory runs out: "MPS backend out of memory" (and older CUDA), and the CPU
+allocator's "DefaultCPUAllocator: can't allocate memory: you tried to allocate N bytes"."""
+
+
 def is_out_of_memory(err: BaseException) -> bool:
     """A device running out of memory: torch.OutOfMemoryError (CUDA; torch.cuda.OutOfMemoryError is the same class),
-    MemoryError (CPU), or a RuntimeError saying "out of memory" (MPS and older torch)."""
+    MemoryError (Python's own allocations), or a RuntimeError with one of `OUT_OF_MEMORY_TEXTS` (the CPU allocator,
+    MPS and older torch)."""
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
-    return isinstance(err, RuntimeError) and "out of memory" in str(err).lower()
+    return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in OUT_OF_MEMORY_TEXTS)
 
 
 def min_tile(out_size: int, scale: int) -> int:

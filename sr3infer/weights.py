@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -20,11 +21,12 @@ from .architectures import expected_shapes as architecture_shapes
 from .architectures import get_architecture
 from .bounds import MAX_PARAMETERS
 from .config import ModelConfig
+from .errors import parse_json
 from .imageio import write_atomically
 
-__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "save_model_folder", "read_config", "load_weights", "build_model",
-           "check_weights_file", "check_dtypes", "check_finite", "weights_metadata", "read_metadata", "embedded_config",
-           "MAX_PARAMETERS"]
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "save_model_folder", "existing_model_files", "read_config",
+           "load_weights", "build_model", "check_weights_file", "check_state_dict", "check_dtypes", "check_finite",
+           "weights_metadata", "read_metadata", "embedded_config", "MAX_PARAMETERS"]
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -37,6 +39,13 @@ LOADABLE_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64"
 model never uses), then cast to the run's dtype. Integer, bool and float8 tensors are refused by name."""
 
 
+def existing_model_files(folder: str | Path, *, card: bool = True) -> list[str]:
+    """The names `save_model_folder` writes (`card`: with the model card) that `folder` already has, even as a
+    dangling symlink."""
+    names = [WEIGHTS_NAME, CONFIG_NAME] + ([CARD_NAME] if card else [])
+    return [name for name in names if os.path.lexists(Path(folder) / name)]
+
+
 def save_model_folder(
     folder: str | Path,
     config: ModelConfig,
@@ -44,15 +53,25 @@ def save_model_folder(
     *,
     dtype: torch.dtype = torch.float16,
     card: str | None = None,
+    overwrite: bool = True,
 ) -> Path:
-    """Write `config.json`, `model.safetensors` (tensors cast to `dtype`) and, if given, the model card."""
+    """Write `config.json`, `model.safetensors` (tensors cast to `dtype`) and, if given, the model card.
+
+    Raises:
+        FileExistsError: without `overwrite`, naming every one of those files `folder` already has (nothing written).
+    """
     folder = Path(folder)
+    taken = [] if overwrite else existing_model_files(folder, card=card is not None)
+    if taken:
+        raise FileExistsError(f"{str(folder)!r} already holds {', '.join(taken)}; pass --overwrite (overwrite=True) "
+                              "to replace them, or write to a new folder.")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
-    # Each file whole or not at all, through the package's one atomic writer.
-    write_atomically(folder / WEIGHTS_NAME, lambda handle: handle.write(serialize_weights(tensors)), overwrite=True)
-    write_atomically(folder / CONFIG_NAME, lambda handle: handle.write(config.to_json().encode("utf-8")), overwrite=True)
+    weights, text = serialize_weights(tensors), config.to_json().encode("utf-8")  # every byte ready before writing
+    # Each file whole or not at all, through the package's one atomic writer (which never follows a symlink).
+    write_atomically(folder / WEIGHTS_NAME, lambda handle: handle.write(weights), overwrite=overwrite)
+    write_atomically(folder / CONFIG_NAME, lambda handle: handle.write(text), overwrite=overwrite)
     if card is not None:
-        write_atomically(folder / CARD_NAME, lambda handle: handle.write(card.encode("utf-8")), overwrite=True)
+        write_atomically(folder / CARD_NAME, lambda handle: handle.write(card.encode("utf-8")), overwrite=overwrite)
     return folder
 
 
@@ -112,10 +131,7 @@ def embedded_config(weights: str | Path) -> ModelConfig | None:
     if embedded is None:
         return None
     source = f"{weights} (metadata {METADATA_KEY!r})"
-    try:
-        data = json.loads(embedded)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{source} is not valid JSON ({err}); the file is damaged. Re-save the model.") from None
+    data = parse_json(embedded, source, "; the file is damaged. Re-save the model")
     return ModelConfig.from_dict(data, source=source)
 
 
@@ -188,7 +204,11 @@ def check_dtypes(dtypes: dict[str, str], weights: str | Path) -> None:
         )
 
 
-def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], what: str) -> None:
+SAME_MODEL = "Were config.json and model.safetensors taken from the same model and revision?"
+
+
+def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[int, ...]], what: str,
+                  advice: str = SAME_MODEL) -> None:
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     wrong = [k for k in expected if k in found and found[k] != expected[k]]
@@ -201,10 +221,7 @@ def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[i
         if wrong:
             k = wrong[0]
             details.append(f"{len(wrong)} shape mismatches, e.g. {k}: file {found[k]} vs config {expected[k]}")
-        raise ValueError(
-            f"{what}: " + "; ".join(details)
-            + ". Were config.json and model.safetensors taken from the same model and revision?"
-        )
+        raise ValueError(f"{what}: " + "; ".join(details) + ". " + advice)
 
 
 def check_finite(state_dict: dict[str, Tensor], weights: str | Path) -> None:
@@ -226,14 +243,21 @@ def cast_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn
     return model
 
 
+def check_state_dict(config: ModelConfig, state_dict: dict[str, Tensor], source: str = "The weights",
+                     advice: str = SAME_MODEL) -> None:
+    """Check the names, shapes and dtypes of `state_dict` against `config`'s network, on the meta device (nothing is
+    allocated). Raises ValueError "`source` do not match the model config: ... `advice`", or naming the dtype."""
+    _check_shapes(expected_shapes(config), {k: tuple(v.shape) for k, v in state_dict.items()},
+                  f"{source} do not match the model config", advice)
+    check_dtypes({k: _SAFETENSORS_NAMES.get(v.dtype, str(v.dtype)) for k, v in state_dict.items()}, source)
+
+
 def build_model(config: ModelConfig, state_dict: dict[str, Tensor] | None = None) -> nn.Module:
     """Build `config`'s network (see `sr3infer.architectures`) and load `state_dict` strictly, in float32,
     on CPU, in eval mode. The shapes and dtypes are checked (on the meta device) before the model is allocated.
     """
     if state_dict is not None:
-        _check_shapes(expected_shapes(config), {k: tuple(v.shape) for k, v in state_dict.items()},
-                      "The weights do not match the model config")
-        check_dtypes({k: _SAFETENSORS_NAMES.get(v.dtype, str(v.dtype)) for k, v in state_dict.items()}, "The weights")
+        check_state_dict(config, state_dict)
     model = get_architecture(config.architecture).build(config.network)
     if state_dict is not None:
         model.load_state_dict({k: v.float() for k, v in state_dict.items()}, strict=True)

@@ -203,6 +203,26 @@ def test_bad_json_in_old_metadata_is_refused_naming_the_file(tmp_path, tiny_mode
         Upscaler.from_pretrained(weights, device="cpu")
 
 
+DEEP = "[" * 100_000 + "]" * 100_000  # far past Python's recursion limit: json.loads raises RecursionError
+
+
+def test_a_deeply_nested_config_json_is_refused_in_one_line_naming_the_file(tmp_path, tiny_model_dir, capsys):
+    (tiny_model_dir / "config.json").write_text(DEEP)
+    src = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(src)
+    assert main([str(src), "-o", str(tmp_path / "out.png"), "--model", str(tiny_model_dir), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert f"{tiny_model_dir / 'config.json'} is nested too deeply to read" in err and "Is it the right file?" in err
+    assert len(err.strip().splitlines()) == 1 and "recursion depth" not in err
+
+
+def test_deeply_nested_json_in_old_metadata_is_refused_naming_the_file(tmp_path, tiny_model_dir):
+    weights = tmp_path / "deep.safetensors"
+    save_file(load_file(str(tiny_model_dir / "model.safetensors")), str(weights), metadata={METADATA_KEY: DEEP})
+    with pytest.raises(ValueError, match=f"{weights}.*{METADATA_KEY}.*is nested too deeply to read.*damaged"):
+        Upscaler.from_pretrained(weights, device="cpu")
+
+
 def test_a_lone_new_file_without_config_json_says_what_to_do(tmp_path, tiny_model_dir):
     lone = tmp_path / "lone.safetensors"
     lone.write_bytes((tiny_model_dir / "model.safetensors").read_bytes())

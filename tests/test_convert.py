@@ -6,12 +6,15 @@ import io
 import json
 import os
 import pickle
+import re
+import struct
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from sr3infer.cli import main
 from sr3infer.upscaler import Upscaler
@@ -51,6 +54,41 @@ def test_convert_refuses_to_overwrite_without_flag(tmp_path, capsys):
     assert (out / "model.safetensors").stat().st_mtime_ns == before
     assert main(args + ["--overwrite", "--dtype", "fp16"]) == 0
     assert load_file(str(out / "model.safetensors"))["downs.0.weight"].dtype == torch.float16
+
+
+TINY_ARGS = ["--norm-groups", "4", "--image-size", "32", "--scale", "2"]
+
+
+@pytest.mark.parametrize("present", [["README.md"], ["config.json"], ["model.safetensors"], ["README.md", "config.json"]])
+def test_convert_refuses_every_file_it_would_write_naming_them(tmp_path, capsys, present):
+    """`-o .` in a project folder: its README.md or config.json is the user's, not to be replaced unasked."""
+    pth = require(FIXTURES / "tiny_gen.pth")
+    out = tmp_path / "project"
+    out.mkdir()
+    for name in present:
+        (out / name).write_text("the user's own")
+    (out / "notes.txt").write_text("kept")
+    assert main(["convert", str(pth), "-o", str(out), *TINY_ARGS]) == 2
+    err = capsys.readouterr().err
+    assert f"already holds {', '.join(n for n in ('model.safetensors', 'config.json', 'README.md') if n in present)};" \
+        in err and "--overwrite" in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.name for p in out.iterdir()) == sorted([*present, "notes.txt"])
+    assert all((out / name).read_text() == "the user's own" for name in present)
+
+
+def test_convert_overwrite_replaces_a_symlink_and_never_writes_through_it(tmp_path, capsys):
+    pth = require(FIXTURES / "tiny_gen.pth")
+    out, elsewhere = tmp_path / "out", tmp_path / "elsewhere.md"
+    out.mkdir()
+    elsewhere.write_text("not the card")
+    (out / "README.md").symlink_to(elsewhere)
+    (out / "config.json").symlink_to(tmp_path / "dangling.json")
+    assert main(["convert", str(pth), "-o", str(out), *TINY_ARGS]) == 2
+    assert "already holds config.json, README.md;" in capsys.readouterr().err
+    assert main(["convert", str(pth), "-o", str(out), *TINY_ARGS, "--overwrite"]) == 0
+    assert elsewhere.read_text() == "not the card" and not (tmp_path / "dangling.json").exists()
+    assert not (out / "README.md").is_symlink() and "norm_groups 4" in (out / "README.md").read_text()
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors"]  # no temp files
 
 
 def test_convert_rejects_bad_numbers(tmp_path, capsys):
@@ -110,6 +148,99 @@ def test_convert_refuses_a_raw_pickle(tmp_path, capsys):
     assert main(["convert", str(pth), "-o", str(tmp_path / "out")]) == 1
     assert "not a PyTorch zip checkpoint" in capsys.readouterr().err
     assert not marker.exists()
+
+
+def _tiny_state(**changes) -> dict:
+    """The tiny community checkpoint's tensors with `changes` ("denoise_fn.downs.0.weight" written with __ for .)."""
+    state = torch.load(require(FIXTURES / "tiny_gen.pth"), weights_only=True)
+    state.update({key.replace("__", "."): value for key, value in changes.items()})
+    return state
+
+
+@pytest.mark.parametrize("changes, expected", [
+    (dict(denoise_fn__downs__0__weight=torch.zeros(8)),
+     "'denoise_fn.downs.0.weight' has shape (8,); expected a conv weight (out, in, kh, kw) without an empty dimension"),
+    (dict(denoise_fn__downs__0__weight=torch.zeros(0, 6, 3, 3)), "'denoise_fn.downs.0.weight' has shape (0, 6, 3, 3)"),
+    (dict(denoise_fn__final_conv__block__3__weight=torch.zeros(3, 0, 3, 3)),
+     "'denoise_fn.final_conv.block.3.weight' has shape (3, 0, 3, 3); expected a conv weight"),
+    (dict(denoise_fn__downs__1__res_block__block1__block__3__weight=torch.tensor(1.0)),
+     "'denoise_fn.downs.1.res_block.block1.block.3.weight' has shape (); expected a conv weight"),
+    (dict(denoise_fn__downs__1__res_block__block1__block__3__weight=torch.zeros(5, 8, 3, 3)),
+     "has shape (5, 8, 3, 3); expected a conv weight (out, in, kh, kw) without an empty dimension, out a multiple of "
+     "inner_channel 8"),
+    (dict(betas=torch.tensor(0.1)), "'betas' has shape (); expected (T,): one value per training step"),
+    (dict(betas=torch.zeros(0)), "'betas' has shape (0,)"),
+    (dict(alphas_cumprod=torch.zeros(3)), "'alphas_cumprod' has shape (3,); expected (2000,), as betas"),
+    (dict(denoise_fn__downs__0__bias=torch.zeros(7)), "downs.0.bias: file (7,) vs config (8,)"),
+    (dict(denoise_fn__downs__0__bias=5), "'denoise_fn.downs.0.bias' is a int; expected a tensor"),
+    (dict(betas={"nested": torch.zeros(1)}), "'betas' is a dict; expected a tensor"),
+    (dict(denoise_fn__downs__0__bias=torch.zeros(8, dtype=torch.int64)),
+     "'denoise_fn.downs.0.bias' is a int64 strided tensor on cpu; expected a dense floating-point tensor"),
+])
+def test_malformed_tensor_dicts_are_refused_naming_the_file_and_key(tmp_path, capsys, changes, expected):
+    pth, out = tmp_path / "odd_gen.pth", tmp_path / "out"
+    torch.save(_tiny_state(**changes), pth)
+    assert main(["convert", str(pth), "-o", str(out), *TINY_ARGS]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and str(pth) in err and expected in err, err
+    assert "tuple index" not in err and "division" not in err and not out.exists()
+
+
+def test_malformed_safetensors_are_refused_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "odd.safetensors"
+    save_file(_tiny_state(denoise_fn__downs__0__weight=torch.zeros(8, 0, 3, 3)), str(bad))
+    assert main(["convert", str(bad), "-o", str(tmp_path / "out"), *TINY_ARGS]) == 1
+    assert f"{str(bad)!r}: 'denoise_fn.downs.0.weight' has shape (8, 0, 3, 3)" in capsys.readouterr().err
+    bad.write_bytes(bad.read_bytes()[:100])
+    assert main(["convert", str(bad), "-o", str(tmp_path / "out"), *TINY_ARGS]) == 1
+    assert f"{str(bad)!r} is not a readable safetensors file (" in capsys.readouterr().err
+
+
+def _rewritten_pth(path: Path, entry: str, write, compression: int = zipfile.ZIP_STORED) -> Path:
+    """The tiny checkpoint as a zip whose entry ending in `entry` is replaced by what `write(handle, old bytes)`
+    writes, compressed with `compression`."""
+    with zipfile.ZipFile(require(FIXTURES / "tiny_gen.pth")) as src, zipfile.ZipFile(path, "w") as dst:
+        for item in src.infolist():
+            if item.filename.endswith(entry):
+                replaced = zipfile.ZipInfo(item.filename)
+                replaced.compress_type = compression
+                with dst.open(replaced, "w", force_zip64=True) as handle:
+                    write(handle, src.read(item.filename))
+            else:
+                dst.writestr(item.filename, src.read(item.filename))
+    return path
+
+
+def test_a_small_pth_that_inflates_far_past_its_size_is_refused_unread(tmp_path, capsys):
+    """64 MiB of zeros deflate to 64 KiB: torch.save never compresses, so a checkpoint like that is a zip bomb."""
+    def bomb(handle, _):
+        for _ in range(64):
+            handle.write(bytes(1 << 20))
+
+    pth = _rewritten_pth(tmp_path / "bomb_gen.pth", "/data/0", bomb, zipfile.ZIP_DEFLATED)
+    size = pth.stat().st_size
+    start = time.monotonic()
+    assert main(["convert", str(pth), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert re.search(rf"its zip entries inflate to 6[78],[\d,]+ bytes, over the [\d,]+ a {size:,}-byte checkpoint can "
+                     r"hold \(2x its size \+ 16 MiB", err) and "zip bomb" in err and "could run code" not in err, err
+    assert time.monotonic() - start < 1 and not (tmp_path / "out").exists()
+
+
+def test_a_storage_claiming_more_bytes_than_the_file_holds_is_refused_as_damaged(tmp_path, capsys):
+    def huge_storage(handle, pickled):  # the first storage's element count (the int after 'cpu') set to 2**31 - 1
+        claimed, count = re.subn(rb"(X\x03\x00\x00\x00cpuq.)(K.|M..|J....)",
+                                 lambda m: m.group(1) + b"J" + struct.pack("<i", 2**31 - 1), pickled, count=1,
+                                 flags=re.DOTALL)
+        assert count == 1
+        handle.write(claimed)
+
+    pth = _rewritten_pth(tmp_path / "claims_gen.pth", "/data.pkl", huge_storage)
+    start = time.monotonic()
+    assert main(["convert", str(pth), "-o", str(tmp_path / "out")]) == 1
+    err = capsys.readouterr().err
+    assert "is a damaged or inconsistent PyTorch checkpoint (" in err and "could run code" not in err, err
+    assert time.monotonic() - start < 1
 
 
 @pytest.mark.parametrize("keys, norm_groups, image_size, expected", [

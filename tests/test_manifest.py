@@ -136,6 +136,18 @@ def test_manifest_path_from_the_environment(tmp_path, monkeypatch):
         load_manifest()
 
 
+def test_a_deeply_nested_manifest_is_refused_in_one_line_naming_the_file(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "weights_manifest.json"
+    path.write_text("[" * 100_000 + "]" * 100_000)
+    monkeypatch.setenv(MANIFEST_ENV, str(path))
+    with pytest.raises(ValueError, match=rf"Weights manifest '{re.escape(str(path))}' is nested too deeply to read "
+                                         r".*\(set by \$SR3INFER_MANIFEST\); expected a small JSON object"):
+        load_manifest()
+    assert main(["models"]) == 1
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "nested too deeply" in err and "recursion depth" not in err
+
+
 @pytest.mark.parametrize("kind", ["device", "binary", "directory", "huge"])
 def test_a_manifest_that_is_not_a_small_text_file_is_refused_by_name(tmp_path, monkeypatch, kind):
     """Issue 17 item 16: /dev/zero was read without bound; a binary file or a folder gave a raw codec/Errno message."""

@@ -3,6 +3,10 @@ only then an error with the hint. A U-Net that raises the device's OOM error typ
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import time
 import warnings
 
 import numpy as np
@@ -14,6 +18,11 @@ from sr3infer.cli import main
 from sr3infer.oom import fallback_steps, is_out_of_memory, min_tile
 from sr3infer.upscaler import Upscaler
 from sr3infer.weights import build_model
+
+from conftest import REPO
+
+CPU_ALLOCATOR_ERROR = ("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: you "
+                       "tried to allocate 1099511627776 bytes. Error code 12 (Cannot allocate memory)")  # torch 2.x, CPU
 
 
 class Limited:
@@ -51,6 +60,60 @@ def test_what_counts_as_out_of_memory():
     assert is_out_of_memory(torch.OutOfMemoryError("x")) and is_out_of_memory(torch.cuda.OutOfMemoryError("x"))
     assert is_out_of_memory(MemoryError()) and is_out_of_memory(RuntimeError("MPS backend out of memory"))
     assert not is_out_of_memory(RuntimeError("shapes do not match")) and not is_out_of_memory(ValueError("x"))
+
+
+def test_the_cpu_allocators_error_counts_as_out_of_memory():
+    assert is_out_of_memory(RuntimeError(CPU_ALLOCATOR_ERROR))
+    with pytest.raises(RuntimeError) as info:
+        torch.empty(2**60, dtype=torch.uint8)  # past any address space: the allocator refuses at once
+    assert "DefaultCPUAllocator" in str(info.value) and is_out_of_memory(info.value)
+
+
+def test_a_real_cpu_allocation_failure_falls_back(x2):
+    inner = x2.fast_path
+
+    def hungry(inputs, noise_level):  # more than any machine has, for calls over 2 x 16 x 16 pixels
+        if inputs.shape[0] * inputs.shape[-2] * inputs.shape[-1] > 2 * 16 * 16:
+            torch.empty(2**60, dtype=torch.uint8)
+        return inner(inputs, noise_level)
+
+    x2.fast_path = hungry
+    with pytest.warns(UserWarning, match=r"Out of memory with 2 image\(s\) of 32x32 px, tile off.*which worked"):
+        assert x2.upscale(torch.rand(2, 3, 16, 16), seed=0, progress=False, tile_size=0).shape == (2, 3, 32, 32)
+
+
+UNDER_AN_ADDRESS_SPACE_LIMIT = r"""
+import re, resource, sys, warnings
+import torch
+from sr3infer.upscaler import Upscaler
+
+torch.set_num_threads(1)
+upscaler = Upscaler.from_pretrained(sys.argv[1], device="cpu")
+inner = upscaler.fast_path
+
+def fast_path(inputs, noise_level):  # working memory that grows with a U-Net call's pixels: 64 KiB each, touched
+    torch.ones(inputs.shape[0] * inputs.shape[-2] * inputs.shape[-1] << 16, dtype=torch.uint8)
+    return inner(inputs, noise_level)
+
+upscaler.fast_path = fast_path
+size = int(re.search(r"VmSize:\s+(\d+) kB", open("/proc/self/status").read()).group(1)) << 10
+resource.setrlimit(resource.RLIMIT_AS, (size + (128 << 20), resource.getrlimit(resource.RLIMIT_AS)[1]))
+with warnings.catch_warnings(record=True) as record:
+    warnings.simplefilter("always")
+    out = upscaler.upscale(torch.rand(1, 3, 32, 32), seed=0, progress=False, tile_size=0, num_steps=1)  # 256 MiB
+print(tuple(out.shape), [str(w.message) for w in record if "Out of memory" in str(w.message)])
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc/self/status are Linux's")
+def test_an_allocation_refused_under_an_address_space_limit_falls_back(tiny_model_dir):
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-c", UNDER_AN_ADDRESS_SPACE_LIMIT, str(tiny_model_dir)], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.startswith("(1, 3, 64, 64) ['Out of memory with 1 image(s) of 64x64 px, tile off"), proc.stdout
+    assert time.monotonic() - start < 30
 
 
 def test_a_smaller_tile_is_tried_and_the_result_is_that_run(x2):

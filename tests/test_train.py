@@ -193,3 +193,55 @@ def test_multi_scale_crops_cover_more_of_the_photo(tmp_path):
     # a downscaled crop is smoother than a full-resolution one of white noise
     assert float(multi.sample(random.Random(1)).diff(dim=-1).abs().mean()) < \
         float(plain.sample(random.Random(1)).diff(dim=-1).abs().mean())
+
+
+def _two_images(tmp_path) -> "Path":
+    folder = tmp_path / "val2"
+    folder.mkdir()
+    rng = np.random.default_rng(2)
+    for name in ("a.png", "b.png"):
+        Image.fromarray(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def _eval(model_dir, data, *extra) -> int:
+    from sr3infer.cli import main
+
+    return main(["eval", str(model_dir), str(data), "--protocol", "plain", "--no-fid", "--steps", "1", *extra])
+
+
+def test_eval_save_dir_never_replaces_a_file_unasked(tmp_path, tiny_model_dir, capsys):
+    data, saved = _two_images(tmp_path), tmp_path / "saved"
+    saved.mkdir()
+    (saved / "0001.png").write_bytes(b"the user's picture")
+    (saved / "notes.txt").write_text("kept")
+    assert _eval(tiny_model_dir, data, "--save-dir", str(saved)) == 2
+    out, err = capsys.readouterr()
+    assert f"--save-dir {str(saved)!r} already holds 0001.png (1 of the 2 names this run writes); pass --overwrite" \
+        in err and len(err.strip().splitlines()) == 1 and "| method |" not in out  # refused before the evaluation
+    assert sorted(p.name for p in saved.iterdir()) == ["0001.png", "notes.txt"]
+    assert (saved / "0001.png").read_bytes() == b"the user's picture"
+    assert _eval(tiny_model_dir, data, "--save-dir", str(saved), "--overwrite") == 0
+    assert Image.open(saved / "0001.png").size == (16, 16) and Image.open(saved / "0000.png").size == (16, 16)
+    assert sorted(p.name for p in saved.iterdir()) == ["0000.png", "0001.png", "notes.txt"]  # no temporary files
+
+
+def test_eval_json_is_a_new_file_unless_overwrite_never_written_through_a_symlink(tmp_path, tiny_model_dir, capsys):
+    data, config = _two_images(tmp_path), tiny_model_dir / "config.json"
+    before = config.read_bytes()
+    assert _eval(tiny_model_dir, data, "--json", str(config)) == 2
+    err = capsys.readouterr().err
+    assert f"--json {str(config)!r} already exists; pass --overwrite" in err and len(err.strip().splitlines()) == 1
+    assert config.read_bytes() == before
+    link, dangling = tmp_path / "result.json", tmp_path / "dangling.json"
+    link.symlink_to(config)
+    dangling.symlink_to(tmp_path / "nowhere.json")
+    assert _eval(tiny_model_dir, data, "--json", str(dangling)) == 2 and not (tmp_path / "nowhere.json").exists()
+    assert _eval(tiny_model_dir, data, "--json", str(link), "--overwrite") == 0
+    assert config.read_bytes() == before and not link.is_symlink() and json.loads(link.read_text())["images"] == 2
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no temporary file left
+    saved = tmp_path / "saved"
+    assert _eval(tiny_model_dir, data, "--save-dir", str(saved), "--json", str(saved / "0001.png")) == 2
+    assert "is also one of the images --save-dir writes" in capsys.readouterr().err and not saved.exists()
+    assert _eval(tiny_model_dir, data, "--json", str(config / "result.json")) == 2
+    assert f"is under {str(config)!r}, which is a file" in capsys.readouterr().err

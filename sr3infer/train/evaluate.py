@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor
 
 from ..errors import first_line
-from ..imageio import load_image
+from ..imageio import load_image, save_image, write_atomically
 from ..resample import bicubic
 from .data import FACE_BOX, face_crop, list_images, make_lowres, natural_crops, to_unit_tensor
 from .. import metrics
@@ -220,8 +221,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference", nargs="+", metavar="DIR",
                         help="real high-res images for FID/KID, read with the same protocol (default: the DATA images "
                              "themselves); e.g. the train and val folders of the same domain")
-    parser.add_argument("--json", help="also write the result to this JSON file")
-    parser.add_argument("--save-dir", help="write the upscaled images here as PNG")
+    parser.add_argument("--json", help="also write the result to this JSON file (a new name unless --overwrite)")
+    parser.add_argument("--save-dir", help="write the upscaled images here as PNG: 0000.png, 0001.png, ... (the folder "
+                                           "may hold other files; the run is refused if it holds one of those names, "
+                                           "unless --overwrite)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the --json file and the --save-dir images where they exist")
     args = parser.parse_args(argv)
 
     from ..upscaler import Upscaler
@@ -249,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                            scale=upscaler.config.scale, skipped=skipped)
     for path, reason in skipped:
         print(f"sr3infer eval: skipped {path}: {reason}", file=sys.stderr)
+    image_paths = plan_outputs(args.json, args.save_dir, len(images), overwrite=args.overwrite)
     reference = None
     if args.reference and not args.no_fid and metrics.FID_AVAILABLE:
         reference = reference_features(args.reference, args.protocol, upscaler.config.out_size)
@@ -270,18 +276,45 @@ def main(argv: list[str] | None = None) -> int:
     if not metrics.FID_AVAILABLE and not args.no_fid:
         print("(FID and KID skipped: pip install 'sr3infer[fid]' to add them)")
     print(format_table(result))
-    if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
-    if args.save_dir:
-        from PIL import Image
-
-        folder = Path(args.save_dir)
-        folder.mkdir(parents=True, exist_ok=True)
-        for i, img in enumerate(outputs):
-            array = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-            Image.fromarray(array).save(folder / f"{i:04d}.png")
+    if args.json:  # each file whole or not at all, never written through a symlink (imageio.write_atomically)
+        text = (json.dumps(result, indent=2) + "\n").encode("utf-8")
+        write_atomically(args.json, lambda handle: handle.write(text), overwrite=args.overwrite)
+    for path, img in zip(image_paths, outputs):
+        array = ((img.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        save_image(Image.fromarray(array), path, overwrite=args.overwrite)
     return 0
+
+
+def plan_outputs(json_path: str | None, save_dir: str | None, count: int, *, overwrite: bool = False) -> list[Path]:
+    """The `count` image paths of `save_dir` (0000.png, ...; none without it), once nothing this run would write
+    (those and `json_path`) replaces a file unasked.
+
+    Raises:
+        UsageError: a name exists without `overwrite` (all of them named), a folder is a file, or `json_path` is
+            one of the images; checked before the evaluation runs.
+    """
+    from ..cli import UsageError
+
+    images = [Path(save_dir) / f"{i:04d}.png" for i in range(count)] if save_dir else []
+    if save_dir and os.path.lexists(save_dir) and not Path(save_dir).is_dir():
+        raise UsageError(f"--save-dir {save_dir!r} is a file; name a folder (new, or without 0000.png, ...)")
+    for flag, target in (("--save-dir", save_dir), ("--json", json_path)):
+        parent = next((p for p in Path(target).absolute().parents if p.exists()), None) if target else None
+        if parent is not None and not parent.is_dir():
+            raise UsageError(f"{flag} {target!r} is under {str(parent)!r}, which is a file; name a path in a folder")
+    if json_path:
+        if Path(json_path).is_dir():
+            raise UsageError(f"--json {json_path!r} is a folder; name a file such as result.json")
+        if Path(json_path).absolute() in {p.absolute() for p in images}:
+            raise UsageError(f"--json {json_path!r} is also one of the images --save-dir writes; name another file")
+        if os.path.lexists(json_path) and not overwrite:
+            raise UsageError(f"--json {json_path!r} already exists; pass --overwrite to replace it, or name a new file")
+    taken = [p.name for p in images if os.path.lexists(p)]
+    if taken and not overwrite:
+        shown = ", ".join(taken[:3]) + (", ..." if len(taken) > 3 else "")
+        raise UsageError(f"--save-dir {save_dir!r} already holds {shown} ({len(taken)} of the {count} names this run "
+                         "writes); pass --overwrite to replace them, or name a new or empty folder")
+    return images
 
 
 if __name__ == "__main__":
