@@ -245,3 +245,22 @@ def test_eval_json_is_a_new_file_unless_overwrite_never_written_through_a_symlin
     assert "is also one of the images --save-dir writes" in capsys.readouterr().err and not saved.exists()
     assert _eval(tiny_model_dir, data, "--json", str(config / "result.json")) == 2
     assert f"is under {str(config)!r}, which is a file" in capsys.readouterr().err
+
+
+def test_eval_scores_a_degraded_val_kind_against_the_same_bicubic(tmp_path, tiny_model_dir):
+    from sr3infer.cli import main
+
+    folder = tmp_path / "val"
+    folder.mkdir()
+    for i in range(2):
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (16, 16, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    scores = {}
+    for kind in (None, "jpeg", "jpeg"):
+        out = tmp_path / f"{kind}-{len(scores)}.json"
+        extra = ["--degrade", kind] if kind else []
+        assert main(["eval", str(tiny_model_dir), str(folder), "--protocol", "plain", "--no-fid", "--steps", "1",
+                     "--json", str(out), *extra]) == 0
+        scores[out.name] = json.loads(out.read_text())
+    clean, first, again = scores.values()
+    assert first["degradation"] == "jpeg" and first["bicubic"] == again["bicubic"]  # fixed seed per kind
+    assert first["bicubic"]["psnr"] != clean["bicubic"]["psnr"]

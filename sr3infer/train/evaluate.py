@@ -20,6 +20,7 @@ from ..errors import first_line
 from ..imageio import load_image, save_image, write_atomically
 from ..resample import bicubic
 from .data import FACE_BOX, face_crop, list_images, make_lowres, natural_crops, to_unit_tensor
+from .degrade import VAL_KINDS, val_kind
 from .. import metrics
 
 log = logging.getLogger(__name__)
@@ -144,9 +145,13 @@ def evaluate(
     fid: bool = True,
     reference: Tensor | None = None,
     progress: bool = False,
+    degradation: str | None = None,
     **sampling: Any,
 ) -> dict[str, Any]:
     """Upscale the low-res versions of `hr_images` and score them beside bicubic on the same images.
+
+    The low-res inputs are SR3's (anti-aliased bicubic), or with `degradation` one kind of the degraded
+    validation set (`degrade.VAL_KINDS`: made from the whole set at once with its fixed seed).
 
     FID and KID are measured against `reference` (Inception features of real high-res images, see
     `reference_features`); without one, against `hr_images` themselves. `fid=False` skips both.
@@ -157,11 +162,12 @@ def evaluate(
     k_samples = upscaler.sampling_recipe(settings.pop("recipe", None), settings.pop("preset", None),
                                          **{k: v for k, v in settings.items() if k not in _CALL_OPTIONS}).num_samples
     batch_size = max(1, batch_size // k_samples)  # K samples per image: the same number of U-Net inputs per call
+    degraded = val_kind(torch.stack(hr_images), scale, degradation) if degradation else None
     outputs, bicubics, lowress, hrs = [], [], [], []
     started = time.time()
     for start in range(0, len(hr_images), batch_size):
         hr = torch.stack(hr_images[start : start + batch_size])
-        lowres = make_lowres(hr, scale)
+        lowres = make_lowres(hr, scale) if degraded is None else degraded[start : start + batch_size]
         # image i: seed + i, or with K samples seed + i*K + j (the seeds `Upscaler.upscale(seed=seed)` gives)
         gens = [torch.Generator().manual_seed(seed + (start + k) * k_samples + j)
                 for k in range(len(hr)) for j in range(k_samples)]
@@ -213,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the model's named recipe; the options above override parts of it")
     parser.add_argument("--samples", type=int, metavar="K",
                         help="score the per-pixel mean of K samples per image (default: the recipe's, usually 1)")
+    parser.add_argument("--degrade", choices=list(VAL_KINDS), metavar="KIND",
+                        help=f"score on a degraded val set instead of SR3's clean inputs: {', '.join(VAL_KINDS)} "
+                             "(sr3infer.train.degrade.VAL_KINDS, a fixed seed per kind)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--limit", type=int, help="only the first N images")
     parser.add_argument("--batch-size", type=int, default=8)
@@ -259,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.reference and not args.no_fid and metrics.FID_AVAILABLE:
         reference = reference_features(args.reference, args.protocol, upscaler.config.out_size)
     result = evaluate(upscaler, images, batch_size=args.batch_size, seed=args.seed, fid=not args.no_fid,
-                      reference=reference, **sampling)
+                      reference=reference, degradation=args.degrade, **sampling)
     outputs = result.pop("outputs")
     settings = {k: v for k, v in sampling.items() if k != "preset"}
     resolved = upscaler.sampling_recipe(None, args.preset, **settings)  # the recipe the run used
@@ -268,6 +277,7 @@ def main(argv: list[str] | None = None) -> int:
               "consistency": resolved.consistency, **resolved.options, "num_samples": resolved.num_samples,
               "seed": args.seed}
     result.update({"recipe": recipe, "data": str(args.data), "protocol": args.protocol, "model_name": args.model,
+                   "degradation": args.degrade or "none (anti-aliased bicubic)",
                    "skipped": [{"file": path, "reason": reason} for path, reason in skipped],
                    "reference": [str(r) for r in args.reference] if reference is not None else str(args.data),
                    "command": "sr3infer eval " + " ".join(sys.argv[1:] if argv is None else argv)})
