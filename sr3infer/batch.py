@@ -39,7 +39,7 @@ from .report import mask_paths, save_mask_overlay
 from .uncertainty import save_uncertainty
 from .upscaler import Upscaler
 
-__all__ = ["Job", "BatchSummary", "collect_inputs", "plan_jobs", "run_jobs", "upscale_files", "error_line"]
+__all__ = ["Job", "BatchSummary", "collect_inputs", "ignored_entries", "plan_jobs", "run_jobs", "upscale_files", "error_line"]
 
 OUT_OF_MEMORY_HINT = " (out of memory: try --batch-size 1, tiling with --tile, --dtype fp16/bf16, or a smaller input)"
 
@@ -71,15 +71,19 @@ class BatchSummary:
     total: int = 0
     per_rank: list[list[int]] = field(default_factory=list)   # [written, failed, skipped] of each rank
     reports: dict[str, Any] = field(default_factory=dict)     # input path -> its ImageReport (run_jobs(report=True))
+    ignored: tuple[int, int] = (0, 0)                         # the input folder's subfolders and non-image files
 
     def line(self) -> str:
-        """One line for the end of a run, e.g. "3 written, 1 failed, 2 skipped (existing) of 6 files"."""
+        """One line for the end of a run, e.g. "3 written, 1 failed, 2 skipped (existing) of 6 files; ignored 1
+        subfolder"."""
         skipped = f", {self.skipped} skipped (existing)" if self.skipped else ""
-        text = f"{self.written} written, {self.failed} failed{skipped} of {self.total} files"
+        text = f"{self.written} written, {self.failed} failed{skipped} of {self.total} file{'s' if self.total != 1 else ''}"
         if len(self.per_rank) > 1:
             ranks = "; ".join(f"rank {r}: {w} written, {f} failed" for r, (w, f, _) in enumerate(self.per_rank))
             text += f" ({len(self.per_rank)} ranks: {ranks})"
-        return text
+        ignored = [f"{n} {word}{'s' if n != 1 else ''}"
+                   for n, word in zip(self.ignored, ("subfolder", "non-image file")) if n]
+        return text + ("; ignored " + " and ".join(ignored) if ignored else "")
 
 
 def error_line(err: BaseException) -> str:
@@ -119,6 +123,18 @@ def collect_inputs(source: str | os.PathLike) -> list[Path]:
     return [source]
 
 
+def ignored_entries(source: str | os.PathLike) -> tuple[int, int]:
+    """What `collect_inputs` leaves out of a folder: (subfolders, other entries that are not images by suffix);
+    (0, 0) for a file."""
+    source = Path(source)
+    if not source.is_dir():
+        return 0, 0
+    entries = list(source.iterdir())
+    folders = sum(p.is_dir() for p in entries)
+    images = sum(p.is_file() and p.suffix.lower() in imageio.IMAGE_SUFFIXES for p in entries)
+    return folders, len(entries) - folders - images
+
+
 def plan_jobs(
     inputs: Sequence[Path],
     source: str | os.PathLike,
@@ -127,6 +143,7 @@ def plan_jobs(
     uncertainty: str | os.PathLike | None = None,
     uncertainty_format: str | None = None,
     report_mask: str | os.PathLike | None = None,
+    report: str | os.PathLike | None = None,
     stage_dirs: Sequence[str | os.PathLike] = (),
     overwrite: bool = False,
     skip_existing: bool = False,
@@ -137,13 +154,16 @@ def plan_jobs(
     A folder `source` (or an `output` ending in a path separator, an existing folder, or `folder=True`)
     writes `output/NAME.png`; one file writes `output` itself. `uncertainty` names the map (for a folder: the
     folder of `NAME_uncertainty.png|.npy`), `report_mask` the made-up mask (`sr3infer.report.mask_paths`);
-    `stage_dirs` get a copy of each earlier stage's image.
+    `stage_dirs` get a copy of each earlier stage's image. `report` is the JSON report the caller writes after
+    the run (`sr3infer.report.write_report`): no job's, but checked like the others.
 
     Raises:
-        ValueError: two outputs resolving to one file (by any spelling), an output that is an input, an
-            output format Pillow cannot write in RGB, a place that cannot be written (under a file, a
-            read-only or virtual folder), or `overwrite` with `skip_existing`.
-        FileExistsError: an output exists and neither `overwrite` nor `skip_existing` was given.
+        ValueError: two outputs resolving to one file (by any spelling), an output that is an input (even
+            with `overwrite`), an output format Pillow cannot write in RGB, a place that cannot be written
+            (under a file, a read-only or virtual folder), a `report` that is a folder, or `overwrite` with
+            `skip_existing`.
+        FileExistsError: an output exists and neither `overwrite` nor `skip_existing` was given (for `report`:
+            without `overwrite`).
     """
     if overwrite and skip_existing:
         raise ValueError("overwrite and skip_existing contradict each other; pass one of them")
@@ -161,14 +181,16 @@ def plan_jobs(
         files = [(Path(d) / final.name, f"stage{k + 1}") for k, d in enumerate(stage_dirs)] + [(final, "image")]
         planned.append(files + ([(maps[index], "uncertainty")] if maps is not None else [])
                        + ([(masks[index], "report_mask")] if masks is not None else []))
-    _check_collisions(inputs, planned)
+    extra = _report_file(report, overwrite)
+    _check_collisions(inputs, planned, extra, folder_out)
     jobs = [Job(index, Path(src), dict(files)) for index, (src, files) in enumerate(zip(inputs, planned))]
-    checked: set[tuple[str, Path]] = set()  # one probe per suffix and per folder, however many files
-    for path in sorted({path for job in jobs for path in job.outputs}):
-        what = "uncertainty" if path.suffix.lower() == ".npy" else "image"
-        if (path.suffix.lower(), path.parent) not in checked:
-            _check_writable(path, what)
-            checked.add((path.suffix.lower(), path.parent))
+    kinds = {path: what for job in jobs for path, what in job.outputs.items()} | dict(extra)
+    checked: set[tuple[str, str, Path]] = set()  # one probe per kind, suffix and folder, however many files
+    for path in sorted(kinds):
+        key = (kinds[path], path.suffix.lower(), path.parent)
+        if key not in checked:
+            _check_writable(path, kinds[path])
+            checked.add(key)
     for job in jobs:
         existing = [path for path in job.outputs if os.path.lexists(path)]
         if existing and skip_existing and len(existing) == len(job.outputs):
@@ -197,23 +219,54 @@ def _map_paths(target: str | os.PathLike | None, fmt: str | None, source: Path, 
     return [target]
 
 
-def _check_collisions(inputs: Sequence[Path], planned: list[list[tuple[Path, str]]]) -> None:
-    """No two planned files, and no output and input, are one file, by whatever spelling (resolved paths)."""
+# What each kind of planned file is called in messages, and the option that names it.
+_KINDS = {"image": ("the upscaled image", "-o"), "uncertainty": ("the uncertainty map", "--uncertainty"),
+          "report_mask": ("the made-up mask", "--report-mask"), "report": ("the JSON report", "--report")}
+
+
+def _describe(what: str, source: Path | None = None) -> str:
+    """A planned file in words, e.g. "the made-up mask (--report-mask)" or "the output of 'in/a.png'"."""
+    if what.startswith("stage"):
+        return f"the {what} image (--all-stages)" + (f" of {str(source)!r}" if source is not None else "")
+    if what == "image" and source is not None:
+        return f"the output of {str(source)!r}"
+    name, flag = _KINDS[what]
+    return f"{name}{'' if source is None else f' of {str(source)!r}'} ({flag})"
+
+
+def _report_file(report: str | os.PathLike | None, overwrite: bool) -> list[tuple[Path, str]]:
+    """The `report` path as a planned file: not a folder, and not an existing file without `overwrite`."""
+    if report is None:
+        return []
+    path = Path(report)
+    if str(report).endswith(("/", os.sep)) or path.is_dir():
+        raise ValueError(f"--report {str(report)!r} is a folder; give a file name, e.g. {str(path / 'report.json')!r}")
+    if os.path.lexists(path) and not overwrite:
+        raise FileExistsError(f"--report {str(path)!r} already exists; pass --overwrite to replace it")
+    return [(path, "report")]
+
+
+def _check_collisions(inputs: Sequence[Path], planned: list[list[tuple[Path, str]]],
+                      extra: list[tuple[Path, str]] = (), folder: bool = False) -> None:
+    """No two planned files, and no output and input, are one file, by whatever spelling (resolved paths).
+
+    `extra` are files of the whole run (the report); `folder` names each job's files by their input.
+    """
     sources = {_resolved(Path(src)): Path(src) for src in inputs}
-    seen: dict[str, tuple[Path, int]] = {}
-    for index, files in enumerate(planned):
-        for path, _ in files:
-            key = _resolved(path)
-            if key in sources:
-                raise ValueError(f"{str(path)!r} is the input {str(sources[key])!r}; write the output elsewhere")
-            if key in seen:
-                other, first = seen[key]
-                what = ("the output and the uncertainty map" if first == index else
-                        f"the outputs of {str(inputs[first])!r} and {str(inputs[index])!r}")
-                spelled = f" (also spelled {str(path)!r})" if str(path) != str(other) else ""
-                raise ValueError(f"{what} would both be written to {str(other)!r}{spelled}; rename one of them "
-                                 "or give --uncertainty another name")
-            seen[key] = (path, index)
+    owned = [(path, what, Path(inputs[index]) if folder else None)
+             for index, files in enumerate(planned) for path, what in files]
+    seen: dict[str, tuple[Path, str]] = {}
+    for path, what, source in owned + [(path, what, None) for path, what in extra]:
+        key = _resolved(path)
+        if key in sources:
+            raise ValueError(f"{_describe(what, source)} {str(path)!r} is the input {str(sources[key])!r}; choose "
+                             "another name (an input is never replaced, even with --overwrite)")
+        if key in seen:
+            other, described = seen[key]
+            spelled = f" (also spelled {str(path)!r})" if str(path) != str(other) else ""
+            raise ValueError(f"{described} and {_describe(what, source)} would both be written to {str(other)!r}"
+                             f"{spelled}; rename one of them")
+        seen[key] = (path, _describe(what, source))
 
 
 def _resolved(path: Path) -> str:
@@ -221,30 +274,37 @@ def _resolved(path: Path) -> str:
 
 
 def _check_writable(path: Path, what: str) -> None:
-    """The format of `path` is one Pillow writes in RGB (or .npy), and its folder is, or can be made, writable."""
-    if what == "image":
+    """An image or made-up mask `path` has a format Pillow writes in RGB (an uncertainty map: that or .npy; the
+    report: any name), and its folder is, or can be made, writable."""
+    flag = "" if what == "image" or what.startswith("stage") else f"{_KINDS[what][1]} "
+    if what in ("image", "report_mask") or what.startswith("stage") or (
+            what == "uncertainty" and path.suffix.lower() != ".npy"):
         try:
             fmt = imageio.output_format(path)
             probe = Image.new("RGB", (1, 1))  # Pillow's encoder for the format, on one RGB pixel, in memory
             probe.encoderinfo, probe.encoderconfig = {}, ()
             Image.SAVE[fmt](probe, io.BytesIO(), "probe" + path.suffix)
         except (ValueError, OSError, KeyError, TypeError) as err:
-            reason = str(err) if isinstance(err, ValueError) and "Unknown output format" in str(err) else (
+            unknown = isinstance(err, ValueError) and "Unknown output format" in str(err)
+            reason = str(err).split("; use ")[0].rstrip(".") if unknown else (  # the hint is given once, below
                 f"Pillow cannot write RGB images as {path.suffix.lower() or 'that'} ({first_line(err)})")
-            raise ValueError(f"{str(path)!r}: {reason}; use .png, .jpg, .webp, .tif or .bmp") from None
+            also = " (or .npy)" if what == "uncertainty" else ""
+            raise ValueError(f"{flag}{str(path)!r}: {reason}; use .png, .jpg, .webp, .tif or .bmp{also}") from None
     folder = path.parent
     while not folder.exists() and folder != folder.parent:
         if os.path.lexists(folder):  # a dangling symlink
             break
         folder = folder.parent
     if not folder.is_dir():
-        raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is a file, not a folder")
+        raise ValueError(f"cannot write {flag}{str(path)!r}: {str(folder)!r} is a file, not a folder; choose "
+                         "another place")
     try:  # the only sure test of a place (read-only mounts, /proc, permissions): make a file there
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".sr3infer-probe-")
         os.close(fd)
         os.unlink(probe)
     except OSError as err:
-        raise ValueError(f"cannot write {str(path)!r}: {str(folder)!r} is not writable ({first_line(err)})") from None
+        raise ValueError(f"cannot write {flag}{str(path)!r}: {str(folder)!r} is not writable ({first_line(err)}); "
+                         "choose another place") from None
 
 
 # Running.
@@ -355,11 +415,22 @@ def _check_size(model: Upscaler | Cascade, size: tuple[int, int], max_output_pix
                 options: dict[str, Any]) -> None:
     """The model's own size guard (`Upscaler.estimate` + `check_run`) on a file's header size, stage by stage."""
     height, width = size
-    for upscaler in model.upscalers if isinstance(model, Cascade) else [model]:
-        run = upscaler.estimate((height, width), tile_size=options.get("tile_size"),
-                                tile_overlap=options.get("tile_overlap"))
+    cascade = isinstance(model, Cascade)
+    for stage, upscaler in enumerate(model.upscalers if cascade else [model]):
+        run = upscaler.estimate((height, width), num_steps=_steps(upscaler, options, stage if cascade else None),
+                                tile_size=options.get("tile_size"), tile_overlap=options.get("tile_overlap"))
         check_run(run, max_output_pixels)
         height, width = run.size
+
+
+def _steps(upscaler: Upscaler, options: dict[str, Any], stage: int | None) -> int:
+    """The step count a run asks of `upscaler` (stage `stage` of a cascade): num_steps, else the preset's or the
+    recipe's, else the model's default."""
+    def pick(name: str) -> Any:
+        value = options.get(name)
+        return value[stage] if stage is not None and isinstance(value, (list, tuple)) else value
+
+    return upscaler.sampling_recipe(pick("recipe"), pick("preset"), num_steps=pick("num_steps")).num_steps
 
 
 Files = list[tuple[Path, str, Any]]  # per job: (path, what, value) to write
@@ -415,7 +486,7 @@ def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str
                 width, height = imageio.image_size(value)
                 detail = f"{width}x{height}"
         except (ValueError, OSError, TypeError) as err:
-            name = "the uncertainty map " if what == "uncertainty" else ""
+            name = {"uncertainty": "the uncertainty map ", "report_mask": "the made-up mask "}.get(what, "")
             (log or (lambda line: print(line, file=sys.stderr)))(
                 f"{prefix}: failed to write {name}{path} (from {job.source}): {first_line(err)}")
             return False
@@ -476,4 +547,6 @@ def upscale_files(
     jobs = plan_jobs(files, source, output, uncertainty=uncertainty, uncertainty_format=uncertainty_format,
                      report_mask=report_mask, stage_dirs=stage_dirs, overwrite=overwrite, skip_existing=skip_existing,
                      folder=True if isinstance(model, Cascade) else None)
-    return run_jobs(model, jobs, overwrite=overwrite, rank=rank, world_size=world_size, **options)
+    summary = run_jobs(model, jobs, overwrite=overwrite, rank=rank, world_size=world_size, **options)
+    summary.ignored = ignored_entries(source)
+    return summary

@@ -101,6 +101,7 @@ def _recipe_settings(args: argparse.Namespace, stages: int | None = None) -> dic
 def _upscale_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="sr3infer",
+        usage="%(prog)s INPUT -o OUTPUT [options]\n       %(prog)s {" + ",".join(sorted(SUBCOMMANDS)) + "} ...",
         description="Upscale images with SR3. Subcommands: " + ", ".join(sorted(SUBCOMMANDS)) + " (sr3infer SUBCOMMAND -h).",
     )
     parser.add_argument("input", help="an image file or a folder of images")
@@ -135,13 +136,11 @@ def _add_size_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _output_options(args: argparse.Namespace) -> dict[str, Any]:
-    """--outscale / --size as `upscale` arguments; --report and --report-mask checked before any work."""
+    """--outscale / --size as `upscale` arguments, checked before any work."""
     from .outscale import check_outscale, parse_size
 
     if args.outscale is not None and args.size is not None:
         raise UsageError("pass either --outscale (a factor) or --size (WIDTHxHEIGHT), not both")
-    if args.report is not None and Path(args.report).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.report!r} already exists; pass --overwrite to replace it")
     try:
         return {"outscale": None if args.outscale is None else check_outscale(args.outscale),
                 "size": None if args.size is None else parse_size(args.size)}
@@ -182,12 +181,55 @@ def _check_shared_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--max-output-pixels must be at least 1, got {args.max_output_pixels}")
     if not 0 <= args.seed <= MAX_SEED:
         raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    _check_device(args.device)
+
+
+def _check_device(device: str | None) -> None:
+    """--device names a device that this machine has (in the command line's words, not Python's)."""
+    if device is None or device == "auto":
+        return
+    import torch
+
+    from .devices import resolve_device
+
+    try:
+        kind = torch.device(device).type
+    except (RuntimeError, ValueError):
+        raise UsageError(f"--device {device}: not a device; expected cpu, cuda, cuda:N or mps, or leave --device out "
+                         "(cuda, then mps, then cpu)") from None
+    try:
+        resolve_device(device)
+    except RuntimeError:
+        raise UsageError(f"--device {device}: torch finds no {kind.upper()} device on this machine; use --device cpu, "
+                         "or leave --device out to take the best one available") from None
+
+
+def _check_model_name(name: str, flag: str) -> None:
+    """A model that is no folder, no .safetensors file and no known name is a usage error, said before any work."""
+    from .manifest import load_manifest
+
+    path = Path(name)
+    if path.is_dir() or (path.is_file() and path.suffix == ".safetensors"):
+        return
+    try:
+        known = sorted(load_manifest().models)
+    except (ValueError, OSError):  # a broken $SR3INFER_MANIFEST is reported when the model is loaded
+        return
+    if name in known:
+        return
+    if path.exists():
+        raise UsageError(f"{flag} {name}: a file, but not a .safetensors weights file; convert a checkpoint with "
+                         "`sr3infer convert CKPT -o FOLDER` and pass the folder")
+    raise UsageError(f"{flag} {name}: no such model folder, .safetensors file or model name (known names: "
+                     f"{', '.join(known) or 'none'}; see `sr3infer models`)")
 
 
 def _add_ensemble_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, metavar="K",
-                        help="draw K samples per image and write their per-pixel mean (K times the work; default: the "
-                             "recipe's, one sample unless the preset was measured best as a mean of more)")
+                        help="draw K samples per image and write their per-pixel MEAN as the output, not one sample: "
+                             "smoother, with less made-up detail, closer to the input on average (what the fidelity "
+                             "presets measure best); the run says so in one line. K times the work; default: the "
+                             "recipe's, one sample unless the preset was measured best as a mean of more")
     parser.add_argument("--uncertainty", metavar="PATH",
                         help="also write each image's uncertainty map, the per-pixel std of the K samples (needs "
                              "--samples 2 or more): a heat-map PNG (black: the samples agree; pale yellow: std >= 0.05 "
@@ -245,6 +287,9 @@ def _apply_speed_args(args: argparse.Namespace, upscaler) -> None:
     if args.compile:
         upscaler.enable_compile()
     if args.cuda_graphs:
+        if upscaler.device.type != "cuda":  # the library's message speaks Python (.to('cuda'))
+            raise ValueError(f"CUDA graphs need a CUDA device, but this run is on {upscaler.device}; pass --device "
+                             "cuda on a machine with a GPU, or leave --cuda-graphs out (on CPU, --compile may help)")
         upscaler.enable_cuda_graphs()
 
 
@@ -266,13 +311,16 @@ def cmd_upscale(argv: list[str]) -> int:
     _check_shared_args(args)
     _check_samples(args)
     sizes = _output_options(args)
-    # Every output is planned and checked (collisions by any spelling, format, a writable place, existing
-    # files) before the model is loaded; an existing output is a runtime failure (exit 1), not a usage error.
+    # Every output, the report included, is planned and checked (collisions by any spelling, format, a writable
+    # place, existing files) before the model is loaded; an existing output is a runtime failure (exit 1).
+    args.report = _report_path(args.report)
     jobs = _library(plan_jobs, inputs, source, args.output, uncertainty=args.uncertainty,
-                    uncertainty_format=args.uncertainty_format, report_mask=args.report_mask, overwrite=args.overwrite,
-                    skip_existing=args.skip_existing)
+                    uncertainty_format=args.uncertainty_format, report_mask=args.report_mask, report=args.report,
+                    overwrite=args.overwrite, skip_existing=args.skip_existing)
     if args.model is None:
         args.model = _default_model(inputs, source)
+    else:
+        _check_model_name(args.model, "--model")
 
     def load(device: str | None) -> Any:
         from .upscaler import Upscaler
@@ -291,9 +339,28 @@ def cmd_upscale(argv: list[str]) -> int:
     return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples, report=report, **sizes))
 
 
+def _report_path(report: str | None) -> str | None:
+    """--report PATH, or under torchrun this rank's PATH.rank<r>.json (one JSON per rank)."""
+    from .distributed import launched_by_torchrun
+
+    if report is None or not launched_by_torchrun():
+        return report
+    path = Path(report)
+    return str(path.with_suffix(f".rank{os.environ['RANK']}{path.suffix}"))
+
+
+def _say_sample_mean(args: argparse.Namespace, upscaler, options: dict[str, Any]) -> None:
+    """One line when each output is the mean of K >= 2 samples, so that a smoother result is no surprise."""
+    k = options["num_samples"] or upscaler.sampling_recipe(None, options.get("preset")).num_samples
+    if k >= 2 and not args.quiet:
+        whose = "" if options["num_samples"] else " (the recipe's)"
+        print(f"sr3infer: each output is the per-pixel mean of {k} samples{whose}, smoother than one sample; "
+              "--samples 1 writes a single sample", file=sys.stderr)
+
+
 def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None], Any], options: dict[str, Any]) -> int:
     """Load the model on this rank's device, run this rank's share of `jobs`, and report for the job on rank 0."""
-    from .batch import BatchSummary, run_jobs
+    from .batch import BatchSummary, ignored_entries, run_jobs
     from .distributed import init_from_env
 
     if args.threads is not None:
@@ -308,28 +375,38 @@ def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None]
         if ctx.rank == 0:
             for upscaler in getattr(model, "upscalers", [model]):
                 _warn_if_untrained(upscaler)
+            if "num_samples" in options:
+                _say_sample_mean(args, model, options)
         mine = run_jobs(model, jobs, seed=args.seed, batch_size=args.batch_size, overwrite=args.overwrite,
                         max_output_pixels=args.max_output_pixels, progress=not args.quiet and ctx.rank == 0,
                         quiet=args.quiet, rank=ctx.rank, world_size=ctx.world_size, tile_size=args.tile,
                         tile_overlap=args.tile_overlap, strip_metadata=args.strip_metadata, quality=args.quality,
                         **options)
         per_rank = ctx.gather_counts([mine.written, mine.failed, mine.skipped])
-        if getattr(args, "report", None) is not None:  # one JSON per rank under torchrun: PATH.rank<r>.json
-            from .report import write_report
-
-            path = Path(args.report)
-            path = path.with_suffix(f".rank{ctx.rank}{path.suffix}") if ctx.distributed else path
-            write_report(mine.reports, path, model=args.model, calibration=model.config.report.to_dict(),
-                         overwrite=args.overwrite)
+        if getattr(args, "report", None) is not None:  # planned with the outputs (_report_path)
+            _write_report(args, mine.reports, model)
     finally:
         ctx.close()
     if ctx.rank != 0:
         return EXIT_OK  # rank 0 reports for the job; a non-zero exit here would make torchrun kill rank 0 mid-summary
     summary = BatchSummary(*(sum(counts[k] for counts in per_rank) for k in range(3)), total=len(jobs),
-                           per_rank=per_rank)
-    if len(jobs) > 1 and not (args.quiet and not summary.failed):
+                           per_rank=per_rank, ignored=ignored_entries(args.input))
+    if (len(jobs) > 1 or any(summary.ignored)) and not (args.quiet and not summary.failed):
         print(f"sr3infer: {summary.line()}", file=sys.stderr)
     return EXIT_FAILURE if summary.failed else EXIT_OK
+
+
+def _write_report(args: argparse.Namespace, reports: dict[str, Any], model: Any) -> None:
+    """Write --report; a failure this late (a full disk) names the report, and the images stay."""
+    from .errors import first_line
+    from .report import write_report
+
+    try:
+        write_report(reports, args.report, model=args.model, calibration=model.config.report.to_dict(),
+                     overwrite=args.overwrite)
+    except OSError as err:
+        raise OSError(f"--report {args.report}: could not write it ({first_line(err)}); the images are written, "
+                      "rerun with another --report PATH to get it") from None
 
 
 def _default_model(inputs: list[Path], source: Path) -> str:
@@ -337,7 +414,11 @@ def _default_model(inputs: list[Path], source: Path) -> str:
     from .imageio import peek_sizes
 
     models = default_models()
-    sizes = {size for path in inputs for size in peek_sizes(path)}  # unreadable files fail later, on their own
+    files: dict[tuple[int, int], list[str]] = {}  # (h, w) -> the files of that size; unreadable ones fail later
+    for path in inputs:
+        for size in peek_sizes(path):
+            files.setdefault(size, []).append(path.name)
+    sizes = set(files)
     if not sizes:
         raise UsageError(f"no --model given, and no image in {str(source)!r} could be read to pick a model by its "
                          "size; pass --model")
@@ -348,10 +429,20 @@ def _default_model(inputs: list[Path], source: Path) -> str:
         print(f"sr3infer: no --model given; using {name} ({domain}), the bundled model trained on {side}x{side} inputs",
               file=sys.stderr)
         return name
-    got = ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
+    got = _sizes_of_files(files) if source.is_dir() else ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
     trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in models.items())
-    raise UsageError(f"no --model given, and {str(source)!r} is {got}, not one bundled model's trained input size "
+    holds = "holds" if source.is_dir() else "is"
+    raise UsageError(f"no --model given, and {str(source)!r} {holds} {got}, not one bundled model's trained input size "
                      f"({trained}); pass --model, e.g. --model sr3-64-256 for photos (larger inputs run by tiles)")
+
+
+def _sizes_of_files(files: dict[tuple[int, int], list[str]], shown: int = 3) -> str:
+    """e.g. "16x16 (a.png, b.png and 4 more), 64x64 (c.png)": a few files per size, then a count."""
+    def few(items: list[str], what: str = "") -> str:
+        more = f" and {len(items) - shown} more{what}" if len(items) > shown else ""
+        return ", ".join(items[:shown]) + more
+
+    return few([f"{w}x{h} ({few(files[h, w])})" for h, w in sorted(files)], " sizes")
 
 
 def _warn_if_untrained(upscaler) -> None:
@@ -540,6 +631,8 @@ def cmd_cascade(argv: list[str]) -> int:
     stage_dirs = [output / f"stage{k + 1}" for k in range(len(names) - 1)] if args.all_stages else []
     jobs = _library(plan_jobs, inputs, source, output, stage_dirs=stage_dirs, overwrite=args.overwrite,
                     skip_existing=args.skip_existing, folder=True)
+    for name in names:
+        _check_model_name(name, "--stages")
 
     def load(device: str | None) -> Any:
         from .cascade import Cascade

@@ -28,7 +28,19 @@ __all__ = ["ModelConfig", "Recipe", "ReportSettings", "FORMAT_VERSION", "PREDICT
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
 PRESETS = ("fidelity", "realism")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
-UNSET: Any = object()  # an argument left out, where None is a value (start_noise_level=None: start from pure noise)
+
+
+class _Unset:
+    """The type of `UNSET`: one object, shown as UNSET in signatures and help(), kept by copy and pickle."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __reduce__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()  # an argument left out, where None is a value (start_noise_level=None: start from pure noise)
 
 
 @dataclass(frozen=True)

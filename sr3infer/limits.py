@@ -105,7 +105,7 @@ def check_run(estimate: RunEstimate, max_output_pixels: int | None) -> None:
     height, width = estimate.size
     budget = max(max_output_pixels * MEMORY_PER_ALLOWED_PIXEL, MIN_MEMORY_BUDGET)
     cost = (f"about {_gib(estimate.peak_bytes)} of memory and {estimate.unet_calls:,} U-Net calls "
-            f"({estimate.num_steps} steps x {estimate.unet_calls_per_step:,})")
+            f"({estimate.num_steps} step{'s' if estimate.num_steps != 1 else ''} x {estimate.unet_calls_per_step:,})")
     if estimate.output_pixels > max_output_pixels:
         raise ValueError(
             f"The output would be {width}x{height} = {_pixels(estimate.output_pixels)} per image, over "

@@ -349,7 +349,8 @@ class Upscaler:
         self._record_speed(call, lowres.shape[0], size, time.perf_counter() - started)
         if not torch.isfinite(x).all():
             raise RuntimeError(
-                f"Sampling produced NaN or Inf values ({recipe.sampler}, {recipe.num_steps} steps): the model's weights "
+                f"Sampling produced NaN or Inf values ({recipe.sampler}, {recipe.num_steps} "
+                f"step{'s' if recipe.num_steps != 1 else ''}): the model's weights "
                 "are broken or the recipe is unstable. Check the model files, or try another sampler or step count."
             )
         image = x + cond if self.config.residual else x
@@ -399,7 +400,8 @@ class Upscaler:
             images: a PIL image, numpy array (H, W[, C]) uint8/uint16/float in [0, 1] or a batch
                 (N, H, W, C), a torch tensor (C, H, W) / (N, C, H, W) in [0, 1], a file path, or a list.
             num_steps, sampler, spacing, start_noise_level, consistency, eta: the sampling recipe;
-                each one left out comes from `preset`.
+                each one left out comes from `preset` (start_noise_level's default is UNSET, left out,
+                because None is one of its values: start from pure noise).
             preset: a named recipe of the model, chosen on its validation set by a stated rule:
                 "fidelity" (best PSNR) or "realism" (lowest KID at a PSNR floor); see `config.presets`.
                 None: the model's default recipe (`config.sampling`, the realism preset for the bundled models).

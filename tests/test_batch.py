@@ -74,6 +74,31 @@ def test_skip_existing_runs_only_the_new_files(tmp_path, upscaler, capsys):
     assert "contradict" in capsys.readouterr().err
 
 
+def test_the_size_refusal_quotes_the_steps_asked_for(tmp_path, upscaler, capsys):
+    source = _folder(tmp_path / "in", "ab")
+    lines: list[str] = []
+    summary = upscale_files(upscaler, source, tmp_path / "out", num_steps=3, max_output_pixels=100, log=lines.append,
+                            progress=False)
+    assert summary.failed == 2 and all("U-Net calls (3 steps x 1)" in line for line in lines), lines
+    model = str(upscaler.save_pretrained(tmp_path / "model"))
+    runs = {"1 step x 1": [source, "-o", tmp_path / "one", "--model", model, "--steps", 1],
+            "2 steps x 1": ["cascade", source, "-o", tmp_path / "two", "--stages", f"{model},{model}", "--steps", "2,5"]}
+    for steps, argv in runs.items():
+        assert main([str(a) for a in argv] + ["--max-output-pixels", "100"]) == 1
+        refused = [line for line in capsys.readouterr().err.splitlines() if "over max_output_pixels" in line]
+        assert len(refused) == 2 and all(f"U-Net calls ({steps})" in line for line in refused), refused
+
+
+def test_the_summary_counts_what_a_folder_run_left_alone(tmp_path, upscaler):
+    source = _folder(tmp_path / "in", "a")
+    (source / "sub").mkdir()
+    (source / "notes.txt").write_text("not an image")
+    (source / "data.csv").write_text("1,2")
+    summary = upscale_files(upscaler, source, tmp_path / "out", **FAST)
+    assert summary.ignored == (1, 2) and batch.ignored_entries(source / "a.png") == (0, 0)
+    assert summary.line() == "1 written, 0 failed of 1 file; ignored 1 subfolder and 2 non-image files"
+
+
 def test_a_memory_error_fails_one_file_and_the_others_go_on(tmp_path, upscaler, monkeypatch):
     source = _folder(tmp_path / "in", "abcd")
     read = imageio.read_image_and_metadata

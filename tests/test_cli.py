@@ -105,9 +105,28 @@ def test_usage_errors_exit_2_with_one_line(tmp_path, model, capsys, monkeypatch,
     assert not (tmp_path / "out.png").exists() and not (tmp_path / "out").exists()
 
 
-def test_help_exits_0(capsys):
+def test_help_exits_0_and_its_usage_lists_the_subcommands(capsys):
     assert main(["--help"]) == 0
-    assert "--steps" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "--steps" in out
+    assert out.startswith("usage: sr3infer INPUT -o OUTPUT [options]\n"
+                          "       sr3infer {cascade,convert,demo,download,eval,models,publish,train} ...\n")
+    assert main([]) == 2 and "{cascade,convert,demo," in capsys.readouterr().err
+
+
+def test_samples_say_that_the_output_is_their_mean(tmp_path, model, capsys):
+    assert main(["--help"]) == 0
+    assert "per-pixel MEAN as the output, not one sample" in " ".join(capsys.readouterr().out.split())
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "mean.png", "--model", model, "--steps", 1, "--samples", 3)
+    said = [line for line in lines if "mean of" in line]
+    assert code == 0 and said == ["sr3infer: each output is the per-pixel mean of 3 samples, smoother than one "
+                                  "sample; --samples 1 writes a single sample"]
+    _cli(capsys, src, "-o", tmp_path / "one.png", "--model", model, "--steps", 1)
+    code, lines = _cli(capsys, src, "-o", tmp_path / "quiet.png", "--model", model, "--steps", 1, "--samples", 3,
+                       "--quiet")
+    assert code == 0 and lines == []
+    assert not np.array_equal(np.asarray(Image.open(tmp_path / "mean.png")), np.asarray(Image.open(tmp_path / "one.png")))
 
 
 def test_existing_output_is_refused_without_overwrite(tmp_path, model, capsys):
@@ -137,18 +156,34 @@ def test_bad_input_files_exit_1_with_one_line(tmp_path, model, capsys, content, 
     assert not (tmp_path / "out.png").exists()
 
 
-def test_unknown_model_exits_nonzero_naming_it(tmp_path, capsys):
+@pytest.mark.parametrize("command, flag", [([], "--model"), (["cascade"], "--stages")])
+def test_an_unknown_model_is_a_usage_error_naming_it(tmp_path, capsys, command, flag):
     src = _png(tmp_path / "in.png")
-    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", "no-such-sr3-model", "--quiet")
-    assert code in (1, 2)
-    assert len(lines) == 1 and lines[0].startswith("sr3infer: error: ") and "no-such-sr3-model" in lines[0]
-    assert not (tmp_path / "out.png").exists()
+    code, lines = _cli(capsys, *command, src, "-o", f"{tmp_path / 'out'}/", flag, "no-such-sr3-model", "--quiet")
+    assert code == 2 and lines == [f"sr3infer: error: {flag} no-such-sr3-model: no such model folder, .safetensors "
+                                   "file or model name (known names: sr3-64-256, sr3-face-8x; see `sr3infer models`)"]
+    code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", src)  # an image is no weights file
+    assert code == 2 and "a file, but not a .safetensors weights file" in lines[0] and "sr3infer convert" in lines[0]
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
 
 
-def test_debug_shows_the_traceback(tmp_path):
-    src = _png(tmp_path / "in.png")
-    with pytest.raises(ValueError, match="no-such-sr3-model"):
-        main([str(src), "-o", str(tmp_path / "out.png"), "--model", "no-such-sr3-model", "--debug"])
+def test_debug_shows_the_traceback(tmp_path, model):
+    config_path = Path(model) / "config.json"
+    config_path.write_text(config_path.read_text().replace('"inner_channel": 8', '"inner_channel": 16'))
+    with pytest.raises(ValueError, match="do not match the model config"):
+        main([str(_png(tmp_path / "in.png")), "-o", str(tmp_path / "out.png"), "--model", model, "--debug"])
+
+
+@pytest.mark.parametrize("device, message", [
+    ("cpux", "--device cpux: not a device; expected cpu, cuda, cuda:N or mps"),
+    pytest.param("cuda", "--device cuda: torch finds no CUDA device on this machine; use --device cpu",
+                 marks=pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has CUDA")),
+])
+def test_a_device_this_machine_lacks_is_a_usage_error_in_command_line_words(tmp_path, model, capsys, device, message):
+    code, lines = _cli(capsys, _png(tmp_path / "in.png"), "-o", tmp_path / "out.png", "--model", model,
+                       "--device", device)
+    assert code == 2 and len(lines) == 1 and message in lines[0], lines
+    assert "device='" not in lines[0] and not (tmp_path / "out.png").exists()
 
 
 def test_weights_that_do_not_match_their_config_exit_1(tmp_path, model, capsys):
@@ -188,7 +223,7 @@ def test_folder_input(tmp_path, model, capsys):
     assert code == 1  # one file failed; the others were written
     assert sorted(os.listdir(tmp_path / "out")) == ["a.png", "b.png", "c.png"]
     assert any("skipped" in line and "broken.png" in line for line in lines)
-    assert lines[-1] == "sr3infer: 3 written, 1 failed of 4 files"
+    assert lines[-1] == "sr3infer: 3 written, 1 failed of 4 files; ignored 1 non-image file"
     # File k of the sorted list gets --seed + k, whatever the batching.
     code, _ = _cli(capsys, inputs / "c.png", "-o", tmp_path / "c.png", "--model", model, "--quiet", "--seed", 3 + 3)
     assert code == 0
@@ -198,6 +233,16 @@ def test_folder_input(tmp_path, model, capsys):
     (inputs / "broken.png").unlink()
     code, _ = _cli(capsys, inputs, "-o", tmp_path / "out2", "--model", model, "--quiet")
     assert code == 0 and len(os.listdir(tmp_path / "out2")) == 3
+
+
+def test_a_folder_run_counts_what_it_left_alone(tmp_path, model, capsys):
+    inputs = tmp_path / "in"
+    _png(inputs / "a.png")
+    _png(inputs / "nested" / "b.png")
+    (inputs / "more").mkdir()
+    (inputs / "notes.txt").write_text("not an image")
+    code, lines = _cli(capsys, inputs, "-o", tmp_path / "out", "--model", model, "--steps", 1)
+    assert code == 0 and lines[-1] == "sr3infer: 1 written, 0 failed of 1 file; ignored 2 subfolders and 1 non-image file"
 
 
 def test_folder_input_needs_a_folder_output(tmp_path, model, capsys):
@@ -215,7 +260,11 @@ def test_without_model_the_input_size_picks_a_bundled_model_or_the_run_stops(tmp
     mixed = tmp_path / "mixed"
     _png(mixed / "a.png", 16), _png(mixed / "b.png", 64)
     code, lines = _cli(capsys, mixed, "-o", tmp_path / "out")
-    assert code == 2 and "16x16, 64x64" in lines[-1]
+    assert code == 2 and "mixed' holds 16x16 (a.png), 64x64 (b.png), not one bundled model's" in lines[-1]
+    for k in range(5):
+        _png(mixed / f"c{k}.png", 16)
+    code, lines = _cli(capsys, mixed, "-o", tmp_path / "out")
+    assert code == 2 and "holds 16x16 (a.png, c0.png, c1.png and 3 more), 64x64 (b.png)," in lines[-1]
     (tmp_path / "broken.png").write_bytes(b"not an image")
     code, lines = _cli(capsys, tmp_path / "broken.png", "-o", tmp_path / "out.png")
     assert code == 2 and "could be read to pick a model" in lines[-1]

@@ -209,10 +209,10 @@ CASES = [
                                                                     "--quiet"],
      1, "over the 4.0 GiB allowed with max_output_pixels = 4.0 MP (1444 tiles of 64 px per U-Net call)"),
     # Models.
-    ("unknown model", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", "no-such-sr3-model"], 1,
-     "Unknown model 'no-such-sr3-model'"),
+    ("unknown model", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model", "no-such-sr3-model"], 2,
+     "--model no-such-sr3-model: no such model folder"),
     ("model path is a symlink loop", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model",
-                                                       _symlink(t / "loopdir", t / "loopdir")], 1, "Unknown model"),
+                                                       _symlink(t / "loopdir", t / "loopdir")], 2, "no such model folder"),
     ("pickle posing as safetensors", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--model",
                                                        _evil_pickle(m / "model.safetensors", t / "pwned").parent], 1,
      "not a readable safetensors file"),

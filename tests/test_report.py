@@ -195,3 +195,82 @@ def test_python_batch_runner_keeps_reports_and_masks(tmp_path, calibrated):
     assert summary.written == 1 and Image.open(tmp_path / "mask.png").size == (16, 16)
     (report,) = summary.reports.values()
     assert report.mask.shape == (16, 16) and report.num_samples == 2
+
+
+# --report and --report-mask are planned with the images: checked before the model is loaded, nothing written.
+
+
+def _report_case(tmp: Path) -> dict[str, Path]:
+    (tmp / "d").mkdir()
+    for name in ("a", "b"):
+        _png(tmp / "d" / f"{name}.png")
+    (tmp / "keep.json").write_text("{}")
+    (tmp / "folder").mkdir()
+    return {"in": _png(tmp / "in.png"), "out": tmp / "out.png", "d": tmp / "d", "keep": tmp / "keep.json"}
+
+
+REPORT_PLANNING = [
+    ("report is the input, --overwrite", ["IN", "--report", "IN", "--overwrite"], 2,
+     "the JSON report (--report) 'IN' is the input 'IN'; choose another name (an input is never replaced"),
+    ("report is a folder input's image, --overwrite", ["D", "--report", "D/a.png", "--overwrite"], 2,
+     "the JSON report (--report) 'D/a.png' is the input 'D/a.png'"),
+    ("report is -o, --overwrite", ["IN", "--report", "OUT", "--overwrite"], 2,
+     "the upscaled image (-o) and the JSON report (--report) would both be written to 'OUT'; rename one of them"),
+    ("report is a folder run's output", ["D", "--report", "TMP/out/b.png"], 2,
+     "the output of 'D/b.png' and the JSON report (--report) would both be written to"),
+    ("report is the mask", ["IN", "--samples", "2", "--report-mask", "TMP/m.png", "--report", "TMP/m.png"], 2,
+     "the made-up mask (--report-mask) and the JSON report (--report) would both be written to 'TMP/m.png'"),
+    ("report is the uncertainty map", ["IN", "--samples", "2", "--uncertainty", "TMP/u.png", "--report", "TMP/u.png"],
+     2, "the uncertainty map (--uncertainty) and the JSON report (--report) would both be written to 'TMP/u.png'"),
+    ("report under a file", ["IN", "--report", "IN/r.json"], 2, "cannot write --report 'IN/r.json': 'IN' is a file"),
+    ("report in /proc", ["IN", "--report", "/proc/r.json"], 2, "cannot write --report '/proc/r.json': '/proc' is not "
+                                                                 "writable"),
+    ("report is a folder", ["IN", "--report", "TMP/folder", "--overwrite"], 2,
+     "--report 'TMP/folder' is a folder; give a file name, e.g. 'TMP/folder/report.json'"),
+    ("report exists", ["IN", "--report", "KEEP"], 1, "--report 'KEEP' already exists; pass --overwrite to replace it"),
+    ("mask as .npy", ["IN", "--samples", "2", "--report-mask", "TMP/m.npy"], 2,
+     "--report-mask 'TMP/m.npy': Unknown output format '.npy'; use .png, .jpg, .webp, .tif or .bmp"),
+    ("mask under a file", ["IN", "--samples", "2", "--report-mask", "IN/m.png"], 2,
+     "cannot write --report-mask 'IN/m.png': 'IN' is a file"),
+    ("mask is -o, no uncertainty map asked", ["IN", "--samples", "2", "--report-mask", "OUT", "--overwrite"], 2,
+     "the upscaled image (-o) and the made-up mask (--report-mask) would both be written to 'OUT'"),
+]
+
+
+@pytest.mark.parametrize("args, code, message", [case[1:] for case in REPORT_PLANNING],
+                         ids=[case[0] for case in REPORT_PLANNING])
+def test_report_paths_are_planned_before_any_work(tmp_path, calibrated, capsys, monkeypatch, args, code, message):
+    model = str(calibrated.save_pretrained(tmp_path / "model"))
+    paths = _report_case(tmp_path)
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    monkeypatch.setattr(Upscaler, "from_pretrained", classmethod(lambda cls, *a, **k: pytest.fail("model loaded")))
+    words = {"IN": paths["in"], "OUT": paths["out"], "D": paths["d"], "KEEP": paths["keep"], "TMP": tmp_path}
+
+    def spell(text: str) -> str:
+        for key, value in words.items():
+            text = text.replace(key, str(value))
+        return text
+
+    argv = [spell(a) for a in args]
+    assert main([argv[0], "-o", str(paths["out"] if argv[0] != str(paths["d"]) else tmp_path / "out"),
+                 "--model", model, "--quiet", *argv[1:]]) == code
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("sr3infer: error: ") and spell(message) in lines[0], lines
+    assert "uncertainty" not in lines[0] or "--uncertainty" in args
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before  # nothing written
+
+
+def test_a_report_that_cannot_be_written_at_the_end_is_named(tmp_path, calibrated, capsys, monkeypatch):
+    from sr3infer import report
+
+    def disk_full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "write_report", disk_full)
+    model = str(calibrated.save_pretrained(tmp_path / "model"))
+    code = main([str(_png(tmp_path / "in.png")), "-o", str(tmp_path / "out.png"), "--model", model, "--quiet",
+                 "--report", str(tmp_path / "r.json")])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, lines
+    assert lines[0].startswith(f"sr3infer: error: --report {tmp_path / 'r.json'}: could not write it (")
+    assert "No space left on device" in lines[0] and (tmp_path / "out.png").exists()

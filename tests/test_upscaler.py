@@ -386,6 +386,27 @@ def test_bad_options(tiny_upscaler, options, message):
         run(tiny_upscaler, _rgb(), **options)
 
 
+def test_help_shows_the_left_out_start_noise_level_by_name(tiny_upscaler):
+    import copy
+    import inspect
+    import pickle
+    import pydoc
+
+    from sr3infer.config import UNSET
+
+    text = pydoc.render_doc(Upscaler.upscale, renderer=pydoc.plaintext)
+    assert "start_noise_level: 'float | None' = UNSET" in text and "object at 0x" not in text
+    assert inspect.signature(Upscaler.upscale).parameters["start_noise_level"].default is UNSET
+    assert copy.deepcopy(UNSET) is UNSET and pickle.loads(pickle.dumps(UNSET)) is UNSET
+
+
+def test_sampling_errors_count_one_step_in_the_singular(tiny_upscaler):
+    with torch.no_grad():
+        next(tiny_upscaler.model.parameters()).fill_(float("nan"))
+    with pytest.raises(RuntimeError, match=r"\(ddim, 1 step\): the model's weights"):
+        run(tiny_upscaler, _rgb(), num_steps=1)
+
+
 def test_unknown_model_name_is_named_in_the_error():
     with pytest.raises((ValueError, KeyError), match="no-such-sr3-model"):
         Upscaler.from_pretrained("no-such-sr3-model", device="cpu")
