@@ -25,10 +25,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
-import torch
 from PIL import Image
 
-from . import imageio
+from . import imageio, seeding
 from .cascade import Cascade
 from .distributed import shard_indices
 from .errors import first_line
@@ -334,7 +333,7 @@ def run_jobs(
     Args:
         model: an `Upscaler`, or a `Cascade` (each earlier stage's image goes to the job's "stage<k>" path).
         seed: file k gets seed `seed + k` (with `num_samples` K, sample j: `seed + k*K + j`; in a cascade,
-            stage s adds `s * STAGE_SEED_STRIDE`).
+            stage s adds `s * seeding.STAGE_STRIDE`).
         num_samples: K samples per file, averaged (None: the recipe's, 1 unless its preset carries more).
         batch_size: files per model call (and tiles or samples per U-Net call).
         log: where the per-file lines go ("wrote ...", "failed ..."); default stderr.
@@ -438,8 +437,7 @@ Files = list[tuple[Path, str, Any]]  # per job: (path, what, value) to write
 
 def _upscaler_runner(upscaler: Upscaler, seed: int, num_samples: int, options: dict[str, Any]) -> Callable:
     def run(group: list[tuple[Job, Any]], common: dict[str, Any]) -> list[Files]:
-        generators = [torch.Generator("cpu").manual_seed(seed + job.index * num_samples + k)
-                      for job, _ in group for k in range(num_samples)]
+        generators = [g for job, _ in group for g in seeding.generators(seed, 1, num_samples=num_samples, first=job.index)]
         # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
         out = upscaler.upscale([image for _, image in group], generator=generators, num_samples=num_samples,
                                return_dict=True, **common, **options)
@@ -454,7 +452,8 @@ def _upscaler_runner(upscaler: Upscaler, seed: int, num_samples: int, options: d
 
 def _cascade_runner(cascade: Cascade, seed: int, options: dict[str, Any]) -> Callable:
     def run(group: list[tuple[Job, Any]], common: dict[str, Any]) -> list[Files]:
-        stages = cascade.run([image for _, image in group], seed=seed + group[0][0].index, return_all_stages=True,
+        stages = cascade.run([image for _, image in group], seed=seeding.sample_seed(seed, group[0][0].index),
+                             return_all_stages=True,
                              **common, **options)
         per_file = [list(images) for images in zip(*stages)]  # each file's images, first stage first
         files = []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 from pathlib import Path
 from typing import Any, Callable, Sequence, Union
 
@@ -12,7 +11,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import imageio
+from . import imageio, seeding
 from .config import UNSET, Recipe
 from .imageio import ValueRange
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
@@ -21,10 +20,7 @@ from .samplers import Callback, randn
 from .uncertainty import ensemble_mean
 from .upscaler import Upscaler
 
-__all__ = ["Cascade", "STAGE_SEED_STRIDE"]
-
-STAGE_SEED_STRIDE = 1_000_000
-"""Stage s of a run with seed S uses seed S + s * STAGE_SEED_STRIDE (and image k of it that plus k)."""
+__all__ = ["Cascade"]
 
 Images = Union[Sequence[Image.Image], Image.Image, np.ndarray, Tensor]
 BaseGenerator = Callable[[int], Any]
@@ -80,7 +76,7 @@ class Cascade:
         Seeds are additive, so `run([images[k]], seed=seed + k)` reproduces image k of `run(images, seed=seed)`,
         and `Cascade([upscalers[s]]).run(inputs, seed=Cascade.stage_seed(seed, s), ...)` reruns stage s alone.
         """
-        return int(seed) + stage * STAGE_SEED_STRIDE
+        return seeding.sample_seed(int(seed), 0, stage=stage)
 
     def run(
         self,
@@ -176,9 +172,7 @@ class Cascade:
                 raise ValueError(f"noise_level for stage {s} must be a finite number >= 0, got {level!r}.")
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or not 0 <= seed < 2**63):  # leaves room for the stage and image offsets
-            raise ValueError(f"seed must be an integer from 0 to 2**63 - 1, got {seed!r}.")
+        seed = seeding.check_seed(seed)
         if seed is not None and generator is not None:
             raise ValueError("Pass either generator or seed, not both.")
         if callable(images):
@@ -200,6 +194,7 @@ class Cascade:
             sizes = [(h * upscaler.config.scale, w * upscaler.config.scale) for h, w in sizes]
         prepared = [prep for item in items for prep in imageio.prepare(item, value_range)]
         current = [prep.rgb for prep in prepared]
+        seeding.check_room(seed, len(current), num_samples=max(r.num_samples for r in recipes), stages=stages)
         if isinstance(generator, (list, tuple)):
             generator = list(generator)
             if len(generator) != len(current):
@@ -210,8 +205,8 @@ class Cascade:
         for s, upscaler in enumerate(self.upscalers):
             k_samples = recipes[s].num_samples  # a recipe measured best as a K-sample mean: image k's K samples
             generators = (generator if seed is None
-                          else [torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k * k_samples)
-                                for k in range(len(current))])
+                          else [torch.Generator("cpu").manual_seed(
+                                    seeding.sample_seed(seed, k, num_samples=k_samples, stage=s)) for k in range(len(current))])
             if levels[s] > 0:  # conditioning augmentation, drawn first from each image's own generator
                 own = (lambda k: [generators[k]]) if isinstance(generators, list) else (lambda k: generators)
                 current = [(image + levels[s] * randn(image.shape, generator=own(k), device="cpu")).clamp(-1, 1)
@@ -220,7 +215,8 @@ class Cascade:
             per_image = None  # sample 0 of image k continues its generator; sample j > 0: seed + k*K + j (or the same)
             if isinstance(generators, list):
                 per_image = [gen if j == 0 or seed is None
-                             else torch.Generator("cpu").manual_seed(self.stage_seed(seed, s) + k * k_samples + j)
+                             else torch.Generator("cpu").manual_seed(
+                                 seeding.sample_seed(seed, k, sample=j, num_samples=k_samples, stage=s))
                              for k, gen in enumerate(generators) for j in range(k_samples)]
             results = upscaler._sample_images(current, calls[s], per_image, generators, progress, callback)
             current = [samples[0] if k_samples == 1 else ensemble_mean(torch.cat(samples), image, recipes[s].consistency)

@@ -11,6 +11,7 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable
 
+from . import seeding
 from .config import CONSISTENCY_MODES, PRESETS
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS
 from .manifest import default_models
@@ -18,7 +19,6 @@ from .samplers import SAMPLERS
 from .schedule import SPACINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
-MAX_SEED = 2**63 - 1  # leaves room for the per-file (and per-stage) offsets within torch's 64-bit seeds
 MAX_THREADS_PER_CPU = 4  # --threads above os.cpu_count() x this is refused (100000 threads crash torch)
 
 
@@ -179,8 +179,8 @@ def _check_shared_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--tile-overlap ({args.tile_overlap}) must be smaller than --tile ({args.tile})")
     if args.max_output_pixels < 1:
         raise UsageError(f"--max-output-pixels must be at least 1, got {args.max_output_pixels}")
-    if not 0 <= args.seed <= MAX_SEED:
-        raise UsageError(f"--seed must be between 0 and 2**63 - 1, got {args.seed}")
+    if not 0 <= args.seed <= seeding.MAX_SEED:
+        raise UsageError(f"--seed must be between 0 and 2**64 - 1, got {args.seed}")
     _check_device(args.device)
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from .bounds import MAX_SCALE
 from .resample import bicubic
 
-__all__ = ["SizePlan", "MAX_PASSES", "MAX_OUTSCALE", "PASS_SEED_STRIDE", "parse_size", "check_outscale", "target_size",
+__all__ = ["SizePlan", "MAX_PASSES", "MAX_OUTSCALE", "parse_size", "check_outscale", "target_size",
            "output_size", "num_passes", "size_plan", "pass_sizes", "resize", "finish_size"]
 
 MAX_PASSES = 3
@@ -30,8 +30,6 @@ MAX_PASSES = 3
 MAX_OUTSCALE = MAX_SCALE**MAX_PASSES
 """The largest outscale any model can reach: the largest model scale, `MAX_PASSES` times over its own output."""
 
-PASS_SEED_STRIDE = 1_000_000
-"""Pass p of a run with `seed` uses seed + p * PASS_SEED_STRIDE, as `Cascade.stage_seed` does for stages."""
 
 
 @dataclass(frozen=True)

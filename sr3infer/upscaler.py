@@ -13,9 +13,8 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import imageio
+from . import imageio, seeding
 from .architectures import get_architecture
-from .bounds import MAX_SEED
 from .config import CONSISTENCY_MODES, UNSET, ModelConfig, Recipe
 from .convert import load_community_checkpoint
 from .devices import default_device, resolve_device, resolve_dtype
@@ -23,7 +22,7 @@ from .fastpath import FastModel
 from .hub import resolve_model_files
 from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
 from .oom import run_with_fallback
-from .outscale import PASS_SEED_STRIDE, finish_size, pass_sizes, size_plan
+from .outscale import finish_size, pass_sizes, size_plan
 from .outputs import UpscaleOutput, consistency_error, convert, group_like
 from .prediction import to_x0
 from .report import image_reports
@@ -452,9 +451,7 @@ class Upscaler:
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-                                 or not 0 <= seed <= MAX_SEED):
-            raise ValueError(f"seed must be an integer from 0 to 2**64 - 1, got {seed!r}.")
+        seed = seeding.check_seed(seed)
         _check_generator(generator)
         if num_samples is not None:
             num_samples = check_num_samples(num_samples)
@@ -478,10 +475,7 @@ class Upscaler:
         self._warn_if_off_size([tuple(p.rgb.shape[-2:]) for p in flat], call)
         if generator is not None and seed is not None:
             raise ValueError("Pass either generator or seed, not both.")
-        passes = f" and {len(calls)} passes" if len(calls) > 1 else ""  # pass p adds p * PASS_SEED_STRIDE
-        if seed is not None and seed + (len(calls) - 1) * PASS_SEED_STRIDE + len(flat) * num_samples - 1 > MAX_SEED:
-            raise ValueError(f"seed + image index must stay below 2**64; seed {seed} is too large for {len(flat)} "
-                             f"images{passes}.")
+        seeding.check_room(seed, len(flat), num_samples=num_samples, stages=len(calls))
         generators = self._per_image_generators(len(flat), generator, seed, num_samples)
         results = self._sample_images([p.rgb for p in flat], call, generators, generator, progress, callback)
 
@@ -489,8 +483,7 @@ class Upscaler:
             return samples[0] if num_samples == 1 else ensemble_mean(torch.cat(samples), rgb, recipe.consistency)
 
         def run_pass(rgbs: list[Tensor], index: int) -> list[list[Tensor]]:  # the model again on its own output
-            pass_seed = None if seed is None else seed + index * PASS_SEED_STRIDE
-            gens = self._per_image_generators(len(rgbs), generator, pass_seed, num_samples)
+            gens = self._per_image_generators(len(rgbs), generator, seed, num_samples, stage=index)
             return self._sample_images(rgbs, calls[index], gens, generator, progress, callback)
 
         if plan is None:
@@ -545,10 +538,10 @@ class Upscaler:
         return results
 
     def _per_image_generators(self, count: int, generator: Any, seed: int | None,
-                              samples: int = 1) -> list[torch.Generator] | None:
+                              samples: int = 1, stage: int = 0) -> list[torch.Generator] | None:
         """One generator per sample (`samples` per image, image-major), or None for a single shared generator."""
         if seed is not None:
-            return [torch.Generator("cpu").manual_seed(int(seed) + k) for k in range(count * samples)]
+            return seeding.generators(seed, count, num_samples=samples, stage=stage)
         if isinstance(generator, (list, tuple)):
             if len(generator) != count * samples:
                 if samples == 1:

@@ -174,7 +174,7 @@ CASES = [
      "Unknown output format '.xyz'"),
     # Options: model-independent ones fail before the (here unknown) model is looked up.
     ("--seed too large", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--seed", 2**64, "--model", "nope"], 2,
-     "--seed must be between 0 and 2**63 - 1"),
+     "--seed must be between 0 and 2**64 - 1"),
     ("--seed negative", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--seed", -1, "--model", "nope"], 2,
      "--seed must be between"),
     ("--eta 2", lambda t, m, mp: [_png(t / "a.png"), "-o", "out.png", "--eta", 2, "--model", "nope"], 2,
@@ -505,7 +505,7 @@ def test_nan_output_is_an_error_not_a_black_image(tiny_upscaler):
     ({"seed": 1.7}, "seed must be an integer"),
     ({"seed": -1}, "seed must be an integer from 0"),
     ({"seed": 2**64}, "seed must be an integer from 0"),
-    ({"seed": 2**64 - 1}, "seed \\+ image index must stay below 2\\*\\*64"),
+    ({"seed": 2**64 - 1}, "seed \\+ image index must stay at or below 2\\*\\*64 - 1"),
     ({"sampler": ""}, "Unknown sampler ''"),
     ({"consistency": ""}, "Unknown consistency ''"),
     ({"spacing": ""}, "Unknown spacing ''"),

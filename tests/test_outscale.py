@@ -123,13 +123,13 @@ def test_above_native_runs_the_model_again_and_warns(x4):
 
 
 def test_seeds_of_later_passes_are_checked_before_any_work(x4):
-    from sr3infer.outscale import PASS_SEED_STRIDE
+    from sr3infer.seeding import STAGE_STRIDE
 
-    seed = 2**64 - PASS_SEED_STRIDE  # fine for one pass, over 2**64 - 1 in the second
+    seed = 2**64 - STAGE_STRIDE  # fine for one pass, over 2**64 - 1 in the second
     x4.upscale(torch.rand(3, 4, 4), seed=seed, progress=False, num_steps=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        with pytest.raises(ValueError, match="too large for 1 images and 2 passes"):
+        with pytest.raises(ValueError, match="too large for 1 image over 2 stages or passes"):
             x4.upscale(torch.rand(3, 4, 4), seed=seed, progress=False, outscale=8, num_steps=1)
 
 

@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 from torch import Tensor
 
+from .. import seeding
 from ..errors import first_line
 from ..imageio import load_image, save_image, write_atomically
 from ..resample import bicubic
@@ -169,8 +170,7 @@ def evaluate(
         hr = torch.stack(hr_images[start : start + batch_size])
         lowres = make_lowres(hr, scale) if degraded is None else degraded[start : start + batch_size]
         # image i: seed + i, or with K samples seed + i*K + j (the seeds `Upscaler.upscale(seed=seed)` gives)
-        gens = [torch.Generator().manual_seed(seed + (start + k) * k_samples + j)
-                for k in range(len(hr)) for j in range(k_samples)]
+        gens = seeding.generators(seed, len(hr), num_samples=k_samples, first=start)
         out = upscaler.upscale_tensor(lowres, generator=gens, progress=progress, **sampling).cpu().float()
         outputs.append(out)
         bicubics.append(bicubic(lowres, tuple(hr.shape[-2:])).clamp(-1, 1))
