@@ -14,6 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from . import imageio, seeding
+from .deprecation import deprecate
 from .architectures import get_architecture
 from .config import CONSISTENCY_MODES, UNSET, ModelConfig, Recipe
 from .convert import load_community_checkpoint
@@ -392,6 +393,7 @@ class Upscaler:
         outscale: float | None = None,
         size: tuple[int, int] | None = None,
         return_report: bool = False,
+        **deprecated: Any,
     ) -> Any:
         """Upscale one image or a list of images by `config.scale` (or to any size: `outscale`, `size`).
 
@@ -438,6 +440,7 @@ class Upscaler:
             outscale, size: any output size (`sr3infer.outscale`): the model runs at its scale, then the result
                 is resized (antialiased bicubic on float data) to round(outscale x input) per side, or to
                 `size` (width, height). Above the model's scale it runs again on its own output, with a warning.
+            return_uncertainty, return_samples: deprecated (0.1's tuple returns, removed in 0.3.0); use return_dict.
             return_report: return an `UpscaleOutput` whose `report` holds each image's `sr3infer.report.ImageReport`:
                 consistency, the uncertainty's mean and 95th percentile (K >= 2) and the made-up mask.
 
@@ -446,6 +449,15 @@ class Upscaler:
             a batch array/tensor for a batch array/tensor. With `return_dict=True`, an `UpscaleOutput`
             whose `images` is exactly that, and whose per-image fields are grouped the same way.
         """
+        legacy = _legacy_returns(deprecated)
+        if legacy:
+            out = self.upscale(images, num_steps=num_steps, sampler=sampler, spacing=spacing,
+                               start_noise_level=start_noise_level, consistency=consistency, eta=eta, preset=preset,
+                               recipe=recipe, generator=generator, seed=seed, value_range=value_range,
+                               batch_size=batch_size, progress=progress, output_type=output_type, callback=callback,
+                               tile_size=tile_size, tile_overlap=tile_overlap, num_samples=num_samples,
+                               return_dict=True, max_output_pixels=max_output_pixels, outscale=outscale, size=size)
+            return (out.images, *(getattr(out, name) for name in legacy))
         started = time.perf_counter()
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
@@ -665,3 +677,22 @@ def _check_generator(generator: Any) -> None:
         got = type(generator).__name__
     raise TypeError(f"generator must be a torch.Generator or a list of them (one per image), got {got}; "
                     "for a number use seed= instead.")
+
+
+_LEGACY_RETURNS = {"return_uncertainty": "uncertainty", "return_samples": "samples"}
+
+
+def _legacy_returns(arguments: dict[str, Any]) -> list[str]:
+    """The `UpscaleOutput` fields that 0.1's `return_uncertainty` / `return_samples` asked for, in the old tuple's
+    order; any other unexpected keyword is the TypeError Python would raise."""
+    unknown = sorted(set(arguments) - set(_LEGACY_RETURNS))
+    if unknown:
+        raise TypeError(f"upscale() got an unexpected keyword argument {unknown[0]!r}")
+    fields = []
+    for name, field_name in _LEGACY_RETURNS.items():
+        if name in arguments:
+            deprecate(f"upscale({name}=...)", "0.3.0",
+                      f"Use upscale(return_dict=True) and read the output's .{field_name}.", stacklevel=4)
+            if arguments[name]:
+                fields.append(field_name)
+    return fields

@@ -609,3 +609,18 @@ def test_the_size_guard_refuses_a_broadcast_view_fast_under_4_gib(tiny_model_dir
     seconds, pixels, message = proc.stdout.split(" ", 2)
     assert float(seconds) < 10 and int(pixels) == 4 * 10**18
     assert "The output would be 2000000000x2 = 4,000.0 MP per image, over max_output_pixels" in message
+
+
+def test_the_removed_tuple_returns_still_work_with_a_future_warning(tiny_upscaler):
+    image = torch.rand(3, 8, 8)
+    with pytest.warns(FutureWarning, match=r"return_uncertainty=\.\.\.\) is deprecated .* 0\.3\.0.*return_dict=True"):
+        result, uncertainty = tiny_upscaler.upscale(image, num_samples=2, num_steps=1, seed=0, progress=False,
+                                                    return_uncertainty=True)
+    expected = tiny_upscaler.upscale(image, num_samples=2, num_steps=1, seed=0, progress=False, return_dict=True)
+    assert torch.equal(result, expected.images) and np.array_equal(uncertainty, expected.uncertainty)
+    with pytest.warns(FutureWarning):
+        _, _, samples = tiny_upscaler.upscale(image, num_samples=2, num_steps=1, seed=0, progress=False,
+                                              return_uncertainty=True, return_samples=True)
+    assert len(samples) == 2
+    with pytest.raises(TypeError, match="unexpected keyword argument 'return_everything'"):
+        tiny_upscaler.upscale(image, return_everything=True)
