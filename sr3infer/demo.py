@@ -6,6 +6,7 @@ lays out the page around it and `serve` starts it on 127.0.0.1, one job at a tim
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import math
 import shutil
@@ -29,19 +30,27 @@ from .manifest import default_models  # trained input side -> (name, domain): au
 from .resample import bicubic
 from .uncertainty import HEATMAP_MAX, heatmap
 
-__all__ = ["MissingExtra", "RunTimeout", "DemoResult", "DemoRunner", "summary", "build_demo", "serve"]
+__all__ = ["MissingExtra", "RunTimeout", "DemoResult", "DemoRunner", "summary", "build_demo", "example_files",
+           "exposure_warning", "serve"]
 
 EXTRA = 'the demo needs Gradio, which is not installed; install the demo extra: pip install -e ".[demo]"'
 AUTO = "auto (by input size)"
 MAX_OUTPUT_PIXELS = 1024 * 1024
 """The page's size guard: outputs up to 1024x1024 (the library's check, with a limit sized for a CPU server)."""
 TIME_LIMIT_S = 120.0
-"""Each run stops after this many seconds of sampling, with a message saying so."""
+"""Each run stops before a denoising step that would end past this many seconds, with a message saying so."""
 MAX_SAMPLES = 16
 EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"  # in a checkout or a Space; absent from a wheel
 EXAMPLES = ("face_16.png", "photo_64.png")
 PREVIEW_SIDE = 128
+UPLOAD_CONCURRENCY = 2  # uploads described at once (each reads a header, may load a model and decodes a small picture)
+LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 KEEP_RUNS = 8  # result folders kept on disk for the download buttons
+
+
+def example_files() -> list[str]:
+    """The example pictures the page offers (and serves): those of `EXAMPLES` that exist."""
+    return [str(EXAMPLES_DIR / name) for name in EXAMPLES if (EXAMPLES_DIR / name).is_file()]
 
 
 class MissingExtra(ImportError):
@@ -97,18 +106,24 @@ class DemoRunner:
         self.device = device
         self.max_output_pixels = max_output_pixels
         self.time_limit_s = time_limit_s
+        self.clock: Callable[[], float] = time.monotonic  # the time limit's clock (a test may replace it)
         self._upscalers: dict[str, Any] = {}
         self._lock = threading.Lock()  # one job at a time, even outside Gradio's queue
+        self._loading = threading.Lock()  # one load per model: concurrent first uploads wait for the first one's
         self._runs = Path(tempfile.mkdtemp(prefix="sr3infer-demo-"))
         weakref.finalize(self, shutil.rmtree, self._runs, True)  # removed with the runner (or at exit)
 
     def upscaler(self, name: str) -> Any:
-        """The loaded model `name` (loaded once per process)."""
-        if name not in self._upscalers:
-            from .upscaler import Upscaler
+        """The loaded model `name` (loaded once per process, even when many threads ask for it at once)."""
+        loaded = self._upscalers.get(name)
+        if loaded is not None:
+            return loaded
+        with self._loading:
+            if name not in self._upscalers:
+                from .upscaler import Upscaler
 
-            self._upscalers[name] = Upscaler.from_pretrained(name, device=self.device)
-        return self._upscalers[name]
+                self._upscalers[name] = Upscaler.from_pretrained(name, device=self.device)
+            return self._upscalers[name]
 
     def pick_model(self, size: tuple[int, int], choice: str | None) -> str:
         """`choice`, or for "auto" the bundled model trained on inputs of `size` (h, w); ValueError for other sizes."""
@@ -148,7 +163,12 @@ class DemoRunner:
 
     def run(self, path: str | Path, choice: str | None = None, preset: str | None = None, steps: int | None = None,
             seed: int = 0, samples: int = 1, progress: Callable[[int, int], None] | None = None) -> DemoResult:
-        """Upscale the picture at `path`; `progress(done, total)` is called after every denoising step."""
+        """Upscale the picture at `path`; `progress(done, total)` is called after every denoising step.
+
+        The time limit is checked after each step: the run stops when the next step, as long as the last one,
+        would end past it. A step already running is not interrupted, so only a step much slower than the one
+        before it (the first step of a first run has none before it) can take a run past the limit.
+        """
         with self._lock:
             name, recipe, _ = self.check(path, choice, preset, steps, samples)
             upscaler = self.upscaler(name)
@@ -156,18 +176,20 @@ class DemoRunner:
             batch = min(samples, 8)
             total = recipe.num_steps * math.ceil(samples / batch)
             done = 0
-            start = time.monotonic()
+            start = last = self.clock()
 
             def callback(_: dict) -> None:
-                nonlocal done
+                nonlocal done, last
                 done += 1
                 if progress is not None:
                     progress(min(done, total), total)
-                if self.time_limit_s is not None and time.monotonic() - start > self.time_limit_s:
+                now = self.clock()
+                step, last = now - last, now
+                if self.time_limit_s is not None and done < total and now - start + step > self.time_limit_s:
                     raise RunTimeout(
-                        f"Stopped after {self.time_limit_s:g} s, this page's time limit per run ({done} of {total} "
-                        "denoising steps done); use fewer steps or samples or a smaller picture, or run it from "
-                        "the command line, which has no time limit.")
+                        f"Stopped after {now - start:.0f} s: the next step would end past this page's time limit "
+                        f"per run, {self.time_limit_s:g} s ({done} of {total} denoising steps done); use fewer steps "
+                        "or samples or a smaller picture, or run it from the command line, which has no time limit.")
 
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
@@ -206,13 +228,12 @@ class DemoRunner:
 
 
 def _eight_bit(image: Any) -> Image.Image:
-    """A result or input as an 8-bit PIL image for the page (a uint16 array keeps its high bytes)."""
-    if isinstance(image, Image.Image):
-        if image.mode in ("RGB", "RGBA", "L", "LA"):
-            return image
-        return image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
-    array = np.asarray(image)
-    return Image.fromarray((array >> 8).astype(np.uint8) if array.dtype == np.uint16 else array)
+    """A result or input as an 8-bit PIL image for the page, read as the library reads it (16-bit data and float
+    images in [0, 1] scaled to 0..255, palettes expanded), so the page shows what the download holds."""
+    if isinstance(image, Image.Image) and image.mode in ("RGB", "RGBA", "L", "LA"):
+        return image
+    prep = imageio.prepare(image)[0]
+    return imageio.restore(prep.rgb, dataclasses.replace(prep, kind="pil", bits=8))
 
 
 def summary(out: DemoResult, preset: str | None = None) -> str:
@@ -293,9 +314,8 @@ def build_demo(runner: DemoRunner | None = None) -> Any:
             with gr.Column(scale=1):
                 upload = gr.File(label="Low-res picture", file_types=sorted(imageio.IMAGE_SUFFIXES),
                                  type="filepath", elem_id="sr3-upload")
-                if EXAMPLES_DIR.is_dir():
-                    gr.Examples([[str(EXAMPLES_DIR / name)] for name in EXAMPLES if (EXAMPLES_DIR / name).is_file()],
-                                inputs=[upload], label="Examples")
+                if example_files():
+                    gr.Examples([[path] for path in example_files()], inputs=[upload], label="Examples")
                 preview = gr.Image(label="Input", interactive=False, height=160, elem_id="sr3-input", format="png")
                 model = gr.Dropdown(runner.models, value=runner.default_model, label="Model", elem_id="sr3-model")
                 preset = gr.Radio(["realism", "fidelity"], value="realism", label="Preset", elem_id="sr3-preset",
@@ -319,23 +339,38 @@ def build_demo(runner: DemoRunner | None = None) -> Any:
                     download = gr.DownloadButton("Download PNG", visible=False, elem_id="sr3-download")
                     download_map = gr.DownloadButton("Download uncertainty map", visible=False,
                                                      elem_id="sr3-download-map")
-        for event in (upload.change, model.change):
-            event(on_upload, [upload, model], [preview, message], concurrency_limit=None)
+        for event in (upload.change, model.change):  # one shared limit: many uploads at once queue, not pile up
+            event(on_upload, [upload, model], [preview, message], concurrency_limit=UPLOAD_CONCURRENCY,
+                  concurrency_id="describe")
         run.click(on_run, [upload, model, preset, steps, seed, samples],
                   [result, compare, stats, download, download_map, overlay, last, message])
         overlay.change(on_overlay, [overlay, last], [result], concurrency_limit=None, show_progress="hidden")
     return demo
 
 
+def exposure_warning(host: str | None, port: int | None) -> str | None:
+    """The warning for a `host` that other machines can reach (None for loopback, or None: Gradio's default)."""
+    if host is None or host in LOCAL_HOSTS or host.startswith("127."):
+        return None
+    return (f"sr3infer demo: warning: --host {host} makes the page reachable from the network: anyone who can reach "
+            f"port {port or 'the chosen'} of this machine can upload pictures and run jobs on it (there is no login); "
+            "use --host 127.0.0.1 to keep it to this machine.")
+
+
 def serve(model: str | None = None, host: str | None = "127.0.0.1", port: int | None = 7860,
           runner: DemoRunner | None = None, block: bool = True) -> Any:
     """Start the page on `host:port` (None: Gradio's defaults and environment, as on a Hugging Face Space).
 
-    One job at a time (a queue for the rest), no share link. Returns the Blocks (already closed when `block`).
+    One job at a time (a queue for the rest), no share link; of the repository's files only the two example
+    pictures are served. A host other machines can reach gets a warning. Returns the Blocks (already closed
+    when `block`).
     """
     demo = build_demo(runner or DemoRunner(model))
     demo.queue(default_concurrency_limit=1, max_size=32)
-    allowed = [str(EXAMPLES_DIR)] if EXAMPLES_DIR.is_dir() else []
+    allowed = example_files()  # these two pictures, not the folder (nor the checkout around it)
+    warning = exposure_warning(host, port)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     demo.launch(server_name=host, server_port=port, share=False, allowed_paths=allowed, max_file_size="20mb",
                 css=CSS, prevent_thread_lock=True, quiet=True)
     print(f"sr3infer demo: serving {demo.local_url} (Ctrl-C stops it)", file=sys.stderr, flush=True)

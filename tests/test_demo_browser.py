@@ -112,7 +112,7 @@ def test_runner_auto_model_needs_a_trained_size(runner, tmp_path):
 
 def test_runner_time_limit_stops_sampling():
     limited = DemoRunner(time_limit_s=0)
-    with pytest.raises(RunTimeout, match=r"time limit per run \(1 of 3 denoising steps done\)"):
+    with pytest.raises(RunTimeout, match=r"time limit per run, 0 s \(1 of 3 denoising steps done\)"):
         limited.run(FACE, preset="realism", steps=3)
 
 
