@@ -9,7 +9,8 @@ no download; pass --diffusers MODEL_ID to use a real unconditional `diffusers` p
     python examples/cascade.py --stages 2 --noise-level 0.02     # 64 -> 256 -> 1024 (the second stage tiles)
     pip install diffusers && python examples/cascade.py --diffusers google/ddpm-cifar10-32
 
-Writes a grid: one row per sample, columns base sample | bicubic x4 | each SR3 stage (shown at 256 px).
+Writes a grid: one row per sample, columns base sample | bicubic x4 | each SR3 stage (shown at 256 px), and the
+final images beside it, into examples/out/ (ignored by git) unless -o names another place.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sr3infer import SAMPLERS, Cascade
 HERE = Path(__file__).resolve().parent
 VAL_PHOTOS = HERE.parent.parent / "shared" / "datasets" / "natural" / "val"
 COMMITTED_PHOTO = HERE / "photo_64.png"
+OUT = HERE / "out"  # where the examples write by default; ignored by git, so a run leaves the checkout clean
 
 
 def photo_samples(count: int, size: int = 64) -> list[Image.Image]:
@@ -96,7 +98,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--diffusers", metavar="MODEL_ID", help="use this diffusers pipeline as the base generator")
     parser.add_argument("--base-steps", type=int, help="the diffusers pipeline's num_inference_steps (default: its own)")
-    parser.add_argument("-o", "--output", default=str(HERE / "cascade.png"))
+    parser.add_argument("-o", "--output", default=str(OUT / "cascade.png"),
+                        help="the grid (default examples/out/cascade.png); the final images go beside it as "
+                             "<name>_<k>.png")
     args = parser.parse_args()
 
     cascade = Cascade.from_pretrained([args.model] * args.stages, device="cpu")

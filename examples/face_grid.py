@@ -1,6 +1,6 @@
 """README face grid: input | bicubic | peer (ESRGAN thick) | SR3 fidelity | SR3 realism | original, a row per val face.
 
-    python examples/face_grid.py                       # bundled sr3-face-8x, 8 val faces, writes examples/face_grid.png
+    python examples/face_grid.py                       # bundled sr3-face-8x, 8 val faces -> examples/out/face_grid.png
     python examples/face_grid.py --data ../shared/datasets/celeba/val --peer-dir benchmarks/peers/work/faces/peer
     python examples/face_grid.py --model runs/sr3-face-8x/export --count 4 -o /tmp/face_grid.png
 
@@ -23,8 +23,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from sr3infer import Upscaler
-from sr3infer.resample import bicubic
-from sr3infer import metrics
+from sr3infer.images.resample import bicubic
+from sr3infer.quality import metrics
 from sr3infer.train.data import make_lowres, to_unit_tensor
 from sr3infer.train.evaluate import load_eval_set
 
@@ -33,6 +33,7 @@ REPO = HERE.parent
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "celeba" / "val"
 DEFAULT_PEER_DIR = REPO / "benchmarks" / "peers" / "work" / "faces" / "peer"
 COMMITTED_GRID = HERE / "face_grid.png"
+OUT = HERE / "out"  # where the examples write by default; ignored by git, so a run leaves the checkout clean
 CELL, TITLE = 128, 16  # the committed grid: columns of 128 px faces under a 16 px title row
 PRESETS = ("fidelity", "realism")
 
@@ -109,7 +110,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--palette", action="store_true",
                         help="a 256-colour PNG: a third of the size, but smooth skin bands and no column is exact")
-    parser.add_argument("-o", "--output", default=str(HERE / "face_grid.png"))
+    parser.add_argument("-o", "--output", default=str(OUT / "face_grid.png"),
+                        help="default examples/out/face_grid.png; the README's picture is remade by naming "
+                             "examples/face_grid.png")
     args = parser.parse_args()
     if args.count < 1:
         parser.error(f"--count must be at least 1; got {args.count}")
@@ -149,6 +152,7 @@ def main() -> None:
         ("original", hr),
     ]
     grid = grid_image([(title, [to_pil(image) for image in images]) for title, images in columns])
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     partial = Path(f"{args.output}.partial")  # renamed when complete: never a half-written grid
     (grid.quantize(256, method=Image.Quantize.MEDIANCUT) if args.palette else grid).save(partial, "PNG", optimize=True)
     partial.replace(args.output)

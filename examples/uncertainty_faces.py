@@ -1,6 +1,6 @@
 """Where did the model invent detail? input | ensemble output | uncertainty | |error|, one row per validation face.
 
-    python examples/uncertainty_faces.py                  # bundled sr3-face-8x, K = 8, writes examples/uncertainty_faces.png
+    python examples/uncertainty_faces.py                  # bundled sr3-face-8x, K = 8 -> examples/out/uncertainty_faces.png
     python examples/uncertainty_faces.py --preset realism --samples 16 --count 4
 
 The output is the per-pixel mean of K samples (seeds seed + i * K + k); the uncertainty is their per-pixel
@@ -19,11 +19,12 @@ from PIL import Image, ImageDraw
 
 from sr3infer import Upscaler
 from sr3infer.train.data import face_eval_images, make_lowres, to_unit_tensor
-from sr3infer.uncertainty import heatmap
+from sr3infer.sampling.uncertainty import heatmap
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parent.parent / "shared" / "datasets" / "celeba" / "val"
 COMMITTED_GRID = HERE / "face_grid.png"  # its last column: val faces 000900, ... as 128x128, under a 16 px title row
+OUT = HERE / "out"  # where the examples write by default; ignored by git, so a run leaves the checkout clean
 
 
 def committed_faces(count: int, size: int = 128) -> list[torch.Tensor]:
@@ -65,7 +66,9 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=8)
     parser.add_argument("--count", type=int, default=4)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", default=str(HERE / "uncertainty_faces.png"))
+    parser.add_argument("-o", "--output", default=str(OUT / "uncertainty_faces.png"),
+                        help="default examples/out/uncertainty_faces.png; the README's picture is remade by "
+                             "naming examples/uncertainty_faces.png")
     args = parser.parse_args()
 
     upscaler = Upscaler.from_pretrained(args.model, device="cpu")
@@ -92,6 +95,7 @@ def main() -> None:
         (f"uncertainty 0-{u_top:g}", [heatmap(u, vmax=u_top) for u in uncertainty]),
         (f"|error| 0-{e_top:g}", [heatmap(e, vmax=e_top) for e in error]),
     ]
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
     titled_grid(columns).save(args.output)
     print(f"wrote {args.output} ({preset or 'default recipe'}, K = {args.samples}; mean uncertainty "
           f"{uncertainty.mean():.4f}, mean |error| {error.mean():.4f})")

@@ -8,7 +8,8 @@ each step's noise level and are averaged with a smooth window where they overlap
     python examples/upscale_photo.py big.jpg --downscale 4    # shrink it 4x first, to compare with the original
     python examples/upscale_photo.py --model runs/sr3-64-256/export --steps 10
 
-Writes the upscaled PNG and a side-by-side comparison (input | bicubic | SR3 | original) next to it.
+Writes the upscaled PNG and a side-by-side comparison (input | bicubic | SR3 | original) next to it, into
+examples/out/ (ignored by git) unless -o names another place.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from sr3infer import SAMPLERS, Upscaler
 
 HERE = Path(__file__).resolve().parent
 DEFAULT_PHOTO = HERE / "photo_64.png"  # committed: scikit-image's chelsea, a quadrant downscaled 4x (see README.md)
+OUT = HERE / "out"  # where the examples write by default; ignored by git, so a run leaves the checkout clean
 
 
 def side_by_side(panels: list[tuple[str, Image.Image]], size: tuple[int, int]) -> Image.Image:
@@ -50,8 +52,9 @@ def main() -> None:
     parser.add_argument("--tile", type=int, help="tile side in output pixels (default: the model's 256)")
     parser.add_argument("--tile-overlap", type=int, help="tile overlap in output pixels (default: a quarter tile)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("-o", "--output", default=str(HERE / "upscale_photo.png"),
-                        help="upscaled PNG; the comparison goes beside it as <name>_comparison.png")
+    parser.add_argument("-o", "--output", default=str(OUT / "upscale_photo.png"),
+                        help="upscaled PNG (default examples/out/upscale_photo.png); the comparison goes beside "
+                             "it as <name>_comparison.png")
     args = parser.parse_args()
 
     if not Path(args.image).is_file():
