@@ -29,14 +29,15 @@ from pathlib import Path
 
 import torch
 
-from sr3infer import metrics
-from sr3infer.devices import cpu_has_native_bf16
+from sr3infer.quality import metrics
+from sr3infer.runtime.devices import cpu_has_native_bf16
 from sr3infer.train.data import make_lowres
 from sr3infer.train.evaluate import load_eval_set
+
+from bench_data import DATASETS as SHARED, require  # a sibling module: run this file as a script
 from sr3infer.upscaler import Upscaler
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = REPO.parent / "shared" / "datasets"
 MODELS = {"sr3-face-8x": (SHARED / "celeba" / "val", "faces"), "sr3-64-256": (SHARED / "natural" / "val", "natural")}
 PSNR_TOLERANCE_DB = 0.02
 BOOTSTRAP = 200
@@ -117,6 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
     parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results" / "bf16_cpu.json")
     args = parser.parse_args(argv)
+    require(*(MODELS[name][0] for name in args.models))
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -11,7 +11,7 @@ i * K + k) until the time budget is spent. Per pixel: the std of the K samples (
 units, as `UpscaleOutput.uncertainty`) and the |error| of the output (the projected mean of the K samples) against the
 original (mean over channels). The curve gives, per threshold t, the precision P(|error| > 0.1 | std > t), the
 coverage (share of pixels with std > t) and the recall; the chosen threshold is
-`sr3infer.report.choose_threshold`'s (lowest t with precision >= 0.5 there and above). A split check picks the
+`sr3infer.quality.report.choose_threshold`'s (lowest t with precision >= 0.5 there and above). A split check picks the
 threshold on the even-numbered images and states its precision on the odd ones. Each model is merged into
 benchmarks/results/madeup_calibration.json; write the threshold into the model's config.json
 (`report.madeup_std_threshold`) with --write-config (then scripts/update_manifest.py). --picture draws the report of
@@ -35,15 +35,16 @@ import torch
 from PIL import Image, ImageDraw
 
 from sr3infer import Upscaler
-from sr3infer.config import ModelConfig, ReportSettings
-from sr3infer.manifest import load_manifest
-from sr3infer.report import MADEUP_ERROR, MADEUP_PRECISION, calibration_curve, choose_threshold, mask_overlay
+from sr3infer.models.config import ModelConfig, ReportSettings
+from sr3infer.hub.manifest import load_manifest
+from sr3infer.quality.report import MADEUP_ERROR, MADEUP_PRECISION, calibration_curve, choose_threshold, mask_overlay
 from sr3infer.train.data import make_lowres
 from sr3infer.train.evaluate import load_eval_set
-from sr3infer.uncertainty import HEATMAP_MAX, heatmap
+
+from bench_data import DATASETS as SHARED, require  # a sibling module: run this file as a script
+from sr3infer.sampling.uncertainty import HEATMAP_MAX, heatmap
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "datasets"
 MODELS = {"sr3-face-8x": (SHARED / "celeba" / "val", "faces"), "sr3-64-256": (SHARED / "natural" / "val", "natural")}
 THRESHOLDS = np.round(np.arange(0.0025, 0.2001, 0.0025), 4)
 MIN_PIXELS = 100  # a threshold with fewer pixels above it says nothing about precision
@@ -210,6 +211,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.k < 2:
         parser.error("--k must be at least 2 (the std of the samples)")
+    require(*(MODELS[name][0] for name in args.models))
     torch.set_num_threads(args.threads)
     if args.picture:
         draw_picture(args.models[0], args)

@@ -21,16 +21,17 @@ from pathlib import Path
 
 import torch
 
-from sr3infer.hub import resolve_model_files
-from sr3infer.imageio import write_atomically
-from sr3infer.manifest import sha256_file
-from sr3infer.prediction import to_x0, training_target
-from sr3infer.resample import bicubic
+from sr3infer.hub.fetch import resolve_model_files
+from sr3infer.images.io import write_atomically
+from sr3infer.hub.manifest import sha256_file
+from sr3infer.sampling.prediction import to_x0, training_target
+from sr3infer.images.resample import bicubic
 from sr3infer.train.data import make_lowres
 from sr3infer.train.evaluate import load_eval_set
 from sr3infer.train.noise_levels import NoiseLevelSampler
-from sr3infer.weights import build_model, load_weights, read_config
-from step_diagnostic import DOMAINS, HERE  # a sibling module: run this file as a script
+from sr3infer.models.weights import build_model, load_weights, read_config
+from bench_data import require  # sibling modules: run this file as a script
+from step_diagnostic import DOMAINS, HERE
 BIN_EDGES = (1, 3, 10, 30, 60, 100, 200, 400, 700, 1000, 1500, 2001)  # t in [edge_i, edge_{i+1})
 
 
@@ -51,6 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     config = read_config(weights_path, config_path)
     net = build_model(config, {k: v.float() for k, v in load_weights(weights_path).items()}).eval()
     data, protocol, _ = DOMAINS[args.model]
+    require(data)
     hr = torch.stack(load_eval_set(data, protocol, config.out_size))
     cond = bicubic(make_lowres(hr, config.scale), tuple(hr.shape[-2:]))
     x0 = hr - cond if config.residual else hr

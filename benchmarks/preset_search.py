@@ -10,7 +10,7 @@ Grid: sampler x steps {1,2,3,5,10,20,50} x spacing x eta {0, 0.5, 1} (DDIM only)
 At one step every sampler, eta and spacing takes the same single step (pure noise -> the clean estimate), so
 one-step recipes are measured once per consistency mode (as DDIM, eta 0, linear).
 
-The grid and the rule that picks the presets from it live in `sr3infer.presets` (also used by
+The grid and the rule that picks the presets from it live in `sr3infer.sampling.preset_rule` (also used by
 scripts/bundle_model.py and tests/test_bundled.py); see its docstring.
 
 Each recipe is merged into benchmarks/results/preset_search_<model>.json as soon as it is measured, keyed by
@@ -27,17 +27,17 @@ from pathlib import Path
 
 import torch
 
-from sampling_quality import cpu_name, load, save, update  # a sibling module: run this file as a script
+from bench_data import DATASETS as SHARED, require  # sibling modules: run this file as a script
+from sampling_quality import cpu_name, load, save, update
 from sr3infer import Upscaler, metrics
-from sr3infer.config import Recipe
-from sr3infer.hub import resolve_model_files
-from sr3infer.manifest import sha256_file
-from sr3infer.presets import (CONSISTENCY, REALISM_MIN_PSNR_DB, SAMPLER_VARIANTS, SPACINGS, STEPS, choose, grid, key,
+from sr3infer.models.config import Recipe
+from sr3infer.hub.fetch import resolve_model_files
+from sr3infer.hub.manifest import sha256_file
+from sr3infer.sampling.preset_rule import (CONSISTENCY, REALISM_MIN_PSNR_DB, SAMPLER_VARIANTS, SPACINGS, STEPS, choose, grid, key,
                               recipe_of, rule)
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "datasets"
 DOMAINS = {  # model -> (val data, protocol, reference folders for KID/FID)
     "sr3-face-8x": (SHARED / "celeba" / "val", "faces", [SHARED / "celeba" / "train", SHARED / "celeba" / "val"]),
     "sr3-64-256": (SHARED / "natural" / "val", "natural", [SHARED / "natural" / "train", SHARED / "natural" / "val"]),
@@ -63,6 +63,7 @@ def measure(args: argparse.Namespace, out: Path) -> None:
     if set(args.samplers) - known:
         raise SystemExit(f"Unknown --samplers {sorted(set(args.samplers) - known)}; expected some of {sorted(known)}.")
     data, protocol, reference_dirs = DOMAINS[args.model] if args.data is None else (Path(args.data), args.protocol, args.reference)
+    require(data, *(reference_dirs or []))
     sha = weights_sha256(args.model_path or args.model)
     existing = load(out)
     if existing.get("weights_sha256") not in (None, sha):

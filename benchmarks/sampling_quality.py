@@ -22,10 +22,11 @@ import torch
 
 from sr3infer import Upscaler
 from sr3infer.train.evaluate import evaluate, load_eval_set
-from unet_speed import cpu_name  # a sibling module: run this file as a script
+from bench_data import DATASETS as SHARED, require  # sibling modules: run this file as a script
+from unet_speed import cpu_name
 
 HERE = Path(__file__).resolve().parent
-DATA = HERE.parent.parent / "shared" / "datasets" / "celeba" / "val"
+DATA = SHARED / "celeba" / "val"
 
 RECIPES = {
     # name: (start_noise_level, consistency)
@@ -225,6 +226,7 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     if not args.report:
+        require(args.data)
         run(args, out)
     with open(out.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)

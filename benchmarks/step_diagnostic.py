@@ -24,14 +24,15 @@ from pathlib import Path
 import torch
 
 from sr3infer import Upscaler
-from sr3infer.config import Recipe
-from sr3infer.hub import resolve_model_files
-from sr3infer.imageio import write_atomically
-from sr3infer.manifest import sha256_file
+from sr3infer.models.config import Recipe
+from sr3infer.hub.fetch import resolve_model_files
+from sr3infer.images.io import write_atomically
+from sr3infer.hub.manifest import sha256_file
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
+from bench_data import DATASETS as SHARED, require  # a sibling module: run this file as a script
+
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "datasets"
 DOMAINS = {  # model -> (val data, protocol, reference folders for KID)
     "sr3-face-8x": (SHARED / "celeba" / "val", "faces", [SHARED / "celeba" / "train", SHARED / "celeba" / "val"]),
     "sr3-64-256": (SHARED / "natural" / "val", "natural", [SHARED / "natural" / "train", SHARED / "natural" / "val"]),
@@ -60,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     if result.get("weights_sha256") not in (None, sha):
         raise SystemExit(f"{out} was measured on other weights; move it away or pass another --out.")
     data, protocol, reference_dirs = DOMAINS[args.model]
+    require(data, *reference_dirs)
     upscaler = Upscaler.from_pretrained(source, device="cpu")
     images = load_eval_set(data, protocol, upscaler.config.out_size)
     reference = reference_features(reference_dirs, protocol, upscaler.config.out_size)

@@ -32,15 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from sampling_quality import save  # a sibling module: run this file as a script
+from bench_data import DATASETS as SHARED, require  # sibling modules: run this file as a script
+from sampling_quality import save
 from sr3infer import Upscaler
-from sr3infer import metrics
+from sr3infer.quality import metrics
 from sr3infer.train.data import make_lowres
 from sr3infer.train.evaluate import load_eval_set, reference_features, score_images
 from unet_speed import cpu_name
 
 HERE = Path(__file__).resolve().parent
-SHARED = HERE.parent.parent / "shared" / "datasets"
 RESULTS = HERE / "results"
 DOMAINS = {  # name -> (model, val data, protocol, reference folders for KID)
     "faces": ("sr3-face-8x", SHARED / "celeba" / "val", "faces", [SHARED / "celeba" / "train", SHARED / "celeba" / "val"]),
@@ -246,6 +246,7 @@ def main() -> int:
     out = Path(args.json)
     data = json.loads(out.read_text()) if out.exists() else {"domains": {}}
     if not args.report:
+        require(*(folder for name in args.domains for folder in [DOMAINS[name][1], *DOMAINS[name][3]]))
         for name in args.domains:
             data["domains"][name] = run_domain(name, args)
             data.update(device=f"CPU: {cpu_name()}, fp32, {args.threads} thread(s)", torch=torch.__version__,
