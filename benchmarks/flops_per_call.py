@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from sr3infer.config import ModelConfig
-from sr3infer.weights import build_model
+from sr3infer.models.config import ModelConfig
+from sr3infer.models.weights import build_model
 
 
 def read_model_config(path: Path) -> ModelConfig:

@@ -1,4 +1,4 @@
-"""Peak CPU memory per output pixel: the numbers behind `sr3infer.limits`' memory model.
+"""Peak CPU memory per output pixel: the numbers behind `sr3infer.size_guard`' memory model.
 
 `limits.estimate_run` prices a run as `pixels * STATE_BYTES_PER_PIXEL` (the sampler's state: x, the
 condition, the U-Net input and output, x0, noise, temporaries) plus `U-Net pixels *
@@ -114,7 +114,7 @@ def summarise(rows: list[dict]) -> dict:
     """The ranges the constants in sr3infer/limits.py are checked against."""
     import torch
 
-    from sr3infer import limits
+    from sr3infer import size_guard as limits
 
     state = [r["bytes_per_pixel"] for r in rows if r["kind"] in ("state", "tiled_state")]
     maps = [r["maps_per_channel"] for r in rows if r["kind"] == "unet"]

@@ -29,7 +29,8 @@ import torch
 
 from bench_data import DATASETS as SHARED, require  # sibling modules: run this file as a script
 from sampling_quality import cpu_name, load, save, update
-from sr3infer import Upscaler, metrics
+from sr3infer import Upscaler
+from sr3infer.quality import metrics
 from sr3infer.models.config import Recipe
 from sr3infer.hub.fetch import resolve_model_files
 from sr3infer.hub.manifest import sha256_file

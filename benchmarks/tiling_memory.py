@@ -47,9 +47,9 @@ def child(args: argparse.Namespace) -> None:
     """One case in this (fresh) process; prints one JSON line."""
     import torch
 
-    from sr3infer.config import ModelConfig
+    from sr3infer.models.config import ModelConfig
     from sr3infer.upscaler import Upscaler
-    from sr3infer.weights import build_model
+    from sr3infer.models.weights import build_model
 
     torch.set_num_threads(args.threads)
     if args.model:
@@ -65,7 +65,7 @@ def child(args: argparse.Namespace) -> None:
     plan = upscaler.tile_plan((out_size, out_size), tile_size, args.tile_overlap)
     tiles = 1
     if plan is not None:
-        from sr3infer.tiling import tile_spans
+        from sr3infer.sampling.tiling import tile_spans
 
         tiles = len(tile_spans(out_size, plan[0], plan[1], upscaler.config.scale)) ** 2
     cuda = upscaler.device.type == "cuda"

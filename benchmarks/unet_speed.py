@@ -28,10 +28,10 @@ from typing import Any, Callable
 
 import torch
 
-from sr3infer.config import ModelConfig
-from sr3infer.unet import UNet
+from sr3infer.models.config import ModelConfig
+from sr3infer.models.unet import UNet
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
-from sr3infer.config import Recipe
-from sr3infer.imageio import write_atomically
-from sr3infer.manifest import sha256_file
-from sr3infer.presets import grid
-from sr3infer.weights import build_model, load_weights, read_config, save_model_folder, serialize_weights, weights_metadata
+from sr3infer.models.config import Recipe
+from sr3infer.images.io import write_atomically
+from sr3infer.hub.manifest import sha256_file
+from sr3infer.sampling.preset_rule import grid
+from sr3infer.models.weights import build_model, load_weights, read_config, save_model_folder, serialize_weights, weights_metadata
 
 REPO = Path(__file__).resolve().parents[1]
 

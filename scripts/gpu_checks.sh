@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU checks of issue 6 in one prepared run on a CUDA machine (about 8 minutes on one H100):
-#   1. tests/test_speed_paths.py and tests/test_scale_out.py, whose CUDA tests run only there:
+#   1. tests/test_speed_paths.py and tests/test_folder_runs_on_ranks.py, whose CUDA tests run only there:
 #      fp16 output within 2/255 mean abs difference of fp32 (same seed and noise), CUDA graphs equal
 #      to eager, no host<->device sync inside the sampling loop, inductor compile equal to eager,
 #      graph-capture failure falling back to eager;
@@ -31,7 +31,7 @@ fi
 status=0
 echo "== 1/2 tests (CUDA tests included) =="
 timeout "${TEST_TIMEOUT:-240}" "$PYTHON" -m pytest -q -rA -s -p no:cacheprovider \
-  tests/test_speed_paths.py tests/test_scale_out.py 2>&1 | tee "$OUT/pytest_cuda.log" || status=1
+  tests/test_speed_paths.py tests/test_folder_runs_on_ranks.py 2>&1 | tee "$OUT/pytest_cuda.log" || status=1
 
 echo "== 2/2 benchmark =="
 timeout "${BENCH_TIMEOUT:-330}" "$PYTHON" benchmarks/unet_speed.py --device cuda \

@@ -17,9 +17,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from sr3infer.config import ModelConfig
-from sr3infer.hub import PUBLISHED_FILES
-from sr3infer.manifest import FileEntry, Manifest, Task, dump_manifest, file_entry, load_manifest
+from sr3infer.models.config import ModelConfig
+from sr3infer.hub.fetch import PUBLISHED_FILES
+from sr3infer.hub.manifest import FileEntry, Manifest, Task, dump_manifest, file_entry, load_manifest
 
 REPO = Path(__file__).resolve().parents[1]
 

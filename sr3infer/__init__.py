@@ -4,11 +4,11 @@ from importlib import metadata as _metadata
 
 from .batch import upscale_files
 from .cascade import Cascade
-from .config import ModelConfig, Recipe
+from .models.config import ModelConfig, Recipe
 from .outputs import UpscaleOutput
-from .samplers import SAMPLERS
-from .schedule import NoiseSchedule
-from .unet import UNet, UNetConfig
+from .sampling.samplers import SAMPLERS
+from .sampling.schedule import NoiseSchedule
+from .models.unet import UNet, UNetConfig
 from .upscaler import Upscaler
 
 __all__ = ["Upscaler", "UpscaleOutput", "Cascade", "upscale_files", "UNet", "UNetConfig", "ModelConfig", "Recipe", "NoiseSchedule", "SAMPLERS"]

@@ -27,15 +27,16 @@ from typing import Any, Callable, Iterator, Sequence
 import numpy as np
 from PIL import Image
 
-from . import imageio, seeding
+from .images import io as imageio
+from . import seeding
 from .cascade import Cascade
-from .distributed import shard_indices
+from .runtime.distributed import shard_indices
 from .errors import first_line
-from .limits import DEFAULT_MAX_OUTPUT_PIXELS, check_run
-from .metadata import check_quality
-from .outscale import output_size
-from .report import mask_paths, save_mask_overlay
-from .uncertainty import save_uncertainty
+from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS, check_run
+from .images.metadata import check_quality
+from .images.outscale import output_size
+from .quality.report import mask_paths, save_mask_overlay
+from .sampling.uncertainty import save_uncertainty
 from .upscaler import Upscaler
 
 __all__ = ["Job", "BatchSummary", "collect_inputs", "ignored_entries", "plan_jobs", "run_jobs", "upscale_files", "error_line"]
@@ -89,7 +90,7 @@ def error_line(err: BaseException) -> str:
     """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
     message = first_line(err)
     lowered = message.lower()
-    if getattr(err, "fallback_tried", False):  # sr3infer.oom already retried smaller tiles and batches; its hint is in
+    if getattr(err, "fallback_tried", False):  # sr3infer.runtime.oom already retried smaller tiles and batches; its hint is in
         return message
     if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
                                                                    "cannot allocate memory", "not enough memory",
@@ -152,9 +153,9 @@ def plan_jobs(
 
     A folder `source` (or an `output` ending in a path separator, an existing folder, or `folder=True`)
     writes `output/NAME.png`; one file writes `output` itself. `uncertainty` names the map (for a folder: the
-    folder of `NAME_uncertainty.png|.npy`), `report_mask` the made-up mask (`sr3infer.report.mask_paths`);
+    folder of `NAME_uncertainty.png|.npy`), `report_mask` the made-up mask (`sr3infer.quality.report.mask_paths`);
     `stage_dirs` get a copy of each earlier stage's image. `report` is the JSON report the caller writes after
-    the run (`sr3infer.report.write_report`): no job's, but checked like the others.
+    the run (`sr3infer.quality.report.write_report`): no job's, but checked like the others.
 
     Raises:
         ValueError: two outputs resolving to one file (by any spelling), an output that is an input (even
@@ -533,7 +534,7 @@ def upscale_files(
     `collect_inputs`, then `plan_jobs` (every check before any work), then `run_jobs` (this rank's share;
     under torchrun pass `rank`/`world_size`). With a `Cascade` and `all_stages`, each earlier stage's
     image goes to `output/stage<k>/`. `report_mask` writes each made-up mask (see `plan_jobs`); with it, or
-    `report=True`, `summary.reports` holds each file's `ImageReport` (`sr3infer.report.write_report` saves them).
+    `report=True`, `summary.reports` holds each file's `ImageReport` (`sr3infer.quality.report.write_report` saves them).
     Other options are those of `run_jobs`.
 
     Returns:

@@ -11,13 +11,14 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from . import imageio, seeding
-from .config import UNSET, Recipe
-from .imageio import ValueRange
-from .limits import DEFAULT_MAX_OUTPUT_PIXELS
-from .outputs import convert, stack_if_same
-from .samplers import Callback, randn
-from .uncertainty import ensemble_mean
+from .images import io as imageio
+from . import seeding
+from .models.config import UNSET, Recipe
+from .images.io import ValueRange
+from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
+from .outputs import stack_if_same, to_caller_kind
+from .sampling.samplers import Callback, randn
+from .sampling.uncertainty import ensemble_mean
 from .upscaler import Upscaler
 
 __all__ = ["Cascade"]
@@ -223,9 +224,9 @@ class Cascade:
                        for samples, image in zip(results, current)]
             if return_all_stages or s == stages - 1:
                 outputs.append(current)
-        # The one output converter (`imageio.restore` through `outputs.convert`): kind, mode, bit depth and alpha
+        # The one output converter (`imageio.restore` through `outputs.to_caller_kind`): kind, mode, bit depth and alpha
         # of each input, so 16-bit inputs give 16-bit outputs through every stage.
-        results = [stack_if_same(convert(stage, prepared, output_type or kind)) for stage in outputs]
+        results = [stack_if_same(to_caller_kind(stage, prepared, output_type or kind)) for stage in outputs]
         return results if return_all_stages else results[-1]
 
     __call__ = run

@@ -12,18 +12,15 @@ from pathlib import Path
 from typing import Any, Callable
 
 from . import seeding
-from .config import CONSISTENCY_MODES, PRESETS
-from .limits import DEFAULT_MAX_OUTPUT_PIXELS
-from .manifest import default_models
-from .samplers import SAMPLERS
-from .schedule import SPACINGS
+from .errors import UsageError
+from .models.config import CONSISTENCY_MODES, PRESETS
+from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
+from .hub.manifest import default_models
+from .sampling.samplers import SAMPLERS
+from .sampling.schedule import SPACINGS
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
 MAX_THREADS_PER_CPU = 4  # --threads above os.cpu_count() x this is refused (100000 threads crash torch)
-
-
-class UsageError(Exception):
-    """A mistake in the command line itself (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,7 +59,7 @@ def _add_run_args(parser: argparse.ArgumentParser, *, per_stage: bool = False) -
     parser.add_argument("--seed", type=int, default=0,
                         help=f"random seed (file k of the sorted inputs uses seed + k{samples})")
     parser.add_argument("--device", help="cpu, cuda, cuda:1, mps, ... (default: cuda, then mps, then cpu)")
-    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA and MPS; on CPU fp32 (bf16 where sr3infer.devices says the CPU has native bf16 and it is the default)")
+    parser.add_argument("--dtype", choices=["fp16", "bf16", "fp32"], help="default fp16 on CUDA and MPS; on CPU fp32 (bf16 where sr3infer.runtime.devices says the CPU has native bf16 and it is the default)")
     parser.add_argument("--batch-size", type=int, default=8,
                         help="images (or tiles) per U-Net call" + ("" if per_stage else "; with --samples: samples"))
     parser.add_argument("--quiet", action="store_true",
@@ -137,7 +134,7 @@ def _add_size_args(parser: argparse.ArgumentParser) -> None:
 
 def _output_options(args: argparse.Namespace) -> dict[str, Any]:
     """--outscale / --size as `upscale` arguments, checked before any work."""
-    from .outscale import check_outscale, parse_size
+    from .images.outscale import check_outscale, parse_size
 
     if args.outscale is not None and args.size is not None:
         raise UsageError("pass either --outscale (a factor) or --size (WIDTHxHEIGHT), not both")
@@ -190,7 +187,7 @@ def _check_device(device: str | None) -> None:
         return
     import torch
 
-    from .devices import resolve_device
+    from .runtime.devices import resolve_device
 
     try:
         kind = torch.device(device).type
@@ -206,7 +203,7 @@ def _check_device(device: str | None) -> None:
 
 def _check_model_name(name: str, flag: str) -> None:
     """A model that is no folder, no .safetensors file and no known name is a usage error, said before any work."""
-    from .manifest import load_manifest
+    from .hub.manifest import load_manifest
 
     path = Path(name)
     if path.is_dir() or (path.is_file() and path.suffix == ".safetensors"):
@@ -241,7 +238,7 @@ def _add_ensemble_args(parser: argparse.ArgumentParser) -> None:
 
 
 def _check_samples(args: argparse.Namespace) -> None:
-    from .uncertainty import MAX_NUM_SAMPLES
+    from .sampling.uncertainty import MAX_NUM_SAMPLES
 
     if args.samples is not None and not 1 <= args.samples <= MAX_NUM_SAMPLES:
         raise UsageError(f"--samples must be between 1 and {MAX_NUM_SAMPLES}, got {args.samples}")
@@ -341,7 +338,7 @@ def cmd_upscale(argv: list[str]) -> int:
 
 def _report_path(report: str | None) -> str | None:
     """--report PATH, or under torchrun this rank's PATH.rank<r>.json (one JSON per rank)."""
-    from .distributed import launched_by_torchrun
+    from .runtime.distributed import launched_by_torchrun
 
     if report is None or not launched_by_torchrun():
         return report
@@ -361,7 +358,7 @@ def _say_sample_mean(args: argparse.Namespace, upscaler, options: dict[str, Any]
 def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None], Any], options: dict[str, Any]) -> int:
     """Load the model on this rank's device, run this rank's share of `jobs`, and report for the job on rank 0."""
     from .batch import BatchSummary, ignored_entries, run_jobs
-    from .distributed import init_from_env
+    from .runtime.distributed import init_from_env
 
     if args.threads is not None:
         import torch
@@ -399,7 +396,7 @@ def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None]
 def _write_report(args: argparse.Namespace, reports: dict[str, Any], model: Any) -> None:
     """Write --report; a failure this late (a full disk) names the report, and the images stay."""
     from .errors import first_line
-    from .report import write_report
+    from .quality.report import write_report
 
     try:
         write_report(reports, args.report, model=args.model, calibration=model.config.report.to_dict(),
@@ -411,7 +408,7 @@ def _write_report(args: argparse.Namespace, reports: dict[str, Any], model: Any)
 
 def _default_model(inputs: list[Path], source: Path) -> str:
     """The model for a run without --model: the bundled one trained on the inputs' size, said on stderr."""
-    from .imageio import peek_sizes
+    from .images.io import peek_sizes
 
     models = default_models()
     files: dict[tuple[int, int], list[str]] = {}  # (h, w) -> the files of that size; unreadable ones fail later
@@ -454,7 +451,7 @@ def cmd_models(argv: list[str]) -> int:
     parser = _Parser(prog="sr3infer models", description="List the known models and where each would load from.")
     parser.add_argument("--cache-dir", help="Hub cache folder (default $HF_HUB_CACHE, else $HF_HOME/hub)")
     args = parser.parse_args(argv)
-    from .hub import list_models
+    from .hub.fetch import list_models
 
     rows = [("NAME", "SCALE", "SIZE", "DOMAIN", "CACHED", "LOADS FROM")]
     for m in list_models(cache_dir=args.cache_dir):
@@ -473,8 +470,8 @@ def cmd_download(argv: list[str]) -> int:
     parser.add_argument("--revision", help="Hub branch, tag or commit (default: the manifest's pinned revision)")
     parser.add_argument("--cache-dir", help="Hub cache folder (default $HF_HUB_CACHE, else $HF_HOME/hub)")
     args = parser.parse_args(argv)
-    from .hub import download_model
-    from .manifest import REQUIRED_FILES, load_manifest
+    from .hub.fetch import download_model
+    from .hub.manifest import REQUIRED_FILES, load_manifest
 
     manifest = load_manifest()
     entry = manifest.get(args.name)
@@ -509,9 +506,9 @@ def cmd_convert(argv: list[str]) -> int:
         raise UsageError(f"-o must be a folder; {str(output)!r} is a file")
     import torch
 
-    from .convert import conversion_card, load_community_checkpoint
-    from .manifest import sha256_file
-    from .weights import build_model, existing_model_files, save_model_folder
+    from .models.checkpoints import conversion_card, load_community_checkpoint
+    from .hub.manifest import sha256_file
+    from .models.weights import build_model, existing_model_files, save_model_folder
 
     taken = [] if args.overwrite else existing_model_files(output)
     if taken:
@@ -541,8 +538,8 @@ def cmd_publish(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     import json
 
-    from .hub import plan_publish, publish_model
-    from .manifest import model_entry_to_dict
+    from .hub.fetch import plan_publish, publish_model
+    from .hub.manifest import model_entry_to_dict
 
     files, entry = plan_publish(args.folder, args.repo_id, name=args.name, revision=args.revision or "main")
     if args.dry_run:

@@ -23,12 +23,12 @@ from typing import Any, Callable
 import numpy as np
 from PIL import Image
 
-from . import imageio
+from .images import io as imageio
 from .errors import first_line
-from .limits import check_run
-from .manifest import default_models  # trained input side -> (name, domain): auto picks as the CLI does
-from .resample import bicubic
-from .uncertainty import HEATMAP_MAX, heatmap
+from .size_guard import check_run
+from .hub.manifest import default_models  # trained input side -> (name, domain): auto picks as the CLI does
+from .images.resample import bicubic
+from .sampling.uncertainty import HEATMAP_MAX, heatmap
 
 __all__ = ["MissingExtra", "RunTimeout", "DemoResult", "DemoRunner", "summary", "build_demo", "example_files",
            "exposure_warning", "serve"]

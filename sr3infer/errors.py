@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, Iterable
 
-__all__ = ["reject_unknown_keys", "first_line", "parse_json"]
+__all__ = ["reject_unknown_keys", "first_line", "parse_json", "UsageError"]
 
 
 def reject_unknown_keys(data: dict, known: Iterable[str], what: str) -> None:
@@ -34,3 +34,7 @@ def parse_json(text: str | bytes, what: str, after: str = "") -> Any:
         raise ValueError(f"{what} is nested too deeply to read (over Python's limit of about {sys.getrecursionlimit()} "
                          f"levels of arrays or objects){after}; expected a small JSON object a few levels deep. "
                          "Is it the right file?") from None
+
+
+class UsageError(Exception):
+    """A mistake in the command line itself (exit code 2)."""

@@ -13,10 +13,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from . import imageio
-from .resample import bicubic
+from .images import io as imageio
+from .images.resample import bicubic
 
-__all__ = ["UpscaleOutput", "convert", "group_like", "stack_if_same", "consistency_error"]
+__all__ = ["UpscaleOutput", "to_caller_kind", "group_like", "stack_if_same", "consistency_error"]
 
 
 @dataclass
@@ -33,7 +33,7 @@ class UpscaleOutput:
         consistency: per image the RMS difference, in [0, 1] pixel units, between the output's bicubic
             downsampling and the input (0: the output explains the input exactly).
         seconds: wall-clock seconds the call took.
-        report: with `return_report=True`, per image a `sr3infer.report.ImageReport` (a list for a batch input).
+        report: with `return_report=True`, per image a `sr3infer.quality.report.ImageReport` (a list for a batch input).
     """
 
     images: Any
@@ -44,7 +44,7 @@ class UpscaleOutput:
     report: Any = None
 
 
-def convert(results: Sequence[Tensor], prepared: Sequence[imageio.Prepared], output_type: str | None) -> list[Any]:
+def to_caller_kind(results: Sequence[Tensor], prepared: Sequence[imageio.Prepared], output_type: str | None) -> list[Any]:
     """Model outputs (1, 3, H, W) in [-1, 1] back in the kind, mode and bit depth of their inputs (`imageio.restore`)."""
     return [imageio.restore(result, prep, output_type) for result, prep in zip(results, prepared)]
 

@@ -13,25 +13,26 @@ from typing import Any, Sequence
 import torch
 from torch import Tensor, nn
 
-from . import imageio, seeding
+from .images import io as imageio
+from . import seeding
 from .deprecation import deprecate
-from .architectures import get_architecture
-from .config import CONSISTENCY_MODES, UNSET, ModelConfig, Recipe
-from .convert import load_community_checkpoint
-from .devices import default_device, resolve_device, resolve_dtype
-from .fastpath import FastModel
-from .hub import resolve_model_files
-from .limits import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
-from .oom import run_with_fallback
-from .outscale import finish_size, pass_sizes, size_plan
-from .outputs import UpscaleOutput, consistency_error, convert, group_like
-from .prediction import to_x0
-from .report import image_reports
-from .resample import bicubic, consistency_projection, project_onto_input
-from .samplers import Callback, Denoiser, get_sampler, randn
-from .tiling import Tile, TiledDenoiser
-from .uncertainty import check_num_samples, ensemble_mean, sample_spread
-from .weights import (
+from .models.registry import get_architecture
+from .models.config import CONSISTENCY_MODES, UNSET, ModelConfig, Recipe
+from .models.checkpoints import load_community_checkpoint
+from .runtime.devices import default_device, resolve_device, resolve_dtype
+from .runtime.fastpath import FastModel
+from .hub.fetch import resolve_model_files
+from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
+from .runtime.oom import run_with_fallback
+from .images.outscale import finish_size, pass_sizes, size_plan
+from .outputs import UpscaleOutput, consistency_error, group_like, to_caller_kind
+from .sampling.prediction import to_x0
+from .quality.report import image_reports
+from .images.resample import bicubic, consistency_projection, project_onto_input
+from .sampling.samplers import Callback, Denoiser, get_sampler, randn
+from .sampling.tiling import Tile, TiledDenoiser
+from .sampling.uncertainty import check_num_samples, ensemble_mean, sample_spread
+from .models.weights import (
     build_model, cast_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
 )
 
@@ -39,11 +40,11 @@ __all__ = ["Upscaler", "UpscaleOutput", "CONSISTENCY_MODES"]
 
 
 def _default_device() -> torch.device:
-    return default_device()  # CUDA, then MPS, then the CPU (sr3infer.devices)
+    return default_device()  # CUDA, then MPS, then the CPU (sr3infer.runtime.devices)
 
 
 def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    return resolve_dtype(dtype, device)  # None / "auto": per device (sr3infer.devices)
+    return resolve_dtype(dtype, device)  # None / "auto": per device (sr3infer.runtime.devices)
 
 
 class Upscaler:
@@ -85,9 +86,9 @@ class Upscaler:
         Args:
             name_or_path: a manifest name such as "sr3-face-8x", a folder with config.json +
                 model.safetensors, a safetensors file whose metadata holds the config, or a
-                community SR3 checkpoint in safetensors (`denoise_fn.*` keys, see `sr3infer.convert`).
+                community SR3 checkpoint in safetensors (`denoise_fn.*` keys, see `sr3infer.models.checkpoints`).
             device: "cpu", "cuda", "mps", ... or "auto" (the default): CUDA, then MPS, then CPU.
-            torch_dtype: "auto" (the default) picks per device, see `sr3infer.devices.auto_dtype`.
+            torch_dtype: "auto" (the default) picks per device, see `sr3infer.runtime.devices.auto_dtype`.
             revision, cache_dir, token, local_files_only: passed to the Hugging Face Hub download.
             scale: output side / input side of a community checkpoint, which does not record it
                 (default 8, as the released 16->128 and 64->512 models); checked against the config otherwise.
@@ -115,7 +116,7 @@ class Upscaler:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = UNSET) -> Upscaler:
         """Move to `device` ("auto": CUDA, MPS, CPU), keeping the dtype unless `dtype` is given (None or "auto":
-        per device, see `sr3infer.devices`). Returns self."""
+        per device, see `sr3infer.runtime.devices`). Returns self."""
         device = resolve_device(device) if device is not None else self.device  # "auto": CUDA, MPS, CPU
         if device.type == "meta":
             raise ValueError("device 'meta' holds shapes but no data, so nothing can be upscaled on it; "
@@ -251,7 +252,7 @@ class Upscaler:
                  tile_size: int | None = None, tile_overlap: int | None = None, tile_batch_size: int = 8) -> RunEstimate:
         """What upscaling `batch` inputs of `input_size` (h, w) in one call costs, from sizes alone (arithmetic only).
 
-        Returns a `sr3infer.limits.RunEstimate`: output size, tiles, U-Net calls (`num_steps`
+        Returns a `sr3infer.size_guard.RunEstimate`: output size, tiles, U-Net calls (`num_steps`
         defaults to the model's recipe), the estimated peak memory in bytes, and `seconds`: the
         expected time from the U-Net speed measured by this Upscaler's last run on its device, or None
         (unknown) before its first run.
@@ -437,11 +438,11 @@ class Upscaler:
                 allowed pixel, and at least 4 GiB (16 GB by default: too many images or tiles per U-Net
                 call, or a large image untiled). The default, 100 MP, suits a 24 GiB machine; None
                 switches the check off. See `estimate`.
-            outscale, size: any output size (`sr3infer.outscale`): the model runs at its scale, then the result
+            outscale, size: any output size (`sr3infer.images.outscale`): the model runs at its scale, then the result
                 is resized (antialiased bicubic on float data) to round(outscale x input) per side, or to
                 `size` (width, height). Above the model's scale it runs again on its own output, with a warning.
             return_uncertainty, return_samples: deprecated (0.1's tuple returns, removed in 0.3.0); use return_dict.
-            return_report: return an `UpscaleOutput` whose `report` holds each image's `sr3infer.report.ImageReport`:
+            return_report: return an `UpscaleOutput` whose `report` holds each image's `sr3infer.quality.report.ImageReport`:
                 consistency, the uncertainty's mean and 95th percentile (K >= 2) and the made-up mask.
 
         Returns:
@@ -503,7 +504,7 @@ class Upscaler:
         else:
             merged, results = finish_size(plan, [p.rgb for p in flat], results, run_pass, merge)
         counts = [len(group) for group in prepared]
-        images = convert(merged, flat, output_type)
+        images = to_caller_kind(merged, flat, output_type)
         grouped = group_like(items, counts, images, "images", single)
         if not (return_dict or return_report):
             return grouped
@@ -512,7 +513,7 @@ class Upscaler:
         if num_samples > 1:
             maps = [sample_spread(torch.cat(samples), prep.gray) for samples, prep in zip(results, flat)]
             output.uncertainty = group_like(items, counts, maps, "uncertainty", single)
-            per_sample = [convert(samples, [prep] * len(samples), output_type) for samples, prep in zip(results, flat)]
+            per_sample = [to_caller_kind(samples, [prep] * len(samples), output_type) for samples, prep in zip(results, flat)]
         else:  # the one sample is the result
             per_sample = [[image] for image in images]
         output.samples = group_like(items, counts, per_sample, "samples", single)
@@ -540,7 +541,7 @@ class Upscaler:
                 gens = [generators[i * samples_per_image + k] for i, k in chunk] if generators is not None else generator
                 scale = self.config.scale
                 tiling = call.tiling((lowres.shape[-2] * scale, lowres.shape[-1] * scale))
-                with torch.inference_mode():  # out of memory: smaller tiles, then one by one (sr3infer.oom)
+                with torch.inference_mode():  # out of memory: smaller tiles, then one by one (sr3infer.runtime.oom)
                     out = run_with_fallback(
                         lambda lr, gen, tile, batch: self._sample(lr, call.retiled(tile, batch), gen, progress, callback),
                         lowres, gens, tiling=tiling, batch_size=call.tile_batch_size, config=self.config,

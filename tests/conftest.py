@@ -10,17 +10,17 @@ import pytest
 import torch
 from PIL import Image
 
-from sr3infer.config import ModelConfig, Recipe
-from sr3infer.schedule import NoiseSchedule
-from sr3infer.unet import UNetConfig
+from sr3infer.models.config import ModelConfig, Recipe
+from sr3infer.sampling.schedule import NoiseSchedule
+from sr3infer.models.unet import UNetConfig
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = REPO / "tests" / "fixtures" / "janspiry_sr3"  # vendored: the parity tests run in any clone
 EXAMPLES = REPO / "examples"  # committed pictures; the datasets in ../shared are never needed by the tests
 
-# The CPU default dtype is bf16 where the CPU has it natively (sr3infer.devices): tests run in float32 on every CPU
+# The CPU default dtype is bf16 where the CPU has it natively (sr3infer.runtime.devices): tests run in float32 on every CPU
 # unless SR3INFER_CPU_BF16=1 is exported, so their numbers do not depend on the machine (subprocesses inherit it).
 # tests/test_devices.py covers the bf16 default itself.
 os.environ.setdefault("SR3INFER_CPU_BF16", "0")

@@ -1,5 +1,5 @@
 """A second network architecture, registered in this file alone, runs through the whole package: from_pretrained,
-upscale, estimate, save_pretrained, `sr3infer publish --dry-run` and Cascade (issue 18 item 1)."""
+upscale, estimate, save_pretrained, `sr3infer publish --dry-run` and Cascade."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sr3infer.architectures import ARCHITECTURES, Architecture, concat_condition, get_architecture, register
-from sr3infer.bounds import ConfigError, check_int
+from sr3infer.models.registry import ARCHITECTURES, Architecture, concat_condition, get_architecture, register
+from sr3infer.runtime.validate import ConfigError, check_int
 from sr3infer.cascade import Cascade
 from sr3infer.cli import main
-from sr3infer.config import ModelConfig, Recipe
+from sr3infer.models.config import ModelConfig, Recipe
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-from sr3infer import batch, imageio
+from sr3infer import batch
+
+from sr3infer.images import io as imageio
 from sr3infer.batch import BatchSummary, plan_jobs, run_jobs, upscale_files
 from sr3infer.cascade import Cascade
 from sr3infer.cli import main
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -166,7 +168,7 @@ def test_the_cli_cascade_keeps_16_bit_colour(tmp_path, upscaler):
     assert len(np.unique(out % 257)) > 1  # all 16 bits, not 8 scaled up
 
 
-# A folder of size bombs (issue 17 item 2): every file is refused from its header, one at a time, in seconds,
+# A folder of size bombs: every file is refused from its header, one at a time, in seconds,
 # under a 4 GiB address-space limit. Before, each was decoded first (7.5 GB), and a MemoryError ended the job.
 
 

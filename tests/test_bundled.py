@@ -9,13 +9,15 @@ import torch
 from PIL import Image
 
 from sr3infer import Upscaler
-from sr3infer.config import Recipe
+from sr3infer.models.config import Recipe
 from sr3infer.cli import main
-from sr3infer.resample import bicubic
-from sr3infer import metrics
+from sr3infer.images.resample import bicubic
+from sr3infer.quality import metrics
 from sr3infer.train.data import make_lowres, to_unit_tensor
 
 from conftest import EXAMPLES, REPO, example_faces, require
+
+pytestmark = pytest.mark.slow  # the bundled weights
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +71,8 @@ def test_cli_quickstart_with_the_default_model(tmp_path):
 def test_presets_are_the_searched_ones(name):
     """benchmarks/preset_search.py measured the bundled weights on all val images; each preset in config.json must
     be the one its rule picks from that JSON (re-applied here), and the default recipe must be `realism`."""
-    from sr3infer import presets
-    from sr3infer.manifest import sha256_file
+    from sr3infer.sampling import preset_rule as presets
+    from sr3infer.hub.manifest import sha256_file
 
     search = json.loads((REPO / "benchmarks" / "results" / f"preset_search_{name}.json").read_text())
     weights = REPO / "sr3infer" / "bundled" / name / "model.safetensors"

@@ -10,7 +10,7 @@ from PIL import Image
 from sr3infer.cascade import Cascade
 from sr3infer.cli import EXIT_FAILURE, EXIT_OK, EXIT_USAGE, main
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 
 @pytest.fixture

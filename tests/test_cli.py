@@ -12,7 +12,7 @@ from PIL import Image
 
 from sr3infer.cli import main
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 RNG = np.random.default_rng(0)
 
@@ -280,7 +280,8 @@ def test_without_model_the_input_size_picks_a_bundled_model_or_the_run_stops(tmp
 def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsys):
     import dataclasses
 
-    from sr3infer import cli, manifest
+    from sr3infer import cli
+    from sr3infer.hub import manifest
 
     assert cli.default_models() == {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "natural photos")}
     real = manifest.load_manifest()
@@ -297,7 +298,7 @@ def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsy
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(15, 143), (1, 129)])
 def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, model, signum, code):
-    """Issue 17 item 6: SIGTERM left temporary files and said nothing; now one line, no temporary file, 128 + N."""
+    """SIGTERM left temporary files and said nothing; now one line, no temporary file, 128 + N."""
     import signal
     import subprocess
     import sys

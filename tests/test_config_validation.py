@@ -1,5 +1,5 @@
 """One typed, bounded validation of a model's config at load, one source of truth (config.json), weight dtypes,
-and a recipe that checks itself (issue 17 items 1, 11, 12, 21; issue 18 items 2, 3)."""
+and a recipe that checks itself."""
 
 from __future__ import annotations
 
@@ -17,12 +17,12 @@ from PIL import Image
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from sr3infer.bounds import ConfigError
+from sr3infer.runtime.validate import ConfigError
 from sr3infer.cli import main
-from sr3infer.config import ModelConfig, Recipe
-from sr3infer.schedule import NoiseSchedule
+from sr3infer.models.config import ModelConfig, Recipe
+from sr3infer.sampling.schedule import NoiseSchedule
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import METADATA_KEY
+from sr3infer.models.weights import METADATA_KEY
 
 BUNDLED = Path(__file__).resolve().parents[1] / "sr3infer" / "bundled"
 
@@ -72,7 +72,7 @@ def test_each_bad_config_value_is_refused_naming_file_key_expected_and_got(tiny_
 
 
 def test_a_huge_schedule_is_refused_before_anything_is_allocated_under_4_gib(tmp_path, tiny_model_dir):
-    """Issue 17 item 1: a 3e9-step schedule (the old key, as the issue wrote it) used to take all the machine's memory."""
+    """a 3e9-step schedule (the old key, as the issue wrote it) used to take all the machine's memory."""
     _edit(tiny_model_dir, "schedule", {"num_steps": 3_000_000_000})
     Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
 

@@ -248,8 +248,8 @@ def test_a_storage_claiming_more_bytes_than_the_file_holds_is_refused_as_damaged
     ("keys_sr_sr3_64_512.txt", 16, 512, dict(channel_mults=(1, 2, 4, 8, 16), num_res_blocks=1, attn_resolutions=())),
 ])
 def test_the_released_architectures_are_inferred_from_their_shapes(keys, norm_groups, image_size, expected):
-    from sr3infer.convert import config_from_state_dict, convert_state_dict
-    from sr3infer.unet import UNet
+    from sr3infer.models.checkpoints import config_from_state_dict, convert_state_dict
+    from sr3infer.models.unet import UNet
 
     state = {}
     for line in require(FIXTURES / keys).read_text().splitlines():

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from sr3infer.metrics import psnr
-from sr3infer.resample import bicubic, quantize
+from sr3infer.quality.metrics import psnr
+from sr3infer.images.resample import bicubic, quantize
 from sr3infer.train.degrade import VAL_KINDS, Degradation, Pass, degrade, jpeg, random_kernel, val_kind
 
 

@@ -28,6 +28,8 @@ from PIL import Image
 from sr3infer import cli
 from sr3infer.demo import DemoRunner, RunTimeout, summary
 
+pytestmark = pytest.mark.slow  # a browser and a server process
+
 ROOT = Path(__file__).resolve().parent.parent
 FACE = ROOT / "examples" / "face_16.png"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -87,7 +89,7 @@ def test_runner_refuses_a_huge_header_before_any_work(runner, tmp_path, monkeypa
     def no_decode(*args, **kwargs):
         raise AssertionError("the picture was decoded")
 
-    monkeypatch.setattr("sr3infer.imageio.read_image", no_decode)
+    monkeypatch.setattr("sr3infer.images.io.read_image", no_decode)
     with pytest.raises(ValueError, match="max_output_pixels") as err:
         runner.run(huge, "sr3-face-8x", progress=lambda d, n: pytest.fail("sampling started"))
     assert "40000x40000" in str(err.value)

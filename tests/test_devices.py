@@ -1,4 +1,4 @@
-"""Device and dtype "auto" (issue 19 items 3 and 5): CUDA, then MPS, then CPU; fp16 on CUDA/MPS, bf16 on a CPU with
+"""Device and dtype "auto": CUDA, then MPS, then CPU; fp16 on CUDA/MPS, bf16 on a CPU with
 native bf16 once switched on, else fp32. MPS and CUDA are faked (neither exists on this machine)."""
 
 from __future__ import annotations
@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sr3infer import devices
-from sr3infer.devices import auto_dtype, cpu_has_native_bf16, default_device, resolve_device, resolve_dtype
+from sr3infer.runtime import devices
+from sr3infer.runtime.devices import auto_dtype, cpu_has_native_bf16, default_device, resolve_device, resolve_dtype
 
 
 @pytest.fixture
@@ -110,7 +110,7 @@ def test_dtype_names_are_checked(no_gpu):
 def test_an_upscaler_made_with_auto_lands_on_the_faked_mps(no_gpu, monkeypatch, tiny_config):
     """The Upscaler asks devices.py; the move itself is faked (there is no MPS to move to)."""
     from sr3infer.upscaler import Upscaler
-    from sr3infer.weights import build_model
+    from sr3infer.models.weights import build_model
 
     monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
     monkeypatch.setattr(devices, "_probe", lambda device, dtype: None)
@@ -122,6 +122,7 @@ def test_an_upscaler_made_with_auto_lands_on_the_faked_mps(no_gpu, monkeypatch, 
     assert (upscaler.device, upscaler.dtype) == (torch.device("mps"), torch.float16)
 
 
+@pytest.mark.slow
 def test_the_bf16_default_on_a_native_bf16_cpu_stays_within_2_levels_of_fp32(monkeypatch):
     """The bundled face model under dtype "auto" with native bf16 (forced here, so it runs on any CPU; emulated
     bf16 is only slower): bf16, and the realism output within 2/255 of float32 (the most bf16_cpu.json measured)."""

@@ -13,11 +13,11 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from sr3infer.config import ModelConfig, Recipe
+from sr3infer.models.config import ModelConfig, Recipe
 from sr3infer.train.distill import (DistillConfig, Pairs, distill_loss, main, pair_seed, precompute, start_noise,
                                     student_output, train)
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = {  # as tests/test_train.py's TINY_MODEL: v-prediction, residual, 8 -> 16 px

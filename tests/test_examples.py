@@ -17,6 +17,8 @@ from sr3infer import Upscaler
 
 from conftest import EXAMPLES
 
+pytestmark = pytest.mark.slow  # the examples run on the bundled weights
+
 SCRIPTS = sorted(path.name for path in EXAMPLES.glob("*.py"))
 WRITES = {  # what each example writes into examples/out/ (ignored by git) when run with no arguments
     "cascade.py": ["cascade.png", "cascade_0.png", "cascade_1.png", "cascade_2.png", "cascade_3.png"],

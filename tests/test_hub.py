@@ -19,8 +19,8 @@ from huggingface_hub import constants
 from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 from sr3infer.cli import main
-from sr3infer.hub import list_models, resolve_model_files
-from sr3infer.manifest import PACKAGED_MANIFEST
+from sr3infer.hub.fetch import list_models, resolve_model_files
+from sr3infer.hub.manifest import PACKAGED_MANIFEST
 from sr3infer.upscaler import Upscaler
 
 REPO_ID = "sr3infer/tiny"
@@ -300,7 +300,7 @@ def test_a_cached_file_that_changed_on_disk_is_reported_and_left_in_place(hub, t
 
 
 def test_another_projects_cached_file_is_never_deleted(hub, tiny_files, hub_env, tmp_path, monkeypatch):
-    """Issue 17 item 15: a manifest whose repo_id names another project's cached repo, with a wrong sha256."""
+    """a manifest whose repo_id names another project's cached repo, with a wrong sha256."""
     from huggingface_hub import hf_hub_download
 
     monkeypatch.setenv("HF_ENDPOINT", hub.url)
@@ -318,8 +318,8 @@ def test_another_projects_cached_file_is_never_deleted(hub, tiny_files, hub_env,
 
 
 def test_a_cached_file_linked_to_a_device_is_refused_before_hashing(hub, tiny_repo, hub_env, monkeypatch, capsys):
-    """Issue 17 item 7: a snapshot link to /dev/zero would be hashed for ever; `sr3infer models` called it cached."""
-    from sr3infer import hub as hub_module
+    """a snapshot link to /dev/zero would be hashed for ever; `sr3infer models` called it cached."""
+    from sr3infer.hub import fetch as hub_module
 
     _, weights = resolve_model_files("tiny")
     weights.unlink()
@@ -336,7 +336,7 @@ def test_a_cached_file_linked_to_a_device_is_refused_before_hashing(hub, tiny_re
 
 
 def test_a_cached_file_of_the_wrong_size_is_refused_before_hashing(hub, tiny_repo, monkeypatch):
-    from sr3infer import hub as hub_module
+    from sr3infer.hub import fetch as hub_module
 
     _, weights = resolve_model_files("tiny")
     blob = weights.resolve()
@@ -398,7 +398,7 @@ def test_token_argument_and_hf_token_are_sent(hub, tiny_repo, tmp_path, monkeypa
 
 def test_other_revisions_load_but_are_not_checked_against_the_manifest(hub, tiny_repo, caplog):
     hub.override["config.json"] = tiny_repo["config.json"] + b"\n"
-    with caplog.at_level("WARNING", logger="sr3infer.hub"):
+    with caplog.at_level("WARNING", logger="sr3infer.hub.fetch"):
         config, _ = resolve_model_files("tiny", revision=COMMIT)
     assert config.read_bytes().endswith(b"\n\n")
     assert "is not the manifest's 'main'" in caplog.text
@@ -441,8 +441,8 @@ def test_bundled_copy_is_used_first_and_verified(hub, tiny_files, bundled_tiny, 
 
 
 def test_download_model_finds_the_bundled_copy_of_an_unpublished_model(hub, tiny_files, bundled_tiny, tmp_path):
-    """Issue 17 item 22: `download_model(name, cache_dir=...)` as the README shows it, like `sr3infer download`."""
-    from sr3infer.hub import download_model
+    """`download_model(name, cache_dir=...)` as the README shows it, like `sr3infer download`."""
+    from sr3infer.hub.fetch import download_model
 
     manifest, bundled = bundled_tiny
     paths = download_model("tiny", cache_dir=tmp_path / "cache", manifest=manifest)

@@ -10,8 +10,8 @@ import pytest
 import torch
 from PIL import Image, PngImagePlugin
 
-from sr3infer import imageio
-from sr3infer.imageio import load_image, prepare, restore, save_image
+from sr3infer.images import io as imageio
+from sr3infer.images.io import load_image, prepare, restore, save_image
 
 RNG = np.random.default_rng(0)
 
@@ -283,7 +283,7 @@ def test_imageio_exports():
     assert {"load_image", "prepare", "restore", "save_image"} <= set(imageio.__all__)
 
 
-# Issue 17: headers read before decoding (2), big-endian arrays (13), multi-frame files and 16-bit gray+alpha (25).
+# headers read before decoding (2), big-endian arrays (13), multi-frame files and 16-bit gray+alpha (25).
 
 
 def _png16_header(path, width: int, height: int, colour_type: int = 6) -> None:

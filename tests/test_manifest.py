@@ -12,7 +12,7 @@ import shutil
 import pytest
 
 from sr3infer.cli import main
-from sr3infer.manifest import (
+from sr3infer.hub.manifest import (
     MANIFEST_ENV, PACKAGED_MANIFEST, dump_manifest, load_manifest, manifest_to_dict, parse_manifest,
 )
 
@@ -150,8 +150,8 @@ def test_a_deeply_nested_manifest_is_refused_in_one_line_naming_the_file(tmp_pat
 
 @pytest.mark.parametrize("kind", ["device", "binary", "directory", "huge"])
 def test_a_manifest_that_is_not_a_small_text_file_is_refused_by_name(tmp_path, monkeypatch, kind):
-    """Issue 17 item 16: /dev/zero was read without bound; a binary file or a folder gave a raw codec/Errno message."""
-    from sr3infer import manifest as manifest_module
+    """/dev/zero was read without bound; a binary file or a folder gave a raw codec/Errno message."""
+    from sr3infer.hub import manifest as manifest_module
 
     path = {"device": "/dev/zero", "binary": tmp_path / "m.bin", "directory": tmp_path, "huge": tmp_path / "m.json"}[kind]
     (tmp_path / "m.bin").write_bytes(b"\x89PNG\r\n\x1a\n\xff\xfe" * 10)
@@ -177,7 +177,7 @@ def test_update_manifest_script_fills_hashes_and_syncs_both_copies(tmp_path, tin
     canonical, root = tmp_path / "pkg" / "weights_manifest.json", tmp_path / "weights_manifest.json"
     canonical.parent.mkdir()
     data = json.loads(PACKAGED_MANIFEST.read_text())
-    for entry in data["models"]["sr3-64-256"]["files"].values():  # as before its weights landed
+    for entry in data["models"]["sr3-64-256"]["files"].values():  # an unpublished entry
         entry.update(sha256=None, size=None)
     canonical.write_text(json.dumps(data, indent=2) + "\n")
     bundled = tmp_path / "pkg" / "bundled" / "sr3-face-8x"
@@ -224,13 +224,14 @@ def test_publish_rejects_bad_input(tiny_model_dir, tmp_path, capsys):
     assert main(["publish", str(tiny_model_dir)]) == 2
 
 
+@pytest.mark.slow
 def test_weights_bytes_are_the_same_in_every_process():
     """safetensors writes its metadata in hash-map order; `serialize_weights` sorts it, so one set of tensors has one
     sha256 (bundled files, search JSONs and the manifest name weights by it)."""
     import subprocess
     import sys
 
-    code = ("import hashlib, torch; from sr3infer.weights import serialize_weights; "
+    code = ("import hashlib, torch; from sr3infer.models.weights import serialize_weights; "
             "print(hashlib.sha256(serialize_weights({'w': torch.arange(6.0).reshape(2, 3)})).hexdigest())")
     hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
               for _ in range(4)}

@@ -1,4 +1,4 @@
-"""Colours and metadata kept (issue 19 item 2): ICC profile, EXIF (orientation reset, sizes updated), DPI scaled by
+"""Colours and metadata kept: ICC profile, EXIF (orientation reset, sizes updated), DPI scaled by
 the factor, PNG text; `strip_metadata` drops them; JPEG/WebP quality."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from sr3infer import imageio
+from sr3infer.images import io as imageio
 from sr3infer.cli import main
 
 RNG = np.random.default_rng(0)
@@ -177,7 +177,7 @@ def test_a_profile_for_another_colour_space_is_left_out(tmp_path):
 @pytest.fixture
 def model(tmp_path, tiny_config):
     from sr3infer.upscaler import Upscaler
-    from sr3infer.weights import build_model
+    from sr3infer.models.weights import build_model
 
     config = tiny_config.replace(task={})
     return Upscaler(config, build_model(config), device="cpu").save_pretrained(tmp_path / "model")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sr3infer import metrics
+from sr3infer.quality import metrics
 from sr3infer.train.evaluate import score_images
 
 

@@ -9,7 +9,7 @@ import random
 import pytest
 import torch
 
-from sr3infer.schedule import NoiseSchedule
+from sr3infer.sampling.schedule import NoiseSchedule
 from sr3infer.train.loop import TrainConfig, measure_sigma_data, setup
 from sr3infer.train.noise_levels import EDM_LOG_MEAN, NoiseLevelSampler
 

@@ -1,4 +1,4 @@
-"""Out-of-memory fallback (issue 19 item 4): half the tile down to the minimum, then batch size 1, one warning line;
+"""Out-of-memory fallback: half the tile down to the minimum, then batch size 1, one warning line;
 only then an error with the hint. A U-Net that raises the device's OOM error type above a size stands in for a GPU."""
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from sr3infer.cli import main
-from sr3infer.oom import fallback_steps, is_out_of_memory, min_tile
+from sr3infer.runtime.oom import fallback_steps, is_out_of_memory, min_tile
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 from conftest import REPO
 

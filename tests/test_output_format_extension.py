@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sr3infer import imageio
+from sr3infer.images import io as imageio
 from sr3infer.batch import upscale_files
 
 MAGIC = b"TOY1"

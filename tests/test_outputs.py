@@ -6,20 +6,20 @@ import numpy as np
 import torch
 from PIL import Image
 
-from sr3infer import imageio
-from sr3infer.outputs import UpscaleOutput, consistency_error, convert, group_like, stack_if_same
-from sr3infer.resample import bicubic, project_onto_input
+from sr3infer.images import io as imageio
+from sr3infer.outputs import UpscaleOutput, consistency_error, group_like, to_caller_kind, stack_if_same
+from sr3infer.images.resample import bicubic, project_onto_input
 
 
 def test_convert_gives_each_result_back_in_the_kind_and_depth_of_its_input():
     inputs = [np.zeros((2, 2, 3), np.uint16), Image.new("LA", (2, 2)), torch.zeros(3, 2, 2, dtype=torch.bfloat16)]
     prepared = [imageio.prepare(item)[0] for item in inputs]
     results = [torch.full((1, 3, 4, 4), 0.5) for _ in inputs]  # 0.75 in [0, 1]
-    deep, gray_alpha, tensor = convert(results, prepared, None)
+    deep, gray_alpha, tensor = to_caller_kind(results, prepared, None)
     assert deep.dtype == np.uint16 and deep.shape == (4, 4, 3) and int(deep[0, 0, 0]) == round(0.75 * 65535)
     assert gray_alpha.mode == "LA" and gray_alpha.size == (4, 4)
     assert tensor.dtype == torch.bfloat16 and tensor.shape == (3, 4, 4)
-    as_np = convert(results[:1], prepared[:1], "np")[0]
+    as_np = to_caller_kind(results[:1], prepared[:1], "np")[0]
     assert as_np.dtype == np.uint16  # output_type changes the kind, never the bit depth
 
 

@@ -2,7 +2,7 @@
 
 The references (tests/fixtures/pinned_outputs.npz: per case, every 8th/16th output pixel and the
 means of an 8 x 8 grid of blocks, about 1 KB) were computed from examples/face_16.png and examples/photo_64.png before
-the pipeline was refactored (issue 12); regenerate them only for an intended change of results:
+the pipeline was refactored; regenerate them only for an intended change of results:
 `python tests/test_pinned_outputs.py --write`.
 """
 
@@ -18,6 +18,8 @@ import torch
 from PIL import Image
 
 from sr3infer import Cascade, Upscaler
+
+pytestmark = pytest.mark.slow  # the bundled weights
 
 REPO = Path(__file__).resolve().parents[1]
 REFERENCE = REPO / "tests" / "fixtures" / "pinned_outputs.npz"

@@ -8,14 +8,16 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from conftest import REPO
-from sr3infer.config import Recipe
+from sr3infer.models.config import Recipe
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 
+@pytest.mark.slow
 def test_a_one_sample_row_is_one_sample_when_the_default_recipe_averages_k(tmp_path, tiny_config):
     """A K = 1 row carries no num_samples; it once inherited the model default's K (the sr3-64-256 default
     averages 4), so its 'one sample' row was a 4-sample mean. Default K = 2 here: the bug makes both rows equal."""

@@ -8,9 +8,9 @@ import torch
 from PIL import Image
 
 from sr3infer.cli import main
-from sr3infer.config import ModelConfig, Recipe
+from sr3infer.models.config import ModelConfig, Recipe
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 FIDELITY = Recipe(sampler="ddim", num_steps=2, spacing="linear", consistency="every", options={"eta": 0.0})
 REALISM = Recipe(sampler="ddim", num_steps=3, spacing="quadratic", consistency="every", options={"eta": 1.0})
@@ -87,7 +87,7 @@ def test_cli_preset(tmp_path, preset_upscaler, tiny_model_dir, capsys):
     assert code == 2 and "has no such preset" in err[-1] and not (tmp_path / "x.png").exists()
 
 
-# The preset rule (sr3infer.presets), applied by benchmarks/preset_search.py, scripts/bundle_model.py and test_bundled.
+# The preset rule (sr3infer.sampling.preset_rule), applied by benchmarks/preset_search.py, scripts/bundle_model.py and test_bundled.
 
 
 def _row(sampler: str, steps: int, psnr: float, consistency: float, kid: float, bicubic_psnr: float = 30.0) -> dict:
@@ -97,7 +97,7 @@ def _row(sampler: str, steps: int, psnr: float, consistency: float, kid: float, 
 
 
 def test_the_rule_picks_fidelity_by_psnr_and_realism_by_kid_above_the_floor():
-    from sr3infer import presets
+    from sr3infer.sampling import preset_rule as presets
 
     rows = [_row("ddim", 2, 31.0, 0.5, 20.0), _row("ancestral", 5, 30.6, 0.5, 10.0),
             _row("ancestral", 20, 30.2, 0.5, 5.0),   # best KID, but under bicubic + 0.5 dB
@@ -115,9 +115,9 @@ def test_the_rule_picks_fidelity_by_psnr_and_realism_by_kid_above_the_floor():
 
 
 def test_a_model_floor_above_bicubic_plus_half_a_db_is_kept_and_drops_when_nothing_reaches_it():
-    """REALISM_MIN_PSNR_DB (faces: issue 16's operating point, PSNR >= 23.5): the realism preset is the lowest KID
+    """REALISM_MIN_PSNR_DB (faces: the stated operating point, PSNR >= 23.5): the realism preset is the lowest KID
     among recipes at or above it; when no recipe reaches it the floor falls back to bicubic + 0.5 dB."""
-    from sr3infer import presets
+    from sr3infer.sampling import preset_rule as presets
 
     rows = [_row("ancestral", 50, 30.8, 0.5, 10.0), _row("ancestral", 20, 31.2, 0.5, 14.0),
             _row("ddim", 1, 31.6, 0.5, 40.0)]
@@ -132,9 +132,9 @@ def test_a_model_floor_above_bicubic_plus_half_a_db_is_kept_and_drops_when_nothi
 
 
 def test_the_rule_is_cost_aware():
-    """Issue 16 item 5: fidelity = the fewest network calls within 0.05 dB of the best PSNR; realism = the fewest
+    """fidelity = the fewest network calls within 0.05 dB of the best PSNR; realism = the fewest
     calls with KID within 5 % of the lowest (above the floor). Outside the tolerances, quality wins."""
-    from sr3infer import presets
+    from sr3infer.sampling import preset_rule as presets
 
     rows = [_row("ddim", 20, 31.50, 0.5, 30.0), _row("ddim", 5, 31.46, 0.5, 31.0),   # 0.04 dB: 5 steps win
             _row("dpmpp_2m", 2, 31.40, 0.5, 40.0),                                   # 0.10 dB: too far
@@ -147,7 +147,7 @@ def test_the_rule_is_cost_aware():
 
 
 def test_no_sys_path_edits_in_tests_scripts_benchmarks_or_examples():
-    """Issue 18 item 6: the preset rule and the metrics are package modules, imported normally; conftest.py
+    """the preset rule and the metrics are package modules, imported normally; conftest.py
     does not depend on sr3infer.train."""
     from conftest import REPO
 

@@ -66,7 +66,7 @@ SKIPPED = {  # the command (comment cut) -> why this test does not run it
     "python benchmarks/unet_speed.py --device cuda": "needs a CUDA GPU",
     "bash scripts/gpu_checks.sh": "needs a CUDA GPU",
     "torchrun --standalone --nproc-per-node 4 -m sr3infer.cli INPUT_DIR -o OUT_DIR --steps 50 --batch-size 16":
-        "four processes for a folder of the reader's; tests/test_scale_out.py runs the command with two ranks",
+        "four processes for a folder of the reader's; tests/test_folder_runs_on_ranks.py runs the command with two ranks",
     "python -m sr3infer.train training/sr3-face-8x.json": "CPU-hours of training on the datasets (not in a clone)",
     "torchrun --nproc-per-node 8 -m sr3infer.train training/sr3-64-256.json": "eight processes, hours of training",
     "sr3infer eval sr3-face-8x ../shared/datasets/celeba/val --protocol faces --json face.json":

@@ -1,4 +1,4 @@
-"""Per-image fidelity report (issue 19 item 6): consistency, uncertainty mean / 95th percentile, and the made-up mask
+"""Per-image fidelity report: consistency, uncertainty mean / 95th percentile, and the made-up mask
 from a threshold calibrated on val (benchmarks/calibrate_madeup.py) and stored in each model's config."""
 
 from __future__ import annotations
@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 
 from sr3infer.cli import main
-from sr3infer.config import ModelConfig, ReportSettings
-from sr3infer.report import (
+from sr3infer.models.config import ModelConfig, ReportSettings
+from sr3infer.quality.report import (
     MADEUP_ERROR, calibration_curve, choose_threshold, consistency_mse, image_report, mask_overlay,
 )
-from sr3infer.metrics import consistency
+from sr3infer.quality.metrics import consistency
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 RNG = np.random.default_rng(0)
@@ -122,6 +122,7 @@ def test_config_keeps_the_threshold(tiny_config):
         ReportSettings(madeup_std_threshold=-1)
 
 
+@pytest.mark.slow
 def test_bundled_face_model_has_the_calibrated_threshold():
     calibration = json.loads((REPO / "benchmarks" / "results" / "madeup_calibration.json").read_text())
     face = calibration["models"]["sr3-face-8x"]
@@ -261,7 +262,7 @@ def test_report_paths_are_planned_before_any_work(tmp_path, calibrated, capsys, 
 
 
 def test_a_report_that_cannot_be_written_at_the_end_is_named(tmp_path, calibrated, capsys, monkeypatch):
-    from sr3infer import report
+    from sr3infer.quality import report
 
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 import torch
 
-from sr3infer import presets
-from sr3infer.bounds import ConfigError
+from sr3infer.sampling import preset_rule as presets
+from sr3infer.runtime.validate import ConfigError
 from sr3infer.cascade import Cascade
-from sr3infer.config import Recipe
+from sr3infer.models.config import Recipe
 from sr3infer.train.evaluate import evaluate
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 from test_cli import _cli, _png  # noqa: F401
 

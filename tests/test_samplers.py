@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sr3infer import samplers
-from sr3infer.convert import load_community_checkpoint
-from sr3infer.prediction import to_x0
-from sr3infer.samplers import SAMPLERS, get_sampler, randn, sample_ancestral, sample_ddim, sample_dpmpp_2m
-from sr3infer.schedule import NoiseSchedule
-from sr3infer.weights import build_model
+from sr3infer.sampling import samplers
+from sr3infer.models.checkpoints import load_community_checkpoint
+from sr3infer.sampling.prediction import to_x0
+from sr3infer.sampling.samplers import SAMPLERS, get_sampler, randn, sample_ancestral, sample_ddim, sample_dpmpp_2m
+from sr3infer.sampling.schedule import NoiseSchedule
+from sr3infer.models.weights import build_model
 
 from conftest import FIXTURES, require
 
@@ -215,8 +215,8 @@ def test_unknown_sampler_lists_the_known_ones():
 
 
 def test_a_new_sampler_with_its_own_option_is_one_function_and_one_registry_line(monkeypatch, tiny_upscaler):
-    """Its options are its keyword arguments beyond the common ones; recipes check and carry them (issue 18 item 3)."""
-    from sr3infer.config import Recipe
+    """Its options are its keyword arguments beyond the common ones; recipes check and carry them."""
+    from sr3infer.models.config import Recipe
 
     seen = []
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sr3infer.schedule import SPACINGS, NoiseSchedule
+from sr3infer.sampling.schedule import SPACINGS, NoiseSchedule
 
 from conftest import FIXTURES, require
 

@@ -1,4 +1,4 @@
-"""The opt-in `space_to_depth` key of the SR3 U-Net (issue 16 item 2): pixel-unshuffle the 6-channel input,
+"""The opt-in `space_to_depth` key of the SR3 U-Net: pixel-unshuffle the 6-channel input,
 run the U-Net at 1/f resolution, pixel-shuffle the output back; off by default, so configs and weights without
 the key load and re-save unchanged."""
 
@@ -13,12 +13,12 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from torch.utils.flop_counter import FlopCounterMode
 
-from sr3infer.architectures import UNET_MAPS_PER_CHANNEL, get_architecture
-from sr3infer.bounds import MAX_SPACE_TO_DEPTH, ConfigError
-from sr3infer.config import ModelConfig, Recipe
-from sr3infer.unet import UNet, UNetConfig
+from sr3infer.models.registry import UNET_MAPS_PER_CHANNEL, get_architecture
+from sr3infer.runtime.validate import MAX_SPACE_TO_DEPTH, ConfigError
+from sr3infer.models.config import ModelConfig, Recipe
+from sr3infer.models.unet import UNet, UNetConfig
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = REPO / "sr3infer" / "bundled"
@@ -152,7 +152,7 @@ def test_bad_values_are_refused_naming_the_key(value):
 def test_image_size_must_be_a_multiple_of_the_factor():
     with pytest.raises(ConfigError, match=r"'image_size' must be a multiple of space_to_depth \(2\).*got 15"):
         UNetConfig(**{**TINY, "image_size": 15, "space_to_depth": 2})
-    UNetConfig(**{**TINY, "image_size": 15})  # without the key, any size as before
+    UNetConfig(**{**TINY, "image_size": 15})  # without the key, any size
 
 
 def test_space_to_depth_costs_a_quarter_of_the_flops():

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from sr3infer.fastpath import FastModel
-from sr3infer.samplers import SAMPLERS
+from sr3infer.runtime.fastpath import FastModel
+from sr3infer.sampling.samplers import SAMPLERS
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (run scripts/gpu_checks.sh there)")
 
@@ -50,7 +50,7 @@ def test_compile_failure_falls_back_to_eager_once(tiny_upscaler, lowres, monkeyp
     calls: list[str] = []
     monkeypatch.setattr(torch, "compile", _failing_compile(calls))
     tiny_upscaler.enable_compile()
-    with caplog.at_level(logging.WARNING, logger="sr3infer.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="sr3infer.runtime.fastpath"):
         got = _upscale(tiny_upscaler, lowres)
     assert torch.equal(got, expected)
     assert calls == ["compiled call"], "after the first failure the compiled function must not be tried again"
@@ -69,7 +69,7 @@ def test_compile_unsupported_interpreter_never_calls_compile(tiny_upscaler, lowr
         raise AssertionError("torch.compile was called although dynamo reports it unsupported")
 
     monkeypatch.setattr(torch, "compile", must_not_run)
-    with caplog.at_level(logging.WARNING, logger="sr3infer.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="sr3infer.runtime.fastpath"):
         got = _upscale(tiny_upscaler.enable_compile(), lowres)
     assert torch.equal(got, expected)
     assert any("does not support torch.compile" in r.getMessage() for r in caplog.records)
@@ -136,7 +136,7 @@ def test_inductor_compile_matches_eager(tiny_config, lowres):
 
 def test_graph_capture_calls_the_compiled_module_without_truth_testing_it(tiny_unet_model):
     """`compiled or model` called len() on the OptimizedModule and broke every compile+CUDA-graphs capture (H200)."""
-    from sr3infer.fastpath import FastModel
+    from sr3infer.runtime.fastpath import FastModel
 
     fast = FastModel(tiny_unet_model, compile=True, compile_backend="eager")
     target = fast._call_target()
@@ -165,7 +165,7 @@ def test_cuda_graphs_on_cpu_is_a_clear_error(tiny_upscaler):
 def test_graphs_requested_but_cpu_inputs_run_eagerly(tiny_unet_model, caplog):
     x, level = torch.randn(1, 6, 16, 16), torch.rand(1)
     fast = FastModel(tiny_unet_model, cuda_graphs=True)
-    with caplog.at_level(logging.WARNING, logger="sr3infer.fastpath"), torch.inference_mode():
+    with caplog.at_level(logging.WARNING, logger="sr3infer.runtime.fastpath"), torch.inference_mode():
         first, second, expected = fast(x, level), fast(x, level), tiny_unet_model(x, level)
     assert torch.equal(first, expected) and torch.equal(second, expected)
     assert sum("CUDA inputs only" in r.getMessage() for r in caplog.records) == 1
@@ -216,7 +216,7 @@ def _numerics_upscaler(device: str, dtype: str) -> Upscaler:
         import json
         from pathlib import Path
 
-        from sr3infer.config import ModelConfig
+        from sr3infer.models.config import ModelConfig
 
         data = json.loads((Path(__file__).resolve().parents[1] / "training" / "sr3-face-8x.json").read_text())
         config = ModelConfig.from_dict(data["model"])
@@ -258,7 +258,7 @@ def test_cuda_graph_capture_failure_falls_back(tiny_config, lowres, monkeypatch,
         raise RuntimeError("operation not permitted when stream is capturing")
 
     monkeypatch.setattr(torch.cuda, "graph", broken_graph)
-    with caplog.at_level(logging.WARNING, logger="sr3infer.fastpath"):
+    with caplog.at_level(logging.WARNING, logger="sr3infer.runtime.fastpath"):
         got = _upscale(up.enable_cuda_graphs(), lowres)
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=0)
     assert not up.fast_path.cuda_graphs_active
@@ -269,7 +269,7 @@ def test_cuda_graph_capture_failure_falls_back(tiny_config, lowres, monkeypatch,
 @pytest.mark.parametrize("graphs", [False, True])
 @pytest.mark.parametrize("sampler", sorted(SAMPLERS))
 def test_no_host_device_sync_inside_the_sampling_loop(tiny_config, sampler, graphs):
-    from sr3infer.resample import bicubic
+    from sr3infer.images.resample import bicubic
 
     up = Upscaler(tiny_config, build_model(tiny_config), device="cuda")
     if graphs:

@@ -7,9 +7,9 @@ import pytest
 import torch
 from PIL import Image
 
-from sr3infer.tiling import Tile, TiledDenoiser, tile_spans, tile_windows
+from sr3infer.sampling.tiling import Tile, TiledDenoiser, tile_spans, tile_windows
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 
 def _gens(count: int, seed: int = 0) -> list[torch.Generator]:

@@ -106,6 +106,7 @@ def test_low_res_inputs_are_made_like_inference_inputs(face_folder):
     assert torch.allclose(blurred[0], hr[0], atol=1e-6) and not torch.allclose(blurred[1], hr[1], atol=1e-2)
 
 
+@pytest.mark.slow
 def test_ddp_with_two_cpu_ranks(tmp_path, face_folder):
     cfg = _config(tmp_path, face_folder, name="ddp", max_steps=2)
     path = tmp_path / "ddp.json"
@@ -140,7 +141,7 @@ def _eval_folder(tmp_path) -> "Path":
 
 
 def test_eval_skips_bad_files_by_the_stated_rule_and_names_them(tmp_path, tiny_model_dir, capsys):
-    """Issue 17 item 17: mixed sizes, a 3x3 image and a truncated file stopped `sr3infer eval` with a raw message."""
+    """mixed sizes, a 3x3 image and a truncated file stopped `sr3infer eval` with a raw message."""
     from sr3infer.cli import main
 
     folder = _eval_folder(tmp_path)

@@ -122,7 +122,7 @@ def test_whole_image_batches_are_full_size(tmp_path, face_folder):
     ("degradation", [1], "'degradation' must be an object or null"),
 ])
 def test_config_types_ranges_and_names_are_checked_at_load(tmp_path, key, value, message):
-    """Issue 17 item 18: batch_size 0 crashed in torch.stack after making the run folder; lr "fast" raised a
+    """batch_size 0 crashed in torch.stack after making the run folder; lr "fast" raised a
     TypeError; a name with '..' wrote outside out_dir. Now each stops at load, naming the file and the key."""
     path = tmp_path / "cfg.json"
     values = {"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL, "out_dir": str(tmp_path / "runs")}

@@ -13,11 +13,13 @@ import pytest
 import torch
 
 from sr3infer import Upscaler
-from sr3infer.distributed import DistContext
+from sr3infer.runtime.distributed import DistContext
 from sr3infer.train.stopping import StopOnSignal
 
 from conftest import REPO
 from test_train import _config, face_folder  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.slow  # training processes and signals
 
 
 def test_first_signal_sets_the_flag_and_the_second_acts_as_before():

@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sr3infer.resample import bicubic, project_onto_input
-from sr3infer.uncertainty import MAX_NUM_SAMPLES, heatmap, sample_spread, save_uncertainty
+from sr3infer.images.resample import bicubic, project_onto_input
+from sr3infer.sampling.uncertainty import MAX_NUM_SAMPLES, heatmap, sample_spread, save_uncertainty
 from sr3infer.upscaler import Upscaler, UpscaleOutput
 
 from test_cli import _cli, _png, model  # noqa: F401 - `model` is the CLI tests' fixture (the tiny model on disk)

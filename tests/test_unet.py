@@ -8,11 +8,11 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from sr3infer.convert import (config_from_reference, config_from_state_dict, convert_state_dict,
+from sr3infer.models.checkpoints import (config_from_reference, config_from_state_dict, convert_state_dict,
                               load_community_checkpoint)
-from sr3infer.prediction import eps_from_x0, to_x0, training_target
-from sr3infer.unet import UNet, UNetConfig, pad_to_multiple
-from sr3infer.weights import build_model
+from sr3infer.sampling.prediction import eps_from_x0, to_x0, training_target
+from sr3infer.models.unet import UNet, UNetConfig, pad_to_multiple
+from sr3infer.models.weights import build_model
 
 from conftest import FIXTURES, require
 
@@ -147,7 +147,7 @@ def test_odd_sizes_are_padded_and_cropped_back(size, reference_model):
 
 def test_training_loss_matches_reference(reference_model):
     ref = load_file(str(require(FIXTURES / "tiny_train_loss.safetensors")))
-    from sr3infer.schedule import NoiseSchedule
+    from sr3infer.sampling.schedule import NoiseSchedule
 
     levels = NoiseSchedule().noise_levels
     t = int(ref["t"])

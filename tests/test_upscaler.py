@@ -11,13 +11,13 @@ import torch
 from PIL import Image
 from torch import nn
 
-from sr3infer.config import ModelConfig
-from sr3infer.convert import load_community_checkpoint
-from sr3infer.prediction import to_x0, training_target
-from sr3infer.resample import bicubic, consistency_projection
-from sr3infer.samplers import SAMPLERS, sample_ddim
+from sr3infer.models.config import ModelConfig
+from sr3infer.models.checkpoints import load_community_checkpoint
+from sr3infer.sampling.prediction import to_x0, training_target
+from sr3infer.images.resample import bicubic, consistency_projection
+from sr3infer.sampling.samplers import SAMPLERS, sample_ddim
 from sr3infer.upscaler import Upscaler
-from sr3infer.weights import build_model
+from sr3infer.models.weights import build_model
 
 from conftest import FIXTURES, require
 
@@ -392,7 +392,7 @@ def test_help_shows_the_left_out_start_noise_level_by_name(tiny_upscaler):
     import pickle
     import pydoc
 
-    from sr3infer.config import UNSET
+    from sr3infer.models.config import UNSET
 
     text = pydoc.render_doc(Upscaler.upscale, renderer=pydoc.plaintext)
     assert "start_noise_level: 'float | None' = UNSET" in text and "object at 0x" not in text
@@ -457,7 +457,7 @@ def test_bad_device_and_dtype(tiny_upscaler):
 
 
 def test_final_projection_is_in_range_and_matches_the_input():
-    from sr3infer.resample import project_onto_input
+    from sr3infer.images.resample import project_onto_input
 
     generator = torch.Generator().manual_seed(0)
     truth = torch.rand(2, 3, 64, 64, generator=generator) * 2 - 1  # an in-range image that matches the input
@@ -483,7 +483,7 @@ def test_upscale_reads_minus_one_to_one_tensors_as_the_cascade_does(tiny_upscale
 def test_one_recipe_object_for_every_entry_point(tiny_upscaler):
     from dataclasses import replace
 
-    from sr3infer.config import UNSET
+    from sr3infer.models.config import UNSET
 
     config = tiny_upscaler.config
     recipe = config.recipe(None, num_steps=3, sampler="ancestral", spacing="quadratic")
@@ -502,7 +502,7 @@ def test_one_recipe_object_for_every_entry_point(tiny_upscaler):
         tiny_upscaler.upscale_tensor(lowres, recipe=recipe, preset="fidelity")
 
 
-# One output object (issue 18 item 4).
+# One output object.
 
 
 def test_return_dict_gives_one_output_object_grouped_like_the_images(tiny_upscaler):
@@ -536,7 +536,7 @@ def test_meta_device_is_refused_clearly(tiny_upscaler):
     assert tiny_upscaler.device.type == "cpu"  # left where it was
 
 
-# Public arguments by type, sizes by arithmetic, estimates with time (issue 17 items 4, 14, 23).
+# Public arguments by type, sizes by arithmetic, estimates with time.
 
 
 @pytest.mark.parametrize("options, error, message", [

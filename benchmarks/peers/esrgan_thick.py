@@ -30,9 +30,9 @@ import torch
 from PIL import Image
 from torch import Tensor
 
-from sr3infer import metrics
-from sr3infer.imageio import write_atomically
-from sr3infer.resample import bicubic
+from sr3infer.quality import metrics
+from sr3infer.images.io import write_atomically
+from sr3infer.images.resample import bicubic
 from sr3infer.train.data import make_lowres, to_unit_tensor
 from sr3infer.train.evaluate import load_eval_set, reference_features, score_images
 

@@ -13,8 +13,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..imageio import IMAGE_SUFFIXES
-from ..resample import bicubic, quantize
+from ..images.io import IMAGE_SUFFIXES
+from ..images.resample import bicubic, quantize
 
 FACE_BOX = (0, 20, 178, 198)  # CelebA aligned: the 178x178 square around the face
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..resample import bicubic, quantize
+from ..images.resample import bicubic, quantize
 
 __all__ = ["Degradation", "degrade", "degrade_one", "VAL_KINDS", "val_kind"]
 

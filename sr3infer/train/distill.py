@@ -32,14 +32,14 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
-from ..architectures import get_architecture
-from ..config import CONSISTENCY_MODES, ModelConfig, Recipe, ReportSettings
+from ..models.registry import get_architecture
+from ..models.config import CONSISTENCY_MODES, ModelConfig, Recipe, ReportSettings
 from ..errors import reject_unknown_keys
-from ..prediction import eps_from_x0, to_x0
-from ..resample import bicubic, consistency_projection, project_onto_input
-from ..schedule import SPACINGS
+from ..sampling.prediction import eps_from_x0, to_x0
+from ..images.resample import bicubic, consistency_projection, project_onto_input
+from ..sampling.schedule import SPACINGS
 from ..upscaler import Upscaler
-from ..weights import save_model_folder
+from ..models.weights import save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, resolve_data_root
 from .loop import AUTOCAST_DTYPES, MAX_THREADS
 from .stopping import StopOnSignal

@@ -17,12 +17,12 @@ from PIL import Image
 from torch import Tensor
 
 from .. import seeding
-from ..errors import first_line
-from ..imageio import load_image, save_image, write_atomically
-from ..resample import bicubic
+from ..errors import UsageError, first_line
+from ..images.io import load_image, save_image, write_atomically
+from ..images.resample import bicubic
 from .data import FACE_BOX, face_crop, list_images, make_lowres, natural_crops, to_unit_tensor
 from .degrade import VAL_KINDS, val_kind
-from .. import metrics
+from ..quality import metrics
 
 log = logging.getLogger(__name__)
 
@@ -303,8 +303,6 @@ def plan_outputs(json_path: str | None, save_dir: str | None, count: int, *, ove
         UsageError: a name exists without `overwrite` (all of them named), a folder is a file, or `json_path` is
             one of the images; checked before the evaluation runs.
     """
-    from ..cli import UsageError
-
     images = [Path(save_dir) / f"{i:04d}.png" for i in range(count)] if save_dir else []
     if save_dir and os.path.lexists(save_dir) and not Path(save_dir).is_dir():
         raise UsageError(f"--save-dir {save_dir!r} is a file; name a folder (new, or without 0000.png, ...)")

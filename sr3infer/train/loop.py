@@ -21,12 +21,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..config import ModelConfig
-from ..distributed import DistContext, init_from_env, launched_by_torchrun
+from ..models.config import ModelConfig
+from ..runtime.distributed import DistContext, init_from_env, launched_by_torchrun
 from ..errors import reject_unknown_keys
-from ..prediction import training_target
-from ..resample import bicubic
-from ..weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
+from ..sampling.prediction import training_target
+from ..images.resample import bicubic
+from ..models.weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 from .degrade import Degradation, degrade
 from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
@@ -406,9 +406,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", help="override where runs are written")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    cfg = TrainConfig.from_json_file(args.config)  # a bad file: ValueError naming it (the CLI's exit 1)
+    overrides = {k: v for k, v in (("max_minutes", args.max_minutes), ("out_dir", args.out_dir)) if v is not None}
     try:
-        cfg = TrainConfig.from_json_file(args.config)
-        overrides = {k: v for k, v in (("max_minutes", args.max_minutes), ("out_dir", args.out_dir)) if v is not None}
         cfg = replace(cfg, **overrides)  # overrides pass the same checks as the file's values
     except ValueError as err:
         parser.error(str(err).replace("Training config 'max_minutes'", "--max-minutes"))
@@ -423,7 +423,7 @@ def leave_without_teardown(code: int = 0) -> None:
 
     torch's DistributedDataParallel keeps the gloo process group (and its `pt_gloo_runloop` threads) alive after
     `destroy_process_group()`; freeing it during interpreter shutdown now and then killed a rank with "terminate
-    called without an active exception" (SIGABRT; 1 run in ~40 on a loaded 2-core machine, issue 16 notes). Every
+    called without an active exception" (SIGABRT; 1 run in ~40 on a loaded 2-core machine). Every
     file of the run is written and closed and the ranks have met at a barrier, so nothing is lost by leaving here.
     """
     logging.shutdown()

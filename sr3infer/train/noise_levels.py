@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..schedule import NoiseSchedule
+from ..sampling.schedule import NoiseSchedule
 
 __all__ = ["NOISE_SAMPLINGS", "NoiseLevelSampler"]
 

@@ -1,0 +1,1 @@
+"""The model hub: the weights manifest, downloads, the cache and publishing."""

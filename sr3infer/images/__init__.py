@@ -1,0 +1,1 @@
+"""Images: reading, preparing, resampling, metadata and writing image files."""

@@ -1,0 +1,1 @@
+"""Models: the U-Net, its registry, model configs, weight files and checkpoint import."""

@@ -1,0 +1,1 @@
+"""Quality: metrics and the per-image fidelity report."""

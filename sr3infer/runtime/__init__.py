@@ -1,0 +1,1 @@
+"""Runtime: argument checks, devices, fast paths, out-of-memory handling, distributed ranks."""

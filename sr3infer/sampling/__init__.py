@@ -1,0 +1,1 @@
+"""Sampling: noise schedules, predictions, samplers, tiling, ensembles and the preset rule."""
