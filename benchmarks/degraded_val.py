@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from sr3infer import Upscaler, metrics
+from sr3infer import Upscaler
 from sr3infer.train.degrade import VAL_KINDS
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
