@@ -365,6 +365,10 @@ def run_jobs(
         model, seed, num_samples, dict(options, return_report=True) if report else options)
     common = dict(batch_size=batch_size, progress=progress, max_output_pixels=max_output_pixels)
     todo = [job for job in mine if not job.skip]
+    if not quiet and rank == 0:
+        line = cost_line(model, todo, options, num_samples)
+        if line:
+            log(f"{prefix}: {line}")
     for start in range(0, len(todo), batch_size):
         loaded = []
         for job in todo[start : start + batch_size]:  # one file at a time: checked from its header, then decoded
@@ -398,6 +402,39 @@ def run_jobs(
                 else:
                     summary.failed += 1
     return summary
+
+
+HEAVY_RUN_CALLS = 200
+"""A run of at least this many network calls states its cost as its first line."""
+
+
+def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any], num_samples: int) -> str | None:
+    """"this run makes N network calls, about T at S s per call measured now", for a heavy run; None for a light one.
+
+    Calls are counted from the files' headers (steps x tiles x samples, stage by stage); the speed is one network
+    call timed on this machine just before the run (`Upscaler.measure_speed`), so the line comes before any work.
+    """
+    cascade = isinstance(model, Cascade)
+    stages = model.upscalers if cascade else [model]
+    calls = 0
+    for job in jobs:
+        try:
+            header = imageio.read_header(job.source)
+        except Exception:  # noqa: BLE001 - an unreadable file is reported when its turn comes
+            continue
+        height, width = header.height, header.width
+        for stage, upscaler in enumerate(stages):
+            run = upscaler.estimate((height, width), num_steps=_steps(upscaler, options, stage if cascade else None),
+                                    tile_size=options.get("tile_size"), tile_overlap=options.get("tile_overlap"))
+            calls += run.num_steps * run.tiles_per_image * (num_samples if not cascade else 1)
+            height, width = height * upscaler.config.scale, width * upscaler.config.scale
+    if calls < HEAVY_RUN_CALLS:
+        return None
+    per_call = stages[0].measure_speed()
+    total = calls * per_call
+    shown = f"{total / 60:.0f} min" if total >= 120 else f"{total:.0f} s"
+    return (f"this run makes {calls:,} network calls: about {shown} at {per_call:.2f} s per call (measured now on "
+            f"{stages[0].device}); fewer --steps or --samples cost less")
 
 
 def _consecutive(loaded: list[tuple[Job, Any]]) -> list[list[tuple[Job, Any]]]:

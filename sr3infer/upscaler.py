@@ -265,6 +265,23 @@ class Upscaler:
         return replace(run, seconds=None if rate is None else rate * _unet_pixels(run) * run.num_steps)
 
     @torch.inference_mode()
+    def measure_speed(self) -> float:
+        """Time one network call on a trained-size input (after one warm-up call) and remember it for `estimate`;
+        returns seconds per call. What a run's cost line quotes before the run starts."""
+        side = self.config.out_size
+        lowres = torch.zeros(1, 3, self.config.lowres_size, self.config.lowres_size, device=self.device)
+        denoise = self.make_denoiser(bicubic(lowres, side))
+        x, level = torch.zeros(1, 3, side, side, device=self.device), torch.full((1,), 0.5, device=self.device)
+        denoise(x, level)
+        started = time.perf_counter()
+        denoise(x, level)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - started
+        self._seconds_per_unet_pixel[(str(self.device), self.dtype)] = seconds / (side * side)
+        return seconds
+
+    @torch.inference_mode()
     def upscale_tensor(
         self,
         lowres: Tensor,

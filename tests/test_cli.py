@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -324,3 +325,14 @@ def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, model, signum, code):
     assert not [p for p in (tmp_path / "out").iterdir() if p.name.startswith(".")]  # no temporary file left
     for path in (tmp_path / "out").iterdir():
         assert Image.open(path).size == (16, 16)  # every file there is whole
+
+
+def test_a_heavy_run_states_its_cost_first_from_the_measured_speed(tmp_path, model, capsys):
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "heavy.png", "--model", model, "--steps", 200)
+    cost = [line for line in lines if "network calls" in line]
+    assert code == 0 and len(cost) == 1 and lines.index(cost[0]) == 0
+    assert re.fullmatch(r"sr3infer: this run makes 200 network calls: about \d+ s at \d+\.\d\d s per call \(measured "
+                        r"now on cpu\); fewer --steps or --samples cost less", cost[0])
+    code, lines = _cli(capsys, src, "-o", tmp_path / "light.png", "--model", model, "--steps", 5)
+    assert code == 0 and not any("network calls" in line for line in lines)
