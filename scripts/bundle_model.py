@@ -189,15 +189,16 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
         f"; beside them {len(means)} means of K samples per image (" + ", ".join(
             f"{r['sampler']} {r['num_steps']}{' eta ' + format(r['eta'], 'g') if r.get('eta') else ''} x {r['num_samples']}"
             for r in means) + ")")
-    history_rows = ["| session | config | steps | wall min | threads | core-hours | kept |", "|---|---|---|---|---|---|---|"]
-    history_rows += [f"| {s['session']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
+    history_rows = ["| stretch | date | config | steps | wall min | threads | core-hours | kept |",
+                    "|---|---|---|---|---|---|---|---|"]
+    history_rows += [f"| {s['stretch']} | {s['date']} | {s['config']} | {s['steps']} | {s['wall_minutes']} | {s['threads']} | "
                      f"{s['core_hours']:.2f}{_gpu_cell(s)} | {'yes' if s['kept'] else 'no (' + s.get('note', 'A/B arm') + ')'} |"
                      for s in stretches]
     u = config.network
     domain = config.task.get("domain", "")
-    lognormal = [str(s["session"]) for s in stretches if s["kept"] and s.get("noise_sampling") == "lognormal"]
+    lognormal = [str(s["stretch"]) for s in stretches if s["kept"] and s.get("noise_sampling") == "lognormal"]
     noise_levels = "SR3's uniform draw" + (f", then log-normal on sigma / sigma_data (`noise_sampling: lognormal`) in "
-                                           f"session {', '.join(lognormal)}" if lognormal else "")
+                                           f"stretches {', '.join(lognormal)}" if lognormal else "")
     card = f"""# {name}
 
 SR3 (Saharia et al. 2021) {config.scale}x super-resolution, {config.lowres_size}x{config.lowres_size} ->
