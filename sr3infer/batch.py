@@ -31,7 +31,7 @@ from .images import io as imageio
 from . import seeding
 from .cascade import Cascade
 from .runtime.distributed import shard_indices
-from .errors import first_line
+from .errors import Cancelled, first_line
 from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS, check_run
 from .images.metadata import check_quality
 from .images.outscale import output_size
@@ -542,6 +542,8 @@ def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[
         group = pending.pop(0)
         try:
             results = run(group)
+        except Cancelled:
+            raise  # the caller stopped the run: no file is retried or written
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the others (MemoryError included)
             if len(group) > 1:
                 pending[:0] = [[job] for job in group]

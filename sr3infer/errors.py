@@ -6,7 +6,7 @@ import json
 import sys
 from typing import Any, Iterable
 
-__all__ = ["reject_unknown_keys", "first_line", "parse_json", "UsageError"]
+__all__ = ["reject_unknown_keys", "first_line", "parse_json", "UsageError", "Cancelled"]
 
 
 def reject_unknown_keys(data: dict, known: Iterable[str], what: str) -> None:
@@ -38,3 +38,7 @@ def parse_json(text: str | bytes, what: str, after: str = "") -> Any:
 
 class UsageError(Exception):
     """A mistake in the command line itself (exit code 2)."""
+
+
+class Cancelled(Exception):
+    """A run stopped by its step callback (it returned False, or raised this); nothing of the run is written."""

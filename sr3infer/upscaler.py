@@ -436,6 +436,9 @@ class Upscaler:
             batch_size: images per U-Net call (same-size images are batched together); when
                 tiling, also the number of tiles per U-Net call. With `num_samples`, samples per U-Net call.
             progress: show a tqdm bar over the denoising steps.
+            callback: called after every denoising step with a dict: "step" and "total" (of this sampling pass),
+                "x0" (the current clean estimate), "x", "noise_level". Returning False, or raising
+                `sr3infer.Cancelled`, stops the call with `Cancelled`; the batch runner then writes nothing more.
             output_type: "pil", "np" or "pt"; default the kind of the input (paths give PIL).
             tile_size, tile_overlap: in output pixels. Outputs larger than a tile are denoised as
                 overlapping tiles blended at every step, so memory does not grow with the image.

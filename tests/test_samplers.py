@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from sr3infer.sampling import samplers
@@ -235,3 +237,22 @@ def test_a_new_sampler_with_its_own_option_is_one_function_and_one_registry_line
         Recipe(sampler="toy", options={"s_noise": "loud"})
     tiny_upscaler.upscale(torch.zeros(3, 8, 8), recipe=recipe, seed=0, progress=False)
     assert seen == [0.5]
+
+
+def test_the_step_callback_sees_every_step_and_can_cancel(tiny_upscaler, tmp_path):
+    from sr3infer import Cancelled, upscale_files
+
+    seen = []
+    tiny_upscaler.upscale(torch.rand(3, 8, 8), num_steps=4, seed=0, progress=False,
+                          callback=lambda info: seen.append((info["step"], info["total"], info["x0"].shape)))
+    assert [(s, t) for s, t, _ in seen] == [(1, 4), (2, 4), (3, 4), (4, 4)] and seen[0][2][-1] == 16
+    stop_at_two = lambda info: info["step"] < 2  # noqa: E731 - False at step 2 cancels
+    with pytest.raises(Cancelled, match="after step 2 of 4"):
+        tiny_upscaler.upscale(torch.rand(3, 8, 8), num_steps=4, progress=False, callback=stop_at_two)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for k in range(3):
+        Image.fromarray(np.full((8, 8, 3), 40 * k, np.uint8)).save(folder / f"{k}.png")
+    with pytest.raises(Cancelled):
+        upscale_files(tiny_upscaler, folder, tmp_path / "out", num_steps=4, callback=stop_at_two, progress=False)
+    assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())

@@ -10,6 +10,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import trange
 
+from ..errors import Cancelled
 from ..runtime.validate import OPTION_BOUNDS, ConfigError, check_float
 from .prediction import eps_from_x0
 
@@ -19,7 +20,18 @@ __all__ = ["Denoiser", "Callback", "SAMPLERS", "sample_ancestral", "sample_ddim"
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """`(x (B, C, H, W), noise_level (B,) float64) -> x0`, the clean estimate, with the condition already bound."""
 
-Callback = Callable[[dict], None]
+Callback = Callable[[dict], Any]
+"""Called after every denoising step with {"step", "total", "i", "x", "x0", "noise_level"} (step 1..total of this
+sampling pass; x0 is the current clean estimate). Returning False, or raising `errors.Cancelled`, stops the run."""
+
+
+def _report_step(callback: Callback | None, i: int, total: int, x: Tensor, x0: Tensor, gamma: Tensor) -> None:
+    """Hand one finished step to `callback`; a False answer cancels the run."""
+    if callback is None:
+        return
+    info = {"step": i + 1, "total": total, "i": i, "x": x, "x0": x0, "noise_level": float(gamma.sqrt())}
+    if callback(info) is False:
+        raise Cancelled(f"Cancelled by the step callback after step {i + 1} of {total}; nothing was written.")
 
 
 def randn(
@@ -88,8 +100,7 @@ def sample_ancestral(
         if g_next < 1:
             std = (beta * (1 - g_next) / (1 - g)).clamp_min(1e-20).sqrt()
             x = x + _coef(std, x) * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if callback is not None:
-            callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})
+        _report_step(callback, i, len(gammas) - 1, x, x0, g)
     return x
 
 
@@ -115,8 +126,7 @@ def sample_ddim(
         x = _coef(g_next.sqrt(), x) * x0 + _coef((1 - g_next - sigma**2).clamp_min(0).sqrt(), x) * eps
         if sigma > 0:
             x = x + _coef(sigma, x) * randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
-        if callback is not None:
-            callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})
+        _report_step(callback, i, len(gammas) - 1, x, x0, g)
     return x
 
 
@@ -157,8 +167,7 @@ def sample_dpmpp_2m(
                 d = _coef(1 + 1 / (2 * r), x) * x0 - _coef(1 / (2 * r), x) * x0_prev
             x = _coef(ratio, x) * x + _coef(g_next.sqrt() * phi, x) * d
         x0_prev = x0
-        if callback is not None:
-            callback({"i": i, "x": x, "x0": x0, "noise_level": float(g.sqrt())})
+        _report_step(callback, i, len(gammas) - 1, x, x0, g)
     return x
 
 
