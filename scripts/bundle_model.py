@@ -44,6 +44,29 @@ LICENCES = {
                       "copyright file). Treat the weights as carrying the most restrictive of these (CC-BY-SA / GPL-2+).",
 }
 PEER_FILE = REPO / "benchmarks" / "results" / "peer_esrgan_thick.json"
+# Hub metadata per training domain: (license, license_name or None, dataset ids, dataset name in the model-index)
+HUB_DOMAINS = {
+    "faces": ("other", "celeba-non-commercial-research", ["celeba"], "CelebA aligned faces, val 000900-000949"),
+    "natural photos": ("cc-by-sa-4.0", None, [], "natural photos val (6 photos x 4 crops)"),
+}
+HUB_METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("kid_1e3", "KID x1e-3"), ("consistency_1e5", "consistency x1e-5"))
+
+
+def hub_metadata(name: str, domain: str, rows: dict, scale: int) -> str:
+    """The card's YAML front matter, as the Hugging Face Hub reads it: library, task, licence, data, tags and a
+    model-index with each preset's measured val metrics (the same rows as the card's table)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    licence, licence_name, datasets, data_name = HUB_DOMAINS[domain]
+    dataset_id = datasets[0] if datasets else name.replace("-", "_") + "_val"
+    results = [EvalResult(task_type="image-to-image", task_name=f"{scale}x super-resolution", dataset_type=dataset_id,
+                          dataset_name=data_name, metric_type=metric, metric_name=f"{label}, {preset} preset",
+                          metric_value=round(float(rows[preset]["model"][metric]), 4))
+               for preset in ("fidelity", "realism") for metric, label in HUB_METRICS if metric in rows[preset]["model"]]
+    data = ModelCardData(library_name="sr3infer", pipeline_tag="image-to-image", license=licence,
+                         license_name=licence_name, datasets=datasets or None, model_name=name, eval_results=results,
+                         tags=["super-resolution", "diffusion", "sr3", f"x{scale}", domain.replace(" ", "-")])
+    return f"---\n{data.to_yaml()}\n---\n\n"
 
 
 def _gpu_cell(stretch: dict) -> str:
@@ -199,7 +222,7 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
     lognormal = [str(s["stretch"]) for s in stretches if s["kept"] and s.get("noise_sampling") == "lognormal"]
     noise_levels = "SR3's uniform draw" + (f", then log-normal on sigma / sigma_data (`noise_sampling: lognormal`) in "
                                            f"stretches {', '.join(lognormal)}" if lognormal else "")
-    card = f"""# {name}
+    card = hub_metadata(name, domain, rows, config.scale) + f"""# {name}
 
 SR3 (Saharia et al. 2021) {config.scale}x super-resolution, {config.lowres_size}x{config.lowres_size} ->
 {config.out_size}x{config.out_size}, {domain}. Part of sr3infer.
