@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Iterable
+from typing import Any, Iterable, cast
 
 __all__ = ["ConfigError", "check_int", "check_float", "check_bool", "check_choice", "check_int_list", "check_mapping",
            "MAX_TRAIN_TIMESTEPS", "MAX_SCALE", "MAX_LOWRES_SIZE", "MAX_IMAGE_SIZE", "MAX_IMAGE_CHANNELS",
            "MAX_INNER_CHANNEL", "MAX_CHANNEL_MULT", "MAX_LEVELS", "MAX_RES_BLOCKS", "MAX_NORM_GROUPS",
-           "MAX_SPACE_TO_DEPTH", "MAX_PARAMETERS", "ETA_RANGE", "OPTION_BOUNDS", "MAX_SEED"]
+           "MAX_SPACE_TO_DEPTH", "MAX_PARAMETERS", "ETA_RANGE", "OPTION_BOUNDS"]
 
 MAX_TRAIN_TIMESTEPS = 100_000   # training schedule length T (SR3: 2000); the grid is T float64 numbers
 MAX_SCALE = 64                  # output side / input side of one model
@@ -33,7 +33,6 @@ MAX_PARAMETERS = 4_000_000_000  # ~16 GB in float32; the largest community SR3 U
 ETA_RANGE = (0.0, 1.0)          # DDIM: 0 deterministic, 1 as stochastic as ancestral
 OPTION_BOUNDS = {"eta": ETA_RANGE}  # sampler options (keyword arguments beyond the common signature) by name
 MAX_NUM_SAMPLES = 256           # samples per image averaged into one output (std of 256 is within ~4 % of the spread)
-MAX_SEED = 2**64 - 1            # torch.Generator.manual_seed takes 0 .. 2**64 - 1
 
 
 class ConfigError(ValueError):
@@ -66,7 +65,8 @@ def _show(value: Any) -> str:
 
 def check_int(value: Any, key: str, low: int, high: int) -> int:
     """`value` as an int in [low, high]; bools, strings and floats (even 8.0) are refused."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= value <= high:
+    # cast: typeshed's numbers.Integral declares no comparison with int; at runtime it compares as one
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not low <= cast(int, value) <= high:
         raise ConfigError(key, f"an integer from {low:,} to {high:,}", value)
     return int(value)
 
@@ -106,8 +106,8 @@ def check_int_list(value: Any, key: str, low: int, high: int, min_len: int, max_
     items = list(value)
     if not min_len <= len(items) <= max_len:
         raise ConfigError(key, expected, value)
-    for item in items:
-        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or not low <= item <= high:
+    for item in items:  # cast: as in check_int
+        if isinstance(item, bool) or not isinstance(item, numbers.Integral) or not low <= cast(int, item) <= high:
             raise ConfigError(key, expected, value)
     return tuple(int(item) for item in items)
 
