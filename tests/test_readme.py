@@ -1,8 +1,10 @@
-"""README.md's shell commands run verbatim, one after another, in one fresh folder, as a newcomer would run them.
+"""The shell commands of README.md and the docs pages run verbatim, one after another, in one fresh folder, as a
+newcomer would run them.
 
 The folder is a copy of the checkout's files (what a clone holds: tracked files and new ones git does not ignore),
 with stand-ins for the files the README says are the reader's own (`STAND_INS`). Every command of every ```bash
-block runs there in order, but those in `SKIPPED`, each with its reason. The changes, said here and nowhere hidden:
+block runs there in order, README.md first and then the docs pages in the order `PAGES` lists (the order the
+sections had in README.md before they moved to docs/), but those in `SKIPPED`, each with its reason. The changes, said here and nowhere hidden:
 a command that samples runs with `--steps 1` (its `--steps` value replaced, or the option added), and the one in
 `FEWER_SAMPLES` with fewer samples, since the README's step counts take minutes to hours on two CPU cores and
 neither changes what this test checks (that the command runs, and that no command trips over another's outputs).
@@ -27,6 +29,9 @@ from PIL import Image, ImageOps
 from conftest import EXAMPLES, REPO
 
 README = REPO / "README.md"
+PAGES = [README] + [REPO / "docs" / name for name in (  # read in this order; every docs/*.md page is listed
+    "getting-started.md", "python-api.md", "cli.md", "models.md", "cascades.md", "uncertainty.md",
+    "performance.md", "many-machines.md", "training.md", "limits.md", "ARCHITECTURE.md")]
 FEWER_STEPS = 1
 FEWER_SAMPLES = {  # command -> what is added: four 1024 px outputs are 100 tile calls even at one step
     "python examples/cascade.py --stages 2 --noise-level 0.02": "--count 1",
@@ -128,6 +133,11 @@ def readme_commands(text: str) -> list[str]:
     return commands
 
 
+def all_commands() -> list[str]:
+    """The commands of README.md and then of the docs pages, in the order of `PAGES`."""
+    return [command for page in PAGES for command in readme_commands(page.read_text(encoding="utf-8"))]
+
+
 def samples(command: str) -> bool:
     """Whether `command` runs the sampler: an upscale, a cascade or an example script."""
     words = [word for word in shlex.split(command) if not re.fullmatch(r"[A-Z_]+=\S*", word)]
@@ -160,11 +170,16 @@ def digest(folder: Path, names: list[str]) -> dict[str, str]:
 
 
 def test_the_readme_commands_are_found():
-    commands = readme_commands(README.read_text(encoding="utf-8"))
+    commands = all_commands()
     assert len(commands) > 40 and "sr3infer examples/face_16.png -o face_128.png" in commands
     assert not any(command.startswith("--") or command.endswith("\\") for command in commands)
     stale = sorted((set(SKIPPED) | set(FEWER_SAMPLES)) - set(commands))
-    assert stale == [], f"this test lists commands that are no longer in README.md: {stale}"
+    assert stale == [], f"this test lists commands that are no longer in README.md or the docs pages: {stale}"
+
+
+def test_every_docs_page_is_read():
+    """A new page under docs/ has its commands run too: it must be placed in `PAGES`."""
+    assert sorted((REPO / "docs").glob("*.md")) == sorted(PAGES[1:])
 
 
 def test_torch_is_installed_first_and_as_the_cpu_build():
@@ -189,17 +204,17 @@ def test_every_readme_command_runs_in_order_in_a_fresh_folder(tmp_path):
     for name in ("HF_HUB_CACHE", "SR3INFER_CPU_BF16"):
         env.pop(name, None)
     ran = []
-    for command in readme_commands(README.read_text(encoding="utf-8")):
+    for command in all_commands():
         if command in SKIPPED:
             continue
         run = with_fewer_steps(command) if samples(command) else command
         result = subprocess.run(["bash", "-c", run], cwd=clone, env=env, capture_output=True, text=True, timeout=600)
-        assert result.returncode == 0, (f"README command failed (exit {result.returncode}), after {len(ran)} others:"
+        assert result.returncode == 0, (f"README or docs command failed (exit {result.returncode}), after {len(ran)} others:"
                                         f"\n  {run}\n{result.stderr[-3000:]}{result.stdout[-1000:]}")
         ran.append(run)
     assert len(ran) >= 20, ran
     changed = sorted(name for name, sha in digest(clone, names).items() if before[name] != sha)
-    assert changed == [], f"README commands rewrote files of the checkout: {changed}"
+    assert changed == [], f"README and docs commands rewrote files of the checkout: {changed}"
 
 
 BENCHMARKS = {  # the benchmarks that read ../shared/datasets through bench_data -> arguments of a run
