@@ -247,7 +247,7 @@ def _report_file(report: str | os.PathLike | None, overwrite: bool) -> list[tupl
 
 
 def _check_collisions(inputs: Sequence[Path], planned: list[list[tuple[Path, str]]],
-                      extra: list[tuple[Path, str]] = (), folder: bool = False) -> None:
+                      extra: Sequence[tuple[Path, str]] = (), folder: bool = False) -> None:
     """No two planned files, and no output and input, are one file, by whatever spelling (resolved paths).
 
     `extra` are files of the whole run (the report); `folder` names each job's files by their input.
@@ -299,9 +299,9 @@ def _check_writable(path: Path, what: str) -> None:
         raise ValueError(f"cannot write {flag}{str(path)!r}: {str(folder)!r} is a file, not a folder; choose "
                          "another place")
     try:  # the only sure test of a place (read-only mounts, /proc, permissions): make a file there
-        fd, probe = tempfile.mkstemp(dir=folder, prefix=".sr3infer-probe-")
+        fd, probe_file = tempfile.mkstemp(dir=folder, prefix=".sr3infer-probe-")
         os.close(fd)
-        os.unlink(probe)
+        os.unlink(probe_file)
     except OSError as err:
         raise ValueError(f"cannot write {flag}{str(path)!r}: {str(folder)!r} is not writable ({first_line(err)}); "
                          "choose another place") from None
@@ -389,9 +389,9 @@ def run_jobs(
                 step = "failed" if isinstance(err, MemoryError) else step
                 log(f"{prefix}: {step} {job.source}: {error_line(err)}")
                 summary.failed += 1
-        for group, results, err in _isolated(_consecutive(loaded), lambda group: run(group, common)):
-            if err is not None:
-                log(f"{prefix}: failed {group[0][0].source}: {error_line(err)}")
+        for group, results, group_error in _isolated(_consecutive(loaded), lambda group: run(group, common)):
+            if group_error is not None:
+                log(f"{prefix}: failed {group[0][0].source}: {error_line(group_error)}")
                 summary.failed += 1
                 continue
             for (job, _), files in zip(group, results):
@@ -415,7 +415,7 @@ def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any
     call timed on this machine just before the run (`Upscaler.measure_speed`), so the line comes before any work.
     """
     cascade = isinstance(model, Cascade)
-    stages = model.upscalers if cascade else [model]
+    stages = model.upscalers if isinstance(model, Cascade) else [model]
     calls = 0
     for job in jobs:
         try:
@@ -453,7 +453,7 @@ def _check_size(model: Upscaler | Cascade, size: tuple[int, int], max_output_pix
     """The model's own size guard (`Upscaler.estimate` + `check_run`) on a file's header size, stage by stage."""
     height, width = size
     cascade = isinstance(model, Cascade)
-    for stage, upscaler in enumerate(model.upscalers if cascade else [model]):
+    for stage, upscaler in enumerate(model.upscalers if isinstance(model, Cascade) else [model]):
         run = upscaler.estimate((height, width), num_steps=_steps(upscaler, options, stage if cascade else None),
                                 tile_size=options.get("tile_size"), tile_overlap=options.get("tile_overlap"))
         check_run(run, max_output_pixels)
@@ -470,7 +470,7 @@ def _steps(upscaler: Upscaler, options: dict[str, Any], stage: int | None) -> in
     return upscaler.sampling_recipe(pick("recipe"), pick("preset"), num_steps=pick("num_steps")).num_steps
 
 
-Files = list[tuple[Path, str, Any]]  # per job: (path, what, value) to write
+Files = list[tuple[Path | None, str, Any]]  # per job: (path, what, value) to write; the report's path is None
 
 
 def _upscaler_runner(upscaler: Upscaler, seed: int, num_samples: int, options: dict[str, Any]) -> Callable:
@@ -494,7 +494,7 @@ def _cascade_runner(cascade: Cascade, seed: int, options: dict[str, Any]) -> Cal
                              return_all_stages=True,
                              **common, **options)
         per_file = [list(images) for images in zip(*stages)]  # each file's images, first stage first
-        files = []
+        files: list[Files] = []
         for (job, _), images in zip(group, per_file):
             by_stage = {f"stage{k + 1}": image for k, image in enumerate(images[:-1])}
             by_stage["image"] = images[-1]
@@ -511,6 +511,7 @@ def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str
     for path, what, value in files:
         if what == "report":
             continue  # kept in BatchSummary.reports; the caller writes them all at once (report.write_report)
+        assert path is not None  # only the report has no file of its own
         try:
             if what == "report_mask":
                 save_mask_overlay(value[0], value[1].mask, path, overwrite=overwrite)

@@ -9,7 +9,7 @@ import signal
 import sys
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NoReturn
 
 from . import seeding
 from .errors import UsageError
@@ -24,7 +24,7 @@ MAX_THREADS_PER_CPU = 4  # --threads above os.cpu_count() x this is refused (100
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> None:  # argparse would exit; we want our exit codes and one line
+    def error(self, message: str) -> NoReturn:  # argparse would exit; we want our exit codes and one line
         raise UsageError(message)
 
 
@@ -386,8 +386,9 @@ def _run_batch(args: argparse.Namespace, jobs: list, load: Callable[[str | None]
         ctx.close()
     if ctx.rank != 0:
         return EXIT_OK  # rank 0 reports for the job; a non-zero exit here would make torchrun kill rank 0 mid-summary
-    summary = BatchSummary(*(sum(counts[k] for counts in per_rank) for k in range(3)), total=len(jobs),
-                           per_rank=per_rank, ignored=ignored_entries(args.input))
+    written, failed, skipped = (sum(counts[k] for counts in per_rank) for k in range(3))
+    summary = BatchSummary(written, failed, skipped, total=len(jobs), per_rank=per_rank,
+                           ignored=ignored_entries(args.input))
     if (len(jobs) > 1 or any(summary.ignored)) and not (args.quiet and not summary.failed):
         print(f"sr3infer: {summary.line()}", file=sys.stderr)
     return EXIT_FAILURE if summary.failed else EXIT_OK

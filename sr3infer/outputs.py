@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from .images import io as imageio
-from .images.resample import bicubic
+from .images.resample import bicubic, spatial_size
 
 __all__ = ["UpscaleOutput", "to_caller_kind", "group_like", "stack_if_same", "consistency_error"]
 
@@ -51,7 +51,7 @@ def to_caller_kind(results: Sequence[Tensor], prepared: Sequence[imageio.Prepare
 
 def consistency_error(result: Tensor, lowres: Tensor) -> float:
     """RMS of `bicubic(result) - lowres` in [0, 1] pixel units; result (1, 3, H, W), lowres (1, 3, h, w), both in [-1, 1]."""
-    down = bicubic(result.float().cpu(), tuple(lowres.shape[-2:]))
+    down = bicubic(result.float().cpu(), spatial_size(lowres))
     return float(((down - lowres.float().cpu()) / 2).pow(2).mean().sqrt())
 
 

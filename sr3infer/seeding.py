@@ -8,7 +8,7 @@ results, whatever the batching, the ranks of a folder run or the actors of a clu
 from __future__ import annotations
 
 import numbers
-from typing import Any
+from typing import Any, cast
 
 import torch
 
@@ -25,7 +25,8 @@ def check_seed(seed: Any, name: str = "seed") -> int | None:
     """`seed` as an int from 0 to MAX_SEED, or None; anything else is a ValueError naming `name`."""
     if seed is None:
         return None
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
+    # cast: typeshed's numbers.Integral declares no comparison with int; at runtime it compares as one
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= cast(int, seed) <= MAX_SEED:
         raise ValueError(f"{name} must be an integer from 0 to 2**64 - 1, got {seed!r}.")
     return int(seed)
 

@@ -21,7 +21,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 from torch import Tensor
 
 from .metadata import ImageMetadata, metadata_of, png_chunk, png_chunks, save_options
-from .resample import bicubic
+from .resample import bicubic, spatial_size
 
 __all__ = ["ImageLike", "Prepared", "ImageHeader", "ImageMetadata", "load_image", "read_image",
            "read_image_and_metadata", "metadata_of", "read_header", "peek_sizes", "prepare", "restore", "save_image",
@@ -207,7 +207,8 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
         image = Image.open(path)
         stored_as = image.tile[0][3] if image.format == "PNG" and len(image.tile) == 1 else None
         if rawmode is not None:
-            image.tile = [(*image.tile[0][:3], rawmode)]
+            # Pillow's stubs want its private _Tile; it reads any 4-tuple (and Pillow 10's own tiles are tuples)
+            image.tile = [(*image.tile[0][:3], rawmode)]  # type: ignore[list-item]
         image.load()
         if image.format == "PNG":
             _undo_text_clashes(image, path)
@@ -524,7 +525,7 @@ def restore(result: Tensor, prep: Prepared, output_type: str | None = None) -> A
     if prep.gray:
         unit = unit.mean(0, keepdim=True)
     if prep.alpha is not None:
-        alpha = bicubic(prep.alpha, tuple(unit.shape[-2:]))[0].clamp(0, 1)
+        alpha = bicubic(prep.alpha, spatial_size(unit))[0].clamp(0, 1)
         unit = torch.cat([unit, alpha], dim=0)
     if kind == "pt":
         if prep.kind == "pt" and prep.source_dtype == torch.uint8:
@@ -617,7 +618,7 @@ def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, over
     return write_atomically(path, lambda handle: _encode(image, fmt, handle, options), overwrite=overwrite)
 
 
-def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], None], *, overwrite: bool = False) -> Path:
+def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object], *, overwrite: bool = False) -> Path:
     """Call `write(handle)` on a new private file beside `path` (`tempfile.mkstemp`), then move it into place.
 
     The file is written through its descriptor, so no planted symlink is followed. Without `overwrite`

@@ -14,12 +14,12 @@ import re
 import warnings
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Sequence, cast
 
 from torch import Tensor
 
 from ..runtime.validate import MAX_SCALE
-from .resample import bicubic
+from .resample import bicubic, spatial_size
 
 __all__ = ["SizePlan", "MAX_PASSES", "MAX_OUTSCALE", "parse_size", "check_outscale", "target_size",
            "output_size", "num_passes", "size_plan", "pass_sizes", "resize", "finish_size"]
@@ -65,10 +65,11 @@ def check_outscale(outscale: Any) -> Fraction:
 
     Compared, never converted to float first, so 10**400 or a huge Fraction is refused like inf and nan.
     """
-    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not 0 < outscale <= MAX_OUTSCALE:
+    # cast: typeshed's numbers.Real declares no comparison with int nor a Fraction(Real); at runtime it has both
+    if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not 0 < cast(float, outscale) <= MAX_OUTSCALE:
         raise ValueError(f"outscale must be a positive finite number up to {MAX_OUTSCALE:,}, got {_shown(outscale)}; "
                          "pass a factor such as 2.5 (output side / input side).")
-    return Fraction(outscale)
+    return Fraction(cast(float, outscale))
 
 
 def _shown(value: Any) -> str:
@@ -146,7 +147,7 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
     """(B, C, H, W) in [-1, 1] resized to `size` (H, W) with the package's antialiased bicubic, clamped to [-1, 1]."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
-    return bicubic(x, tuple(size)).clamp(-1, 1)
+    return bicubic(x, (size[0], size[1])).clamp(-1, 1)
 
 
 def finish_size(plan: SizePlan, inputs: Sequence[Tensor], samples: list[list[Tensor]],
@@ -168,6 +169,6 @@ def finish_size(plan: SizePlan, inputs: Sequence[Tensor], samples: list[list[Ten
     for p in range(1, plan.passes):
         samples = run_pass(merged, p)
         merged = [merge(s, rgb) for s, rgb in zip(samples, merged)]
-    targets = [plan.target(tuple(rgb.shape[-2:])) for rgb in inputs]
+    targets = [plan.target(spatial_size(rgb)) for rgb in inputs]
     samples = [[resize(s, t) for s in image_samples] for image_samples, t in zip(samples, targets)]
     return [resize(m, t) for m, t in zip(merged, targets)], samples

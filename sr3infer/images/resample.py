@@ -6,7 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["bicubic", "quantize", "consistency_projection", "project_onto_input"]
+__all__ = ["bicubic", "spatial_size", "quantize", "consistency_projection", "project_onto_input"]
+
+
+def spatial_size(x: Tensor) -> tuple[int, int]:
+    """(H, W) of a (..., H, W) tensor: `tuple(x.shape[-2:])` as a pair, for the type checker."""
+    return x.shape[-2], x.shape[-1]
 
 
 def bicubic(x: Tensor, size: int | tuple[int, int]) -> Tensor:
@@ -34,7 +39,7 @@ def consistency_projection(x: Tensor, lowres: Tensor) -> Tensor:
     One pass roughly halves the error (down(up(.)) is not the identity); `project_onto_input` repeats it.
     x: (B, C, H, W) and lowres: (B, C, h, w), both in [-1, 1], with H/h = W/w the scale.
     """
-    return x + bicubic(lowres - bicubic(x, tuple(lowres.shape[-2:])), tuple(x.shape[-2:]))
+    return x + bicubic(lowres - bicubic(x, spatial_size(lowres)), spatial_size(x))
 
 
 def project_onto_input(x: Tensor, lowres: Tensor, *, max_iterations: int = 100, tolerance: float = 1e-3) -> Tensor:
@@ -48,7 +53,7 @@ def project_onto_input(x: Tensor, lowres: Tensor, *, max_iterations: int = 100, 
     set this takes SR3's consistency from 0.13e-5 (three plain passes, then a clamp) to 0.0013e-5, the
     floor set by rounding the output to 8 bits.
     """
-    size = tuple(lowres.shape[-2:])
+    size = spatial_size(lowres)
     x = x.clone()
     active = torch.arange(x.shape[0], device=x.device)  # the images still iterating
     for step in range(max_iterations):

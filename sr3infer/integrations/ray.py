@@ -26,7 +26,7 @@ import inspect
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping, Sequence, cast
 
 import numpy as np
 import torch
@@ -82,8 +82,11 @@ class Upscale:
             raise TypeError("Upscale: " + "; ".join(f"{name!r} is {w}" for name, w in zip(wrong, why)))
         if seed is None:  # every file needs its own seed, derived from this one
             raise ValueError("seed must be an integer from 0 to 2**64 - 1, got None (the CLI's default is 0)")
-        self.seed, self.column, self.path_column = seeding.check_seed(seed), column, path_column
-        self.upscaler = Upscaler.from_pretrained(model, device=device, torch_dtype=torch_dtype)
+        # cast: check_seed returns None only for None, refused above
+        self.seed, self.column, self.path_column = cast(int, seeding.check_seed(seed)), column, path_column
+        # from_pretrained takes any PathLike (it calls Path() on it) but is annotated str | Path; TEMPORARY until
+        # upscaler.py widens that annotation (warn_unused_ignores then flags this line)
+        self.upscaler = Upscaler.from_pretrained(model, device=device, torch_dtype=torch_dtype)  # type: ignore[arg-type]
         self.options = {"progress": False, **upscale_kwargs, "preset": preset}
         samples = upscale_kwargs.get("num_samples")  # None: the recipe's, as run_jobs resolves it
         self.num_samples = int(samples) if samples is not None else self.upscaler.sampling_recipe(

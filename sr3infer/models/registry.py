@@ -49,7 +49,7 @@ class Architecture:
     """
 
     name: str
-    config_class: type
+    config_class: type[Any]
     build: Callable[[Any], nn.Module]
     image_channels: Callable[[Any], int]
     condition: Callable[[Tensor, Tensor], Tensor]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -113,7 +114,7 @@ class FeatureWiseAffine(nn.Module):
         self.noise_func = nn.Sequential(nn.Linear(in_channels, out_channels))
 
     def forward(self, x: Tensor, emb: Tensor) -> Tensor:
-        linear = self.noise_func[0]
+        linear = cast(nn.Linear, self.noise_func[0])  # Sequential's item is typed as any Module
         return x + linear(emb.to(linear.weight.dtype)).to(x.dtype).view(x.shape[0], -1, 1, 1)
 
 

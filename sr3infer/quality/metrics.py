@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..images.resample import bicubic
+from ..images.resample import bicubic, spatial_size
 
 __all__ = [
     "psnr", "ssim", "consistency", "FID_AVAILABLE", "inception_features", "frechet_distance", "kernel_inception_distance",
@@ -52,7 +52,7 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
 
 def consistency(pred: Tensor, lowres: Tensor) -> Tensor:
     """SR3's consistency: MSE between bicubic-downsampled `pred` and `lowres`, pixels in [0, 1] (report x 1e-5)."""
-    down = bicubic(_unit(pred) * 2 - 1, tuple(lowres.shape[-2:]))
+    down = bicubic(_unit(pred) * 2 - 1, spatial_size(lowres))
     return (((down.clamp(-1, 1) + 1) / 2 - (lowres.float() + 1) / 2) ** 2).flatten(1).mean(1)
 
 

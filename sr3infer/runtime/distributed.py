@@ -122,7 +122,7 @@ def init_from_env(device: str | None = None) -> DistContext:
         )
     on_cuda = device is not None and torch.device(device).type == "cuda"
     backend = "nccl" if on_cuda and dist.is_nccl_available() else "gloo"
-    if on_cuda:
+    if on_cuda and device is not None:  # on_cuda implies a device; said again for the type checker
         torch.cuda.set_device(torch.device(device))
     dist.init_process_group(backend=backend, rank=rank, world_size=world_size)
     log.info("rank %d of %d on %s (%s)", rank, world_size, device or "the default device", backend)

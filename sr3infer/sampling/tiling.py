@@ -17,7 +17,7 @@ __all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "tile_count", "tile_s
 class Tile(NamedTuple):
     """Image `index` of the batch, box `[top, top + height) x [left, left + width)` in output pixels."""
 
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the public field name since Tile existed
     top: int
     left: int
     height: int
@@ -148,11 +148,12 @@ class TiledDenoiser:
         tile_batch_size = int(tile_batch_size)
         for tile in (tile_h, tile_w):
             tile_spans(tile, tile, overlap, align)  # validates the sizes now rather than at the first step
-        self.make_tile_denoiser = make_tile_denoiser
-        self.tile_size = (tile_h, tile_w)
-        self.overlap = overlap
-        self.align = align
-        self.tile_batch_size = tile_batch_size
+        # Annotated for mypy, which otherwise cannot determine their types in the methods below (has-type)
+        self.make_tile_denoiser: TileDenoiserFactory = make_tile_denoiser
+        self.tile_size: tuple[int, int] = (tile_h, tile_w)
+        self.overlap: int = overlap
+        self.align: int = align
+        self.tile_batch_size: int = tile_batch_size
         self._plan_cache: dict[tuple[int, int], _Plan] = {}
 
     def plan(self, height: int, width: int) -> list[Tile]:

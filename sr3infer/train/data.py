@@ -98,9 +98,9 @@ class FaceImages:
             box = (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2)
         else:
             box = self.box
-        crop = image.resize((self.size, self.size), Image.BICUBIC, box=box, reducing_gap=None)
+        crop = image.resize((self.size, self.size), Image.Resampling.BICUBIC, box=box, reducing_gap=None)
         if self.jitter and rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         return to_unit_tensor(crop)
 
 
@@ -129,12 +129,12 @@ class NaturalImages:
         if scale == 1.0:
             crop = image.crop((int(x), int(y), int(x) + self.size, int(y) + self.size))
         else:
-            crop = image.resize((self.size, self.size), Image.BICUBIC, box=(x, y, x + side, y + side),
+            crop = image.resize((self.size, self.size), Image.Resampling.BICUBIC, box=(x, y, x + side, y + side),
                                 reducing_gap=None)
         if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            crop = crop.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         if rng.random() < 0.5:
-            crop = crop.transpose(Image.FLIP_TOP_BOTTOM)
+            crop = crop.transpose(Image.Transpose.FLIP_TOP_BOTTOM)
         return to_unit_tensor(crop)
 
 
@@ -161,7 +161,7 @@ def face_eval_images(root: str | Path, size: int = 128) -> list[Tensor]:
 
 def face_crop(image: Image.Image, size: int = 128) -> Tensor:
     """One aligned face (at least as large as FACE_BOX) cut by the fixed crop box, resized to `size`."""
-    return to_unit_tensor(image.convert("RGB").resize((size, size), Image.BICUBIC, box=FACE_BOX, reducing_gap=None))
+    return to_unit_tensor(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC, box=FACE_BOX, reducing_gap=None))
 
 
 def random_patches(hr: Tensor, cond: Tensor, patch: int, rng: random.Random) -> tuple[Tensor, Tensor]:

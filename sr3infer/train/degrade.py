@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 
-from ..images.resample import bicubic, quantize
+from ..images.resample import bicubic, quantize, spatial_size
 
 __all__ = ["Degradation", "degrade", "degrade_one", "VAL_KINDS", "val_kind"]
 
@@ -113,7 +113,7 @@ def degrade_one(hr: Tensor, scale: int, rng: np.random.Generator, spec: Degradat
     if rng.random() < spec.clean_prob:
         return quantize(bicubic(hr.float(), size))
     x = (hr.float() + 1) / 2  # [0, 1]
-    x = _apply_pass(x, spec.first, rng, tuple(hr.shape[-2:]))
+    x = _apply_pass(x, spec.first, rng, spatial_size(hr))
     if rng.random() < spec.second_prob:
         x = _apply_pass(x, spec.second, rng, size)
     x = _resize(x, size, _choice(rng, RESIZE_MODES, spec.final_mode_weights), rng.random() < spec.final_antialias_prob)

@@ -274,7 +274,8 @@ def train(cfg: DistillConfig) -> Path:
     teacher = Upscaler.from_pretrained(cfg.teacher, device="cpu", torch_dtype=torch.float32)
     config = teacher.config
     # Eval mode: no dropout, the student regresses a deterministic map; gradients on.
-    model = teacher.model.to(device, memory_format=torch.channels_last).eval().requires_grad_(True)
+    # Module.to takes memory_format (documented); torch's overloads for it leave it out
+    model = teacher.model.to(device, memory_format=torch.channels_last).eval().requires_grad_(True)  # type: ignore[call-overload]
     ema = copy.deepcopy(model).requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     pairs = Pairs(cfg.run_dir / "pairs")

@@ -19,7 +19,7 @@ from torch import Tensor
 from .. import seeding
 from ..errors import UsageError, first_line
 from ..images.io import load_image, save_image, write_atomically
-from ..images.resample import bicubic
+from ..images.resample import bicubic, spatial_size
 from .data import FACE_BOX, face_crop, list_images, make_lowres, natural_crops, to_unit_tensor
 from .degrade import VAL_KINDS, val_kind
 from ..quality import metrics
@@ -86,8 +86,8 @@ def load_eval_set(data: str | Path, protocol: str, out_size: int, limit: int | N
     if skipped is not None:
         skipped.extend(dropped)
     else:
-        for path, reason in dropped:
-            log.warning("sr3infer eval: skipped %s: %s", path, reason)
+        for file, reason in dropped:
+            log.warning("sr3infer eval: skipped %s: %s", file, reason)
     return images[:limit] if limit else images
 
 
@@ -173,7 +173,7 @@ def evaluate(
         gens = seeding.generators(seed, len(hr), num_samples=k_samples, first=start)
         out = upscaler.upscale_tensor(lowres, generator=gens, progress=progress, **sampling).cpu().float()
         outputs.append(out)
-        bicubics.append(bicubic(lowres, tuple(hr.shape[-2:])).clamp(-1, 1))
+        bicubics.append(bicubic(lowres, spatial_size(hr)).clamp(-1, 1))
         lowress.append(lowres)
         hrs.append(hr)
     seconds = time.time() - started
@@ -261,8 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     skipped: list[tuple[str, str]] = []
     images = load_eval_set(args.data, args.protocol, upscaler.config.out_size, args.limit,
                            scale=upscaler.config.scale, skipped=skipped)
-    for path, reason in skipped:
-        print(f"sr3infer eval: skipped {path}: {reason}", file=sys.stderr)
+    for file, reason in skipped:
+        print(f"sr3infer eval: skipped {file}: {reason}", file=sys.stderr)
     image_paths = plan_outputs(args.json, args.save_dir, len(images), overwrite=args.overwrite)
     reference = None
     if args.reference and not args.no_fid and metrics.FID_AVAILABLE:

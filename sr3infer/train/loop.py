@@ -16,6 +16,7 @@ import sys
 import time
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from ..models.config import ModelConfig
 from ..runtime.distributed import DistContext, init_from_env, launched_by_torchrun
 from ..errors import reject_unknown_keys
 from ..sampling.prediction import training_target
-from ..images.resample import bicubic
+from ..images.resample import bicubic, spatial_size
 from ..models.weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 from .degrade import Degradation, degrade
@@ -219,7 +220,8 @@ def setup(cfg: TrainConfig) -> TrainingRun:
         steps_before = int(read_config(Path(cfg.init_from) / WEIGHTS_NAME)
                            .task.get("training_steps", 0))
         log.info("initialised weights from %s (%d training steps)", cfg.init_from, steps_before)
-    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
+    # Module.to takes memory_format (documented); torch's overloads for it leave it out
+    model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     rng = random.Random(cfg.seed + dist.rank)
@@ -242,7 +244,7 @@ def measure_sigma_data(data: FaceImages | NaturalImages, model_config: ModelConf
                        count: int = 64) -> float:
     """The standard deviation of the diffusion target (the residual over bicubic, or the image) over `count` samples."""
     hr = torch.stack([data.sample(rng) for _ in range(count)])
-    cond = bicubic(make_lowres(hr, model_config.scale), tuple(hr.shape[-2:]))
+    cond = bicubic(make_lowres(hr, model_config.scale), spatial_size(hr))
     return float((hr - cond if model_config.residual else hr).std())
 
 
@@ -303,7 +305,7 @@ def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
             use = torch.rand(hr.shape[0]) < cfg.blur_prob
             blur = torch.where(use, torch.rand(hr.shape[0]) * cfg.blur_sigma_max, torch.zeros(hr.shape[0]))
         lowres = make_lowres(hr, run.model_config.scale, blur)
-    cond = bicubic(lowres, tuple(hr.shape[-2:]))
+    cond = bicubic(lowres, spatial_size(hr))
     if cfg.patch_size and not whole_image_step(cfg, run.step):
         hr, cond = random_patches(hr, cond, cfg.patch_size, run.rng)
     return hr, cond
@@ -345,7 +347,8 @@ def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
 
 def training_network(run: TrainingRun) -> torch.nn.Module:
     """The module the steps call: the model itself, or its `torch.compile`d wrapper (same parameters)."""
-    return torch.compile(run.model) if run.cfg.compile else run.model
+    # cast: torch.compile of a Module returns a Module (OptimizedModule); its stubs say only Callable
+    return cast(torch.nn.Module, torch.compile(run.model)) if run.cfg.compile else run.model
 
 
 def train(cfg: TrainConfig) -> Path:

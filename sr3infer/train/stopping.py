@@ -12,12 +12,16 @@ import logging
 import signal
 import threading
 from types import FrameType, TracebackType
+from typing import Any, Callable, Union
 
 log = logging.getLogger("sr3infer.train")
 
 __all__ = ["StopOnSignal"]
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+# What signal.signal takes and returns: a function, SIG_DFL / SIG_IGN, or None (installed from outside Python).
+Handler = Union[Callable[[int, Union[FrameType, None]], Any], int, signal.Handlers, None]
 
 
 class StopOnSignal:
@@ -28,7 +32,7 @@ class StopOnSignal:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: dict[int, object] = {}
+        self._previous: dict[int, Handler] = {}
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if self.requested:  # the second signal: give the previous behaviour back and re-raise it
