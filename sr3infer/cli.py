@@ -300,6 +300,10 @@ def _library(function: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 def cmd_upscale(argv: list[str]) -> int:
     args = _upscale_parser().parse_args(argv)
+    from .video import is_video_path
+
+    if is_video_path(args.input):
+        return _upscale_video(args)
     from .batch import collect_inputs, plan_jobs
 
     source = Path(args.input)
@@ -334,6 +338,52 @@ def cmd_upscale(argv: list[str]) -> int:
 
     report = args.report is not None or args.report_mask is not None
     return _run_batch(args, jobs, load, dict(settings, num_samples=args.samples, report=report, **sizes))
+
+
+VIDEO_DEFAULT_MODEL = "sr3-64-256"  # a video's frames are photos of any size: the photo model, tiled
+
+
+def _upscale_video(args: argparse.Namespace) -> int:
+    """`sr3infer clip.mp4 -o clip_x4.mp4`: every frame with the same seed, audio and timing copied (sr3infer.video)."""
+    from .video import VIDEO_SUFFIXES, is_video_path, upscale_video
+
+    settings = _recipe_settings(args)
+    _check_shared_args(args)
+    _check_samples(args)
+    sizes = _output_options(args)
+    for flag, value in (("--uncertainty", args.uncertainty), ("--report", args.report),
+                        ("--report-mask", args.report_mask), ("--skip-existing", args.skip_existing)):
+        if value:
+            raise UsageError(f"{flag} is for images; a video INPUT writes one video (upscale frames you extracted "
+                             "to get per-frame maps or reports)")
+    if not Path(args.input).exists():
+        raise UsageError(f"input {args.input!r} does not exist")
+    if not is_video_path(args.output):
+        raise UsageError(f"-o {args.output}: a video INPUT is written as a video; expected a name ending in "
+                         f"{', '.join(VIDEO_SUFFIXES)}")
+    if args.model is None:
+        args.model = VIDEO_DEFAULT_MODEL
+        print(f"sr3infer: no --model given; using {VIDEO_DEFAULT_MODEL} (photos, x4) for the video's frames",
+              file=sys.stderr)
+    else:
+        _check_model_name(args.model, "--model")
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    from .upscaler import Upscaler
+
+    upscaler = Upscaler.from_pretrained(args.model, device=args.device, torch_dtype=args.dtype)
+    _check_model_args(args, upscaler, args.model, settings["preset"], settings["num_steps"])
+    _apply_speed_args(args, upscaler)
+    _warn_if_untrained(upscaler)
+    result = upscale_video(upscaler, args.input, args.output, seed=args.seed, overwrite=args.overwrite,
+                           progress=not args.quiet, batch_size=args.batch_size, tile_size=args.tile,
+                           tile_overlap=args.tile_overlap, max_output_pixels=args.max_output_pixels,
+                           num_samples=args.samples, **settings, **sizes)
+    if not args.quiet:
+        print(f"sr3infer: wrote {result.line()}", file=sys.stderr)
+    return EXIT_OK
 
 
 def _report_path(report: str | None) -> str | None:

@@ -264,6 +264,14 @@ class Upscaler:
         rate = self._seconds_per_unet_pixel.get((str(self.device), self.dtype))
         return replace(run, seconds=None if rate is None else rate * _unet_pixels(run) * run.num_steps)
 
+    def upscale_video(self, source: Any, output_path: str | Path, **kwargs: Any) -> Any:
+        """Upscale a video file (or an iterable of frames with `fps=`) frame by frame into `output_path`: the same
+        seed for every frame, frame rate, timestamps and audio copied, written atomically; needs PyAV
+        (`pip install "sr3infer[video]"`). See `sr3infer.video.upscale_video`; returns a `sr3infer.video.VideoResult`."""
+        from .video import upscale_video
+
+        return upscale_video(self, source, output_path, **kwargs)
+
     @torch.inference_mode()
     def measure_speed(self) -> float:
         """Time one network call on a trained-size input (after one warm-up call) and remember it for `estimate`;

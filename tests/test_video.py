@@ -251,11 +251,9 @@ def test_is_video_path():
 
 
 def test_cli_and_upscaler_method(tiny_upscaler, tiny_model_dir, clip, tmp_path, capsys):
-    """`sr3infer clip.mp4 -o out.mp4` and `Upscaler.upscale_video` (skipped until cli.py and upscaler.py are wired)."""
+    """`sr3infer clip.mp4 -o out.mp4` and `Upscaler.upscale_video`."""
     from sr3infer import cli
 
-    if not hasattr(tiny_upscaler, "upscale_video") or not hasattr(cli, "_upscale_video"):
-        pytest.skip("the CLI dispatch and Upscaler.upscale_video are not wired in yet")
     out = tmp_path / "clip_x2.mp4"
     assert cli.main([str(clip), "-o", str(out), "--model", str(tiny_model_dir), "--steps", "1", "--threads", "1"]) == 0
     assert "sr3infer: wrote clip_x2.mp4: 16 frames, 32x24 at 24 fps, audio aac copied" in capsys.readouterr().err
