@@ -30,7 +30,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
 
 import numpy as np
 from PIL import Image
@@ -231,10 +231,10 @@ def _check_frame_size(width: int, height: int, scale: int, max_output_pixels: An
     if isinstance(max_output_pixels, bool) or not isinstance(max_output_pixels, numbers.Real):
         return  # None: no limit; a wrong type is refused by upscale() with its own message
     pixels = width * height * scale * scale
-    if pixels > max_output_pixels:
+    if pixels > cast(float, max_output_pixels):
         raise ValueError(
             f"{name} has {width}x{height} frames (by its header), {width * scale}x{height * scale} = "
-            f"{_pixels(pixels)} per frame at x{scale}, over max_output_pixels = {_pixels(max_output_pixels)}; "
+            f"{_pixels(pixels)} per frame at x{scale}, over max_output_pixels = {_pixels(cast(float, max_output_pixels))}; "
             "expected smaller frames. Scale the video down first (e.g. ffmpeg -vf scale=iw/2:-2), or raise the limit "
             "(max_output_pixels=, --max-output-pixels) on a machine with that much memory."
         )
@@ -413,9 +413,10 @@ def _check_fps(fps: Any) -> Fraction:
         raise ValueError("fps= is needed with an iterable of frames (e.g. fps=24 or Fraction(30000, 1001)).")
     if isinstance(fps, bool) or not isinstance(fps, (numbers.Real, Fraction)):
         raise TypeError(f"fps must be a number of frames per second, got {type(fps).__name__}.")
-    if not math.isfinite(fps) or not 0 < fps <= 1000:
+    rate = cast(float, fps)
+    if not math.isfinite(rate) or not 0 < rate <= 1000:
         raise ValueError(f"fps must be a number of frames per second above 0 and at most 1000, got {fps!r}.")
-    return fps if isinstance(fps, Fraction) else Fraction(str(fps)) if isinstance(fps, float) else Fraction(fps)
+    return fps if isinstance(fps, Fraction) else Fraction(str(fps)) if isinstance(fps, float) else Fraction(cast(int, fps))
 
 
 def _frame_array(item: Any, index: int) -> np.ndarray:
@@ -464,7 +465,8 @@ class _Writer:
 
         av, src = self.av, self.src
         out = av.open(handle, "w", format=self.muxer)
-        self.out, self.video = out, None
+        self.out = out
+        self.video: Any = None  # the output's video stream, added with the first frame
         failed = True
         try:
             self.audio = {stream.index: self._add_audio(stream) for stream in src.audio_streams}
@@ -479,7 +481,7 @@ class _Writer:
             if self.frames == 0:
                 raise ValueError(f"{src.name} has a video stream but no frames could be read from it; expected a video "
                                  "with at least one frame. Is it truncated?")
-            self._mux(self.video.encode(None))
+            self._mux(cast(Any, self.video).encode(None))  # set by _encode on the first frame
             for copy in self.audio.values():
                 copy.flush()
             failed = False
