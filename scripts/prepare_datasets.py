@@ -46,7 +46,7 @@ MIN_SIDE = 384  # the lossless train set takes no photo whose short side (after 
 JPEG_QUALITY = 92
 OLIVETTI_SHAPE = (400, 64, 64)
 LOSSLESS_DIR = "natural-lossless/train"
-Image.MAX_IMAGE_PIXELS = None  # some pinned photos are larger than Pillow's decompression-bomb guard
+TRUSTED_MAX_PIXELS = 400_000_000  # some pinned (sha256-checked) photos are larger than Pillow's default bomb guard
 
 
 def sha256_file(path: Path) -> str:
@@ -187,7 +187,11 @@ def natural_size(width: int, height: int, max_side: int = MAX_SIDE) -> tuple[int
 
 def shrunk_rgb(data: bytes) -> Image.Image:
     """A source image -> RGB, Lanczos-shrunk (antialiased) to `natural_size`."""
-    image = Image.open(io.BytesIO(data)).convert("RGB")
+    default, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, TRUSTED_MAX_PIXELS  # only for these pinned files
+    try:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+    finally:
+        Image.MAX_IMAGE_PIXELS = default
     size = natural_size(*image.size)
     return image.resize(size, Image.LANCZOS) if size != image.size else image
 

@@ -366,7 +366,7 @@ def run_jobs(
     common = dict(batch_size=batch_size, progress=progress, max_output_pixels=max_output_pixels)
     todo = [job for job in mine if not job.skip]
     if not quiet and rank == 0:
-        line = cost_line(model, todo, options, num_samples)
+        line = cost_line(model, todo, options, num_samples, max_output_pixels)
         if line:
             log(f"{prefix}: {line}")
     for start in range(0, len(todo), batch_size):
@@ -408,7 +408,8 @@ HEAVY_RUN_CALLS = 200
 """A run of at least this many network calls states its cost as its first line."""
 
 
-def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any], num_samples: int) -> str | None:
+def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any], num_samples: int,
+              max_output_pixels: int | None = None) -> str | None:
     """"this run makes N network calls, about T at S s per call measured now", for a heavy run; None for a light one.
 
     Calls are counted from the files' headers (steps x tiles x samples, stage by stage); the speed is one network
@@ -420,7 +421,8 @@ def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any
     for job in jobs:
         try:
             header = imageio.read_header(job.source)
-        except Exception:  # noqa: BLE001 - an unreadable file is reported when its turn comes
+            _check_size(model, (header.height, header.width), max_output_pixels, options)  # refused: no cost
+        except Exception:  # noqa: BLE001 - an unreadable or refused file is reported when its turn comes
             continue
         height, width = header.height, header.width
         for stage, upscaler in enumerate(stages):
