@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Sequence, Union, cast
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 
-from .images import io as imageio
 from . import seeding
-from .models.config import UNSET, Recipe
+from .images import io as imageio
 from .images.io import ValueRange
-from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
+from .images.resample import spatial_size
+from .models.config import UNSET, Recipe
 from .outputs import stack_if_same, to_caller_kind
 from .sampling.samplers import Callback, randn
 from .sampling.uncertainty import ensemble_mean
+from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
 from .upscaler import Upscaler
 
 __all__ = ["Cascade"]
@@ -210,9 +211,9 @@ class Cascade:
                                     seeding.sample_seed(seed, k, num_samples=k_samples, stage=s)) for k in range(len(current))])
             if levels[s] > 0:  # conditioning augmentation, drawn first from each image's own generator
                 own = (lambda k: [generators[k]]) if isinstance(generators, list) else (lambda k: generators)
-                current = [(image + levels[s] * randn(image.shape, generator=own(k), device="cpu")).clamp(-1, 1)
+                current = [(image + levels[s] * randn(image.shape, generator=cast(Any, own(k)), device="cpu")).clamp(-1, 1)
                            for k, image in enumerate(current)]
-            upscaler._warn_if_off_size([tuple(image.shape[-2:]) for image in current], calls[s])
+            upscaler._warn_if_off_size([spatial_size(image) for image in current], calls[s])
             per_image = None  # sample 0 of image k continues its generator; sample j > 0: seed + k*K + j (or the same)
             if isinstance(generators, list):
                 per_image = [gen if j == 0 or seed is None

@@ -196,7 +196,7 @@ class DemoRunner:
                 out = upscaler.upscale(image, recipe=recipe, seed=int(seed), num_samples=samples, return_dict=True,
                                        batch_size=batch, progress=False, callback=callback,
                                        max_output_pixels=self.max_output_pixels)
-            notes = [first_line(w.message) for w in caught]
+            notes = [first_line(w.message) if isinstance(w.message, Warning) else str(w.message) for w in caught]
             return self._result(name, recipe, samples, image, out, notes)
 
     def _result(self, name: str, recipe: Any, samples: int, image: Any, out: Any, notes: list[str]) -> DemoResult:
@@ -213,7 +213,7 @@ class DemoRunner:
             map_path = imageio.save_image(heat, folder / "sr3infer_uncertainty.png")
             gray = np.asarray(shown.convert("L"), np.float32)[..., None]  # the picture in gray under the colours
             overlay = Image.fromarray(np.round(0.4 * gray + 0.6 * np.asarray(heat, np.float32)).astype(np.uint8))
-        return DemoResult(model=name, recipe=recipe, samples=samples, before=lowres.resize(shown.size, Image.NEAREST),
+        return DemoResult(model=name, recipe=recipe, samples=samples, before=lowres.resize(shown.size, Image.Resampling.NEAREST),
                           bicubic=up, result=shown, result_path=result_path, uncertainty=uncertainty, overlay=overlay,
                           map_path=map_path, consistency=float(out.consistency), seconds=out.seconds, warnings=notes)
 
@@ -223,7 +223,7 @@ class DemoRunner:
         scale = self.upscaler(name).config.scale
         image = _eight_bit(imageio.read_image(path))
         zoom = max(1, PREVIEW_SIDE // max(w, h))  # small inputs shown as pixels, not a blur
-        return (image.resize((w * zoom, h * zoom), Image.NEAREST),
+        return (image.resize((w * zoom, h * zoom), Image.Resampling.NEAREST),
                 f"{Path(path).name}: {w}x{h} → {name} → {w * scale}x{h * scale}")
 
 

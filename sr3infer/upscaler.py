@@ -8,7 +8,7 @@ import time
 import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Sequence, cast
 
 import torch
 from torch import Tensor, nn
@@ -28,7 +28,7 @@ from .images.outscale import finish_size, pass_sizes, size_plan
 from .outputs import UpscaleOutput, consistency_error, group_like, to_caller_kind
 from .sampling.prediction import to_x0
 from .quality.report import image_reports
-from .images.resample import bicubic, consistency_projection, project_onto_input
+from .images.resample import bicubic, consistency_projection, project_onto_input, spatial_size
 from .sampling.samplers import Callback, Denoiser, get_sampler, randn
 from .sampling.tiling import Tile, TiledDenoiser
 from .sampling.uncertainty import check_num_samples, ensemble_mean, sample_spread
@@ -124,7 +124,7 @@ class Upscaler:
         dtype = self.dtype if dtype is UNSET else _resolve_dtype(dtype, device)
         cast_model(self.model, device, dtype)
         # channels_last: faster convolutions on CUDA and CPU (measured: benchmarks/results/unet_speed_cpu.json).
-        self.model.to(memory_format=torch.channels_last)
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.device, self.dtype = device, dtype
         self.fast_path.reset()  # compiled code and graphs belong to the old device/dtype
         return self
@@ -185,7 +185,7 @@ class Upscaler:
             out = model(inputs, noise_level.float()).float()
             x0 = to_x0(config.prediction, x, out, noise_level)
             image = x0 + cond if config.residual else x0
-            if project:
+            if project and lowres is not None:
                 image = consistency_projection(image, lowres)
             image = image.clamp(-1, 1)
             return image - cond if config.residual else image
@@ -324,7 +324,7 @@ class Upscaler:
             raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {shape}.")
         recipe = self.sampling_recipe(recipe, preset, **settings)
         k = recipe.num_samples
-        call = self._plan_call([tuple(lowres.shape[-2:])] * lowres.shape[0], recipe, batch_size=lowres.shape[0] * k,
+        call = self._plan_call([spatial_size(lowres)] * lowres.shape[0], recipe, batch_size=lowres.shape[0] * k,
                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
                                max_output_pixels=max_output_pixels, num_samples=k)
         _check_generator(generator)
@@ -560,7 +560,7 @@ class Upscaler:
         results: list[list[Tensor]] = [[] for _ in rgbs]
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, rgb in enumerate(rgbs):
-            by_size.setdefault(tuple(rgb.shape[-2:]), []).append(index)
+            by_size.setdefault(spatial_size(rgb), []).append(index)
         for indices in by_size.values():
             units = [(i, k) for i in indices for k in range(samples_per_image)]  # (image, sample), batched together
             for start in range(0, len(units), call.batch_size):
@@ -670,7 +670,8 @@ class _Call:
         if tile_size is None:
             return self
         overlap = self.tile_overlap if self.tile_overlap is not None and self.tile_overlap < tile_size else None
-        return replace(self, tile_size=tile_size, tile_overlap=overlap, tile_batch_size=tile_batch_size, plans={})
+        return replace(self, tile_size=tile_size, tile_overlap=overlap, plans={},
+                       tile_batch_size=self.tile_batch_size if tile_batch_size is None else tile_batch_size)
 
 
 def _unet_pixels(run: RunEstimate) -> int:
@@ -690,7 +691,7 @@ def _check_max_output_pixels(value: Any) -> int | None:
                         f"({type(value).__name__}).")
     if not math.isfinite(value) or value < 1:
         raise ValueError(f"max_output_pixels must be a finite number of pixels >= 1, or None (no limit), got {value!r}.")
-    return int(value)
+    return int(cast(float, value))
 
 
 def _check_generator(generator: Any) -> None:

@@ -161,7 +161,7 @@ def sample_dpmpp_2m(
             # First order on the first step and where this step is over twice the last one: on SR3's
             # linear-t grid the step to t=0 is ~10x longer in lambda, and extrapolating x0 that far
             # overshoots: on Gaussian data the samples come out far too spread.
-            if r is None or r < 0.5:
+            if r is None or r < 0.5 or x0_prev is None:
                 d = x0  # first-order (DDIM) step
             else:
                 d = _coef(1 + 1 / (2 * r), x) * x0 - _coef(1 / (2 * r), x) * x0_prev
