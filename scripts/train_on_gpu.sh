@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Continue training a bundled model on a lent GPU for about 8-9 minutes, then write the exported model
-# folder (the point a later session resumes from, via init_from) and the training log to $OUT.
+# folder (the point a later stretch resumes from, via init_from) and the training log to $OUT.
 #
 # Run from the repository root on the GPU machine, with the data carried in the ignored folder .data/datasets
 # (21 MB; built by `python scripts/prepare_datasets.py`, byte-identical to ../shared/datasets):

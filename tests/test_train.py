@@ -116,7 +116,7 @@ def test_ddp_with_two_cpu_ranks(tmp_path, face_folder):
                "-m", "sr3infer.train", str(path)]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=180)
     if result.returncode != 0 and "SIGABRT" in result.stderr:
-        # The CI flake of sessions 10-11 (a rank aborting in the interpreter's teardown, DDP keeping the gloo group
+        # The CI flake of 2026-12-04 (a rank aborting in the interpreter's teardown, DDP keeping the gloo group
         # alive) is cured by `leave_without_teardown`; this one clean retry stays as a safety net. Any other failure,
         # or a second abort, still fails the test.
         shutil.rmtree(tmp_path / "runs" / "ddp", ignore_errors=True)
