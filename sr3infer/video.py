@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 import numbers
 import os
-import stat
 import time
 import warnings
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ import numpy as np
 from PIL import Image
 
 from .errors import first_line
-from .images.io import write_atomically
+from .images.io import check_input_file, write_atomically
 from .seeding import MAX_SEED
 from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
 
@@ -288,23 +287,9 @@ def _open_source(av: Any, source: Any, fps: Any) -> _Source:
     return _FrameSource(source, fps)
 
 
-def _check_file(path: Path) -> None:
-    if not path.exists():
-        raise FileNotFoundError(f"Input video {str(path)!r} does not exist.")
-    if path.is_dir():
-        raise IsADirectoryError(f"Expected a video file, got the directory {str(path)!r}.")
-    info = path.stat()
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"Input video {str(path)!r} is not a regular file (a FIFO, device or socket); "
-                         "expected a video file.")
-    if info.st_size == 0:
-        raise ValueError(f"{str(path)!r} is an empty (0-byte) file, not a video; expected a video file "
-                         "(.mp4, .mkv, .mov, .webm, ...).")
-
-
 class _FileSource(_Source):
     def __init__(self, av: Any, path: Path) -> None:
-        _check_file(path)
+        check_input_file(path, "video", " Expected a video file (.mp4, .mkv, .mov, .webm, ...).")
         self.av, self.path, self.name = av, path, repr(str(path))
         try:
             self.container = av.open(str(path), "r")

@@ -19,6 +19,8 @@ from sr3infer.train.distill import (DistillConfig, Pairs, distill_loss, main, pa
 from sr3infer.upscaler import Upscaler
 from sr3infer.models.weights import build_model
 
+from test_train import face_folder  # noqa: F401 (a fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 TINY = {  # as tests/test_train.py's TINY_MODEL: v-prediction, residual, 8 -> 16 px
     "scale": 2, "lowres_size": 8, "prediction": "v", "residual": True,
@@ -34,16 +36,6 @@ def teacher_dir(tmp_path) -> Path:
     config = ModelConfig.from_dict(TINY)
     torch.manual_seed(1)
     return Upscaler(config, build_model(config), device="cpu").save_pretrained(tmp_path / "teacher")
-
-
-@pytest.fixture
-def face_folder(tmp_path) -> Path:
-    folder = tmp_path / "faces"
-    folder.mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        Image.fromarray(rng.integers(0, 255, (218, 178, 3), dtype=np.uint8)).save(folder / f"{i:06d}.jpg")
-    return folder
 
 
 def _config(tmp_path, face_folder, teacher_dir, **changes) -> DistillConfig:

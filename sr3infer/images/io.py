@@ -115,18 +115,22 @@ _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 }
 
 
-def _check_file(path: Path) -> None:
-    """Refuse, before opening it, a path that is not a non-empty regular file (a FIFO would block for ever)."""
+def check_input_file(path: Path, what: str = "image", empty_hint: str = "") -> None:
+    """Refuse, before opening it, a path that is not a non-empty regular file (a FIFO would block for ever).
+
+    `what` names the expected kind ("image", "video") in the messages; `empty_hint` ends the empty-file one.
+    """
+    article = "an" if what[0] in "aeiou" else "a"
     if not path.exists():
-        raise FileNotFoundError(f"Input image {str(path)!r} does not exist.")
+        raise FileNotFoundError(f"Input {what} {str(path)!r} does not exist.")
     if path.is_dir():
-        raise IsADirectoryError(f"Expected an image file, got the directory {str(path)!r}.")
+        raise IsADirectoryError(f"Expected {article} {what} file, got the directory {str(path)!r}.")
     info = path.stat()
     if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"Input image {str(path)!r} is not a regular file (a FIFO, device or socket); "
-                         "expected an image file.")
+        raise ValueError(f"Input {what} {str(path)!r} is not a regular file (a FIFO, device or socket); "
+                         f"expected {article} {what} file.")
     if info.st_size == 0:
-        raise ValueError(f"Input image {str(path)!r} is an empty (0-byte) file.")
+        raise ValueError(f"Input {what} {str(path)!r} is an empty (0-byte) file.{empty_hint}")
 
 
 
@@ -201,7 +205,7 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
     EXIF orientation that was undone (1: none). Of a multi-frame file (GIF, APNG, TIFF) frame 0, with a warning.
     """
     path = Path(path)
-    _check_file(path)
+    check_input_file(path)
 
     def decode() -> tuple[Image.Image, Any]:
         image = Image.open(path)
@@ -263,7 +267,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
     is spent on it. Raises like `load_image` for a missing, empty, non-regular or unreadable file.
     """
     path = Path(path)
-    _check_file(path)
+    check_input_file(path)
     with _pil_errors(path, "has an unreadable header", ValueError), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with _large_png_chunks(lambda: Image.open(path)) as image:

@@ -180,6 +180,7 @@ class TrainingRun:
     rng: random.Random
     run_dir: Path
     noise_sampler: NoiseLevelSampler = field(default_factory=NoiseLevelSampler)
+    degradation: Degradation | None = None  # the config's block, parsed once
     step: int = 0
     steps_before: int = 0  # training steps already in the `init_from` weights (the lineage), added on export
 
@@ -236,8 +237,9 @@ def setup(cfg: TrainConfig) -> TrainingRun:
                                           cfg.noise_uniform_fraction)
         log.info("noise levels: %s, sigma_data %.4f%s", cfg.noise_sampling, sigma_data,
                  "" if cfg.sigma_data else " (measured on 64 training images)")
+    degradation = None if cfg.degradation is None else Degradation.from_dict(cfg.degradation)
     return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir, noise_sampler,
-                       steps_before=steps_before)
+                       degradation=degradation, steps_before=steps_before)
 
 
 def measure_sigma_data(data: FaceImages | NaturalImages, model_config: ModelConfig, rng: random.Random,
@@ -296,9 +298,9 @@ def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
     """(high-res target, bicubic conditioning) on the CPU: random patches, or whole images on a whole-image step."""
     cfg = run.cfg
     hr = torch.stack([run.data.sample(run.rng) for _ in range(cfg.batch_size)])
-    if cfg.degradation is not None:
+    if run.degradation is not None:
         rng = np.random.default_rng([cfg.seed, run.dist.rank, run.step])  # a resumed run repeats its inputs
-        lowres = degrade(hr, run.model_config.scale, rng, Degradation.from_dict(cfg.degradation))
+        lowres = degrade(hr, run.model_config.scale, rng, run.degradation)
     else:
         blur = None
         if cfg.blur_prob > 0:
