@@ -20,6 +20,7 @@ import os
 import stat
 import sys
 import tempfile
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -32,7 +33,8 @@ from . import seeding
 from .cascade import Cascade
 from .runtime.distributed import shard_indices
 from .errors import Cancelled, first_line
-from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS, check_run
+from .plan import CallPlan
+from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
 from .images.metadata import check_quality
 from .images.outscale import output_size
 from .quality.report import mask_paths, save_mask_overlay
@@ -376,7 +378,7 @@ def run_jobs(
             try:
                 header = imageio.read_header(job.source)
                 step = "failed"
-                _check_size(model, (header.height, header.width), max_output_pixels, options)
+                plan_file(model, (header.height, header.width), options, num_samples, max_output_pixels)
                 stages = model.upscalers if isinstance(model, Cascade) else [model]
                 height, width = output_size((header.height, header.width), [u.config.scale for u in stages],
                                             outscale=options.get("outscale"), size=options.get("size"))
@@ -415,21 +417,15 @@ def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any
     Calls are counted from the files' headers (steps x tiles x samples, stage by stage); the speed is one network
     call timed on this machine just before the run (`Upscaler.measure_speed`), so the line comes before any work.
     """
-    cascade = isinstance(model, Cascade)
     stages = model.upscalers if isinstance(model, Cascade) else [model]
     calls = 0
     for job in jobs:
         try:
             header = imageio.read_header(job.source)
-            _check_size(model, (header.height, header.width), max_output_pixels, options)  # refused: no cost
+            plans = plan_file(model, (header.height, header.width), options, num_samples, max_output_pixels)
         except Exception:  # noqa: BLE001 - an unreadable or refused file is reported when its turn comes
             continue
-        height, width = header.height, header.width
-        for stage, upscaler in enumerate(stages):
-            run = upscaler.estimate((height, width), num_steps=_steps(upscaler, options, stage if cascade else None),
-                                    tile_size=options.get("tile_size"), tile_overlap=options.get("tile_overlap"))
-            calls += run.num_steps * run.tiles_per_image * (num_samples if not cascade else 1)
-            height, width = height * upscaler.config.scale, width * upscaler.config.scale
+        calls += sum(plan.network_calls for plan in plans)
     if calls < HEAVY_RUN_CALLS:
         return None
     per_call = stages[0].measure_speed()
@@ -450,26 +446,29 @@ def _consecutive(loaded: list[tuple[Job, Any]]) -> list[list[tuple[Job, Any]]]:
     return groups
 
 
-def _check_size(model: Upscaler | Cascade, size: tuple[int, int], max_output_pixels: int | None,
-                options: dict[str, Any]) -> None:
-    """The model's own size guard (`Upscaler.estimate` + `check_run`) on a file's header size, stage by stage."""
-    height, width = size
+def plan_file(model: Upscaler | Cascade, size: tuple[int, int], options: dict[str, Any], num_samples: int,
+              max_output_pixels: int | None) -> list[CallPlan]:
+    """Each stage's `CallPlan` for one file of `size` (h, w), from its header: the model's own size guard, and the
+    network calls it will make. `options` as `run_jobs` takes them (per-stage lists for a cascade). Its warnings
+    (a slow run) are left to the run itself, which gives them once."""
     cascade = isinstance(model, Cascade)
+    plans = []
     for stage, upscaler in enumerate(model.upscalers if isinstance(model, Cascade) else [model]):
-        run = upscaler.estimate((height, width), num_steps=_steps(upscaler, options, stage if cascade else None),
-                                tile_size=options.get("tile_size"), tile_overlap=options.get("tile_overlap"))
-        check_run(run, max_output_pixels)
-        height, width = run.size
+        def pick(name: str) -> Any:
+            value = options.get(name)
+            return value[stage] if cascade and isinstance(value, (list, tuple)) else value
 
-
-def _steps(upscaler: Upscaler, options: dict[str, Any], stage: int | None) -> int:
-    """The step count a run asks of `upscaler` (stage `stage` of a cascade): num_steps, else the preset's or the
-    recipe's, else the model's default."""
-    def pick(name: str) -> Any:
-        value = options.get(name)
-        return value[stage] if stage is not None and isinstance(value, (list, tuple)) else value
-
-    return upscaler.sampling_recipe(pick("recipe"), pick("preset"), num_steps=pick("num_steps")).num_steps
+        recipe = upscaler.sampling_recipe(pick("recipe"), pick("preset"), num_steps=pick("num_steps"),
+                                          num_samples=pick("num_samples") if cascade else num_samples)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            plan = upscaler.plan([size], recipe, tile_size=options.get("tile_size"),
+                                 tile_overlap=options.get("tile_overlap"), max_output_pixels=max_output_pixels,
+                                 outscale=None if cascade else options.get("outscale"),
+                                 size=None if cascade else options.get("size"))
+        plans.append(plan)
+        size = (size[0] * upscaler.config.scale, size[1] * upscaler.config.scale)
+    return plans
 
 
 Files = list[tuple[Path | None, str, Any]]  # per job: (path, what, value) to write; the report's path is None

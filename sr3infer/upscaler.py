@@ -6,7 +6,7 @@ import math
 import numbers
 import time
 import warnings
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Sequence, cast
 
@@ -24,14 +24,15 @@ from .runtime.fastpath import FastModel
 from .hub.fetch import resolve_model_files
 from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estimate_run, slow_run_warning
 from .runtime.oom import run_with_fallback
-from .images.outscale import finish_size, pass_sizes, size_plan
+from .images.outscale import pass_sizes, resize, size_plan
 from .outputs import UpscaleOutput, consistency_error, group_like, to_caller_kind
 from .sampling.prediction import to_x0
 from .quality.report import image_reports
 from .images.resample import bicubic, consistency_projection, project_onto_input, spatial_size
-from .sampling.samplers import Callback, Denoiser, get_sampler, randn
-from .sampling.tiling import Tile, TiledDenoiser
-from .sampling.uncertainty import check_num_samples, ensemble_mean, sample_spread
+from .plan import CallPlan, Generators, PassPlan
+from .sampling.samplers import Callback, Denoiser, get_sampler, randn, sampler_option_names
+from .sampling.tiling import Tile, TiledDenoiser, plan_tiles
+from .sampling.uncertainty import check_num_samples, sample_spread
 from .models.weights import (
     build_model, cast_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
 )
@@ -218,35 +219,7 @@ class Upscaler:
             ValueError: a negative or non-integer tile size, a tile smaller than half the trained output
                 size (or than the scale), or an overlap that is not smaller than the tile.
         """
-        scale = self.config.scale
-        if tile_size is None:
-            tile_size = self.config.out_size if max(output_size) > self.config.out_size else 0
-        if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < 0:
-            raise ValueError(f"tile_size must be a non-negative integer (0: no tiling), got {tile_size!r}.")
-        tile_size = int(tile_size)
-        if tile_size == 0:
-            return None
-        minimum = max(scale, -(-(self.config.out_size // 2) // scale) * scale)
-        if tile_size < minimum:
-            raise ValueError(
-                f"tile_size must be at least {minimum} output pixels (half the model's trained {self.config.out_size} "
-                f"px output, on its scale-{scale} grid), got {tile_size}; smaller tiles multiply the U-Net calls and "
-                "lose quality. Use 0 to turn tiling off.")
-        tile = tile_size // scale * scale
-        if tile_overlap is None:
-            tile_overlap = tile // 4
-        if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, numbers.Integral) or tile_overlap < 0:
-            raise ValueError(f"tile_overlap must be a non-negative integer, got {tile_overlap!r}.")
-        tile_overlap = int(tile_overlap)
-        overlap = -(-tile_overlap // scale) * scale
-        if overlap >= tile:
-            raise ValueError(
-                f"tile_overlap ({tile_overlap}, {overlap} on the scale-{scale} grid) must be smaller than the "
-                f"tile ({tile}); lower the overlap or raise tile_size."
-            )
-        if output_size[0] <= tile and output_size[1] <= tile:
-            return None
-        return tile, overlap
+        return plan_tiles(self.config.scale, self.config.out_size, output_size, tile_size, tile_overlap)
 
     def estimate(self, input_size: tuple[int, int], *, batch: int = 1, num_steps: int | None = None,
                  tile_size: int | None = None, tile_overlap: int | None = None, tile_batch_size: int = 8) -> RunEstimate:
@@ -289,6 +262,70 @@ class Upscaler:
         self._seconds_per_unet_pixel[(str(self.device), self.dtype)] = seconds / (side * side)
         return seconds
 
+    def plan(
+        self,
+        input_sizes: Sequence[tuple[int, int]],
+        recipe: Recipe | None = None,
+        *,
+        batch_size: int = 8,
+        tile_size: int | None = None,
+        tile_overlap: int | None = None,
+        tile_batch_size: int | None = None,
+        max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
+        seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
+        outscale: float | None = None,
+        size: tuple[int, int] | None = None,
+        stage: int = 0,
+    ) -> CallPlan:
+        """Resolve a call on inputs of `input_sizes` (h, w) once, from sizes alone, before any image is decoded.
+
+        Checks every argument, the size guard of each pass (`estimate`, `max_output_pixels`), the seed's room and
+        the generators' count, and warns about slow runs. `stage` offsets the seed rule (a cascade's stage).
+        `recipe` None: the model's default. Arguments as `upscale`; returns the `CallPlan` that `run_plan` runs.
+        """
+        recipe = self.config.recipe() if recipe is None else recipe
+        max_output_pixels = _check_max_output_pixels(max_output_pixels)
+        seed = seeding.check_seed(seed)
+        _check_generator(generator)
+        if generator is not None and seed is not None:
+            raise ValueError("Pass either generator or seed, not both.")
+        sizes = [(int(h), int(w)) for h, w in input_sizes]
+        resize_plan = size_plan(sizes, self.config.scale, outscale=outscale, size=size)
+        per_pass = pass_sizes(resize_plan, sizes, self.config.scale)
+        seeding.check_room(seed, len(sizes), num_samples=recipe.num_samples, stages=stage + len(per_pass))
+        gammas = self.config.schedule.inference_grid(recipe.num_steps, spacing=recipe.spacing,
+                                                     start_noise_level=recipe.start_noise_level)
+        passes = [PassPlan(self.config, recipe, gammas, batch_size, tile_size, tile_overlap,
+                           batch_size if tile_batch_size is None else tile_batch_size, seed, generator, stage + p)
+                  for p in range(len(per_pass))]
+        passes[0].sample_generators(len(sizes))  # a list of the wrong length is refused now
+        calls = sum(self._check_pass(plan, pass_input_sizes, max_output_pixels)
+                    for plan, pass_input_sizes in zip(passes, per_pass))
+        return CallPlan(passes, resize_plan, sizes, network_calls=calls)
+
+    def _check_pass(self, plan: PassPlan, sizes: list[tuple[int, int]], max_output_pixels: int | None) -> int:
+        """The size guard of one pass over inputs of `sizes`; returns its network calls."""
+        k, calls = plan.num_samples, 0
+        for size in sorted(set(sizes)):
+            run = self.estimate(size, batch=min(plan.batch_size, sizes.count(size) * k), num_steps=plan.num_steps,
+                                tile_size=plan.tile_size, tile_overlap=plan.tile_overlap,
+                                tile_batch_size=plan.tile_batch_size)
+            check_run(run, max_output_pixels)
+            if max_output_pixels is not None and run.output_pixels * k > max_output_pixels:
+                height, width = run.size
+                raise ValueError(
+                    f"{k} samples of a {width}x{height} output are {run.output_pixels * k / 1e6:,.1f} "
+                    f"MP held at once, over max_output_pixels = {max_output_pixels / 1e6:,.1f} MP. Use fewer samples "
+                    "(num_samples, --samples), a smaller input, or raise the limit (max_output_pixels=, "
+                    "--max-output-pixels) on a machine with that much memory."
+                )
+            slow = slow_run_warning(run, self.config.lowres_size)
+            if slow is not None:
+                warnings.warn(slow, stacklevel=5)
+            calls += sizes.count(size) * k * run.num_steps * run.tiles_per_image
+        return calls
+
     @torch.inference_mode()
     def upscale_tensor(
         self,
@@ -305,16 +342,10 @@ class Upscaler:
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
         **settings: Any,
     ) -> Tensor:
-        """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1].
+        """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1], in one batch.
 
-        A recipe with `num_samples` K > 1 (e.g. `num_samples=4` here) returns each image's K-sample mean, as
-        `upscale` does; a list of generators then has one per sample (B * K, image-major).
-
-        Outputs larger than a tile are denoised tile by tile, blending every step (see `tile_plan`);
-        `tile_batch_size` tiles go through the U-Net at a time. Before anything is allocated the
-        run is estimated (`estimate`) and refused over `max_output_pixels` (see `upscale`). `settings` are
-        the recipe's parts and sampler options, as in `upscale` (num_steps=, sampler=, spacing=,
-        start_noise_level=, consistency=, eta=, ...); an unknown one is a ValueError naming it.
+        `settings` are the recipe's parts and sampler options, as in `upscale`. With `num_samples` K > 1 each
+        image is the mean of its K samples, and a list of generators has one per sample (B * K, image-major).
 
         Raises:
             RuntimeError: sampling produced NaN or Inf (broken weights or an unstable recipe).
@@ -323,30 +354,27 @@ class Upscaler:
             shape = tuple(lowres.shape) if isinstance(lowres, Tensor) else type(lowres).__name__
             raise ValueError(f"Expected lowres of shape (B, {self.config.channels}, h, w), got {shape}.")
         recipe = self.sampling_recipe(recipe, preset, **settings)
-        k = recipe.num_samples
-        call = self._plan_call([spatial_size(lowres)] * lowres.shape[0], recipe, batch_size=lowres.shape[0] * k,
-                               tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
-                               max_output_pixels=max_output_pixels, num_samples=k)
-        _check_generator(generator)
+        k, count = recipe.num_samples, lowres.shape[0]
+        plan = self.plan([spatial_size(lowres)] * count, recipe, batch_size=count * k, tile_size=tile_size,
+                         tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
+                         max_output_pixels=max_output_pixels, generator=generator).passes[0]
+        samples = self.sample(lowres.repeat_interleave(k, 0), plan, generator, progress, callback)
         if k == 1:
-            return self._sample(lowres, call, generator, progress, callback)
-        if isinstance(generator, (list, tuple)) and len(generator) != lowres.shape[0] * k:
-            raise ValueError(f"Got {len(generator)} generators for {lowres.shape[0]} images x {k} samples (the "
-                             f"recipe's num_samples); pass one per sample ({lowres.shape[0] * k}, image-major) or a single one.")
-        samples = self._sample(lowres.repeat_interleave(k, 0), call, generator, progress, callback)
-        return torch.cat([ensemble_mean(group, lowres[i : i + 1], recipe.consistency).to(samples.dtype)
+            return samples
+        return torch.cat([plan.merge(list(group.split(1)), lowres[i : i + 1]).to(samples.dtype)
                           for i, group in enumerate(samples.split(k))])
 
-    def _sample(self, lowres: Tensor, call: _Call, generator: Any, progress: bool, callback: Callback | None) -> Tensor:
-        """One sampling run of a checked call (`_plan_call`): (B, 3, h, w) in [-1, 1] -> (B, 3, H, W) in [-1, 1]."""
-        recipe, gammas = call.recipe, call.gammas
+    def sample(self, lowres: Tensor, plan: PassPlan, generator: Generators, progress: bool = True,
+               callback: Callback | None = None) -> Tensor:
+        """One sampling run of a planned pass: (B, 3, h, w) in [-1, 1] -> (B, 3, H, W) in [-1, 1]."""
+        recipe, gammas = plan.recipe, plan.gammas
         consistency = recipe.consistency
         if not torch.isfinite(lowres).all():
             raise ValueError("lowres contains NaN or Inf values.")
         lowres = lowres.to(self.device, torch.float32)
         size = (lowres.shape[-2] * self.config.scale, lowres.shape[-1] * self.config.scale)
         cond = bicubic(lowres, size)
-        tiling = call.tiling(size)
+        tiling = plan.tiling(size)
         if tiling is None:
             denoise = self.make_denoiser(cond, lowres, consistency)
         else:
@@ -358,7 +386,7 @@ class Upscaler:
                 return self.make_denoiser(cond_tiles, lowres_tiles, consistency)
 
             denoise = TiledDenoiser(make_tile_denoiser, tile_size=tiling[0], overlap=tiling[1], align=scale,
-                                    tile_batch_size=call.tile_batch_size)
+                                    tile_batch_size=plan.tile_batch_size)
         g0 = gammas[0].to(torch.float32)
         noise = randn(cond.shape, generator=generator, device=self.device, dtype=torch.float32)
         if recipe.start_noise_level is None:
@@ -372,7 +400,7 @@ class Upscaler:
                    disable=not progress, **recipe.options)  # the denoiser clamps, in image space
         if x.is_cuda:
             torch.cuda.synchronize(x.device)  # CUDA runs asynchronously: time the work, not its launch
-        self._record_speed(call, lowres.shape[0], size, time.perf_counter() - started)
+        self._record_speed(plan, lowres.shape[0], size, time.perf_counter() - started)
         if not torch.isfinite(x).all():
             raise RuntimeError(
                 f"Sampling produced NaN or Inf values ({recipe.sampler}, {recipe.num_steps} "
@@ -384,10 +412,10 @@ class Upscaler:
             return project_onto_input(image, lowres)
         return image.clamp(-1, 1)
 
-    def _record_speed(self, call: _Call, batch: int, size: tuple[int, int], seconds: float) -> None:
+    def _record_speed(self, plan: PassPlan, batch: int, size: tuple[int, int], seconds: float) -> None:
         """Seconds per U-Net input pixel per step on this device and dtype, from a finished run (for `estimate`)."""
-        run = estimate_run(self.config, size, batch=batch, tiling=call.tiling(size),
-                           tile_batch_size=call.tile_batch_size, num_steps=len(call.gammas) - 1, dtype=self.dtype)
+        run = estimate_run(self.config, size, batch=batch, tiling=plan.tiling(size),
+                           tile_batch_size=plan.tile_batch_size, num_steps=plan.num_steps, dtype=self.dtype)
         work = _unet_pixels(run) * run.num_steps
         if work > 0 and seconds > 0:
             self._seconds_per_unet_pixel[(str(self.device), self.dtype)] = seconds / work
@@ -401,7 +429,6 @@ class Upscaler:
         spacing: str | None = None,
         start_noise_level: float | None = UNSET,
         consistency: str | None = None,
-        eta: float | None = None,
         preset: str | None = None,
         recipe: Recipe | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -419,179 +446,128 @@ class Upscaler:
         outscale: float | None = None,
         size: tuple[int, int] | None = None,
         return_report: bool = False,
-        **deprecated: Any,
+        **sampler_options: Any,
     ) -> Any:
         """Upscale one image or a list of images by `config.scale` (or to any size: `outscale`, `size`).
+
+        Steps: (1) the recipe from `preset`/`recipe` and the arguments; (2) the `CallPlan` from the input sizes
+        alone (size guard, tiling, seeds), before any image is decoded; (3) the images prepared; (4) each pass
+        sampled (`run_plan`); (5) the results in the caller's kind, grouped like `images`.
 
         Args:
             images: a PIL image, numpy array (H, W[, C]) uint8/uint16/float in [0, 1] or a batch
                 (N, H, W, C), a torch tensor (C, H, W) / (N, C, H, W) in [0, 1], a file path, or a list.
-            num_steps, sampler, spacing, start_noise_level, consistency, eta: the sampling recipe;
-                each one left out comes from `preset` (start_noise_level's default is UNSET, left out,
-                because None is one of its values: start from pure noise).
-            preset: a named recipe of the model, chosen on its validation set by a stated rule:
-                "fidelity" (best PSNR) or "realism" (lowest KID at a PSNR floor); see `config.presets`.
-                None: the model's default recipe (`config.sampling`, the realism preset for the bundled models).
-            recipe: a whole recipe (a `Recipe`, e.g. `config.recipe("fidelity", num_steps=10)`)
-                instead of `preset`; the arguments above override parts of it.
-            generator / seed: randomness. `seed` gives image k the seed `seed + k`, so a batch and
-                the same images one at a time give identical results. With `num_samples=K`, sample j
-                of image k gets the seed `seed + k * K + j` (image k alone with seed `seed + k * K`
-                gives the same samples). A list of generators has one per sample, K per image,
-                image-major; a single generator draws all the call's noise in turn.
-            value_range: the range of float arrays and tensors: (0, 1) (default), (-1, 1), or "auto"
-                ([-1, 1] when a value of the batch is below 0; see `imageio.prepare`).
-            batch_size: images per U-Net call (same-size images are batched together); when
-                tiling, also the number of tiles per U-Net call. With `num_samples`, samples per U-Net call.
-            progress: show a tqdm bar over the denoising steps.
-            callback: called after every denoising step with a dict: "step" and "total" (of this sampling pass),
-                "x0" (the current clean estimate), "x", "noise_level". Returning False, or raising
-                `sr3infer.Cancelled`, stops the call with `Cancelled`; the batch runner then writes nothing more.
+            num_steps, sampler, spacing, start_noise_level, consistency, num_samples: parts of the recipe;
+                each one left out comes from `preset` (start_noise_level's default is UNSET: None means pure noise).
+            preset: a named recipe measured on the model's val set ("fidelity", "realism", see `config.presets`);
+                None: the model's default recipe. recipe: a whole `Recipe` instead; the arguments above override it.
+            sampler_options: the sampler's own options (DDIM's `eta`, ...), as the sampler registry names them.
+            generator / seed: randomness. With `seed`, sample j of image k draws from `seed + k*K + j` (K =
+                num_samples), so a batch and the same images one at a time agree. A list of generators has one
+                per sample, image-major; a single generator draws all the noise in turn.
+            value_range: of float arrays and tensors: (0, 1) (default), (-1, 1), or "auto".
+            batch_size: samples (and tiles) per U-Net call; same-size images are batched together.
+            progress: a tqdm bar over the denoising steps.
+            callback: called after every step with {"step", "total", "x0", "x", "noise_level"}; returning False
+                or raising `sr3infer.Cancelled` stops the call with `Cancelled`.
             output_type: "pil", "np" or "pt"; default the kind of the input (paths give PIL).
-            tile_size, tile_overlap: in output pixels. Outputs larger than a tile are denoised as
-                overlapping tiles blended at every step, so memory does not grow with the image.
-                Default: tiles of the trained output size when the output is larger than it;
-                0 turns tiling off. See `tile_plan`.
-            num_samples: K samples per image (1 to 256). The result is their per-pixel mean (an
-                ensemble estimate: smoother, higher PSNR than one sample), projected onto the input like
-                any output; K = 1 is a plain sample. Costs K times the U-Net calls. None: the recipe's
-                (`Recipe.num_samples`; 1 unless the preset was measured best with more).
-            return_dict: return an `UpscaleOutput` (images, uncertainty, samples, consistency, seconds)
-                instead of the images alone. With K >= 2 its `uncertainty` holds each image's map, a
-                float32 (H, W) numpy array: the per-pixel standard deviation across the K samples (ddof=1),
-                averaged over colour channels, in [0, 1] pixel units; high where the model invents detail
-                the input does not pin down, not an error bound (see README); and `samples` the K samples.
-            max_output_pixels: refuse (ValueError, before any image is decoded) an output over this
-                many pixels per image, or a batch whose estimated peak memory is over 160 bytes per
-                allowed pixel, and at least 4 GiB (16 GB by default: too many images or tiles per U-Net
-                call, or a large image untiled). The default, 100 MP, suits a 24 GiB machine; None
-                switches the check off. See `estimate`.
-            outscale, size: any output size (`sr3infer.images.outscale`): the model runs at its scale, then the result
-                is resized (antialiased bicubic on float data) to round(outscale x input) per side, or to
-                `size` (width, height). Above the model's scale it runs again on its own output, with a warning.
-            return_uncertainty, return_samples: deprecated (0.1's tuple returns, removed in 0.3.0); use return_dict.
-            return_report: return an `UpscaleOutput` whose `report` holds each image's `sr3infer.quality.report.ImageReport`:
-                consistency, the uncertainty's mean and 95th percentile (K >= 2) and the made-up mask.
+            tile_size, tile_overlap: in output pixels (see `tile_plan`); 0 turns tiling off.
+            return_dict: return an `UpscaleOutput` (images, uncertainty and samples for K >= 2, consistency,
+                seconds); return_report: also each image's `ImageReport`.
+            max_output_pixels: refuse, before any image is decoded, an output over this many pixels or a batch
+                estimated over its memory budget (see `estimate`); None switches the check off.
+            outscale, size: any output size: the model at its scale (again on its own output above it, with a
+                warning), then an antialiased resize to round(outscale x input) or to `size` (width, height).
 
         Returns:
-            The same kind and count as `images`: one result for one image, a list for a list,
-            a batch array/tensor for a batch array/tensor. With `return_dict=True`, an `UpscaleOutput`
-            whose `images` is exactly that, and whose per-image fields are grouped the same way.
+            The same kind and count as `images` (one result, a list, or a batch); an `UpscaleOutput` with
+            `return_dict` or `return_report`.
         """
-        legacy = _legacy_returns(deprecated)
+        legacy = _legacy_returns(sampler_options)
         if legacy:
             out = self.upscale(images, num_steps=num_steps, sampler=sampler, spacing=spacing,
-                               start_noise_level=start_noise_level, consistency=consistency, eta=eta, preset=preset,
+                               start_noise_level=start_noise_level, consistency=consistency, preset=preset,
                                recipe=recipe, generator=generator, seed=seed, value_range=value_range,
                                batch_size=batch_size, progress=progress, output_type=output_type, callback=callback,
                                tile_size=tile_size, tile_overlap=tile_overlap, num_samples=num_samples,
-                               return_dict=True, max_output_pixels=max_output_pixels, outscale=outscale, size=size)
+                               return_dict=True, max_output_pixels=max_output_pixels, outscale=outscale, size=size,
+                               **sampler_options)
             return (out.images, *(getattr(out, name) for name in legacy))
         started = time.perf_counter()
         if output_type not in (None, "pil", "np", "pt"):
             raise ValueError(f"Unknown output_type {output_type!r}; expected 'pil', 'np' or 'pt'.")
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-        seed = seeding.check_seed(seed)
-        _check_generator(generator)
-        if num_samples is not None:
-            num_samples = check_num_samples(num_samples)
+        # 1. the recipe
         recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
-                                      start_noise_level=start_noise_level, consistency=consistency, eta=eta,
-                                      num_samples=num_samples)
-        num_samples = recipe.num_samples
+                                      start_noise_level=start_noise_level, consistency=consistency,
+                                      num_samples=None if num_samples is None else check_num_samples(num_samples),
+                                      **sampler_options)
         single = not isinstance(images, (list, tuple))
         items: Sequence[Any] = [images] if single else list(images)
         if not items:
             return UpscaleOutput(images=[], seconds=time.perf_counter() - started) if return_dict else []
-        # Resolved and checked once, from the sizes alone, before any image is decoded or converted.
-        sizes = [s for item in items for s in imageio.peek_sizes(item)]
-        plan = size_plan(sizes, self.config.scale, outscale=outscale, size=size)  # None: the model's own scale
-        calls = [self._plan_call(pass_input_sizes, recipe, batch_size=int(batch_size), tile_size=tile_size,
-                                 tile_overlap=tile_overlap, max_output_pixels=max_output_pixels, num_samples=num_samples)
-                 for pass_input_sizes in pass_sizes(plan, sizes, self.config.scale)]
-        call = calls[0]
+        # 2. the plan, from the sizes alone
+        plan = self.plan([s for item in items for s in imageio.peek_sizes(item)], recipe, batch_size=int(batch_size),
+                         tile_size=tile_size, tile_overlap=tile_overlap, max_output_pixels=max_output_pixels,
+                         seed=seed, generator=generator, outscale=outscale, size=size)
+        # 3. the images, decoded and converted
         prepared: list[list[imageio.Prepared]] = [imageio.prepare(item, value_range) for item in items]
         flat = [p for group in prepared for p in group]
-        self._warn_if_off_size([tuple(p.rgb.shape[-2:]) for p in flat], call)
-        if generator is not None and seed is not None:
-            raise ValueError("Pass either generator or seed, not both.")
-        seeding.check_room(seed, len(flat), num_samples=num_samples, stages=len(calls))
-        generators = self._per_image_generators(len(flat), generator, seed, num_samples)
-        results = self._sample_images([p.rgb for p in flat], call, generators, generator, progress, callback)
-
-        def merge(samples: list[Tensor], rgb: Tensor) -> Tensor:
-            return samples[0] if num_samples == 1 else ensemble_mean(torch.cat(samples), rgb, recipe.consistency)
-
-        def run_pass(rgbs: list[Tensor], index: int) -> list[list[Tensor]]:  # the model again on its own output
-            gens = self._per_image_generators(len(rgbs), generator, seed, num_samples, stage=index)
-            return self._sample_images(rgbs, calls[index], gens, generator, progress, callback)
-
-        if plan is None:
-            merged = [merge(samples, prep.rgb) for samples, prep in zip(results, flat)]
-        else:
-            merged, results = finish_size(plan, [p.rgb for p in flat], results, run_pass, merge)
-        counts = [len(group) for group in prepared]
-        images = to_caller_kind(merged, flat, output_type)
-        grouped = group_like(items, counts, images, "images", single)
-        if not (return_dict or return_report):
-            return grouped
-        output = UpscaleOutput(images=grouped)
-        maps = None
-        if num_samples > 1:
-            maps = [sample_spread(torch.cat(samples), prep.gray) for samples, prep in zip(results, flat)]
-            output.uncertainty = group_like(items, counts, maps, "uncertainty", single)
-            per_sample = [to_caller_kind(samples, [prep] * len(samples), output_type) for samples, prep in zip(results, flat)]
-        else:  # the one sample is the result
-            per_sample = [[image] for image in images]
-        output.samples = group_like(items, counts, per_sample, "samples", single)
-        errors = [consistency_error(result, prep.rgb) for result, prep in zip(merged, flat)]
-        output.consistency = group_like(items, counts, errors, "consistency", single)
-        if return_report:
-            reports = image_reports(merged, [p.rgb for p in flat], maps, num_samples, self.config, errors)
-            output.report = group_like(items, counts, reports, "report", single)
-        output.seconds = time.perf_counter() - started
+        plan.passes[0].warn_if_off_size([spatial_size(p.rgb) for p in flat])
+        # 4. every pass sampled, then the resize
+        merged, samples = self.run_plan([p.rgb for p in flat], plan, progress=progress, callback=callback)
+        # 5. the caller's kind, grouped like the input
+        output = _collect_output(items, [len(group) for group in prepared], flat, merged, samples, self.config,
+                                 output_type=output_type, single=single, details=return_dict or return_report,
+                                 report=return_report)
+        if isinstance(output, UpscaleOutput):
+            output.seconds = time.perf_counter() - started
         return output
 
-    def _sample_images(self, rgbs: list[Tensor], call: _Call, generators: list[torch.Generator] | None,
-                       generator: Any, progress: bool, callback: Callback | None) -> list[list[Tensor]]:
-        """Each image's K samples (1, 3, H, W) in [-1, 1]: same-size images batched, `call.batch_size` samples per run."""
-        samples_per_image = call.num_samples
+    def run_plan(self, rgbs: list[Tensor], plan: CallPlan, *, progress: bool = True,
+                 callback: Callback | None = None) -> tuple[list[Tensor], list[list[Tensor]]]:
+        """Run a planned call on its images (1, 3, h, w) in [-1, 1]: each image's output and its K samples."""
+        inputs, outputs, samples = rgbs, rgbs, [[rgb] for rgb in rgbs]
+        for pass_plan in plan.passes:  # more than one: the model again on its own output
+            samples = self.sample_images(inputs, pass_plan, pass_plan.sample_generators(len(inputs)), progress,
+                                         callback)
+            outputs = [pass_plan.merge(image_samples, rgb) for image_samples, rgb in zip(samples, inputs)]
+            inputs = outputs
+        if plan.size is not None:
+            targets = [plan.size.target(spatial_size(rgb)) for rgb in rgbs]
+            outputs = [resize(output, target) for output, target in zip(outputs, targets)]
+            samples = [[resize(s, target) for s in image_samples] for image_samples, target in zip(samples, targets)]
+        return outputs, samples
+
+    def sample_images(self, rgbs: list[Tensor], plan: PassPlan, generator: Generators, progress: bool = True,
+                      callback: Callback | None = None) -> list[list[Tensor]]:
+        """Each image's K samples (1, 3, H, W) in [-1, 1] for one planned pass: same-size images batched,
+        `plan.batch_size` samples per run, smaller tiles and then one by one when memory runs out.
+
+        `generator`: one per sample (image-major), or one for all the noise, or None (`PassPlan.sample_generators`).
+        """
+        k = plan.num_samples
         results: list[list[Tensor]] = [[] for _ in rgbs]
         by_size: dict[tuple[int, int], list[int]] = {}
         for index, rgb in enumerate(rgbs):
             by_size.setdefault(spatial_size(rgb), []).append(index)
         for indices in by_size.values():
-            units = [(i, k) for i in indices for k in range(samples_per_image)]  # (image, sample), batched together
-            for start in range(0, len(units), call.batch_size):
-                chunk = units[start : start + call.batch_size]
+            units = [(i, j) for i in indices for j in range(k)]  # (image, sample), batched together
+            for start in range(0, len(units), plan.batch_size):
+                chunk = units[start : start + plan.batch_size]
                 lowres = torch.cat([rgbs[i] for i, _ in chunk])
-                gens = [generators[i * samples_per_image + k] for i, k in chunk] if generators is not None else generator
+                gens = [generator[i * k + j] for i, j in chunk] if isinstance(generator, list) else generator
                 scale = self.config.scale
-                tiling = call.tiling((lowres.shape[-2] * scale, lowres.shape[-1] * scale))
+                tiling = plan.tiling((lowres.shape[-2] * scale, lowres.shape[-1] * scale))
                 with torch.inference_mode():  # out of memory: smaller tiles, then one by one (sr3infer.runtime.oom)
                     out = run_with_fallback(
-                        lambda lr, gen, tile, batch: self._sample(lr, call.retiled(tile, batch), gen, progress, callback),
-                        lowres, gens, tiling=tiling, batch_size=call.tile_batch_size, config=self.config,
+                        lambda lr, gen, tile, batch: self.sample(lr, plan.retiled(tile, batch), gen, progress, callback),
+                        lowres, gens, tiling=tiling, batch_size=plan.tile_batch_size, config=self.config,
                         device=self.device).cpu()
                 for (i, _), result in zip(chunk, out):
                     results[i].append(result[None])
         return results
-
-    def _per_image_generators(self, count: int, generator: Any, seed: int | None,
-                              samples: int = 1, stage: int = 0) -> list[torch.Generator] | None:
-        """One generator per sample (`samples` per image, image-major), or None for a single shared generator."""
-        if seed is not None:
-            return seeding.generators(seed, count, num_samples=samples, stage=stage)
-        if isinstance(generator, (list, tuple)):
-            if len(generator) != count * samples:
-                if samples == 1:
-                    raise ValueError(
-                        f"Got {len(generator)} generators for {count} images; pass one per image or a single one.")
-                raise ValueError(f"Got {len(generator)} generators for {count} images x {samples} samples; pass one "
-                                 f"per sample ({count * samples}, image-major) or a single one.")
-            return list(generator)
-        return None
 
     def sampling_recipe(self, recipe: Recipe | None = None, preset: str | None = None,
                         **settings: Any) -> Recipe:
@@ -601,77 +577,32 @@ class Upscaler:
             raise ValueError("Pass either recipe or preset, not both.")
         return self.config.recipe(preset, **settings) if recipe is None else recipe.override(**settings)
 
-    def _plan_call(self, sizes: list[tuple[int, int]], recipe: Recipe, *, batch_size: int,
-                   tile_size: int | None, tile_overlap: int | None, max_output_pixels: Any, num_samples: int = 1,
-                   tile_batch_size: int | None = None) -> _Call:
-        """Resolve a call once: its noise grid and tiling, checked against the limits for the input `sizes` (h, w).
 
-        Everything is arithmetic on sizes, before any image is decoded or converted. With `num_samples` K,
-        each image is K samples: K times the U-Net inputs, and K outputs held at once.
-        """
-        max_output_pixels = _check_max_output_pixels(max_output_pixels)
-        gammas = self.config.schedule.inference_grid(recipe.num_steps, spacing=recipe.spacing,
-                                                     start_noise_level=recipe.start_noise_level)
-        call = _Call(self, recipe, gammas, batch_size, tile_size, tile_overlap,
-                     batch_size if tile_batch_size is None else tile_batch_size, num_samples)
-        for size in sorted(set(sizes)):
-            run = self.estimate(size, batch=min(batch_size, sizes.count(size) * num_samples), num_steps=len(gammas) - 1,
-                                tile_size=tile_size, tile_overlap=tile_overlap, tile_batch_size=call.tile_batch_size)
-            check_run(run, max_output_pixels)
-            if max_output_pixels is not None and run.output_pixels * num_samples > max_output_pixels:
-                height, width = run.size
-                raise ValueError(
-                    f"{num_samples} samples of a {width}x{height} output are {run.output_pixels * num_samples / 1e6:,.1f} "
-                    f"MP held at once, over max_output_pixels = {max_output_pixels / 1e6:,.1f} MP. Use fewer samples "
-                    "(num_samples, --samples), a smaller input, or raise the limit (max_output_pixels=, "
-                    "--max-output-pixels) on a machine with that much memory."
-                )
-            slow = slow_run_warning(run, self.config.lowres_size)
-            if slow is not None:
-                warnings.warn(slow, stacklevel=4)
-        return call
-
-    def _warn_if_off_size(self, sizes: list[tuple[int, int]], call: _Call) -> None:
-        """Warn about inputs that reach the model whole at another size than it was trained on (tiles are trained-size)."""
-        trained, scale = self.config.lowres_size, self.config.scale
-        odd = {size for size in sizes if size != (trained, trained)
-               and (min(size) < trained or call.tiling((size[0] * scale, size[1] * scale)) is None)}
-        if odd:
-            shown = ", ".join(f"{w}x{h}" for h, w in sorted(odd))
-            warnings.warn(
-                f"This model was trained on {trained}x{trained} inputs; got {shown}. The output is "
-                f"{self.config.scale}x larger, but results are best at the trained size.",
-                stacklevel=3,
-            )
-
-
-@dataclass
-class _Call:
-    """One `upscale` call resolved once: recipe, noise grid, batching, and the tile plan of each output size."""
-
-    upscaler: Upscaler
-    recipe: Recipe
-    gammas: Tensor
-    batch_size: int
-    tile_size: int | None
-    tile_overlap: int | None
-    tile_batch_size: int
-    num_samples: int = 1
-    plans: dict[tuple[int, int], tuple[int, int] | None] = field(default_factory=dict)
-
-    def tiling(self, output_size: tuple[int, int]) -> tuple[int, int] | None:
-        """`Upscaler.tile_plan` of this call for `output_size`, computed once per size."""
-        if output_size not in self.plans:
-            self.plans[output_size] = self.upscaler.tile_plan(output_size, self.tile_size, self.tile_overlap)
-        return self.plans[output_size]
-
-    def retiled(self, tile_size: int | None, tile_batch_size: int | None) -> _Call:
-        """This call with another tile side (0: untiled) and tiles per U-Net call; None, None: itself."""
-        if tile_size is None:
-            return self
-        overlap = self.tile_overlap if self.tile_overlap is not None and self.tile_overlap < tile_size else None
-        return replace(self, tile_size=tile_size, tile_overlap=overlap, plans={},
-                       tile_batch_size=self.tile_batch_size if tile_batch_size is None else tile_batch_size)
+def _collect_output(items: Sequence[Any], counts: list[int], flat: list[imageio.Prepared], merged: list[Tensor],
+                    samples: list[list[Tensor]], config: ModelConfig, *, output_type: str | None, single: bool,
+                    details: bool, report: bool) -> Any:
+    """The results in the caller's kind, grouped like `items`; with `details` an `UpscaleOutput` with the samples,
+    their spread (K >= 2), the consistency and, with `report`, each image's `ImageReport`."""
+    images = to_caller_kind(merged, flat, output_type)
+    grouped = group_like(items, counts, images, "images", single)
+    if not details:
+        return grouped
+    k = len(samples[0]) if samples else 1
+    output = UpscaleOutput(images=grouped)
+    maps = None
+    if k > 1:
+        maps = [sample_spread(torch.cat(image_samples), prep.gray) for image_samples, prep in zip(samples, flat)]
+        output.uncertainty = group_like(items, counts, maps, "uncertainty", single)
+        per_sample = [to_caller_kind(image_samples, [prep] * k, output_type) for image_samples, prep in zip(samples, flat)]
+    else:  # the one sample is the result
+        per_sample = [[image] for image in images]
+    output.samples = group_like(items, counts, per_sample, "samples", single)
+    errors = [consistency_error(result, prep.rgb) for result, prep in zip(merged, flat)]
+    output.consistency = group_like(items, counts, errors, "consistency", single)
+    if report:
+        reports = image_reports(merged, [p.rgb for p in flat], maps, k, config, errors)
+        output.report = group_like(items, counts, reports, "report", single)
+    return output
 
 
 def _unet_pixels(run: RunEstimate) -> int:
@@ -713,9 +644,10 @@ _LEGACY_RETURNS = {"return_uncertainty": "uncertainty", "return_samples": "sampl
 
 
 def _legacy_returns(arguments: dict[str, Any]) -> list[str]:
-    """The `UpscaleOutput` fields that 0.1's `return_uncertainty` / `return_samples` asked for, in the old tuple's
-    order; any other unexpected keyword is the TypeError Python would raise."""
-    unknown = sorted(set(arguments) - set(_LEGACY_RETURNS))
+    """Take 0.1's `return_uncertainty` / `return_samples` out of `arguments` (warning) and return the `UpscaleOutput`
+    fields they asked for, in the old tuple's order. What is left must be sampler options (`sampler_option_names`);
+    any other keyword is the TypeError Python would raise."""
+    unknown = sorted(set(arguments) - set(_LEGACY_RETURNS) - sampler_option_names())
     if unknown:
         raise TypeError(f"upscale() got an unexpected keyword argument {unknown[0]!r}")
     fields = []
@@ -723,6 +655,6 @@ def _legacy_returns(arguments: dict[str, Any]) -> list[str]:
         if name in arguments:
             deprecate(f"upscale({name}=...)", "0.3.0",
                       f"Use upscale(return_dict=True) and read the output's .{field_name}.", stacklevel=4)
-            if arguments[name]:
+            if arguments.pop(name):
                 fields.append(field_name)
     return fields

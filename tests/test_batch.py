@@ -111,14 +111,14 @@ def test_a_memory_error_fails_one_file_and_the_others_go_on(tmp_path, upscaler, 
         return read(path, *args, **kwargs)
 
     monkeypatch.setattr(imageio, "read_image_and_metadata", out_of_memory_on_b)
-    sample = Upscaler._sample_images
+    sample = Upscaler.sample_images
 
     def batches_run_out_of_memory(self, rgbs, *args, **kwargs):  # a batch fails; one file at a time fits
         if len(rgbs) > 1:
             raise MemoryError()
         return sample(self, rgbs, *args, **kwargs)
 
-    monkeypatch.setattr(Upscaler, "_sample_images", batches_run_out_of_memory)
+    monkeypatch.setattr(Upscaler, "sample_images", batches_run_out_of_memory)
     lines: list[str] = []
     summary = upscale_files(upscaler, source, tmp_path / "out", batch_size=4, log=lines.append, num_steps=1,
                             progress=False)

@@ -149,5 +149,7 @@ def test_shipped_distill_configs_read_prepared_data_then_shared():
     for path in configs:
         cfg = DistillConfig.from_json_file(path)
         folder = {"faces": "celeba/train", "natural": "natural/train"}[cfg.data_kind]
-        assert cfg.data_root == [f".data/datasets/{folder}", f"../shared/datasets/{folder}"], path
+        # the prepared copy first (natural photos: the lossless set, then the JPEG one), the shared data last
+        assert cfg.data_root[-2:] == [f".data/datasets/{folder}", f"../shared/datasets/{folder}"], path
+        assert cfg.data_root[:-2] in ([], [".data/datasets/natural-lossless/train"]), path
         assert cfg.teacher in ("sr3-face-8x", "sr3-64-256") and cfg.card_notes, path

@@ -237,6 +237,16 @@ def test_a_new_sampler_with_its_own_option_is_one_function_and_one_registry_line
         Recipe(sampler="toy", options={"s_noise": "loud"})
     tiny_upscaler.upscale(torch.zeros(3, 8, 8), recipe=recipe, seed=0, progress=False)
     assert seen == [0.5]
+    # Its option is a keyword of upscale, upscale_tensor and Cascade.run (one value or one per stage), unedited.
+    from sr3infer import Cascade
+
+    tiny_upscaler.upscale(torch.zeros(3, 8, 8), sampler="toy", num_steps=2, s_noise=0.75, seed=0, progress=False)
+    tiny_upscaler.upscale_tensor(torch.zeros(1, 3, 8, 8), sampler="toy", num_steps=2, s_noise=0.5, progress=False)
+    Cascade([tiny_upscaler, tiny_upscaler]).run(torch.zeros(1, 3, 8, 8), sampler="toy", num_steps=2,
+                                               s_noise=[0.125, 0.375], seed=0, progress=False)
+    assert seen == [0.5, 0.75, 0.5, 0.125, 0.375]
+    with pytest.raises(TypeError, match="unexpected keyword argument 's_nosie'"):
+        tiny_upscaler.upscale(torch.zeros(3, 8, 8), sampler="toy", s_nosie=0.5, progress=False)
 
 
 def test_the_step_callback_sees_every_step_and_can_cancel(tiny_upscaler, tmp_path):

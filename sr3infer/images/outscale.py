@@ -18,6 +18,7 @@ from typing import Any, Callable, Sequence, cast
 
 from torch import Tensor
 
+from ..deprecation import deprecate
 from ..runtime.validate import MAX_SCALE
 from .resample import bicubic, spatial_size
 
@@ -153,7 +154,9 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 def finish_size(plan: SizePlan, inputs: Sequence[Tensor], samples: list[list[Tensor]],
                 run_pass: Callable[[list[Tensor], int], list[list[Tensor]]],
                 merge: Callable[[list[Tensor], Tensor], Tensor]) -> tuple[list[Tensor], list[list[Tensor]]]:
-    """The outputs and samples of the first pass taken to the plan's size.
+    """Deprecated (removed in 0.3.0): `Upscaler.run_plan` runs the passes and the resize of a `CallPlan`.
+
+    The outputs and samples of the first pass taken to the plan's size.
 
     Args:
         plan: from `size_plan`.
@@ -165,6 +168,7 @@ def finish_size(plan: SizePlan, inputs: Sequence[Tensor], samples: list[list[Ten
     Returns:
         Each image's output and its K samples, resized to the target; from the last pass when there are several.
     """
+    deprecate("sr3infer.images.outscale.finish_size", "0.3.0", "Use Upscaler.plan(...) and Upscaler.run_plan(...).")
     merged = [merge(s, rgb) for s, rgb in zip(samples, inputs)]
     for p in range(1, plan.passes):
         samples = run_pass(merged, p)

@@ -18,7 +18,7 @@ from ..runtime.validate import (
     check_mapping,
 )
 from ..errors import parse_json, reject_unknown_keys
-from ..sampling.samplers import SAMPLERS, check_sampler_options, sampler_option_defaults
+from ..sampling.samplers import SAMPLERS, check_sampler_options, sampler_option_defaults, sampler_option_names
 from ..sampling.schedule import SPACINGS, NoiseSchedule
 from .unet import UNetConfig
 
@@ -111,7 +111,7 @@ class Recipe:
         and drops the others; an option given here that the sampler does not take is refused.
         """
         names = {f.name for f in fields(self)} - {"options"}
-        option_names = {name for sampler in SAMPLERS for name in sampler_option_defaults(sampler)}
+        option_names = sampler_option_names()
         reject_unknown_keys(settings, names | option_names, "sampling setting")
         given = {k: v for k, v in settings.items() if v is not (UNSET if k == "start_noise_level" else None)}
         if not given:

@@ -15,7 +15,7 @@ from ..runtime.validate import OPTION_BOUNDS, ConfigError, check_float
 from .prediction import eps_from_x0
 
 __all__ = ["Denoiser", "Callback", "SAMPLERS", "sample_ancestral", "sample_ddim", "sample_dpmpp_2m", "get_sampler",
-           "sampler_option_defaults", "check_sampler_options", "randn"]
+           "sampler_option_defaults", "sampler_option_names", "check_sampler_options", "randn"]
 
 Denoiser = Callable[[Tensor, Tensor], Tensor]
 """`(x (B, C, H, W), noise_level (B,) float64) -> x0`, the clean estimate, with the condition already bound."""
@@ -194,6 +194,11 @@ def sampler_option_defaults(name: str) -> dict[str, float]:
     """The options sampler `name` takes, with their defaults: `{"eta": 0.0}` for ddim, `{}` for ancestral."""
     parameters = inspect.signature(get_sampler(name)).parameters
     return {k: p.default for k, p in parameters.items() if k not in COMMON_PARAMETERS}
+
+
+def sampler_option_names() -> set[str]:
+    """Every option some registered sampler takes (the keyword arguments `upscale` passes on to samplers)."""
+    return {name for sampler in SAMPLERS for name in sampler_option_defaults(sampler)}
 
 
 def check_sampler_options(name: str, options: Any) -> dict[str, float]:

@@ -11,7 +11,7 @@ from torch import Tensor
 
 from .samplers import Denoiser
 
-__all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "tile_count", "tile_spans", "tile_windows"]
+__all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "plan_tiles", "tile_count", "tile_spans", "tile_windows"]
 
 
 class Tile(NamedTuple):
@@ -193,3 +193,39 @@ class TiledDenoiser:
                 window = row_w[r][:, None] * col_w[c][None, :]
                 tile.crop(x0)[0].add_(x0_tile.to(x.dtype) * window)
         return x0
+
+
+def plan_tiles(scale: int, out_size: int, output_size: tuple[int, int], tile_size: int | None = None,
+               tile_overlap: int | None = None) -> tuple[int, int] | None:
+    """`(tile, overlap)` in output pixels for a x`scale` model trained at `out_size` output pixels, or None: whole.
+
+    The one place a tiling is decided (`Upscaler.tile_plan` documents the arguments).
+    """
+    if tile_size is None:
+        tile_size = out_size if max(output_size) > out_size else 0
+    if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < 0:
+        raise ValueError(f"tile_size must be a non-negative integer (0: no tiling), got {tile_size!r}.")
+    tile_size = int(tile_size)
+    if tile_size == 0:
+        return None
+    minimum = max(scale, -(-(out_size // 2) // scale) * scale)
+    if tile_size < minimum:
+        raise ValueError(
+            f"tile_size must be at least {minimum} output pixels (half the model's trained {out_size} "
+            f"px output, on its scale-{scale} grid), got {tile_size}; smaller tiles multiply the U-Net calls and "
+            "lose quality. Use 0 to turn tiling off.")
+    tile = tile_size // scale * scale
+    if tile_overlap is None:
+        tile_overlap = tile // 4
+    if isinstance(tile_overlap, bool) or not isinstance(tile_overlap, numbers.Integral) or tile_overlap < 0:
+        raise ValueError(f"tile_overlap must be a non-negative integer, got {tile_overlap!r}.")
+    tile_overlap = int(tile_overlap)
+    overlap = -(-tile_overlap // scale) * scale
+    if overlap >= tile:
+        raise ValueError(
+            f"tile_overlap ({tile_overlap}, {overlap} on the scale-{scale} grid) must be smaller than the "
+            f"tile ({tile}); lower the overlap or raise tile_size."
+        )
+    if output_size[0] <= tile and output_size[1] <= tile:
+        return None
+    return tile, overlap

@@ -236,7 +236,7 @@ def student_output(model: torch.nn.Module, config: ModelConfig, lowres: Tensor, 
                    spacing: str = "trailing", consistency: str = "every", final: bool = False) -> Tensor:
     """The image the DDIM (eta 0) sampler of `Upscaler` makes from start noise z in `steps` steps, differentiably.
 
-    Each step is `make_denoiser` + `sample_ddim`'s update; `final=True` adds `_sample`'s last step (the projection
+    Each step is `make_denoiser` + `sample_ddim`'s update; `final=True` adds `Upscaler.sample`'s last step (the projection
     onto the input, or a clamp), so the result equals `upscale_tensor` for that recipe and noise. Training regresses
     the output before that last projection, which is nearly the identity on a projected image.
     """
