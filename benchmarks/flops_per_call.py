@@ -6,7 +6,7 @@ nothing run). Multiply-adds count as 2 FLOPs, as the counter does. GroupNorm, Si
 counted (they are a few per cent of a call).
 
     python benchmarks/flops_per_call.py training/ab/sr3-64-256-ab-*.json \
-        --json benchmarks/results/train_ab/natural_flops.json
+        --json benchmarks/results/sr3-64-256/train_ab_flops.json
 """
 
 from __future__ import annotations

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/noise_level_probe_<model>.json)")
+    parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/<model>/noise_level_probe.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     config_path, weights_path = resolve_model_files(args.model_path or args.model)
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"what": __doc__.splitlines()[0], "model": args.model, "weights_sha256": sha256_file(weights_path),
               "data": str(data).replace(str(HERE.parent.parent), ".."), "images": int(hr.shape[0]),
               "sigma_data": sigma_data, "uniform_fraction": args.uniform_fraction, "prediction": config.prediction, "seed": args.seed, "bins": rows}
-    out = args.out or HERE / "results" / f"noise_level_probe_{args.model}.json"
+    out = args.out or HERE / "results" / args.model / "noise_level_probe.json"
     write_atomically(out, lambda f: f.write((json.dumps(result, indent=1) + "\n").encode()), overwrite=True)
     print(f"{args.model}: {hr.shape[0]} val images, sigma_data {sigma_data:.4f} (residual: {config.residual})")
     print(f"| t | sigma/sigma_data | SR3 draws | log-normal + {args.uniform_fraction:.0%} SR3 draws | grid 5/20/50 | loss L1 | x0 MSE / sigma_data^2 |")

@@ -13,7 +13,7 @@ one-step recipes are measured once per consistency mode (as DDIM, eta 0, linear)
 The grid and the rule that picks the presets from it live in `sr3infer.sampling.preset_rule` (also used by
 scripts/bundle_model.py and tests/test_bundled.py); see its docstring.
 
-Each recipe is merged into benchmarks/results/preset_search_<model>.json as soon as it is measured, keyed by
+Each recipe is merged into benchmarks/results/<model>/preset_search.json as soon as it is measured, keyed by
 the recipe and tied to the weights' sha256: a file measured on other weights is refused, not mixed.
 """
 
@@ -210,11 +210,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", help="JSON file (default benchmarks/results/preset_search_<model>.json)")
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/<model>/preset_search.json)")
     parser.add_argument("--report", action="store_true", help="only the table, plot and presets from the JSON file")
     parser.add_argument("--write-config", metavar="FOLDER", help="with --report: store the presets in FOLDER/config.json")
     args = parser.parse_args()
-    out = Path(args.out or HERE / "results" / f"preset_search_{args.model}.json")
+    out = Path(args.out or HERE / "results" / args.model / "preset_search.json")
     report(args, out) if args.report else measure(args, out)
 
 

@@ -5,7 +5,7 @@
     python benchmarks/sampling_quality.py --recipes                         # the sampling levers side by side
     python benchmarks/sampling_quality.py --report                          # table, plot and recommendation only
 
-Each point is merged into benchmarks/results/sampling_quality.json (by key) as soon as it is measured, so
+Each point is merged into benchmarks/results/<model>/sampling_quality.json (by key) as soon as it is measured, so
 several runs can share the file; the PNG plot and the recommendation (the fewest steps within 0.2 dB PSNR
 and 10% consistency of the 2000-step ancestral result) are rebuilt from the whole file.
 """
@@ -222,9 +222,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--out", default=str(HERE / "results" / "sampling_quality.json"))
+    parser.add_argument("--out", help="JSON file (default benchmarks/results/<model>/sampling_quality.json)")
     args = parser.parse_args()
-    out = Path(args.out)
+    out = Path(args.out or HERE / "results" / args.model / "sampling_quality.json")
     if not args.report:
         require(args.data)
         run(args, out)

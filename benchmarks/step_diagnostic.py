@@ -7,7 +7,7 @@ are measured (resumable), tied to the weights' sha256.
 
     python benchmarks/step_diagnostic.py sr3-face-8x --threads 1
     python benchmarks/step_diagnostic.py sr3-64-256 --steps 2 5 10 20 --consistency every
-    python benchmarks/step_diagnostic.py sr3-face-8x --reuse benchmarks/results/preset_search_sr3-face-8x.json
+    python benchmarks/step_diagnostic.py sr3-face-8x --reuse benchmarks/results/sr3-face-8x/preset_search.json
 
 `--reuse` copies the rows a preset search already measured with the same computation (same weights sha256, seed,
 image count, sampler, spacing, steps and consistency, one sample per image; `evaluate` seeds each image on its own,
@@ -51,10 +51,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--reuse", type=Path, help="a preset_search JSON whose matching rows are copied, not re-run")
-    parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/step_diagnostic_<model>.json)")
+    parser.add_argument("--out", type=Path, help="JSON (default benchmarks/results/<model>/step_diagnostic.json)")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    out = args.out or HERE / "results" / f"step_diagnostic_{args.model}.json"
+    out = args.out or HERE / "results" / args.model / "step_diagnostic.json"
     source = args.model_path or args.model
     sha = sha256_file(resolve_model_files(source)[1])
     result = json.loads(out.read_text()) if out.exists() else {}

@@ -7,7 +7,7 @@ preset search chose, write the model card from the measured JSON files, refresh 
     # 1. new weights (keeps the bundled config's recipes until a search on these weights has chosen new ones)
     python scripts/bundle_model.py sr3-face-8x --export runs/sr3-face-8x/export
     # 2. after `benchmarks/preset_search.py sr3-face-8x` on the bundled weights: presets, default, card, manifest
-    python scripts/bundle_model.py sr3-face-8x --search benchmarks/results/preset_search_sr3-face-8x.json
+    python scripts/bundle_model.py sr3-face-8x --search benchmarks/results/sr3-face-8x/preset_search.json
     # 3. rewrite config.json and the safetensors metadata in the current format, tensors byte for byte unchanged
     python scripts/bundle_model.py sr3-face-8x --restamp
 
@@ -113,7 +113,7 @@ def restamp(name: str) -> None:
         raise SystemExit(f"{weights}: the tensor bytes changed on re-saving; restore it from git.")
     write_atomically(dest / "config.json", lambda handle: handle.write(config.to_json().encode()), overwrite=True)
     new_sha = sha256_file(weights)
-    search = REPO / "benchmarks" / "results" / f"preset_search_{name}.json"
+    search = REPO / "benchmarks" / "results" / name / "preset_search.json"
     if search.exists() and old_sha != new_sha:
         text = search.read_text()
         if old_sha in text:
@@ -143,8 +143,8 @@ def _portable(path: str) -> str:
 
 
 def step_diagnostic_section(name: str, sha: str) -> str:
-    """The card's step-count table from benchmarks/results/step_diagnostic_<name>.json, if measured on these weights."""
-    path = REPO / "benchmarks" / "results" / f"step_diagnostic_{name}.json"
+    """The card's step-count table from benchmarks/results/<name>/step_diagnostic.json, if measured on these weights."""
+    path = REPO / "benchmarks" / "results" / name / "step_diagnostic.json"
     command = f"python benchmarks/step_diagnostic.py {name} --threads 1"
     diag = json.loads(path.read_text()) if path.exists() else {}
     if diag.get("weights_sha256") != sha:

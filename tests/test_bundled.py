@@ -74,7 +74,7 @@ def test_presets_are_the_searched_ones(name):
     from sr3infer.sampling import preset_rule as presets
     from sr3infer.hub.manifest import sha256_file
 
-    search = json.loads((REPO / "benchmarks" / "results" / f"preset_search_{name}.json").read_text())
+    search = json.loads((REPO / "benchmarks" / "results" / name / "preset_search.json").read_text())
     weights = REPO / "sr3infer" / "bundled" / name / "model.safetensors"
     assert search["weights_sha256"] == sha256_file(weights), "search on other weights"
     config = Upscaler.from_pretrained(name, device="cpu").config

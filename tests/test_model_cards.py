@@ -16,7 +16,7 @@ def test_bundled_cards_metadata_matches_their_measurements(name):
     card = ModelCard.load(REPO / "sr3infer" / "bundled" / name / "README.md")
     data = card.data
     assert data.library_name == "sr3infer" and data.pipeline_tag == "image-to-image" and data.license
-    search = json.loads((REPO / "benchmarks" / "results" / f"preset_search_{name}.json").read_text())
+    search = json.loads((REPO / "benchmarks" / "results" / name / "preset_search.json").read_text())
     results = {(r.metric_name.rsplit(", ", 1)[1].split()[0], r.metric_type): r.metric_value for r in data.eval_results}
     for preset, chosen in search["presets"].items():
         measured = search["runs"][chosen["key"]]["model"]

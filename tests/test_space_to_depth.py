@@ -180,7 +180,7 @@ def test_size_guard_prices_the_smaller_maps():
 
 
 def test_natural_ab_arms_differ_only_in_the_network():
-    """The three pre-registered arms (benchmarks/results/train_ab/README_natural.md) load, build, and share
+    """The three pre-registered arms (benchmarks/results/sr3-64-256/train_ab.md) load, build, and share
     data, recipe, seed and time budget; only the network section and the run name differ."""
     from sr3infer.train.loop import TrainConfig
 
