@@ -117,9 +117,9 @@ class Cascade:
             images: what `Upscaler.upscale` takes (PIL images, an (N, H, W, C) array, an (N, C, H, W) tensor, one
                 image), or a callable `base(count)` returning one (a diffusers pipeline output is unwrapped).
             count: how many images to ask a callable `images` for.
-            num_steps, sampler, spacing, start_noise_level, consistency, preset, recipe, num_samples, and the
-                sampler options (`sampler_options`, e.g. eta): the recipe of each stage (see `Upscaler.upscale`),
-                one value for all stages or one per stage.
+            num_steps, sampler, spacing, start_noise_level, consistency, preset, recipe, num_samples: the
+                recipe of each stage (see `Upscaler.upscale`), one value for all stages or one per stage.
+            sampler_options: the samplers' own options (e.g. eta), one value or one per stage.
             noise_level: per stage, the std (in [-1, 1] units) of Gaussian noise added to the stage's input first
                 (conditioning augmentation, as in SR3's and Imagen's cascades); 0 adds none.
             seed: stage s draws from `seed + s * seeding.STAGE_STRIDE`, image k (sample j of K) from that plus
