@@ -65,6 +65,8 @@ class Upscaler:
         self.dtype = torch.float32
         self.source: str | None = None
         self._seconds_per_unet_pixel: dict[tuple[str, torch.dtype], float] = {}  # measured by runs, for estimate()
+        self._students: dict[str, Upscaler] = {}  # the models of recipes with `weights` (a fast preset), loaded once
+        self._hub_options: dict[str, Any] = {}  # how this model was fetched, for its students
         self.to(device if device is not None else _default_device(), torch_dtype)
 
     # Loading and saving.
@@ -109,6 +111,7 @@ class Upscaler:
         model = build_model(config, state)
         upscaler = cls(config, model, device=device, torch_dtype=torch_dtype)
         upscaler.source = str(name_or_path)
+        upscaler._hub_options = {"cache_dir": cache_dir, "token": token, "local_files_only": local_files_only}
         return upscaler
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype = torch.float32, card: str | None = None) -> Path:
@@ -128,7 +131,28 @@ class Upscaler:
         self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.device, self.dtype = device, dtype
         self.fast_path.reset()  # compiled code and graphs belong to the old device/dtype
+        self._students = {}  # loaded again, on this device and dtype, when a recipe asks for one
         return self
+
+    def weights_for(self, recipe: Recipe) -> Upscaler:
+        """The Upscaler whose network runs `recipe`: this one, or the model `recipe.weights` names (a distilled
+        student, as a `fast` preset carries), loaded once on this device and dtype. A name is looked up beside
+        this model's folder first, then as `from_pretrained` takes it."""
+        name = recipe.weights
+        if name is None:
+            return self
+        if name not in self._students:
+            beside = Path(self.source).parent / name if self.source and Path(self.source).is_dir() else None
+            student = Upscaler.from_pretrained(beside if beside is not None and beside.is_dir() else name,
+                                               device=self.device, torch_dtype=self.dtype, **self._hub_options)
+            mine, theirs = self.config, student.config
+            if (theirs.scale, theirs.lowres_size, theirs.prediction, theirs.residual, theirs.schedule) != (
+                    mine.scale, mine.lowres_size, mine.prediction, mine.residual, mine.schedule):
+                raise ValueError(f"The recipe runs the weights of {name!r}, which do not share this model's scale, "
+                                 "trained size, prediction and noise schedule; a student must be distilled from "
+                                 "this model. Check the preset's \"weights\" in config.json.")
+            self._students[name] = student
+        return self._students[name]
 
     def enable_compile(self, mode: str | None = None, *, backend: str = "inductor", enabled: bool = True) -> Upscaler:
         """Run the U-Net through `torch.compile` (compiled on the first call of each shape). Returns self.
@@ -285,6 +309,7 @@ class Upscaler:
         `recipe` None: the model's default. Arguments as `upscale`; returns the `CallPlan` that `run_plan` runs.
         """
         recipe = self.config.recipe() if recipe is None else recipe
+        self.weights_for(recipe)  # a student's files are found (or refused) now
         max_output_pixels = _check_max_output_pixels(max_output_pixels)
         seed = seeding.check_seed(seed)
         _check_generator(generator)
@@ -367,6 +392,10 @@ class Upscaler:
     def sample(self, lowres: Tensor, plan: PassPlan, generator: Generators, progress: bool = True,
                callback: Callback | None = None) -> Tensor:
         """One sampling run of a planned pass: (B, 3, h, w) in [-1, 1] -> (B, 3, H, W) in [-1, 1]."""
+        runner = self.weights_for(plan.recipe)
+        if runner is not self:  # a student's weights: the same pass on its network
+            return runner.sample(lowres, replace(plan, recipe=replace(plan.recipe, weights=None)), generator,
+                                 progress, callback)
         recipe, gammas = plan.recipe, plan.gammas
         consistency = recipe.consistency
         if not torch.isfinite(lowres).all():

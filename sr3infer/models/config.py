@@ -28,7 +28,7 @@ FORMAT_VERSION = 1  # of the files sr3infer writes: the weights manifest and mod
 
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
-PRESETS = ("fidelity", "realism")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
+PRESETS = ("fidelity", "realism", "fast")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
 
 
 class _Unset:
@@ -62,9 +62,12 @@ class Recipe:
     consistency: str = "none"                # "none", "final" or "every" (DDNM-style, on each x0)
     options: Mapping[str, float] = field(default_factory=dict)  # the sampler's options, e.g. {"eta": 1.0} for ddim
     num_samples: int = 1                     # samples per image averaged into the output (1: one plain sample)
+    weights: str | None = None               # another model's weights (a distilled student), by name or folder
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", sorted(SAMPLERS))
+        if self.weights is not None and (not isinstance(self.weights, str) or not self.weights.strip()):
+            raise ConfigError("weights", "a model name or folder (a distilled student), or null", self.weights)
         object.__setattr__(self, "num_steps", check_int(self.num_steps, "num_steps", 1, MAX_TRAIN_TIMESTEPS))
         check_choice(self.spacing, "spacing", SPACINGS)
         if self.start_noise_level is not None:
@@ -85,7 +88,7 @@ class Recipe:
 
     def __hash__(self) -> int:
         return hash((self.sampler, self.num_steps, self.spacing, self.start_noise_level, self.consistency,
-                     tuple(sorted(self.options.items())), self.num_samples))
+                     tuple(sorted(self.options.items())), self.num_samples, self.weights))
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
@@ -100,9 +103,9 @@ class Recipe:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `from_dict` input; `num_samples` only when it is not 1 (configs without it read as one sample)."""
+        """The `from_dict` input; `num_samples` only when it is not 1 and `weights` only when set (the defaults)."""
         return {f.name: (dict(self.options) if f.name == "options" else getattr(self, f.name)) for f in fields(self)
-                if f.name != "num_samples" or self.num_samples != 1}
+                if (f.name != "num_samples" or self.num_samples != 1) and (f.name != "weights" or self.weights)}
 
     def override(self, **settings: Any) -> Recipe:
         """This recipe with `settings` replaced: fields (num_steps, sampler, ...) or sampler options (eta, ...).
