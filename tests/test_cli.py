@@ -281,16 +281,15 @@ def test_without_model_the_input_size_picks_a_bundled_model_or_the_run_stops(tmp
 def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsys):
     import dataclasses
 
-    from sr3infer import cli
     from sr3infer.hub import manifest
 
-    assert cli.default_models() == {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "natural photos")}
+    assert manifest.default_models() == {16: ("sr3-face-8x", "faces"), 64: ("sr3-64-256", "natural photos")}
     real = manifest.load_manifest()
     entry = real.models["sr3-face-8x"]
     moved = dataclasses.replace(entry, task=dataclasses.replace(entry.task, input_size=24, domain="portraits"))
     monkeypatch.setattr(manifest, "load_manifest", lambda *a, **k: dataclasses.replace(
         real, models={**real.models, "sr3-face-8x": moved}))
-    assert cli.default_models() == {24: ("sr3-face-8x", "portraits"), 64: ("sr3-64-256", "natural photos")}
+    assert manifest.default_models() == {24: ("sr3-face-8x", "portraits"), 64: ("sr3-64-256", "natural photos")}
     src = _png(tmp_path / "in.png", 16)  # 16x16 is no longer a bundled model's size: no silent pick
     assert main([str(src), "-o", str(tmp_path / "out.png")]) == 2
     assert "24x24 (sr3-face-8x, portraits)" in capsys.readouterr().err
@@ -336,3 +335,34 @@ def test_a_heavy_run_states_its_cost_first_from_the_measured_speed(tmp_path, mod
                         r"now on cpu\); fewer --steps or --samples cost less", cost[0])
     code, lines = _cli(capsys, src, "-o", tmp_path / "light.png", "--model", model, "--steps", 5)
     assert code == 0 and not any("network calls" in line for line in lines)
+
+
+def test_a_new_sampler_option_is_a_flag_with_no_edit_to_the_cli(monkeypatch, tmp_path, model, capsys):
+    """A toy sampler with its own option is one function and one registry line: `--sampler toy --s-noise X`."""
+    from sr3infer.sampling.samplers import SAMPLERS
+
+    seen = []
+
+    def sample_toy(denoise, x, gammas, *, s_noise: float = 1.0, clip_denoised=True, generator=None, callback=None,
+                   disable=False):
+        """One jump to the clean estimate at the noisiest level; it records the option it was given."""
+        seen.append(s_noise)
+        return denoise(x, gammas[:1].sqrt().expand(x.shape[0]))
+
+    monkeypatch.setitem(SAMPLERS, "toy", sample_toy)
+    for command in ([], ["eval"], ["cascade"]):
+        assert main([*command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert "--s-noise" in text and "option s_noise of the toy sampler" in text
+        assert re.search(r"ancestral, ?ddim, ?dpmpp_2m, ?toy", text)  # --sampler's choices
+    src = _png(tmp_path / "in.png")
+    code, lines = _cli(capsys, src, "-o", tmp_path / "ddim.png", "--model", model, "--sampler", "ddim", "--s-noise", 0.5)
+    assert code == 2 and lines == ["sr3infer: error: --sampler ddim has no option --s-noise (its options: --eta); "
+                                   "leave --s-noise out or pass --sampler toy"]
+    code, lines = _cli(capsys, src, "-o", tmp_path / "inf.png", "--model", model, "--sampler", "toy", "--s-noise", "inf")
+    assert code == 2 and lines[0].startswith("sr3infer: error: --s-noise must be a finite number, got inf;")
+    assert not seen
+    code, lines = _cli(capsys, src, "-o", tmp_path / "toy.png", "--model", model, "--sampler", "toy", "--s-noise", 0.5,
+                       "--steps", 2, "--quiet")
+    assert (code, lines) == (0, [])
+    assert seen == [0.5]  # needs Upscaler.upscale(**sampler_options), which passes the option on by its name
