@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any, Iterable
+from dataclasses import MISSING, fields
+from typing import Any, Iterable, TypeVar
 
 __all__ = ["reject_unknown_keys", "first_line", "parse_json", "UsageError", "Cancelled"]
 
@@ -15,6 +16,20 @@ def reject_unknown_keys(data: dict, known: Iterable[str], what: str) -> None:
     unknown = sorted(set(data) - known)
     if unknown:
         raise ValueError(f"Unknown {what} keys {unknown}; expected a subset of {sorted(known)}.")
+
+
+T = TypeVar("T")
+
+
+def dataclass_from_dict(cls: type[T], data: dict, what: str) -> T:
+    """`cls(**data)` for a dataclass, after refusing unknown keys and naming the missing required ones
+    (`what`: "training config", "distill config", ...)."""
+    reject_unknown_keys(data, (f.name for f in fields(cls)), what)  # type: ignore[arg-type]
+    missing = sorted(f.name for f in fields(cls) if f.name not in data  # type: ignore[arg-type]
+                     and f.default is MISSING and f.default_factory is MISSING)
+    if missing:
+        raise ValueError(f"{what[:1].upper()}{what[1:]} is missing required key(s) {missing}.")
+    return cls(**data)
 
 
 def first_line(err: BaseException) -> str:

@@ -92,3 +92,21 @@ def example_faces() -> torch.Tensor:
 def pixels(image: Image.Image) -> torch.Tensor:
     """An image file's RGB pixels as (3, H, W) float32 in [-1, 1] (x / 127.5 - 1, as the eval protocols read them)."""
     return torch.from_numpy(np.asarray(image.convert("RGB"), dtype=np.float32)).permute(2, 0, 1) / 127.5 - 1
+
+
+def image_in_mode(mode: str, rng: np.random.Generator, size: int = 8) -> Image.Image:
+    """A random `size`x`size` PIL image in `mode` (16-bit gray "I;16" and float "F" made directly, others by convert)."""
+    if mode == "I;16":
+        return Image.fromarray(rng.integers(0, 65536, (size, size), dtype=np.uint16))
+    if mode == "F":
+        return Image.fromarray(rng.random((size, size), dtype=np.float32), mode="F")
+    return Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).convert(mode)
+
+
+def cli_case(tmp_path: Path, model: Path, monkeypatch, setup) -> tuple[Path, list[str]]:
+    """A bad-input table row set up: tmp_path/work made the current folder, and the argv `setup(work, model,
+    monkeypatch)` builds, as strings."""
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    return work, [str(a) for a in setup(work, model, monkeypatch)]

@@ -23,6 +23,8 @@ from sr3infer.hub.fetch import download_model
 from sr3infer.upscaler import Upscaler
 from sr3infer.models.weights import build_model
 
+from conftest import cli_case
+
 from test_train import TINY_MODEL
 
 
@@ -196,10 +198,7 @@ IO_CASES = [
 
 @pytest.mark.parametrize("setup, code, fragment", [pytest.param(*case[1:], id=case[0]) for case in IO_CASES])
 def test_io_case(tmp_path, model, capsys, monkeypatch, setup, code, fragment):
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    argv = [str(a) for a in setup(work, model, monkeypatch)]
+    work, argv = cli_case(tmp_path, model, monkeypatch, setup)
     before = _files(tmp_path)  # the model and everything beside work/ too: a run name with '..' escaped out_dir
     got = main(argv)
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ from sr3infer.train.data import make_lowres
 from sr3infer.upscaler import Upscaler
 from sr3infer.models.weights import build_model
 
-from conftest import REPO, example_faces
+from conftest import REPO, cli_case, example_faces
 
 RNG = np.random.default_rng(0)
 GIB = 2**30
@@ -233,10 +233,7 @@ CASES = [
 
 @pytest.mark.parametrize("setup, code, fragment", [pytest.param(*case[1:], id=case[0]) for case in CASES])
 def test_bad_input_case(tmp_path, model, capsys, monkeypatch, setup, code, fragment):
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    argv = [str(a) for a in setup(work, model, monkeypatch)]
+    work, argv = cli_case(tmp_path, model, monkeypatch, setup)
     before = _files(work)
     assert main(argv) == code
     err = capsys.readouterr().err

@@ -13,6 +13,8 @@ from PIL import Image, PngImagePlugin
 from sr3infer.images import io as imageio
 from sr3infer.images.io import load_image, prepare, restore, save_image
 
+from conftest import image_in_mode
+
 RNG = np.random.default_rng(0)
 
 
@@ -86,14 +88,6 @@ def test_a_good_file_loads_fully(png, jpeg):
 # Modes: converted, never a crash.
 
 
-def _image(mode: str) -> Image.Image:
-    if mode == "I;16":
-        return Image.fromarray(RNG.integers(0, 65536, (8, 8), dtype=np.uint16))
-    if mode == "F":
-        return Image.fromarray(RNG.random((8, 8), dtype=np.float32), mode="F")
-    return Image.fromarray(_rgb()).convert(mode)
-
-
 @pytest.mark.parametrize("mode, gray, alpha, bits", [
     ("RGB", False, False, 8), ("RGBA", False, True, 8), ("L", True, False, 8), ("LA", True, True, 8),
     ("P", False, False, 8), ("PA", False, True, 8), ("CMYK", False, False, 8), ("YCbCr", False, False, 8),
@@ -101,7 +95,7 @@ def _image(mode: str) -> Image.Image:
     ("RGBa", False, True, 8), ("La", True, True, 8), ("HSV", False, False, 8), ("LAB", False, False, 8),
 ])
 def test_every_pil_mode_is_converted(mode, gray, alpha, bits):
-    (prep,) = prepare(_image(mode))
+    (prep,) = prepare(image_in_mode(mode, RNG))
     assert prep.rgb.shape == (1, 3, 8, 8) and prep.rgb.dtype == torch.float32
     assert -1 <= prep.rgb.min() and prep.rgb.max() <= 1
     assert (prep.gray, prep.alpha is not None, prep.bits) == (gray, alpha, bits)
@@ -196,7 +190,7 @@ def test_integer_arrays_round_trip_exactly(image):
 
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "I;16"])
 def test_pil_images_round_trip_exactly(mode):
-    image = _image(mode)
+    image = image_in_mode(mode, RNG)
     (prep,) = prepare(image)
     back = restore(prep.rgb, prep)
     assert back.mode == image.mode
@@ -227,7 +221,7 @@ def _eight_bit(image: Image.Image) -> np.ndarray:
 @pytest.mark.parametrize("mode", ["RGB", "L", "RGBA", "LA", "I;16", "F"])
 @pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".bmp", ".tif"])
 def test_every_output_mode_can_be_written_in_every_format(tmp_path, mode, suffix):
-    image = _image(mode)
+    image = image_in_mode(mode, RNG)
     back = load_image(save_image(image, tmp_path / f"out{suffix}"))
     assert back.size == image.size
     if suffix in (".jpg", ".webp"):  # lossy and chroma-subsampled, on noise: only the level must survive
@@ -237,10 +231,10 @@ def test_every_output_mode_can_be_written_in_every_format(tmp_path, mode, suffix
 
 
 def test_16_bit_and_float_survive_where_the_format_allows(tmp_path):
-    sixteen = _image("I;16")
+    sixteen = image_in_mode("I;16", RNG)
     assert np.array_equal(np.asarray(load_image(save_image(sixteen, tmp_path / "a.png"))), np.asarray(sixteen))
     assert np.array_equal(np.asarray(load_image(save_image(sixteen, tmp_path / "a.tif"))), np.asarray(sixteen))
-    floats = _image("F")
+    floats = image_in_mode("F", RNG)
     assert np.array_equal(np.asarray(load_image(save_image(floats, tmp_path / "f.tif"))), np.asarray(floats))
 
 

@@ -19,7 +19,7 @@ from sr3infer.sampling.samplers import SAMPLERS, sample_ddim
 from sr3infer.upscaler import Upscaler
 from sr3infer.models.weights import build_model
 
-from conftest import FIXTURES, require
+from conftest import FIXTURES, image_in_mode, require
 
 RNG = np.random.default_rng(0)
 
@@ -111,20 +111,12 @@ def test_a_batch_equals_the_images_one_by_one(tiny_upscaler):
 # Input kinds: the same kind, count, mode/dtype come back, `scale` times larger.
 
 
-def _pil(mode: str) -> Image.Image:
-    if mode == "I;16":
-        return Image.fromarray(RNG.integers(0, 65536, (8, 8), dtype=np.uint16))
-    if mode == "F":
-        return Image.fromarray(RNG.random((8, 8), dtype=np.float32), mode="F")
-    return Image.fromarray(_rgb()).convert(mode)
-
-
 @pytest.mark.parametrize("mode, out_mode", [
     ("RGB", "RGB"), ("L", "L"), ("RGBA", "RGBA"), ("LA", "LA"), ("I;16", "I;16"), ("F", "F"),
     ("P", "RGB"), ("CMYK", "RGB"), ("1", "L"), ("YCbCr", "RGB"),
 ])
 def test_pil_modes(tiny_upscaler, mode, out_mode):
-    result = run(tiny_upscaler, _pil(mode))
+    result = run(tiny_upscaler, image_in_mode(mode, RNG))
     assert isinstance(result, Image.Image)
     assert result.mode == out_mode and result.size == (16, 16)
 
@@ -229,7 +221,7 @@ def test_rgba_keeps_its_alpha_upscaled_separately(tiny_upscaler):
 
 
 def test_16_bit_inputs_keep_16_bits(tiny_upscaler):
-    result = run(tiny_upscaler, _pil("I;16"))
+    result = run(tiny_upscaler, image_in_mode("I;16", RNG))
     values = np.asarray(result)
     assert result.mode == "I;16" and values.dtype == np.uint16
     assert values.max() > 255 and (values % 257 != 0).any()  # real 16-bit values, not 8-bit ones scaled

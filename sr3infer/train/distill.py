@@ -23,7 +23,7 @@ import os
 import random
 import re
 import time
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -34,7 +34,7 @@ from torch import Tensor
 
 from ..models.registry import get_architecture
 from ..models.config import CONSISTENCY_MODES, ModelConfig, Recipe, ReportSettings
-from ..errors import reject_unknown_keys
+from ..errors import dataclass_from_dict
 from ..sampling.prediction import eps_from_x0, to_x0
 from ..images.resample import bicubic, consistency_projection, project_onto_input
 from ..sampling.schedule import SPACINGS
@@ -127,12 +127,7 @@ class DistillConfig:
             data = json.loads(Path(path).read_text(encoding="utf-8"))
             if not isinstance(data, dict):
                 raise ValueError("a distill config must be a JSON object")
-            reject_unknown_keys(data, (f.name for f in fields(cls)), "distill config")
-            missing = sorted(f.name for f in fields(cls) if f.name not in data and f.default is MISSING
-                             and f.default_factory is MISSING)
-            if missing:
-                raise ValueError(f"missing required key(s) {missing}")
-            return cls(**data)
+            return dataclass_from_dict(cls, data, "distill config")
         except (OSError, ValueError) as err:
             raise ValueError(f"{path}: {err}") from None
 

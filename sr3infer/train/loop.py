@@ -14,7 +14,7 @@ import random
 import re
 import sys
 import time
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import cast
 
@@ -24,7 +24,7 @@ from torch import Tensor
 
 from ..models.config import ModelConfig
 from ..runtime.distributed import DistContext, init_from_env, launched_by_torchrun
-from ..errors import reject_unknown_keys
+from ..errors import dataclass_from_dict
 from ..sampling.prediction import training_target
 from ..images.resample import bicubic, spatial_size
 from ..models.weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
@@ -105,12 +105,7 @@ class TrainConfig:
         if not isinstance(data, dict):
             raise ValueError(f"Training config {str(path)!r} must be a JSON object, got {type(data).__name__}.")
         try:
-            reject_unknown_keys(data, (f.name for f in fields(cls)), "training config")
-            missing = sorted(f.name for f in fields(cls) if f.name not in data and f.default is MISSING
-                             and f.default_factory is MISSING)
-            if missing:
-                raise ValueError(f"Training config is missing required key(s) {missing}.")
-            return cls(**data)
+            return dataclass_from_dict(cls, data, "training config")
         except ValueError as err:
             raise ValueError(f"{path}: {err}") from None
 
