@@ -111,7 +111,7 @@ def run_case(spec: dict) -> dict:
 
 
 def summarise(rows: list[dict]) -> dict:
-    """The ranges the constants in sr3infer/limits.py are checked against."""
+    """The ranges the constants in sr3infer/size_guard.py are checked against."""
     import torch
 
     from sr3infer import size_guard as limits

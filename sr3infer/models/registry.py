@@ -2,8 +2,8 @@
 
 Each entry says everything the rest of the package needs to know about a network (spandrel's
 `ArchRegistry` is the model): how to read its config, how to build it, the tensor shapes its weights
-must have, how much memory a call costs (for the size guard in `limits.py`), and how the condition
-reaches it. `weights.py`, `limits.py` and `upscaler.py` only go through this table. Adding an
+must have, how much memory a call costs (for the size guard in `size_guard.py`), and how the condition
+reaches it. `weights.py`, `size_guard.py` and `upscaler.py` only go through this table. Adding an
 architecture is one `Architecture(...)` and one `register(...)` (see docs/ARCHITECTURE.md).
 """
 
