@@ -29,7 +29,7 @@ import warnings
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterable, Iterator, cast
+from typing import IO, Any, Callable, Iterable, Iterator, Protocol, cast
 
 import numpy as np
 from PIL import Image
@@ -39,8 +39,16 @@ from .images.io import check_input_file, write_atomically
 from .seeding import MAX_SEED
 from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
 
-if TYPE_CHECKING:
-    from .upscaler import Upscaler
+
+
+class Upscales(Protocol):
+    """What a video run needs of its model (an `sr3infer.Upscaler`): its config, its recipes and `upscale`."""
+
+    config: Any
+
+    def sampling_recipe(self, recipe: Any = None, preset: str | None = None, **settings: Any) -> Any: ...
+
+    def upscale(self, images: Any, **kwargs: Any) -> Any: ...
 
 __all__ = ["VIDEO_SUFFIXES", "VideoResult", "is_video_path", "upscale_video"]
 
@@ -104,7 +112,7 @@ class VideoResult:
 
 
 def upscale_video(
-    upscaler: Upscaler,
+    upscaler: Upscales,
     source: str | os.PathLike | Iterable[Any],
     output_path: str | os.PathLike,
     *,
@@ -415,7 +423,7 @@ def _frame_array(item: Any, index: int) -> np.ndarray:
 
 # Upscaling one frame.
 
-def _upscale_frame(upscaler: Upscaler, rgb: np.ndarray, seed: int, kwargs: dict[str, Any],
+def _upscale_frame(upscaler: Upscales, rgb: np.ndarray, seed: int, kwargs: dict[str, Any],
                    seen: set[str]) -> np.ndarray:
     """One frame through the public `upscale()`; its warnings (off-size input, slow run) are shown once per video."""
     with warnings.catch_warnings(record=True) as caught:
