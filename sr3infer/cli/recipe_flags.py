@@ -62,7 +62,8 @@ def recipe_flags() -> list[RecipeFlag]:
                for option, takers in sampler_options().items()]
     overrides = "/".join(f.flag for f in fixed + options)
     preset = RecipeFlag("preset", "--preset", str, list(PRESETS), "P",
-                        "the model's named recipe: fidelity (best PSNR) or realism (lowest KID at a PSNR floor); "
+                        "the model's named recipe: fidelity (best PSNR), realism (lowest KID at a PSNR floor) or fast "
+                        "(a distilled student, 1-2 network calls, where the model has one); "
                         f"{overrides} override parts of it (default: the model's default recipe)")
     return [*fixed, preset, *options]
 
