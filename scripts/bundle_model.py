@@ -130,7 +130,7 @@ def _fmt(metric: str, value: float | None) -> str:
 
 
 def recipe_text(r: dict) -> str:
-    eta = f", eta {r['eta']:g}" if r["sampler"] == "ddim" else ""
+    eta = f", eta {r.get('eta', r.get('options', {}).get('eta', 0.0)):g}" if r["sampler"] == "ddim" else ""
     k = int(r.get("num_samples", 1))
     mean = f", the mean of {k} samples" if k > 1 else ""
     return (f"{r['sampler']}, {r['num_steps']} step{'s' if r['num_steps'] > 1 else ''}, {r['spacing']} spacing{eta}, "
@@ -174,7 +174,8 @@ def write_presets_and_card(name: str, search_path: Path, history_path: Path) -> 
         raise SystemExit(f"{search_path} has presets {sorted(presets)}; run `preset_search.py {name} --report` first.")
     config = read_config(dest / "model.safetensors", dest / "config.json")
     recipes = {k: Recipe.from_dict(v["recipe"]) for k, v in presets.items()}
-    config = replace(config, presets=recipes, sampling=recipes["realism"])
+    fast = {k: v for k, v in config.presets.items() if k == "fast"}  # a student's preset is not the search's
+    config = replace(config, presets={**recipes, **fast}, sampling=recipes["realism"])
     runs = search["runs"]
     rows = {k: runs[v["key"]] for k, v in presets.items()}
     bicubic = next(iter(runs.values()))["bicubic"]
@@ -304,6 +305,83 @@ Every stretch so far (`{history_path.relative_to(REPO)}`; loss curves in the log
     print(f"wrote presets {sorted(recipes)} (default realism) and the card into {dest}")
 
 
+def bundle_student(name: str, teacher: str, export: Path, score_path: Path, record_path: Path) -> None:
+    """Release a distilled student: its fp16 weights as bundled/<name>/ with a card written from the score JSON
+    (`benchmarks/student_score.py`) and the distill record, a `fast` preset on the teacher that runs it, and its
+    manifest entry (the teacher's, with the student's description and metrics)."""
+    bundle_weights(name, export)
+    dest, teacher_dir = REPO / "sr3infer" / "bundled" / name, REPO / "sr3infer" / "bundled" / teacher
+    score, record = json.loads(score_path.read_text()), json.loads(record_path.read_text())
+    student = read_config(dest / "model.safetensors", dest / "config.json")
+    rows = score["presets"]
+    metrics = ("psnr", "ssim", "consistency_1e5", "kid_1e3")
+    heads = ("network calls", "PSNR (dB) ↑", "SSIM ↑", "consistency ×1e-5 ↓", "KID ×1e-3 ↓")
+    table = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads),
+             "| bicubic | 0 | " + " | ".join(_fmt(m, rows["fast"]["bicubic"].get(m)) for m in metrics) + " |"]
+    for preset, row in rows.items():
+        label = f"**{name}** (`{teacher}`, `preset=\"fast\"`)" if preset == "fast" else f"teacher `{teacher}` {preset}"
+        table.append(f"| {label} | {row['network_calls']} | " + " | ".join(_fmt(m, row["model"].get(m)) for m in metrics)
+                     + " |")
+    hours = record["precompute_core_hours"] + record["train_core_hours"]
+    card = f"""# {name}
+
+The one-network-call student of [`{teacher}`](../{teacher}/README.md), distilled from it ({record['date']}): the
+same network and task, run by `{teacher}`'s `fast` preset:
+
+```python
+from sr3infer import Upscaler
+big = Upscaler.from_pretrained("{teacher}").upscale(image, preset="fast")   # or: sr3infer IN -o OUT --model {teacher} --preset fast
+```
+
+## Quality on all val images, beside its teacher
+
+{score['images']} val crops ({score['data']}, protocol `{score['protocol']}`), KID against {' + '.join(score['reference'])},
+seed {score['seed']}, {score['dtype'].removeprefix('torch.')} on the CPU; measured by
+
+    {score['command']}
+
+{chr(10).join(table)}
+
+![teacher realism | fast | original](../../../benchmarks/results/{teacher}/fast_preset.png)
+
+*Left to right: the teacher's realism preset, this student (one call), the original (centre crops).*
+
+## How it was made
+
+{record['how']}
+
+- Teacher recipe: `{recipe_text(record['teacher_recipe'])}`; student recipe: `{recipe_text(student.sampling.to_dict())}`.
+- Pairs: {record['pairs']} (low-res input, start noise, teacher output, high-res crop), computed once in
+  {record['precompute_core_hours']:.2f} core-hours; training: {record['steps']} steps at batch {record['batch_size']} in
+  {record['train_core_hours']:.2f} core-hours ({hours:.2f} core-hours in all, {record['hardware']}).
+- Loss: {record['loss']}.
+- Config: `{record['config']}`; command: `{record['command']}`.
+
+## Licence
+
+The teacher's: see [`{teacher}`](../{teacher}/README.md).
+"""
+    write_atomically(dest / "README.md", lambda handle: handle.write(card.encode()), overwrite=True)
+    config = read_config(teacher_dir / "model.safetensors", teacher_dir / "config.json")
+    fast = Recipe.from_dict({**student.sampling.to_dict(), "weights": name})
+    config = replace(config, presets={**config.presets, "fast": fast})
+    write_atomically(teacher_dir / "config.json", lambda handle: handle.write(config.to_json().encode()), overwrite=True)
+    manifest_path = REPO / "sr3infer" / "weights_manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    entry = json.loads(json.dumps(manifest["models"][teacher]))
+    fast_row = rows["fast"]
+    entry.update(description=f"The one-call distilled student of {teacher} (its fast preset): "
+                             + manifest["models"][teacher]["description"], repo_id=f"sr3infer/{name}")
+    entry["files"] = {}
+    entry["metrics"] = {"data": f"../{score['data']}", "protocol": score["protocol"], "images": score["images"],
+                        "preset": "fast", "sampler": student.sampling.sampler, "num_steps": student.sampling.num_steps,
+                        **{k: round(v, 4) for k, v in fast_row["model"].items()},
+                        **{f"bicubic_{k}": round(v, 4) for k, v in fast_row["bicubic"].items()}}
+    manifest["models"][name] = entry
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    print(f"bundled the student {name}, its card, and {teacher}'s fast preset")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("name")
@@ -312,9 +390,19 @@ def main() -> None:
                         help="with --export: write the fp16 bundle into FOLDER, not the package (to score it first)")
     parser.add_argument("--search", type=Path, help="preset search JSON measured on the bundled weights")
     parser.add_argument("--history", type=Path, help="training history JSON (default training/history/<name>.json)")
+    parser.add_argument("--student-of", metavar="TEACHER", help="with --export, --score and --record: release a "
+                        "distilled student of TEACHER (its card, TEACHER's fast preset, the manifest entry)")
+    parser.add_argument("--score", type=Path, help="benchmarks/student_score.py's JSON for the student")
+    parser.add_argument("--record", type=Path, help="the distill record JSON (pairs, core-hours, loss, command)")
     parser.add_argument("--restamp", action="store_true",
                         help="rewrite config.json and the weights' metadata in the current format (tensors unchanged)")
     args = parser.parse_args()
+    if args.student_of:
+        if not (args.export and args.score and args.record):
+            parser.error("--student-of needs --export, --score and --record")
+        bundle_student(args.name, args.student_of, args.export, args.score, args.record)
+        subprocess.run([sys.executable, str(REPO / "scripts" / "update_manifest.py")], check=True)
+        return
     if not (args.export or args.search or args.restamp):
         parser.error("give --export, --search, --restamp or a combination")
     if args.restamp:
