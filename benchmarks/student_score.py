@@ -1,5 +1,6 @@
 """A model's `fast` preset (its distilled student) beside its teacher presets on the whole val set, as the preset
-search scores them (same data, protocol, KID reference, seed), and a picture: teacher realism | fast | original.
+search scores them (same data, protocol, KID reference, seed), and a picture: teacher realism | fast | original on
+the 4 val crops with the most detail.
 
     python benchmarks/student_score.py sr3-64-256                                   # the model's own fast preset
     python benchmarks/student_score.py sr3-64-256 --student runs/sr3-64-256-fast/export   # a candidate student
@@ -110,8 +111,10 @@ def main() -> int:
     out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if "realism" in outputs:
         hr = torch.stack(images)
-        picks = range(0, len(images), max(1, len(images) // 4))
-        picture([[outputs["realism"][i], outputs["fast"][i], hr[i]] for i in picks][:4], out.with_suffix(".png"))
+        # the 4 crops with the most detail (largest mean |horizontal + vertical difference| of the original)
+        detail = (hr.diff(dim=-1).abs().mean((1, 2, 3)) + hr.diff(dim=-2).abs().mean((1, 2, 3)))
+        picks = detail.argsort(descending=True)[:4].tolist()
+        picture([[outputs["realism"][i], outputs["fast"][i], hr[i]] for i in picks], out.with_suffix(".png"))
     print(f"wrote {out}")
     return 0
 
