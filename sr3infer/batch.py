@@ -1,16 +1,8 @@
-"""Files and folders in, files out: the batch runner behind `sr3infer` and `sr3infer cascade`, public for Python.
+"""Files and folders in, files out: the batch runner behind `sr3infer` and `sr3infer cascade`.
 
-    >>> from sr3infer import Upscaler
-    >>> from sr3infer.batch import upscale_files
-    >>> summary = upscale_files(Upscaler.from_pretrained("sr3-face-8x"), "faces/", "big/", seed=0)
-    >>> print(summary.line())
-
-A run is planned before anything is decoded (`plan_jobs`: every output path resolved and checked for
-collisions, format support and a writable place; existing files refused, replaced or skipped), then
-each file is checked from its header, decoded alone, and run in batches (`run_jobs`). File k of the
-sorted inputs always gets seed `seed + k`, whatever the batching, the ranks and the files that fail; a
-failing batch is retried one file at a time, so a bad file (unreadable, too large, out of memory)
-fails alone and the others go on.
+Every output path is planned and checked before anything is decoded (`plan_jobs`), then files run in
+batches (`run_jobs`). File k of the sorted inputs always gets seed `seed + k`, whatever the batching
+and ranks, and a failing batch is retried file by file, so a bad file fails alone.
 """
 
 from __future__ import annotations
@@ -50,34 +42,32 @@ Log = Callable[[str], None]
 
 @dataclass
 class Job:
-    """One input file and every file it produces: `outputs` maps each path to what is written there."""
+    """One input file and every file it produces."""
 
-    index: int                                   # position in the sorted input list: the seed is seed + index
+    index: int                # position in the sorted inputs: the seed is seed + index
     source: Path
-    outputs: dict[Path, str]                     # path -> "image", "uncertainty" or "stage<k>" (an earlier stage)
-    skip: bool = False                           # every output exists and skip_existing was asked
+    outputs: dict[Path, str]  # path -> "image", "uncertainty", "stage<k>" (an earlier stage), ...
+    skip: bool = False        # every output exists and skip_existing was asked
 
     @property
     def output(self) -> Path:
-        """The main output (the final image)."""
         return next(path for path, what in self.outputs.items() if what == "image")
 
 
 @dataclass
 class BatchSummary:
-    """What a run did: counts of files written, failed and skipped (existing outputs), per rank when sharded."""
+    """What a run did: files written, failed and skipped (existing), per rank when sharded."""
 
     written: int = 0
     failed: int = 0
     skipped: int = 0
     total: int = 0
-    per_rank: list[list[int]] = field(default_factory=list)   # [written, failed, skipped] of each rank
-    reports: dict[str, Any] = field(default_factory=dict)     # input path -> its ImageReport (run_jobs(report=True))
-    ignored: tuple[int, int] = (0, 0)                         # the input folder's subfolders and non-image files
+    per_rank: list[list[int]] = field(default_factory=list)  # [written, failed, skipped] per rank
+    reports: dict[str, Any] = field(default_factory=dict)    # input path -> its ImageReport
+    ignored: tuple[int, int] = (0, 0)                        # subfolders, non-image files
 
     def line(self) -> str:
-        """One line for the end of a run, e.g. "3 written, 1 failed, 2 skipped (existing) of 6 files; ignored 1
-        subfolder"."""
+        """One line for the end of a run, e.g. "3 written, 1 failed of 4 files"."""
         skipped = f", {self.skipped} skipped (existing)" if self.skipped else ""
         text = f"{self.written} written, {self.failed} failed{skipped} of {self.total} file{'s' if self.total != 1 else ''}"
         if len(self.per_rank) > 1:
@@ -89,10 +79,10 @@ class BatchSummary:
 
 
 def error_line(err: BaseException) -> str:
-    """The first line of an error's message, with a hint when it is out of memory (CUDA or CPU)."""
+    """The first line of an error's message, with a hint when it is out of memory."""
     message = first_line(err)
     lowered = message.lower()
-    if getattr(err, "fallback_tried", False):  # sr3infer.runtime.oom already retried smaller tiles and batches; its hint is in
+    if getattr(err, "fallback_tried", False):  # runtime.oom retried and gave its hint
         return message
     if isinstance(err, MemoryError) or any(s in lowered for s in ("out of memory", "can't allocate memory",
                                                                    "cannot allocate memory", "not enough memory",
@@ -105,12 +95,8 @@ def error_line(err: BaseException) -> str:
 
 
 def collect_inputs(source: str | os.PathLike) -> list[Path]:
-    """The sorted image files of a folder (by suffix, regular files only), or `[source]` for one regular file.
-
-    Raises:
-        FileNotFoundError: `source` does not exist.
-        ValueError: a folder without images, or a FIFO, device or socket (which would block or never end).
-    """
+    """The sorted image files of a folder (by suffix), or `[source]` for one regular file:
+    FileNotFoundError if missing, ValueError for an empty folder or a FIFO, device or socket."""
     source = Path(source)
     if source.is_dir():
         files = sorted(p for p in source.iterdir() if p.is_file() and p.suffix.lower() in imageio.IMAGE_SUFFIXES)
@@ -126,8 +112,7 @@ def collect_inputs(source: str | os.PathLike) -> list[Path]:
 
 
 def ignored_entries(source: str | os.PathLike) -> tuple[int, int]:
-    """What `collect_inputs` leaves out of a folder: (subfolders, other entries that are not images by suffix);
-    (0, 0) for a file."""
+    """What `collect_inputs` leaves out of a folder: (subfolders, non-image entries)."""
     source = Path(source)
     if not source.is_dir():
         return 0, 0
@@ -151,21 +136,17 @@ def plan_jobs(
     skip_existing: bool = False,
     folder: bool | None = None,
 ) -> list[Job]:
-    """The job of each input: its output paths, checked before anything runs.
+    """The job of each input, its output paths checked before anything runs.
 
-    A folder `source` (or an `output` ending in a path separator, an existing folder, or `folder=True`)
-    writes `output/NAME.png`; one file writes `output` itself. `uncertainty` names the map (for a folder: the
-    folder of `NAME_uncertainty.png|.npy`), `report_mask` the made-up mask (`sr3infer.quality.report.mask_paths`);
-    `stage_dirs` get a copy of each earlier stage's image. `report` is the JSON report the caller writes after
-    the run (`sr3infer.quality.report.write_report`): no job's, but checked like the others.
+    A folder `source` (or an `output` ending in a separator, an existing folder, or `folder=True`)
+    writes `output/NAME.png`; one file writes `output` itself. `uncertainty` and `report_mask` name
+    the maps and masks (a folder for folder input), `stage_dirs` get each earlier stage's image, and
+    `report` is the JSON file the caller writes after the run.
 
     Raises:
-        ValueError: two outputs resolving to one file (by any spelling), an output that is an input (even
-            with `overwrite`), an output format Pillow cannot write in RGB, a place that cannot be written
-            (under a file, a read-only or virtual folder), a `report` that is a folder, or `overwrite` with
-            `skip_existing`.
-        FileExistsError: an output exists and neither `overwrite` nor `skip_existing` was given (for `report`:
-            without `overwrite`).
+        ValueError: two outputs resolving to one file, an output that is an input, a format Pillow
+            cannot write in RGB, an unwritable place, or `overwrite` with `skip_existing`.
+        FileExistsError: an output exists and neither `overwrite` nor `skip_existing` was given.
     """
     if overwrite and skip_existing:
         raise ValueError("overwrite and skip_existing contradict each other; pass one of them")
@@ -187,7 +168,7 @@ def plan_jobs(
     _check_collisions(inputs, planned, extra, folder_out)
     jobs = [Job(index, Path(src), dict(files)) for index, (src, files) in enumerate(zip(inputs, planned))]
     kinds = {path: what for job in jobs for path, what in job.outputs.items()} | dict(extra)
-    checked: set[tuple[str, str, Path]] = set()  # one probe per kind, suffix and folder, however many files
+    checked: set[tuple[str, str, Path]] = set()  # one probe per kind, suffix and folder
     for path in sorted(kinds):
         key = (kinds[path], path.suffix.lower(), path.parent)
         if key not in checked:
@@ -227,7 +208,7 @@ _KINDS = {"image": ("the upscaled image", "-o"), "uncertainty": ("the uncertaint
 
 
 def _describe(what: str, source: Path | None = None) -> str:
-    """A planned file in words, e.g. "the made-up mask (--report-mask)" or "the output of 'in/a.png'"."""
+    """A planned file in words, e.g. "the made-up mask (--report-mask)"."""
     if what.startswith("stage"):
         return f"the {what} image (--all-stages)" + (f" of {str(source)!r}" if source is not None else "")
     if what == "image" and source is not None:
@@ -237,7 +218,7 @@ def _describe(what: str, source: Path | None = None) -> str:
 
 
 def _report_file(report: str | os.PathLike | None, overwrite: bool) -> list[tuple[Path, str]]:
-    """The `report` path as a planned file: not a folder, and not an existing file without `overwrite`."""
+    """The `report` path as a planned file: no folder, no existing file without `overwrite`."""
     if report is None:
         return []
     path = Path(report)
@@ -250,10 +231,7 @@ def _report_file(report: str | os.PathLike | None, overwrite: bool) -> list[tupl
 
 def _check_collisions(inputs: Sequence[Path], planned: list[list[tuple[Path, str]]],
                       extra: Sequence[tuple[Path, str]] = (), folder: bool = False) -> None:
-    """No two planned files, and no output and input, are one file, by whatever spelling (resolved paths).
-
-    `extra` are files of the whole run (the report); `folder` names each job's files by their input.
-    """
+    """No two planned files, and no output and input, are one file, by whatever spelling."""
     sources = {_resolved(Path(src)): Path(src) for src in inputs}
     owned = [(path, what, Path(inputs[index]) if folder else None)
              for index, files in enumerate(planned) for path, what in files]
@@ -276,19 +254,18 @@ def _resolved(path: Path) -> str:
 
 
 def _check_writable(path: Path, what: str) -> None:
-    """An image or made-up mask `path` has a format Pillow writes in RGB (an uncertainty map: that or .npy; the
-    report: any name), and its folder is, or can be made, writable."""
+    """`path` has a format Pillow writes (maps: or .npy; the report: any) and a writable folder."""
     flag = "" if what == "image" or what.startswith("stage") else f"{_KINDS[what][1]} "
     if what in ("image", "report_mask") or what.startswith("stage") or (
             what == "uncertainty" and path.suffix.lower() != ".npy"):
         try:
             fmt = imageio.output_format(path)
-            probe = Image.new("RGB", (1, 1))  # Pillow's encoder for the format, on one RGB pixel, in memory
+            probe = Image.new("RGB", (1, 1))  # the format's encoder, on one RGB pixel
             probe.encoderinfo, probe.encoderconfig = {}, ()
             Image.SAVE[fmt](probe, io.BytesIO(), "probe" + path.suffix)
         except (ValueError, OSError, KeyError, TypeError) as err:
             unknown = isinstance(err, ValueError) and "Unknown output format" in str(err)
-            reason = str(err).split("; use ")[0].rstrip(".") if unknown else (  # the hint is given once, below
+            reason = str(err).split("; use ")[0].rstrip(".") if unknown else (  # hint given below
                 f"Pillow cannot write RGB images as {path.suffix.lower() or 'that'} ({first_line(err)})")
             also = " (or .npy)" if what == "uncertainty" else ""
             raise ValueError(f"{flag}{str(path)!r}: {reason}; use .png, .jpg, .webp, .tif or .bmp{also}") from None
@@ -334,27 +311,24 @@ def run_jobs(
     """Run this rank's share of `jobs` (every `world_size`-th, from `rank`) and write their files.
 
     Args:
-        model: an `Upscaler`, or a `Cascade` (each earlier stage's image goes to the job's "stage<k>" path).
-        seed: file k gets seed `seed + k` (with `num_samples` K, sample j: `seed + k*K + j`; in a cascade,
-            stage s adds `s * seeding.STAGE_STRIDE`).
-        num_samples: K samples per file, averaged (None: the recipe's, 1 unless its preset carries more).
+        model: an `Upscaler`, or a `Cascade` (earlier stages go to the job's "stage<k>" paths).
+        seed: file k gets `seed + k` (sample j of K: `seed + k*K + j`; cascade stages are offset).
+        num_samples: K samples per file, averaged (None: the recipe's).
         batch_size: files per model call (and tiles or samples per U-Net call).
         log: where the per-file lines go ("wrote ...", "failed ..."); default stderr.
         quiet: no "wrote ..." lines (failures are always logged).
-        strip_metadata: write no ICC profile, EXIF, DPI or PNG text; by default each output carries its input's
-            (see `imageio.save_image`).
+        strip_metadata: write no ICC profile, EXIF, DPI or PNG text (default: the input's).
         quality: JPEG and WebP output quality, 1 to 100.
-        report: keep each written file's fidelity report in `BatchSummary.reports` (needed for "report_mask" outputs).
-        options: the rest of `upscale`/`Cascade.run`: the recipe (num_steps, sampler, preset, ... or, for a
-            cascade, per-stage lists and noise_level), tile_size, tile_overlap, value_range.
+        report: keep each file's fidelity report in `BatchSummary.reports`.
+        options: the rest of `upscale` or `Cascade.run` (recipe, tiling, value_range, ...).
 
     Returns:
         This rank's `BatchSummary` (`total` counts every job).
     """
     log = log or (lambda line: print(line, file=sys.stderr))
     save = {"strip_metadata": bool(strip_metadata), "quality": check_quality(quality)}
-    metadata: dict[int, imageio.ImageMetadata] = {}  # file index -> its input's metadata, from reading to writing
-    if num_samples is None:  # the recipe's (a preset may average K samples); a cascade resolves it per stage
+    metadata: dict[int, imageio.ImageMetadata] = {}  # file index -> its input's metadata
+    if num_samples is None:  # the recipe's; a cascade's, per stage
         num_samples = 1 if isinstance(model, Cascade) else model.sampling_recipe(
             options.get("recipe"), options.get("preset")).num_samples
     if num_samples < 2 and any("uncertainty" in job.outputs.values() for job in jobs):
@@ -373,8 +347,8 @@ def run_jobs(
             log(f"{prefix}: {line}")
     for start in range(0, len(todo), batch_size):
         loaded = []
-        for job in todo[start : start + batch_size]:  # one file at a time: checked from its header, then decoded
-            step = "skipped"  # unreadable: skipped; readable but too large (or out of memory): failed
+        for job in todo[start : start + batch_size]:  # header checked, then decoded
+            step = "skipped"  # unreadable: skipped; too large: failed
             try:
                 header = imageio.read_header(job.source)
                 step = "failed"
@@ -382,7 +356,7 @@ def run_jobs(
                 stages = model.upscalers if isinstance(model, Cascade) else [model]
                 height, width = output_size((header.height, header.width), [u.config.scale for u in stages],
                                             outscale=options.get("outscale"), size=options.get("size"))
-                for path in job.outputs:  # a format that cannot hold the size (ICO: 256x256), before the model runs
+                for path in job.outputs:  # a format too small (ICO: 256x256)
                     imageio.check_output_size(path, (width, height))
                 step = "skipped"
                 image, metadata[job.index] = imageio.read_image_and_metadata(job.source)
@@ -412,18 +386,15 @@ HEAVY_RUN_CALLS = 200
 
 def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any], num_samples: int,
               max_output_pixels: int | None = None) -> str | None:
-    """"this run makes N network calls, about T at S s per call measured now", for a heavy run; None for a light one.
-
-    Calls are counted from the files' headers (steps x tiles x samples, stage by stage); the speed is one network
-    call timed on this machine just before the run (`Upscaler.measure_speed`), so the line comes before any work.
-    """
+    """"this run makes N network calls: about T ...", for a heavy run only, before any work: calls
+    counted from the headers, the speed of one call timed now (`measure_speed`)."""
     stages = model.upscalers if isinstance(model, Cascade) else [model]
     calls = 0
     for job in jobs:
         try:
             header = imageio.read_header(job.source)
             plans = plan_file(model, (header.height, header.width), options, num_samples, max_output_pixels)
-        except Exception:  # noqa: BLE001 - an unreadable or refused file is reported when its turn comes
+        except Exception:  # noqa: BLE001 - reported when its turn comes
             continue
         calls += sum(plan.network_calls for plan in plans)
     if calls < HEAVY_RUN_CALLS:
@@ -436,7 +407,7 @@ def cost_line(model: Upscaler | Cascade, jobs: list[Job], options: dict[str, Any
 
 
 def _consecutive(loaded: list[tuple[Job, Any]]) -> list[list[tuple[Job, Any]]]:
-    """Runs of consecutive file indices: one model call each, so seeds stay `seed + index` (they are additive)."""
+    """Runs of consecutive file indices, one model call each, so seeds stay `seed + index`."""
     groups: list[list[tuple[Job, Any]]] = []
     for job, image in loaded:
         if groups and groups[-1][-1][0].index == job.index - 1:
@@ -448,9 +419,7 @@ def _consecutive(loaded: list[tuple[Job, Any]]) -> list[list[tuple[Job, Any]]]:
 
 def plan_file(model: Upscaler | Cascade, size: tuple[int, int], options: dict[str, Any], num_samples: int,
               max_output_pixels: int | None) -> list[CallPlan]:
-    """Each stage's `CallPlan` for one file of `size` (h, w), from its header: the model's own size guard, and the
-    network calls it will make. `options` as `run_jobs` takes them (per-stage lists for a cascade). Its warnings
-    (a slow run) are left to the run itself, which gives them once."""
+    """Each stage's `CallPlan` for one file of `size` (h, w); its warnings are left to the run."""
     cascade = isinstance(model, Cascade)
     plans = []
     for stage, upscaler in enumerate(model.upscalers if isinstance(model, Cascade) else [model]):
@@ -471,13 +440,13 @@ def plan_file(model: Upscaler | Cascade, size: tuple[int, int], options: dict[st
     return plans
 
 
-Files = list[tuple[Path | None, str, Any]]  # per job: (path, what, value) to write; the report's path is None
+Files = list[tuple[Path | None, str, Any]]  # (path, what, value) per job; the report's path is None
 
 
 def _upscaler_runner(upscaler: Upscaler, seed: int, num_samples: int, options: dict[str, Any]) -> Callable:
     def run(group: list[tuple[Job, Any]], common: dict[str, Any]) -> list[Files]:
         generators = [g for job, _ in group for g in seeding.generators(seed, 1, num_samples=num_samples, first=job.index)]
-        # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays, see read_image) as uint16 arrays.
+        # PIL images come back as PIL, 16-bit colour PNGs (uint16 arrays) as uint16 arrays.
         out = upscaler.upscale([image for _, image in group], generator=generators, num_samples=num_samples,
                                return_dict=True, **common, **options)
         maps = out.uncertainty or [None] * len(group)
@@ -494,7 +463,7 @@ def _cascade_runner(cascade: Cascade, seed: int, options: dict[str, Any]) -> Cal
         stages = cascade.run([image for _, image in group], seed=seeding.sample_seed(seed, group[0][0].index),
                              return_all_stages=True,
                              **common, **options)
-        per_file = [list(images) for images in zip(*stages)]  # each file's images, first stage first
+        per_file = [list(images) for images in zip(*stages)]  # each file's images by stage
         files: list[Files] = []
         for (job, _), images in zip(group, per_file):
             by_stage = {f"stage{k + 1}": image for k, image in enumerate(images[:-1])}
@@ -507,11 +476,10 @@ def _cascade_runner(cascade: Cascade, seed: int, options: dict[str, Any]) -> Cal
 
 def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str,
            **save: Any) -> bool:
-    """Write one job's files (each atomically; images with `save`: metadata, strip_metadata, quality); report and
-    return False on the first failure."""
+    """Write one job's files, each atomically; report and return False on the first failure."""
     for path, what, value in files:
         if what == "report":
-            continue  # kept in BatchSummary.reports; the caller writes them all at once (report.write_report)
+            continue  # kept in BatchSummary.reports for the caller to write
         assert path is not None  # only the report has no file of its own
         try:
             if what == "report_mask":
@@ -535,10 +503,7 @@ def _write(job: Job, files: Files, overwrite: bool, log: Log | None, prefix: str
 
 
 def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[list, Any, Exception | None]]:
-    """`run` each group of jobs; a failing group is retried one job at a time, so a bad file fails alone.
-
-    Yields `(group, run(group), None)` for each success and `([job], None, error)` for a job that fails by itself.
-    """
+    """`run` each group, retrying a failing group job by job: `(group, results, error)` tuples."""
     pending = list(groups)
     while pending:
         group = pending.pop(0)
@@ -546,7 +511,7 @@ def _isolated(groups: list[list], run: Callable[[list], Any]) -> Iterator[tuple[
             results = run(group)
         except Cancelled:
             raise  # the caller stopped the run: no file is retried or written
-        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others (MemoryError included)
+        except Exception as err:  # noqa: BLE001 - one bad file must not stop the others
             if len(group) > 1:
                 pending[:0] = [[job] for job in group]
                 continue
@@ -570,16 +535,14 @@ def upscale_files(
     world_size: int = 1,
     **options: Any,
 ) -> BatchSummary:
-    """Upscale a file or a folder of images into `output` (a file for one image, else a folder of PNGs).
+    """Upscale a file or a folder of images into `output` (a file, or a folder of PNGs).
 
-    `collect_inputs`, then `plan_jobs` (every check before any work), then `run_jobs` (this rank's share;
-    under torchrun pass `rank`/`world_size`). With a `Cascade` and `all_stages`, each earlier stage's
-    image goes to `output/stage<k>/`. `report_mask` writes each made-up mask (see `plan_jobs`); with it, or
-    `report=True`, `summary.reports` holds each file's `ImageReport` (`sr3infer.quality.report.write_report` saves them).
-    Other options are those of `run_jobs`.
+    `collect_inputs`, `plan_jobs` (every check before any work), then `run_jobs` with `options`.
+    Under torchrun pass `rank` and `world_size`. With a `Cascade` and `all_stages`, earlier stages
+    go to `output/stage<k>/`; `report_mask` or `report=True` fill `summary.reports`.
 
     Returns:
-        A `BatchSummary` of this rank; `summary.failed` counts files that could not be read, run or written.
+        A `BatchSummary` of this rank; `failed` counts files that could not be read, run or written.
     """
     source = Path(inputs)
     files = collect_inputs(source)

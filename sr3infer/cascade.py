@@ -1,4 +1,4 @@
-"""`Cascade`: SR3 upscalers run in order, each stage's output the next one's input (SR3 cascaded generation)."""
+"""`Cascade`: SR3 upscalers run in order, each stage's output the next one's input."""
 
 from __future__ import annotations
 
@@ -29,18 +29,13 @@ BaseGenerator = Callable[[int], Any]
 
 
 class Cascade:
-    """Upscalers run one after another: e.g. a base generator's 64x64 samples -> 256 -> 1024.
+    """Upscalers run one after another, e.g. a base generator's 64x64 samples -> 256 -> 1024.
 
-    Each stage can add Gaussian noise to its low-res input first (conditioning augmentation, as in
-    SR3's and Imagen's cascades), so that artefacts of the previous stage are not taken as detail
-    and amplified. A stage whose input is larger than its model's trained size runs by tiles.
+    Each stage can noise its input first (conditioning augmentation, as in SR3 and Imagen), so the
+    previous stage's artefacts are not amplified as detail. See docs/cascades.md.
 
     Args:
         upscalers: the stages, first to last.
-
-    Example:
-        >>> cascade = Cascade.from_pretrained(["sr3-64-256", "sr3-64-256"])   # 64 -> 256 -> 1024
-        >>> finals = cascade(samples, num_steps=[50, 20], noise_level=[0.05, 0.02], seed=0)
     """
 
     def __init__(self, upscalers: Sequence[Upscaler]) -> None:
@@ -59,7 +54,7 @@ class Cascade:
 
     @classmethod
     def from_pretrained(cls, names: Sequence[str | Path], **kwargs: Any) -> Cascade:
-        """Load each stage with `Upscaler.from_pretrained(name, **kwargs)` (device, torch_dtype, ...)."""
+        """Load each stage with `Upscaler.from_pretrained(name, **kwargs)`."""
         if isinstance(names, (str, Path)):
             names = [names]
         return cls([Upscaler.from_pretrained(name, **kwargs) for name in names])
@@ -73,11 +68,9 @@ class Cascade:
 
     @staticmethod
     def stage_seed(seed: int, stage: int) -> int:
-        """The seed of `stage` (0-based) in a run with `seed`; image k of the stage uses this plus k.
-
-        Seeds are additive, so `run([images[k]], seed=seed + k)` reproduces image k of `run(images, seed=seed)`,
-        and `Cascade([upscalers[s]]).run(inputs, seed=Cascade.stage_seed(seed, s), ...)` reruns stage s alone.
-        """
+        """The seed of `stage` (0-based) in a run with `seed`, so
+        `Cascade([upscalers[s]]).run(inputs, seed=Cascade.stage_seed(seed, s))` reruns a stage;
+        image k of the stage adds k."""
         return seeding.sample_seed(int(seed), 0, stage=stage)
 
     def run(
@@ -107,26 +100,23 @@ class Cascade:
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
         **sampler_options: Any,
     ) -> Any:
-        """Upscale a base generator's samples through every stage, each stage one planned pass of its model.
-
-        Steps: (1) every stage's recipe and noise level; (2) the images, or `images(count)` for a callable base
-        generator; (3) every stage's plan from the sizes alone, before any stage runs; (4) the stages in order;
-        (5) the results in the caller's kind.
+        """Upscale a base generator's samples through every stage, one planned pass per stage.
 
         Args:
-            images: what `Upscaler.upscale` takes (PIL images, an (N, H, W, C) array, an (N, C, H, W) tensor, one
-                image), or a callable `base(count)` returning one (a diffusers pipeline output is unwrapped).
+            images: what `Upscaler.upscale` takes, or a callable `base(count)` returning it (a
+                diffusers pipeline output is unwrapped).
             count: how many images to ask a callable `images` for.
-            num_steps, sampler, spacing, start_noise_level, consistency, preset, recipe, num_samples: the
-                recipe of each stage (see `Upscaler.upscale`), one value for all stages or one per stage.
+            num_steps, sampler, spacing, start_noise_level, consistency: each stage's recipe (see
+                `Upscaler.upscale`), one value for all stages or one per stage.
+            preset, recipe, num_samples: the same, one value for all stages or one per stage.
             sampler_options: the samplers' own options (e.g. eta), one value or one per stage.
-            noise_level: per stage, the std (in [-1, 1] units) of Gaussian noise added to the stage's input first
-                (conditioning augmentation, as in SR3's and Imagen's cascades); 0 adds none.
-            seed: stage s draws from `seed + s * seeding.STAGE_STRIDE`, image k (sample j of K) from that plus
-                k*K + j, the augmentation noise first. generator: one per image (used by every stage) or one.
-            value_range: of float inputs: (0, 1), (-1, 1) or "auto" (default: [-1, 1] if a value is below 0).
-            batch_size, tile_size, tile_overlap, progress, callback, max_output_pixels: as `Upscaler.upscale`,
-                for every stage.
+            noise_level: per stage, the std of the noise added to its input (in [-1, 1] units).
+            seed: stage s draws from `seed + s * seeding.STAGE_STRIDE`, plus k*K + j for sample j of
+                image k (the augmentation noise first).
+            generator: one per image (used by every stage) or one for all, instead of `seed`.
+            value_range: of float inputs: (0, 1), (-1, 1) or "auto" (default).
+            batch_size, tile_size, tile_overlap, progress, callback, max_output_pixels: as in
+                `Upscaler.upscale`, for every stage.
             output_type: "pil", "np" or "pt"; default the kind of the input.
             return_all_stages: return every stage's outputs, the last being the final images.
         """
@@ -165,7 +155,7 @@ class Cascade:
             current = _run_stage(upscaler, plan, current, levels[s], generators, progress, callback)
             if return_all_stages or s == stages - 1:
                 outputs.append(current)
-        # 5. the caller's kind: gray stays gray, alpha is kept, 16-bit stays 16-bit (`outputs.to_caller_kind`)
+        # 5. the caller's kind: gray, alpha and 16-bit are kept (`outputs.to_caller_kind`)
         results = [stack_if_same(to_caller_kind(stage, prepared, output_type or kind)) for stage in outputs]
         return results if return_all_stages else results[-1]
 
@@ -174,14 +164,11 @@ class Cascade:
 
 def _run_stage(upscaler: Upscaler, plan: PassPlan, images: list[Tensor], noise_level: float, generator: Generators,
                progress: bool, callback: Callback | None) -> list[Tensor]:
-    """One stage over `images` (1, 3, h, w): conditioning augmentation, then each image's K samples, averaged.
-
-    Each image's augmentation noise comes first from the generator of its sample 0, which then draws that sample.
-    """
+    """One stage: conditioning augmentation, then each image's K samples, averaged."""
     k = plan.num_samples
     if plan.seed is not None:
         generators = plan.sample_generators(len(images))
-    elif isinstance(generator, list):  # the caller's one per image draws all of that image's samples
+    elif isinstance(generator, list):  # one per image: draws all its samples
         generators = [g for g in generator for _ in range(k)]
     else:
         generators = generator
@@ -202,7 +189,6 @@ def _noise_levels(noise_level: float | Sequence[float], stages: int) -> list[flo
 
 
 def _call_base(images: Any, count: int | None) -> Any:
-    """`images`, or a callable base generator's `images(count)` (a diffusers pipeline output unwrapped)."""
     if not callable(images):
         if count is not None:
             raise ValueError("count= is for a callable base generator; with images, leave it out.")
@@ -216,7 +202,6 @@ def _call_base(images: Any, count: int | None) -> Any:
 
 
 def _per_image_generators(generator: Any, count: int) -> Generators:
-    """A cascade's `generator`: a list (one per image, checked) or one generator or None."""
     if not isinstance(generator, (list, tuple)):
         return generator
     if len(generator) != count:
@@ -235,7 +220,7 @@ def _per_stage(value: Any, name: str, stages: int) -> list[Any]:
 
 
 def _items(images: Any) -> tuple[list[Any], str]:
-    """A base generator's output as a list of inputs `imageio.prepare` takes, and its kind "pil"/"np"/"pt"."""
+    """A base generator's output as a list of inputs and its kind ("pil", "np" or "pt")."""
     if isinstance(images, (Image.Image, np.ndarray, Tensor)):
         items = [images]
     elif isinstance(images, (list, tuple)):

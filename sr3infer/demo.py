@@ -1,8 +1,5 @@
-"""`sr3infer demo`: a local web page (Gradio) to try the models; `pip install -e ".[demo]"` adds Gradio.
-
-`DemoRunner` does the work and knows nothing about Gradio (the tests drive it directly); `build_demo`
-lays out the page around it and `serve` starts it on 127.0.0.1, one job at a time, without a share link.
-"""
+"""`sr3infer demo`: a local Gradio page to try the models; `DemoRunner` does the work without
+Gradio, `build_demo` lays out the page and `serve` starts it on 127.0.0.1, one job at a time."""
 
 from __future__ import annotations
 
@@ -26,7 +23,7 @@ from PIL import Image
 from .images import io as imageio
 from .errors import first_line
 from .size_guard import check_run
-from .hub.manifest import default_models  # trained input side -> (name, domain): auto picks as the CLI does
+from .hub.manifest import default_models  # side -> (name, domain), as the CLI picks
 from .images.resample import bicubic
 from .sampling.uncertainty import HEATMAP_MAX, heatmap
 
@@ -36,20 +33,20 @@ __all__ = ["MissingExtra", "RunTimeout", "DemoResult", "DemoRunner", "summary", 
 EXTRA = 'the demo needs Gradio, which is not installed; install the demo extra: pip install -e ".[demo]"'
 AUTO = "auto (by input size)"
 MAX_OUTPUT_PIXELS = 1024 * 1024
-"""The page's size guard: outputs up to 1024x1024 (the library's check, with a limit sized for a CPU server)."""
+"""The page's size guard: outputs up to 1024x1024 (the library's check, sized for a CPU server)."""
 TIME_LIMIT_S = 120.0
-"""Each run stops before a denoising step that would end past this many seconds, with a message saying so."""
+"""Each run stops, with a message, before a denoising step that would end past this many seconds."""
 MAX_SAMPLES = 16
-EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"  # in a checkout or a Space; absent from a wheel
+EXAMPLES_DIR = Path(__file__).resolve().parent.parent / "examples"  # not in a wheel
 EXAMPLES = ("face_16.png", "photo_64.png")
 PREVIEW_SIDE = 128
-UPLOAD_CONCURRENCY = 2  # uploads described at once (each reads a header, may load a model and decodes a small picture)
+UPLOAD_CONCURRENCY = 2  # uploads described at once (header, model, small decode)
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 KEEP_RUNS = 8  # result folders kept on disk for the download buttons
 
 
 def example_files() -> list[str]:
-    """The example pictures the page offers (and serves): those of `EXAMPLES` that exist."""
+    """The example pictures of `EXAMPLES` that exist."""
     return [str(EXAMPLES_DIR / name) for name in EXAMPLES if (EXAMPLES_DIR / name).is_file()]
 
 
@@ -66,7 +63,7 @@ def _gradio() -> Any:
 
 
 class RunTimeout(RuntimeError):
-    """A run went over the page's time limit (raised from the sampler's callback, so sampling stops there)."""
+    """A run went over the page's time limit (raised from the sampler's callback)."""
 
 
 @dataclass
@@ -80,10 +77,10 @@ class DemoResult:
     bicubic: Image.Image             # the input's bicubic upsampling, for comparison
     result: Image.Image              # 8-bit RGB(A), as shown
     result_path: Path                # the PNG to download (16-bit when the input was)
-    uncertainty: np.ndarray | None   # (H, W) std of the K samples in [0, 1] pixel units; None for K = 1
+    uncertainty: np.ndarray | None   # (H, W) std of the K samples in [0, 1]; None for K = 1
     overlay: Image.Image | None      # the result with the uncertainty map laid over it
     map_path: Path | None            # the uncertainty heat map PNG
-    consistency: float               # RMS of the output's bicubic downsampling minus the input, [0, 1] pixel units
+    consistency: float               # RMS of bicubic(output) - input, in [0, 1]
     seconds: float
     warnings: list[str]
 
@@ -92,9 +89,9 @@ class DemoRunner:
     """Loads models on first use and runs one upscale for the page, within its size and time limits.
 
     Args:
-        model: a model name or path to offer (and select) beside the bundled ones; None selects "auto".
-        device: passed to `Upscaler.from_pretrained` (default CUDA when available).
-        max_output_pixels: the size guard, checked from the file's header before any pixel is decoded.
+        model: a model name or path to offer beside the bundled ones; None selects "auto".
+        device: passed to `Upscaler.from_pretrained`.
+        max_output_pixels: the size guard, checked from the file's header.
         time_limit_s: sampling stops after this many seconds (None: no limit).
     """
 
@@ -106,15 +103,15 @@ class DemoRunner:
         self.device = device
         self.max_output_pixels = max_output_pixels
         self.time_limit_s = time_limit_s
-        self.clock: Callable[[], float] = time.monotonic  # the time limit's clock (a test may replace it)
+        self.clock: Callable[[], float] = time.monotonic  # the time limit's clock (tests swap it)
         self._upscalers: dict[str, Any] = {}
         self._lock = threading.Lock()  # one job at a time, even outside Gradio's queue
-        self._loading = threading.Lock()  # one load per model: concurrent first uploads wait for the first one's
+        self._loading = threading.Lock()  # concurrent first uploads wait for one load
         self._runs = Path(tempfile.mkdtemp(prefix="sr3infer-demo-"))
-        weakref.finalize(self, shutil.rmtree, self._runs, True)  # removed with the runner (or at exit)
+        weakref.finalize(self, shutil.rmtree, self._runs, True)  # removed with the runner
 
     def upscaler(self, name: str) -> Any:
-        """The loaded model `name` (loaded once per process, even when many threads ask for it at once)."""
+        """The loaded model `name`, loaded once per process even when many threads ask at once."""
         loaded = self._upscalers.get(name)
         if loaded is not None:
             return loaded
@@ -126,7 +123,7 @@ class DemoRunner:
             return self._upscalers[name]
 
     def pick_model(self, size: tuple[int, int], choice: str | None) -> str:
-        """`choice`, or for "auto" the bundled model trained on inputs of `size` (h, w); ValueError for other sizes."""
+        """`choice`, or for "auto" the bundled model trained on inputs of `size` (h, w)."""
         if choice and choice != AUTO:
             return choice
         h, w = size
@@ -138,13 +135,10 @@ class DemoRunner:
 
     def check(self, path: str | Path, choice: str | None = None, preset: str | None = None, steps: int | None = None,
               samples: int = 1) -> tuple[str, Any, tuple[int, int]]:
-        """Refuse a run from the file's header alone, before any pixel is decoded or any model runs.
-
-        Returns `(model name, recipe, input size (h, w))`. Raises ValueError/OSError with the library's message.
-        """
+        """Refuse a run from the file's header alone; returns `(model name, recipe, (h, w))`."""
         sizes = imageio.peek_sizes(str(path))
         if len(sizes) != 1:
-            image = imageio.load_image(path)  # says what is wrong with the file (not an image, truncated, ...)
+            image = imageio.load_image(path)  # says what is wrong with the file
             sizes = [(image.height, image.width)]
         name = self.pick_model(sizes[0], choice)
         upscaler = self.upscaler(name)
@@ -163,12 +157,8 @@ class DemoRunner:
 
     def run(self, path: str | Path, choice: str | None = None, preset: str | None = None, steps: int | None = None,
             seed: int = 0, samples: int = 1, progress: Callable[[int, int], None] | None = None) -> DemoResult:
-        """Upscale the picture at `path`; `progress(done, total)` is called after every denoising step.
-
-        The time limit is checked after each step: the run stops when the next step, as long as the last one,
-        would end past it. A step already running is not interrupted, so only a step much slower than the one
-        before it (the first step of a first run has none before it) can take a run past the limit.
-        """
+        """Upscale the picture at `path`, calling `progress(done, total)` after every step; the run
+        stops when the next step, as long as the last, would end past the time limit."""
         with self._lock:
             name, recipe, _ = self.check(path, choice, preset, steps, samples)
             upscaler = self.upscaler(name)
@@ -211,14 +201,14 @@ class DemoRunner:
         if uncertainty is not None:
             heat = heatmap(uncertainty)
             map_path = imageio.save_image(heat, folder / "sr3infer_uncertainty.png")
-            gray = np.asarray(shown.convert("L"), np.float32)[..., None]  # the picture in gray under the colours
+            gray = np.asarray(shown.convert("L"), np.float32)[..., None]  # gray under the colours
             overlay = Image.fromarray(np.round(0.4 * gray + 0.6 * np.asarray(heat, np.float32)).astype(np.uint8))
         return DemoResult(model=name, recipe=recipe, samples=samples, before=lowres.resize(shown.size, Image.Resampling.NEAREST),
                           bicubic=up, result=shown, result_path=result_path, uncertainty=uncertainty, overlay=overlay,
                           map_path=map_path, consistency=float(out.consistency), seconds=out.seconds, warnings=notes)
 
     def describe(self, path: str | Path, choice: str | None = None) -> tuple[Image.Image | None, str]:
-        """What the page says right after an upload: the picture (if within the limits) and one line."""
+        """What the page says after an upload: the picture (if within the limits) and one line."""
         name, _, (h, w) = self.check(path, choice)
         scale = self.upscaler(name).config.scale
         image = _eight_bit(imageio.read_image(path))
@@ -228,8 +218,7 @@ class DemoRunner:
 
 
 def _eight_bit(image: Any) -> Image.Image:
-    """A result or input as an 8-bit PIL image for the page, read as the library reads it (16-bit data and float
-    images in [0, 1] scaled to 0..255, palettes expanded), so the page shows what the download holds."""
+    """An 8-bit PIL image for the page, scaled as the library reads it (what the download holds)."""
     if isinstance(image, Image.Image) and image.mode in ("RGB", "RGBA", "L", "LA"):
         return image
     prep = imageio.prepare(image)[0]
@@ -237,7 +226,7 @@ def _eight_bit(image: Any) -> Image.Image:
 
 
 def summary(out: DemoResult, preset: str | None = None) -> str:
-    """The lines under the result (Markdown): model and recipe, size, time, consistency and uncertainty."""
+    """The Markdown under the result: model, recipe, size, time, consistency, uncertainty."""
     r = out.recipe
     steps = f"{r.num_steps} step{'s' if r.num_steps != 1 else ''}"
     projection = {"none": "no projection", "final": "output projected onto the input",
@@ -254,7 +243,7 @@ def summary(out: DemoResult, preset: str | None = None) -> str:
 
 
 def error_line(err: BaseException, path: str | Path | None = None) -> str:
-    """The library's one-line message, with the upload's temporary folder cut from its file name."""
+    """The library's one-line message, without the upload's temporary folder."""
     message = first_line(err)
     return message.replace(str(path), Path(path).name) if path else message
 
@@ -291,7 +280,7 @@ def build_demo(runner: DemoRunner | None = None) -> Any:
         try:
             out = runner.run(path, choice, preset, int(steps), int(seed or 0), int(samples),
                              progress=lambda done, total: progress((done, total), desc="denoising step"))
-        except Exception as err:  # noqa: BLE001 - any failure is one line on the page, as the CLI prints it
+        except Exception as err:  # noqa: BLE001 - one line on the page, as the CLI
             return (*failed, status(error_line(err, path), error=True))
         stats = summary(out, preset)
         has_map = out.uncertainty is not None
@@ -339,7 +328,7 @@ def build_demo(runner: DemoRunner | None = None) -> Any:
                     download = gr.DownloadButton("Download PNG", visible=False, elem_id="sr3-download")
                     download_map = gr.DownloadButton("Download uncertainty map", visible=False,
                                                      elem_id="sr3-download-map")
-        for event in (upload.change, model.change):  # one shared limit: many uploads at once queue, not pile up
+        for event in (upload.change, model.change):  # one shared limit: uploads queue
             event(on_upload, [upload, model], [preview, message], concurrency_limit=UPLOAD_CONCURRENCY,
                   concurrency_id="describe")
         run.click(on_run, [upload, model, preset, steps, seed, samples],
@@ -349,7 +338,7 @@ def build_demo(runner: DemoRunner | None = None) -> Any:
 
 
 def exposure_warning(host: str | None, port: int | None) -> str | None:
-    """The warning for a `host` that other machines can reach (None for loopback, or None: Gradio's default)."""
+    """The warning for a `host` other machines can reach, or None."""
     if host is None or host in LOCAL_HOSTS or host.startswith("127."):
         return None
     return (f"sr3infer demo: warning: --host {host} makes the page reachable from the network: anyone who can reach "
@@ -359,12 +348,8 @@ def exposure_warning(host: str | None, port: int | None) -> str | None:
 
 def serve(model: str | None = None, host: str | None = "127.0.0.1", port: int | None = 7860,
           runner: DemoRunner | None = None, block: bool = True) -> Any:
-    """Start the page on `host:port` (None: Gradio's defaults and environment, as on a Hugging Face Space).
-
-    One job at a time (a queue for the rest), no share link; of the repository's files only the two example
-    pictures are served. A host other machines can reach gets a warning. Returns the Blocks (already closed
-    when `block`).
-    """
+    """Start the page on `host:port` (None: Gradio's defaults, as on a Hugging Face Space), one job
+    at a time, no share link, only the two example pictures served. Returns the Blocks."""
     demo = build_demo(runner or DemoRunner(model))
     demo.queue(default_concurrency_limit=1, max_size=32)
     allowed = example_files()  # these two pictures, not the folder (nor the checkout around it)

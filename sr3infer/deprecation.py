@@ -1,4 +1,4 @@
-"""Arguments on their way out: accepted for one more minor version, with a `FutureWarning` naming the replacement."""
+"""Arguments on their way out: accepted for one more minor version, with a `FutureWarning`."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""How the library words common errors: unknown config keys, an exception's first line, unreadable JSON."""
+"""How the library words common errors: unknown config keys, an exception's first line, bad JSON."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ __all__ = ["reject_unknown_keys", "first_line", "parse_json", "UsageError", "Can
 
 
 def reject_unknown_keys(data: dict, known: Iterable[str], what: str) -> None:
-    """Raise ValueError naming the keys of `data` outside `known` (`what`: "U-Net config", "schedule config", ...)."""
+    """Raise ValueError naming the keys of `data` outside `known` (`what`: "U-Net config", ...)."""
     known = set(known)
     unknown = sorted(set(data) - known)
     if unknown:
@@ -22,8 +22,7 @@ T = TypeVar("T")
 
 
 def dataclass_from_dict(cls: type[T], data: dict, what: str) -> T:
-    """`cls(**data)` for a dataclass, after refusing unknown keys and naming the missing required ones
-    (`what`: "training config", "distill config", ...)."""
+    """`cls(**data)` for a dataclass, refusing unknown keys and naming missing ones."""
     reject_unknown_keys(data, (f.name for f in fields(cls)), what)  # type: ignore[arg-type]
     missing = sorted(f.name for f in fields(cls) if f.name not in data  # type: ignore[arg-type]
                      and f.default is MISSING and f.default_factory is MISSING)
@@ -39,8 +38,7 @@ def first_line(err: BaseException) -> str:
 
 
 def parse_json(text: str | bytes, what: str, after: str = "") -> Any:
-    """`json.loads(text)`; ValueError "`what` is not valid JSON (...)`after`." when it is not JSON, and one naming
-    `what` when it is nested too deeply for Python's parser (instead of a bare RecursionError)."""
+    """`json.loads(text)`, with a ValueError naming `what` for bad or too deeply nested JSON."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as err:
@@ -56,4 +54,4 @@ class UsageError(Exception):
 
 
 class Cancelled(Exception):
-    """A run stopped by its step callback (it returned False, or raised this); nothing of the run is written."""
+    """A run stopped by its step callback (False, or raising this); nothing of it is written."""

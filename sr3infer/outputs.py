@@ -1,8 +1,4 @@
-"""What `upscale()` and `Cascade` hand back: model outputs converted to the caller's kind, grouped like the input.
-
-One converter for the library and the CLI: every result goes through `imageio.restore` (kind, mode, bit
-depth, alpha of its input), and is grouped back into one entry per input item by `group_like`.
-"""
+"""What `upscale()` and `Cascade` hand back: outputs in the caller's kind, grouped like it."""
 
 from __future__ import annotations
 
@@ -21,19 +17,18 @@ __all__ = ["UpscaleOutput", "to_caller_kind", "group_like", "stack_if_same", "co
 
 @dataclass
 class UpscaleOutput:
-    """Everything one `upscale(..., return_dict=True)` call produces (diffusers' `*PipelineOutput` style).
+    """Everything one `upscale(..., return_dict=True)` call produces.
 
-    Every per-image field is grouped like `images`: one value for one input image, a list for a list,
-    and for a batch array/tensor input a stacked array (an `(N, H, W)` map array, `(N,)` consistency).
+    Per-image fields are grouped like `images`: one value, a list, or a stack for a batch input.
 
     Attributes:
         images: the results, exactly what the plain call returns.
-        uncertainty: per image the float32 (H, W) std of the K samples in [0, 1] pixel units; None when K == 1.
-        samples: per image the list of its K samples in the output's kind (K = 1: the result itself).
-        consistency: per image the RMS difference, in [0, 1] pixel units, between the output's bicubic
-            downsampling and the input (0: the output explains the input exactly).
+        uncertainty: the float32 (H, W) std of the K samples in [0, 1] units; None when K == 1.
+        samples: the K samples in the output's kind (K = 1: the result itself).
+        consistency: the RMS difference in [0, 1] units between the output's bicubic downsampling
+            and the input (0: the output explains the input exactly).
         seconds: wall-clock seconds the call took.
-        report: with `return_report=True`, per image a `sr3infer.quality.report.ImageReport` (a list for a batch input).
+        report: with `return_report=True`, an `ImageReport` per image.
     """
 
     images: Any
@@ -45,12 +40,12 @@ class UpscaleOutput:
 
 
 def to_caller_kind(results: Sequence[Tensor], prepared: Sequence[imageio.Prepared], output_type: str | None) -> list[Any]:
-    """Model outputs (1, 3, H, W) in [-1, 1] back in the kind, mode and bit depth of their inputs (`imageio.restore`)."""
+    """Model outputs (1, 3, H, W) in [-1, 1] back in the kind, mode and bit depth of the inputs."""
     return [imageio.restore(result, prep, output_type) for result, prep in zip(results, prepared)]
 
 
 def consistency_error(result: Tensor, lowres: Tensor) -> float:
-    """RMS of `bicubic(result) - lowres` in [0, 1] pixel units; result (1, 3, H, W), lowres (1, 3, h, w), both in [-1, 1]."""
+    """RMS of `bicubic(result) - lowres` in [0, 1] pixel units, inputs in [-1, 1]."""
     down = bicubic(result.float().cpu(), spatial_size(lowres))
     return float(((down - lowres.float().cpu()) / 2).pow(2).mean().sqrt())
 
@@ -69,14 +64,14 @@ def stack_if_same(values: list[Any]) -> Any:
 
 
 def _regroup(item: Any, values: list[Any]) -> Any:
-    """A batch array/tensor input's values stacked like it (when they stack); any other input's one value."""
+    """A batch input's values stacked like it (when they stack); any other input's one value."""
     if _is_batch(item):
         return stack_if_same(values)
     return values[0]
 
 
 def _regroup_samples(item: Any, values: list[list[Any]]) -> Any:
-    """K samples per image: a list for one image, stacked (N, K, ...) for a batch input when they stack."""
+    """K samples per image: a list, stacked (N, K, ...) for a batch input when they stack."""
     if _is_batch(item):
         return stack_if_same([stack_if_same(k_samples) for k_samples in values])
     return values[0]
@@ -95,10 +90,7 @@ REGROUP: dict[str, Callable[[Any, list[Any]], Any]] = {
 
 def group_like(items: Sequence[Any], counts: Sequence[int], per_image: list[Any], field: str = "images",
                single: bool = False) -> Any:
-    """Per-image values back into one entry per input item (`counts[i]` images came from item i).
-
-    A single input (`single`) gives its one entry; otherwise a list with one entry per item.
-    """
+    """Per-image values back into one entry per input item (`counts[i]` images came from item i)."""
     regroup = REGROUP[field]
     grouped, cursor = [], 0
     for item, count in zip(items, counts):

@@ -1,8 +1,6 @@
-"""The one seed rule: with `seed`, sample j of image k in stage (or pass) s draws from `seed + s*STRIDE + k*K + j`.
+"""The one seed rule: sample j of image k in stage (or pass) s uses `seed + s*STRIDE + k*K + j`.
 
-Seeds are additive, so a batch and the same images one at a time (image k with `seed + k*K`) give the same
-results, whatever the batching, the ranks of a folder run or the actors of a cluster run. `Upscaler`,
-`Cascade`, the folder runner, the demo, `sr3infer eval` and the Ray integration all draw through here.
+Seeds are additive, so batching, ranks and actors do not change results.
 """
 
 from __future__ import annotations
@@ -22,7 +20,7 @@ STAGE_STRIDE = 1_000_000
 
 
 def check_seed(seed: Any, name: str = "seed") -> int | None:
-    """`seed` as an int from 0 to MAX_SEED, or None; anything else is a ValueError naming `name`."""
+    """`seed` as an int from 0 to MAX_SEED, or None (ValueError naming `name`)."""
     if seed is None:
         return None
     # cast: typeshed's numbers.Integral declares no comparison with int; at runtime it compares as one

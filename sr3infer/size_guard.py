@@ -1,4 +1,4 @@
-"""What a run will cost (output pixels, peak memory, U-Net calls), estimated before anything is allocated."""
+"""What a run will cost (output pixels, peak memory, U-Net calls), estimated before allocating."""
 
 from __future__ import annotations
 
@@ -67,12 +67,8 @@ def estimate_run(
     num_steps: int,
     dtype: torch.dtype = torch.float32,
 ) -> RunEstimate:
-    """Estimate one `upscale_tensor` call from sizes alone (see the constants above for the memory model).
-
-    Args:
-        size: output (H, W) of each image; batch: images in the call; tiling: `Upscaler.tile_plan`'s
-            `(tile, overlap)` or None; tile_batch_size: tiles per U-Net call; dtype: the U-Net's dtype.
-    """
+    """Estimate one `upscale_tensor` call of `batch` images of output `size` (H, W) from sizes
+    alone, `tiling` as `Upscaler.tile_plan` gives it (the memory model: the constants above)."""
     height, width = size
     if tiling is None:
         tiles, per_call, calls_per_step, unet_pixels = 1, batch, 1, batch * height * width
@@ -93,13 +89,8 @@ def estimate_run(
 
 
 def check_run(estimate: RunEstimate, max_output_pixels: int | None) -> None:
-    """Refuse a run over the limits with the numbers and the way out; `max_output_pixels=None` switches the check off.
-
-    Raises:
-        ValueError: an output over `max_output_pixels`, or an estimated peak memory over
-            `max_output_pixels * MEMORY_PER_ALLOWED_PIXEL` bytes, and at least `MIN_MEMORY_BUDGET`
-            (too many images or tiles per U-Net call, or a large image untiled).
-    """
+    """Refuse a run whose output is over `max_output_pixels` or whose estimated peak memory is over
+    its budget, with the numbers and the way out (None: no check)."""
     if max_output_pixels is None:
         return
     height, width = estimate.size
@@ -125,7 +116,7 @@ def check_run(estimate: RunEstimate, max_output_pixels: int | None) -> None:
 
 
 def slow_run_warning(estimate: RunEstimate, lowres_size: int) -> str | None:
-    """A one-line warning when each image costs over `SLOW_RUN_FACTOR` times one trained-size image, else None."""
+    """A warning when each image costs over `SLOW_RUN_FACTOR` trained-size images, else None."""
     if estimate.work_per_image <= SLOW_RUN_FACTOR:
         return None
     height, width = estimate.size

@@ -49,12 +49,7 @@ def _resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> tor
 
 
 class Upscaler:
-    """An SR3 super-resolution model ready to run.
-
-    Example:
-        >>> up = Upscaler.from_pretrained("sr3-face-8x")
-        >>> big = up.upscale(Image.open("face16.png"))
-    """
+    """An SR3 model ready to run: `Upscaler.from_pretrained(name).upscale(image)`."""
 
     def __init__(self, config: ModelConfig, model: nn.Module, *, device: str | torch.device | None = None,
                  torch_dtype: torch.dtype | str | None = None) -> None:
@@ -64,8 +59,8 @@ class Upscaler:
         self.device = torch.device("cpu")
         self.dtype = torch.float32
         self.source: str | None = None
-        self._seconds_per_unet_pixel: dict[tuple[str, torch.dtype], float] = {}  # measured by runs, for estimate()
-        self._students: dict[str, Upscaler] = {}  # the models of recipes with `weights` (a fast preset), loaded once
+        self._seconds_per_unet_pixel: dict[tuple[str, torch.dtype], float] = {}  # for estimate()
+        self._students: dict[str, Upscaler] = {}  # distilled students, loaded once
         self._hub_options: dict[str, Any] = {}  # how this model was fetched, for its students
         self.to(device if device is not None else _default_device(), torch_dtype)
 
@@ -84,17 +79,17 @@ class Upscaler:
         local_files_only: bool | None = None,
         scale: int | None = None,
     ) -> Upscaler:
-        """Load a model by name (see `sr3infer models`), model folder, or single `.safetensors` file.
+        """Load a model by name (see `sr3infer models`), model folder, or `.safetensors` file.
 
         Args:
-            name_or_path: a manifest name such as "sr3-face-8x", a folder with config.json +
-                model.safetensors, a safetensors file whose metadata holds the config, or a
-                community SR3 checkpoint in safetensors (`denoise_fn.*` keys, see `sr3infer.models.checkpoints`).
-            device: "cpu", "cuda", "mps", ... or "auto" (the default): CUDA, then MPS, then CPU.
-            torch_dtype: "auto" (the default) picks per device, see `sr3infer.runtime.devices.auto_dtype`.
+            name_or_path: a manifest name ("sr3-face-8x"), a folder with config.json and
+                model.safetensors, a safetensors file with the config in its metadata, or a
+                community SR3 checkpoint (`denoise_fn.*` keys).
+            device: "cpu", "cuda", "mps", ... or "auto" (default): CUDA, then MPS, then CPU.
+            torch_dtype: "auto" (default) picks per device (`sr3infer.runtime.devices.auto_dtype`).
             revision, cache_dir, token, local_files_only: passed to the Hugging Face Hub download.
             scale: output side / input side of a community checkpoint, which does not record it
-                (default 8, as the released 16->128 and 64->512 models); checked against the config otherwise.
+                (default 8); checked against the config otherwise.
         """
         config_path, weights_path = resolve_model_files(
             name_or_path, revision=revision, cache_dir=cache_dir, token=token, local_files_only=local_files_only
@@ -103,7 +98,7 @@ class Upscaler:
             config, state = load_community_checkpoint(weights_path, scale=scale or 8)
         else:
             config = read_config(weights_path, config_path)
-            check_weights_file(config, weights_path, config_path)  # before a huge config allocates anything
+            check_weights_file(config, weights_path, config_path)  # before a huge config allocates
             state = load_weights(weights_path)
             if scale is not None and scale != config.scale:
                 raise ValueError(f"scale={scale} was requested, but {name_or_path} is a x{config.scale} model.")
@@ -115,29 +110,28 @@ class Upscaler:
         return upscaler
 
     def save_pretrained(self, folder: str | Path, *, dtype: torch.dtype = torch.float32, card: str | None = None) -> Path:
-        """Write `config.json` + `model.safetensors` (and a model card if given) to `folder`."""
+        """Write `config.json`, `model.safetensors` and a model card if given to `folder`."""
         return save_model_folder(folder, self.config, self.model.state_dict(), dtype=dtype, card=card)
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | str | None = UNSET) -> Upscaler:
-        """Move to `device` ("auto": CUDA, MPS, CPU), keeping the dtype unless `dtype` is given (None or "auto":
-        per device, see `sr3infer.runtime.devices`). Returns self."""
-        device = resolve_device(device) if device is not None else self.device  # "auto": CUDA, MPS, CPU
+        """Move to `device` ("auto": CUDA, MPS, CPU) and `dtype` if given. Returns self."""
+        device = resolve_device(device) if device is not None else self.device
         if device.type == "meta":
             raise ValueError("device 'meta' holds shapes but no data, so nothing can be upscaled on it; "
                              "use 'cpu' or 'cuda'.")
         dtype = self.dtype if dtype is UNSET else _resolve_dtype(dtype, device)
         cast_model(self.model, device, dtype)
-        # channels_last: faster convolutions on CUDA and CPU (measured: benchmarks/results/unet_speed_cpu.json).
-        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
+        # channels_last: faster convolutions (benchmarks/results/unet_speed_cpu.json); torch's stubs
+        # omit the overload.
+        self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         self.device, self.dtype = device, dtype
         self.fast_path.reset()  # compiled code and graphs belong to the old device/dtype
         self._students = {}  # loaded again, on this device and dtype, when a recipe asks for one
         return self
 
     def weights_for(self, recipe: Recipe) -> Upscaler:
-        """The Upscaler whose network runs `recipe`: this one, or the model `recipe.weights` names (a distilled
-        student, as a `fast` preset carries), loaded once on this device and dtype. A name is looked up beside
-        this model's folder first, then as `from_pretrained` takes it."""
+        """The Upscaler whose network runs `recipe`: this one, or the distilled student that
+        `recipe.weights` names (beside this model's folder, else by name), loaded once."""
         name = recipe.weights
         if name is None:
             return self
@@ -155,28 +149,13 @@ class Upscaler:
         return self._students[name]
 
     def enable_compile(self, mode: str | None = None, *, backend: str = "inductor", enabled: bool = True) -> Upscaler:
-        """Run the U-Net through `torch.compile` (compiled on the first call of each shape). Returns self.
-
-        When compile is unavailable or fails (no C compiler, unsupported Python, ...) a warning is
-        logged and the U-Net runs eagerly: same results, eager speed.
-
-        Args:
-            mode: `torch.compile` mode ("default", "max-autotune-no-cudagraphs", ...); None is "default".
-            backend: `torch.compile` backend; "inductor" generates fused kernels.
-            enabled: False switches compile off again.
-        """
+        """Run the U-Net through `torch.compile` (eagerly, warning, on failure). Returns self."""
         self.fast_path.configure(compile=enabled, compile_mode=mode or "default", compile_backend=backend)
         return self
 
     def enable_cuda_graphs(self, enabled: bool = True) -> Upscaler:
-        """Capture the U-Net call once per input shape as a CUDA graph and replay it (CUDA only). Returns self.
-
-        Removes the per-kernel launch cost, which dominates small batches. A capture that fails logs
-        a warning and the U-Net runs without graphs.
-
-        Raises:
-            ValueError: the Upscaler is not on a CUDA device.
-        """
+        """Replay the U-Net as one CUDA graph per input shape, saving the kernel launches that
+        dominate small batches (ValueError off CUDA). Returns self."""
         if enabled and self.device.type != "cuda":
             raise ValueError(
                 f"CUDA graphs need a CUDA device, but this Upscaler is on {self.device}. "
@@ -193,14 +172,10 @@ class Upscaler:
     # The denoiser that samplers see.
 
     def make_denoiser(self, cond: Tensor, lowres: Tensor | None = None, consistency: str = "none") -> Denoiser:
-        """`(x, noise_level) -> x0`, the clean estimate, for this model with `cond` (B, 3, H, W) bound.
-
-        For residual models x and x0 live in residual space (image - cond). The clean image is
-        clamped to [-1, 1], and with `consistency="every"` first projected onto the low-res input
-        (DDNM-style).
-        """
+        """`(x, noise_level) -> x0` with `cond` bound; x0 is clamped (and with `consistency="every"`
+        projected onto `lowres`) in image space."""
         model, config, dtype = self.fast_path, self.config, self.dtype
-        condition = get_architecture(config.architecture).condition  # SR3: concat([cond, x]) as channels
+        condition = get_architecture(config.architecture).condition  # SR3: concat([cond, x])
         cond_in = cond.to(dtype)
         project = consistency == "every" and lowres is not None
 
@@ -222,37 +197,30 @@ class Upscaler:
 
     def tile_plan(self, output_size: tuple[int, int], tile_size: int | None = None,
                   tile_overlap: int | None = None) -> tuple[int, int] | None:
-        """`(tile, overlap)` in output pixels for an output of `output_size` (H, W), or None to run it whole.
-
-        The one place a tiling is decided; `estimate`, `upscale` and `upscale_tensor` all ask it.
+        """`(tile, overlap)` in output pixels for an output of `output_size` (H, W), or None.
 
         Args:
             output_size: the output size (H, W), multiples of `config.scale`.
-            tile_size: tile side in output pixels, rounded down to a multiple of the scale; None
-                (default) tiles with `config.out_size` only when the output is larger than that; 0 never tiles.
-                At least half the trained output size (`config.out_size // 2`): smaller tiles cost many
-                U-Net calls and lose quality.
-            tile_overlap: minimum overlap of neighbouring tiles in output pixels, rounded up to a
-                multiple of the scale; default a quarter of the tile.
+            tile_size: tile side in output pixels, at least `config.out_size // 2`; None tiles with
+                `config.out_size` only above that size, 0 never tiles.
+            tile_overlap: least overlap in output pixels; default a quarter of the tile.
 
         Returns:
-            None when tiling is off or one tile covers the whole output (then the result is exactly
-            that of untiled sampling).
+            None when tiling is off or one tile covers the output (exactly the untiled result).
 
         Raises:
-            ValueError: a negative or non-integer tile size, a tile smaller than half the trained output
-                size (or than the scale), or an overlap that is not smaller than the tile.
+            ValueError: a negative or non-integer tile size, a tile under half the trained size, or
+                an overlap not smaller than the tile.
         """
         return plan_tiles(self.config.scale, self.config.out_size, output_size, tile_size, tile_overlap)
 
     def estimate(self, input_size: tuple[int, int], *, batch: int = 1, num_steps: int | None = None,
                  tile_size: int | None = None, tile_overlap: int | None = None, tile_batch_size: int = 8) -> RunEstimate:
-        """What upscaling `batch` inputs of `input_size` (h, w) in one call costs, from sizes alone (arithmetic only).
+        """What upscaling `batch` inputs of `input_size` (h, w) costs, from sizes alone.
 
-        Returns a `sr3infer.size_guard.RunEstimate`: output size, tiles, U-Net calls (`num_steps`
-        defaults to the model's recipe), the estimated peak memory in bytes, and `seconds`: the
-        expected time from the U-Net speed measured by this Upscaler's last run on its device, or None
-        (unknown) before its first run.
+        Returns:
+            A `RunEstimate`: output size, tiles, U-Net calls, peak memory in bytes, and `seconds`
+            from the last measured speed (None before the first run).
         """
         out = (int(input_size[0]) * self.config.scale, int(input_size[1]) * self.config.scale)
         steps = self.config.sampling.num_steps if num_steps is None else num_steps
@@ -262,17 +230,14 @@ class Upscaler:
         return replace(run, seconds=None if rate is None else rate * _unet_pixels(run) * run.num_steps)
 
     def upscale_video(self, source: Any, output_path: str | Path, **kwargs: Any) -> Any:
-        """Upscale a video file (or an iterable of frames with `fps=`) frame by frame into `output_path`: the same
-        seed for every frame, frame rate, timestamps and audio copied, written atomically; needs PyAV
-        (`pip install "sr3infer[video]"`). See `sr3infer.video.upscale_video`; returns a `sr3infer.video.VideoResult`."""
+        """Upscale a video file into `output_path` (`sr3infer.video.upscale_video`); needs PyAV."""
         from .video import upscale_video
 
         return upscale_video(self, source, output_path, **kwargs)
 
     @torch.inference_mode()
     def measure_speed(self) -> float:
-        """Time one network call on a trained-size input (after one warm-up call) and remember it for `estimate`;
-        returns seconds per call. What a run's cost line quotes before the run starts."""
+        """Time one network call on a trained-size input and remember it for `estimate`."""
         side = self.config.out_size
         lowres = torch.zeros(1, 3, self.config.lowres_size, self.config.lowres_size, device=self.device)
         denoise = self.make_denoiser(bicubic(lowres, side))
@@ -302,11 +267,12 @@ class Upscaler:
         size: tuple[int, int] | None = None,
         stage: int = 0,
     ) -> CallPlan:
-        """Resolve a call on inputs of `input_sizes` (h, w) once, from sizes alone, before any image is decoded.
+        """Resolve and check a call on inputs of `input_sizes` (h, w) before any image is decoded.
 
-        Checks every argument, the size guard of each pass (`estimate`, `max_output_pixels`), the seed's room and
-        the generators' count, and warns about slow runs. `stage` offsets the seed rule (a cascade's stage).
-        `recipe` None: the model's default. Arguments as `upscale`; returns the `CallPlan` that `run_plan` runs.
+        Arguments as `upscale`; `recipe` None is the default; `stage` offsets the seeds (cascades).
+
+        Returns:
+            The `CallPlan` that `run_plan` runs.
         """
         recipe = self.config.recipe() if recipe is None else recipe
         self.weights_for(recipe)  # a student's files are found (or refused) now
@@ -367,10 +333,9 @@ class Upscaler:
         max_output_pixels: int | None = DEFAULT_MAX_OUTPUT_PIXELS,
         **settings: Any,
     ) -> Tensor:
-        """Upscale `lowres` (B, 3, h, w) in [-1, 1] to (B, 3, h*scale, w*scale) in [-1, 1], in one batch.
+        """Upscale `lowres` (B, 3, h, w) to (B, 3, h*scale, w*scale), both in [-1, 1], in one batch.
 
-        `settings` are the recipe's parts and sampler options, as in `upscale`. With `num_samples` K > 1 each
-        image is the mean of its K samples, and a list of generators has one per sample (B * K, image-major).
+        `settings` as in `upscale`; with `num_samples` K > 1 each image is the mean of K samples.
 
         Raises:
             RuntimeError: sampling produced NaN or Inf (broken weights or an unstable recipe).
@@ -391,7 +356,7 @@ class Upscaler:
 
     def sample(self, lowres: Tensor, plan: PassPlan, generator: Generators, progress: bool = True,
                callback: Callback | None = None) -> Tensor:
-        """One sampling run of a planned pass: (B, 3, h, w) in [-1, 1] -> (B, 3, H, W) in [-1, 1]."""
+        """One sampling run of a planned pass: (B, 3, h, w) -> (B, 3, H, W), in [-1, 1]."""
         runner = self.weights_for(plan.recipe)
         if runner is not self:  # a student's weights: the same pass on its network
             return runner.sample(lowres, replace(plan, recipe=replace(plan.recipe, weights=None)), generator,
@@ -420,7 +385,7 @@ class Upscaler:
         noise = randn(cond.shape, generator=generator, device=self.device, dtype=torch.float32)
         if recipe.start_noise_level is None:
             x = noise
-        else:  # truncated start: the noised bicubic upsampling (zero residual) at the first grid level
+        else:  # truncated start: the noised bicubic upsampling at the first level
             x_start = torch.zeros_like(cond) if self.config.residual else cond
             x = g0.sqrt() * x_start + (1 - g0).sqrt() * noise
         sample = get_sampler(recipe.sampler)
@@ -428,7 +393,7 @@ class Upscaler:
         x = sample(denoise, x, gammas, clip_denoised=False, generator=generator, callback=callback,
                    disable=not progress, **recipe.options)  # the denoiser clamps, in image space
         if x.is_cuda:
-            torch.cuda.synchronize(x.device)  # CUDA runs asynchronously: time the work, not its launch
+            torch.cuda.synchronize(x.device)  # asynchronous: time the work, not its launch
         self._record_speed(plan, lowres.shape[0], size, time.perf_counter() - started)
         if not torch.isfinite(x).all():
             raise RuntimeError(
@@ -442,7 +407,7 @@ class Upscaler:
         return image.clamp(-1, 1)
 
     def _record_speed(self, plan: PassPlan, batch: int, size: tuple[int, int], seconds: float) -> None:
-        """Seconds per U-Net input pixel per step on this device and dtype, from a finished run (for `estimate`)."""
+        """Remember seconds per U-Net pixel and step on this device and dtype, for `estimate`."""
         run = estimate_run(self.config, size, batch=batch, tiling=plan.tiling(size),
                            tile_batch_size=plan.tile_batch_size, num_steps=plan.num_steps, dtype=self.dtype)
         work = _unet_pixels(run) * run.num_steps
@@ -477,40 +442,34 @@ class Upscaler:
         return_report: bool = False,
         **sampler_options: Any,
     ) -> Any:
-        """Upscale one image or a list of images by `config.scale` (or to any size: `outscale`, `size`).
-
-        Steps: (1) the recipe from `preset`/`recipe` and the arguments; (2) the `CallPlan` from the input sizes
-        alone (size guard, tiling, seeds), before any image is decoded; (3) the images prepared; (4) each pass
-        sampled (`run_plan`); (5) the results in the caller's kind, grouped like `images`.
+        """Upscale one image or a list of images by `config.scale`, or to any size.
 
         Args:
-            images: a PIL image, numpy array (H, W[, C]) uint8/uint16/float in [0, 1] or a batch
-                (N, H, W, C), a torch tensor (C, H, W) / (N, C, H, W) in [0, 1], a file path, or a list.
-            num_steps, sampler, spacing, start_noise_level, consistency, num_samples: parts of the recipe;
-                each one left out comes from `preset` (start_noise_level's default is UNSET: None means pure noise).
-            preset: a named recipe measured on the model's val set ("fidelity", "realism", see `config.presets`);
-                None: the model's default recipe. recipe: a whole `Recipe` instead; the arguments above override it.
-            sampler_options: the sampler's own options (DDIM's `eta`, ...), as the sampler registry names them.
-            generator / seed: randomness. With `seed`, sample j of image k draws from `seed + k*K + j` (K =
-                num_samples), so a batch and the same images one at a time agree. A list of generators has one
-                per sample, image-major; a single generator draws all the noise in turn.
+            images: a PIL image, numpy array (H, W[, C]) or batch (N, H, W, C), a tensor (C, H, W)
+                or (N, C, H, W) in [0, 1], a file path, or a list of them.
+            num_steps, sampler, spacing, start_noise_level, consistency, num_samples: recipe parts
+                overriding the preset's (start_noise_level None: pure noise).
+            preset: a named recipe of `config.presets` ("fidelity", ...); None: the default.
+            recipe: a whole `Recipe` instead of a preset; the arguments above override it.
+            sampler_options: the sampler's own options (DDIM's `eta`, ...).
+            generator, seed: randomness; with `seed`, sample j of image k uses `seed + k*K + j`
+                whatever the batching. Generators: one per sample (image-major), or one for all.
             value_range: of float arrays and tensors: (0, 1) (default), (-1, 1), or "auto".
-            batch_size: samples (and tiles) per U-Net call; same-size images are batched together.
+            batch_size: samples (and tiles) per U-Net call; same-size images go together.
             progress: a tqdm bar over the denoising steps.
-            callback: called after every step with {"step", "total", "x0", "x", "noise_level"}; returning False
-                or raising `sr3infer.Cancelled` stops the call with `Cancelled`.
+            callback: called after each step with {"step", "total", "x0", "x", "noise_level"};
+                returning False or raising `sr3infer.Cancelled` stops the call with `Cancelled`.
             output_type: "pil", "np" or "pt"; default the kind of the input (paths give PIL).
             tile_size, tile_overlap: in output pixels (see `tile_plan`); 0 turns tiling off.
-            return_dict: return an `UpscaleOutput` (images, uncertainty and samples for K >= 2, consistency,
-                seconds); return_report: also each image's `ImageReport`.
-            max_output_pixels: refuse, before any image is decoded, an output over this many pixels or a batch
-                estimated over its memory budget (see `estimate`); None switches the check off.
-            outscale, size: any output size: the model at its scale (again on its own output above it, with a
-                warning), then an antialiased resize to round(outscale x input) or to `size` (width, height).
+            return_dict: return an `UpscaleOutput` (samples and uncertainty when K >= 2, ...).
+            return_report: return an `UpscaleOutput` with each image's `ImageReport` too.
+            max_output_pixels: refuse, before decoding, an output over this many pixels or a batch
+                over its memory budget (see `estimate`); None: no limit.
+            outscale, size: any output size: the model (again above its scale, with a warning), then
+                a resize to round(outscale x input) or to `size` (width, height).
 
         Returns:
-            The same kind and count as `images` (one result, a list, or a batch); an `UpscaleOutput` with
-            `return_dict` or `return_report`.
+            The same kind and count as `images`, or an `UpscaleOutput`.
         """
         legacy = _legacy_returns(sampler_options)
         if legacy:
@@ -556,7 +515,7 @@ class Upscaler:
 
     def run_plan(self, rgbs: list[Tensor], plan: CallPlan, *, progress: bool = True,
                  callback: Callback | None = None) -> tuple[list[Tensor], list[list[Tensor]]]:
-        """Run a planned call on its images (1, 3, h, w) in [-1, 1]: each image's output and its K samples."""
+        """Run a planned call on images (1, 3, h, w) in [-1, 1]: outputs and K samples of each."""
         inputs, outputs, samples = rgbs, rgbs, [[rgb] for rgb in rgbs]
         for pass_plan in plan.passes:  # more than one: the model again on its own output
             samples = self.sample_images(inputs, pass_plan, pass_plan.sample_generators(len(inputs)), progress,
@@ -571,11 +530,7 @@ class Upscaler:
 
     def sample_images(self, rgbs: list[Tensor], plan: PassPlan, generator: Generators, progress: bool = True,
                       callback: Callback | None = None) -> list[list[Tensor]]:
-        """Each image's K samples (1, 3, H, W) in [-1, 1] for one planned pass: same-size images batched,
-        `plan.batch_size` samples per run, smaller tiles and then one by one when memory runs out.
-
-        `generator`: one per sample (image-major), or one for all the noise, or None (`PassPlan.sample_generators`).
-        """
+        """Each image's K samples for one pass; on out of memory, smaller tiles, then one by one."""
         k = plan.num_samples
         results: list[list[Tensor]] = [[] for _ in rgbs]
         by_size: dict[tuple[int, int], list[int]] = {}
@@ -589,7 +544,7 @@ class Upscaler:
                 gens = [generator[i * k + j] for i, j in chunk] if isinstance(generator, list) else generator
                 scale = self.config.scale
                 tiling = plan.tiling((lowres.shape[-2] * scale, lowres.shape[-1] * scale))
-                with torch.inference_mode():  # out of memory: smaller tiles, then one by one (sr3infer.runtime.oom)
+                with torch.inference_mode():  # out of memory: smaller tiles, then one by one
                     out = run_with_fallback(
                         lambda lr, gen, tile, batch: self.sample(lr, plan.retiled(tile, batch), gen, progress, callback),
                         lowres, gens, tiling=tiling, batch_size=plan.tile_batch_size, config=self.config,
@@ -600,8 +555,7 @@ class Upscaler:
 
     def sampling_recipe(self, recipe: Recipe | None = None, preset: str | None = None,
                         **settings: Any) -> Recipe:
-        """The recipe a call runs: `recipe`, else `preset`'s, else the model's default, with `settings` overriding
-        parts of it (None, or UNSET for start_noise_level, keeps a part); checked before anything runs."""
+        """The recipe a call runs (`recipe`, `preset`'s or the default), `settings` overriding."""
         if recipe is not None and preset is not None:
             raise ValueError("Pass either recipe or preset, not both.")
         return self.config.recipe(preset, **settings) if recipe is None else recipe.override(**settings)
@@ -610,8 +564,7 @@ class Upscaler:
 def _collect_output(items: Sequence[Any], counts: list[int], flat: list[imageio.Prepared], merged: list[Tensor],
                     samples: list[list[Tensor]], config: ModelConfig, *, output_type: str | None, single: bool,
                     details: bool, report: bool) -> Any:
-    """The results in the caller's kind, grouped like `items`; with `details` an `UpscaleOutput` with the samples,
-    their spread (K >= 2), the consistency and, with `report`, each image's `ImageReport`."""
+    """The results in the caller's kind, grouped like `items`; with `details` an `UpscaleOutput`."""
     images = to_caller_kind(merged, flat, output_type)
     grouped = group_like(items, counts, images, "images", single)
     if not details:
@@ -643,7 +596,6 @@ def _unet_pixels(run: RunEstimate) -> int:
 
 
 def _check_max_output_pixels(value: Any) -> int | None:
-    """`max_output_pixels` as a positive int, or None (no limit); NaN, strings and bools are refused by type."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -655,7 +607,6 @@ def _check_max_output_pixels(value: Any) -> int | None:
 
 
 def _check_generator(generator: Any) -> None:
-    """None, a torch.Generator, or a list/tuple of them; anything else is a TypeError naming what was got."""
     if generator is None or isinstance(generator, torch.Generator):
         return
     if isinstance(generator, (list, tuple)):
@@ -673,9 +624,7 @@ _LEGACY_RETURNS = {"return_uncertainty": "uncertainty", "return_samples": "sampl
 
 
 def _legacy_returns(arguments: dict[str, Any]) -> list[str]:
-    """Take 0.1's `return_uncertainty` / `return_samples` out of `arguments` (warning) and return the `UpscaleOutput`
-    fields they asked for, in the old tuple's order. What is left must be sampler options (`sampler_option_names`);
-    any other keyword is the TypeError Python would raise."""
+    """Pop the deprecated `return_uncertainty` / `return_samples`: the fields they ask for."""
     unknown = sorted(set(arguments) - set(_LEGACY_RETURNS) - sampler_option_names())
     if unknown:
         raise TypeError(f"upscale() got an unexpected keyword argument {unknown[0]!r}")

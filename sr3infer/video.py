@@ -1,22 +1,8 @@
-"""Video: decode a clip frame by frame, upscale every frame with the same noise, encode it, copy the audio.
+"""Video: decode a clip frame by frame, upscale each with the same noise, encode, copy the audio.
 
-Needs PyAV (`pip install "sr3infer[video]"`, or `pip install av`), whose wheels carry FFmpeg; the rest of
-sr3infer works without it, and this module imports it only when a video is read or written.
-
-    >>> up = Upscaler.from_pretrained("sr3-64-256")
-    >>> upscale_video(up, "clip.mp4", "clip_x4.mp4")          # or up.upscale_video("clip.mp4", "clip_x4.mp4")
-
-- Memory: one frame is decoded, upscaled and handed to the encoder at a time, so memory is that of one
-  `upscale()` call plus the decoder's and encoder's own buffers (a fixed number of frames: x264 looks a few
-  dozen frames ahead), whatever the clip's length.
-- Noise: every frame is sampled with the same seed, so the noise is the same on every frame and changes from
-  frame to frame come only from the input (`fresh_noise=True` gives frame i the seed `seed + i * K`, K the
-  samples per frame, to compare; benchmarks/video_flicker.py measures both).
-- Timing: the output has the input's frame rate, time base and each frame's timestamp (variable frame rates
-  stay variable). Audio streams are copied packet for packet where the output container holds their codec,
-  else re-encoded (AAC; Opus in WebM; MP3 in AVI). Subtitle, data and attachment streams are not copied.
-- Writing: into a temporary file beside the output, renamed when complete (`images.io.write_atomically`), so an
-  error or Ctrl-C leaves no half-written video; an existing output is refused unless `overwrite=True`.
+Needs PyAV (`pip install "sr3infer[video]"`), imported only when used. One frame is in flight at a
+time, so memory does not grow with the clip; the same seed on every frame keeps the noise still
+(docs/video.md). Timing and audio are kept; the file appears only when complete.
 """
 
 from __future__ import annotations
@@ -42,7 +28,7 @@ from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS
 
 
 class Upscales(Protocol):
-    """What a video run needs of its model (an `sr3infer.Upscaler`): its config, its recipes and `upscale`."""
+    """What a video run needs of its model (an `sr3infer.Upscaler`)."""
 
     config: Any
 
@@ -55,7 +41,7 @@ __all__ = ["VIDEO_SUFFIXES", "VideoResult", "is_video_path", "upscale_video"]
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 """Output suffixes `upscale_video` writes (and the ones the CLI treats as video inputs)."""
 
-# suffix -> (FFmpeg muxer, video encoders to try in order, audio encoder when a stream cannot be copied)
+# suffix -> (FFmpeg muxer, video encoders to try in order, audio encoder where copying fails)
 _CONTAINERS: dict[str, tuple[str, tuple[str, ...], str]] = {
     ".mp4": ("mp4", ("libx264", "libopenh264", "mpeg4"), "aac"),
     ".m4v": ("mp4", ("libx264", "libopenh264", "mpeg4"), "aac"),
@@ -70,10 +56,10 @@ _DEFAULT_OPTIONS = {
     "libvpx-vp9": {"crf": "24", "b": "0"},
     "mpeg4": {"flags": "+qscale", "global_quality": "236"},  # ffmpeg's -q:v 2 (2 x FF_QP2LAMBDA)
 }
-"""Encoder settings unless `codec_options` says otherwise: high quality, since the upscaling is the expensive part.
-(PyAV ignores an option the encoder does not have, silently: each of these was checked to change the output.)"""
+"""Encoder settings unless `codec_options` says otherwise: high quality, as upscaling costs more.
+PyAV silently ignores options an encoder lacks: each of these was checked to change the output."""
 
-_RGB_FORMATS = ("rgb24", "bgr0", "gbrp", "yuv444p")  # for encoders without 4:2:0 (ffv1 takes bgr0: lossless RGB)
+_RGB_FORMATS = ("rgb24", "bgr0", "gbrp", "yuv444p")  # without 4:2:0 (ffv1: bgr0)
 
 _NOT_PASSED_ON = {
     "images": "the frames come from `source`",
@@ -87,7 +73,7 @@ _NOT_PASSED_ON = {
 
 
 def is_video_path(path: str | os.PathLike) -> bool:
-    """True when the name ends in one of `VIDEO_SUFFIXES` (the CLI's test for "upscale this as a video")."""
+    """True when the name ends in one of `VIDEO_SUFFIXES` (how the CLI tells a video)."""
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
@@ -97,13 +83,13 @@ class VideoResult:
 
     path: Path
     frames: int
-    fps: Fraction                   # the output's frame rate: the input's average rate, or the `fps` of frames
+    fps: Fraction                   # the input's average rate, or `fps`
     size: tuple[int, int]           # output (width, height)
     audio: tuple[str, ...]          # per audio stream: "aac copied", "pcm_s16le -> aac", ...
     seconds: float
 
     def line(self) -> str:
-        """One line for a log, e.g. "clip_x4.mp4: 48 frames, 640x480 at 24 fps, audio aac copied, 15 min 12 s"."""
+        """One line for a log, e.g. "x4.mp4: 48 frames, 640x480 at 24 fps, no audio, 12 s"."""
         audio = f"audio {', '.join(self.audio)}" if self.audio else "no audio"
         rate = f"{float(self.fps):g}" if self.fps.denominator != 1001 else f"{self.fps.numerator}/1001"
         minutes, seconds = divmod(round(self.seconds), 60)
@@ -126,36 +112,32 @@ def upscale_video(
     pix_fmt: str | None = None,
     **upscale_kwargs: Any,
 ) -> VideoResult:
-    """Upscale every frame of a video with `upscaler.upscale` and write them, with the input's audio and timing.
+    """Upscale every frame of a video with `upscaler.upscale`, keeping the input's audio and timing.
 
     Args:
-        upscaler: the model (`Upscaler.from_pretrained(...)`); each frame goes through its public `upscale()`.
-        source: a video file (anything FFmpeg reads: .mp4, .mkv, .mov, .webm, .avi, ...), or an iterable of
-            frames (PIL images, or (H, W, 3) uint8 arrays, all one size) with `fps`; read one at a time.
-        output_path: the video to write; its suffix picks the container and encoder (`VIDEO_SUFFIXES`:
-            .mp4/.m4v/.mov/.mkv: H.264 at CRF 18, yuv420p; .webm: VP9; .avi: MPEG-4 part 2).
-        fps: frames per second of a frame iterable (a number or a Fraction, e.g. Fraction(30000, 1001));
-            not for a file, whose rate and timestamps are copied.
+        upscaler: the model (`Upscaler.from_pretrained(...)`).
+        source: a video file FFmpeg reads, or an iterable of same-size PIL images or uint8 (H, W, 3)
+            arrays with `fps`.
+        output_path: the video to write; its suffix (`VIDEO_SUFFIXES`) picks container and encoder.
+        fps: frames per second of a frame iterable (e.g. Fraction(30000, 1001)), not of a file.
         seed: the seed of every frame's noise (0 to 2**64 - 1).
-        fresh_noise: give frame i the seed `seed + i * K` (K: samples per frame) instead: new noise on every frame,
-            which flickers more; for comparison.
-        overwrite: replace an existing `output_path` (otherwise FileExistsError before anything is decoded).
-        progress: a tqdm bar in frames (the per-frame denoising bars are always off).
-        codec, codec_options, pix_fmt: another FFmpeg encoder (e.g. "ffv1" in .mkv for lossless RGB), its
-            options (e.g. {"crf": "23"}) and pixel format; default by suffix as above.
-        **upscale_kwargs: passed to `upscaler.upscale` for every frame: preset, recipe, num_steps, sampler,
-            num_samples, tile_size, tile_overlap, batch_size, max_output_pixels, outscale, size, ...
-            (not generator, output_type, return_dict, return_report).
+        fresh_noise: give frame i the seed `seed + i * K` instead (new noise, more flicker).
+        overwrite: replace an existing `output_path`.
+        progress: a tqdm bar in frames.
+        codec, codec_options, pix_fmt: another FFmpeg encoder (e.g. "ffv1" in .mkv), its options
+            (e.g. {"crf": "23"}) and pixel format; default by suffix.
+        **upscale_kwargs: passed to `upscaler.upscale` for every frame (preset, num_steps, outscale,
+            ...; not generator, output_type, return_dict, return_report).
 
     Returns:
-        A `VideoResult`: path, frame count, frame rate, output size, what happened to each audio stream, seconds.
+        A `VideoResult`: path, frames, frame rate, size, each audio stream's fate, seconds.
 
     Raises:
         ModuleNotFoundError: PyAV is not installed.
-        FileNotFoundError / FileExistsError: no such input; the output exists and `overwrite` is False.
-        ValueError: not a video, no video stream, no frames, frames too large for `max_output_pixels` by the
-            header (checked before any frame is decoded), frames of different sizes in an iterable, an output
-            suffix that is not a video's.
+        FileNotFoundError: no such input.
+        FileExistsError: the output exists and `overwrite` is False.
+        ValueError: not a video, no frames, frames over `max_output_pixels` by the header, frames of
+            different sizes, or an output suffix that is not a video's.
     """
     started = time.perf_counter()
     _check_upscale_kwargs(upscale_kwargs)
@@ -166,7 +148,7 @@ def upscale_video(
     muxer, encoders, audio_encoder = _output_plan(output_path)
     av = _import_av()
     video_codec = _pick_encoder(av, codec, encoders, output_path)
-    if not overwrite and os.path.lexists(output_path):  # before any decoding; write_atomically checks again at the end
+    if not overwrite and os.path.lexists(output_path):  # checked again at the end
         raise FileExistsError(f"{str(output_path)!r} already exists; pass --overwrite (overwrite=True) to replace it.")
     stride = upscaler.sampling_recipe(upscale_kwargs.get("recipe"), upscale_kwargs.get("preset"),
                                       num_samples=upscale_kwargs.get("num_samples")).num_samples
@@ -223,7 +205,7 @@ def _pick_encoder(av: Any, codec: str | None, candidates: tuple[str, ...], path:
         try:
             if av.codec.Codec(name, "w").type == "video":
                 return name
-        except Exception:  # noqa: BLE001 - PyAV raises UnknownCodecError / ValueError for a name it lacks
+        except Exception:  # noqa: BLE001 - UnknownCodecError / ValueError
             continue
     wanted = f"the video encoder {codec!r}" if codec is not None else f"any of the encoders {', '.join(candidates)}"
     raise ValueError(f"This PyAV build has no {wanted} for {str(path)!r}; pick another codec= (e.g. 'mpeg4', "
@@ -231,7 +213,7 @@ def _pick_encoder(av: Any, codec: str | None, candidates: tuple[str, ...], path:
 
 
 def _check_frame_size(width: int, height: int, scale: int, max_output_pixels: Any, name: str) -> None:
-    """Refuse frames whose upscaled size is over `max_output_pixels` (from the header, before any frame is decoded)."""
+    """Refuse frames whose upscaled size is over `max_output_pixels`, from the header."""
     if width < 1 or height < 1:
         raise ValueError(f"{name} gives no frame size ({width}x{height}) in its header; expected a video with "
                          "frames of a known size. Is it truncated or corrupt?")
@@ -316,7 +298,7 @@ class _FileSource(_Source):
     def _probe(self) -> None:
         container, name = self.container, self.name
         fmt = container.format.name
-        if fmt == "image2" or fmt.endswith("_pipe"):  # FFmpeg reads a PNG or JPEG as a 1-frame "video"
+        if fmt == "image2" or fmt.endswith("_pipe"):  # a PNG or JPEG as a 1-frame "video"
             raise ValueError(f"{name} is a still image ({fmt}), not a video; upscale it with upscale() "
                              "(sr3infer IMAGE -o OUT).")
         videos = [s for s in container.streams.video if not _is_attached_picture(s)]
@@ -345,11 +327,11 @@ class _FileSource(_Source):
         try:
             for packet in self.container.demux(self.stream, *self.audio_streams):
                 if packet.stream.index in audio_ids:
-                    if packet.dts is not None:  # the demuxer's empty end-of-stream packets are not muxed
+                    if packet.dts is not None:  # not the empty end-of-stream packets
                         on_audio(packet)
                     continue
                 for frame in packet.decode():
-                    # Frames are converted to the header's size: a stream that changes size mid-way stays one size.
+                    # At the header's size: a stream that changes size mid-way stays one size.
                     rgb = frame.to_ndarray(format="rgb24", width=self.width, height=self.height)
                     yield _Frame(rgb, frame.pts)
                     index += 1
@@ -359,7 +341,7 @@ class _FileSource(_Source):
 
 
 def _ffmpeg_words(err: Exception) -> str:
-    """FFmpeg's reason ("Invalid data found when processing input") without PyAV's errno and file name."""
+    """FFmpeg's reason ("Invalid data found ...") without PyAV's errno and file name."""
     return getattr(err, "strerror", None) or first_line(err)
 
 
@@ -367,7 +349,7 @@ def _is_attached_picture(stream: Any) -> bool:
     """A cover picture in an audio file is a 1-frame "video stream"; it is not a video."""
     import av
 
-    flags = getattr(av.stream, "Disposition", None)  # PyAV >= 15; before it, no cover picture is told apart
+    flags = getattr(av.stream, "Disposition", None)  # PyAV >= 15; older: no cover check
     try:
         return flags is not None and bool(stream.disposition & flags.attached_pic)
     except AttributeError:
@@ -425,7 +407,7 @@ def _frame_array(item: Any, index: int) -> np.ndarray:
 
 def _upscale_frame(upscaler: Upscales, rgb: np.ndarray, seed: int, kwargs: dict[str, Any],
                    seen: set[str]) -> np.ndarray:
-    """One frame through the public `upscale()`; its warnings (off-size input, slow run) are shown once per video."""
+    """One frame through the public `upscale()`, each warning shown once per video."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         out = upscaler.upscale(rgb, seed=seed, progress=False, output_type="np", **kwargs)
@@ -463,7 +445,7 @@ class _Writer:
         failed = True
         try:
             self.audio = {stream.index: self._add_audio(stream) for stream in src.audio_streams}
-            self.pending: list[Any] = []  # audio packets read before the video stream exists (its size is not known)
+            self.pending: list[Any] = []  # audio read before the video stream exists
             bar = tqdm(total=src.total, unit="frame", desc="upscaling video", disable=not progress, dynamic_ncols=True)
             with bar:
                 for frame in src.items(self._audio_packet):
@@ -481,7 +463,7 @@ class _Writer:
         finally:
             try:
                 out.close()
-            except Exception:  # noqa: BLE001 - an error while failing: the first one is the one to report
+            except Exception:  # noqa: BLE001 - the first error is reported
                 if not failed:
                     raise
 
@@ -500,14 +482,14 @@ class _Writer:
                              "sides. Choose outscale=/size= giving even sides, or pix_fmt='yuv444p'.")
         stream = self.out.add_stream(self.video_codec, rate=src.rate)
         stream.width, stream.height, stream.pix_fmt = width, height, pix_fmt
-        # The input's time base and timestamps where the encoder and container take them (MPEG-4 part 2: denominators
-        # up to 65535; AVI: one tick per frame).
+        # The input's time base and timestamps where encoder and container take them (MPEG-4 part 2:
+        # denominators up to 65535; AVI: one tick per frame).
         keep = src.time_base.denominator <= 65535 and self.muxer != "avi"
         self.time_base = src.time_base if keep else 1 / src.rate
         stream.time_base = self.time_base
         stream.codec_context.time_base = self.time_base
         stream.options = self.codec_options
-        # YUV as BT.709, limited range, and said so in the stream: untagged, players guess (BT.601 or BT.709 by size).
+        # YUV as BT.709, limited range, tagged in the stream: untagged, players guess by size.
         self.bt709 = pix_fmt.startswith(("yuv", "nv12")) and not pix_fmt.startswith("yuvj")
         if self.bt709:
             context = stream.codec_context
@@ -527,7 +509,7 @@ class _Writer:
         frame = self.av.VideoFrame.from_ndarray(np.ascontiguousarray(rgb), format="rgb24")
         if self.bt709:
             frame = frame.reformat(format=self.video.pix_fmt, dst_colorspace="ITU709", dst_color_range="MPEG")
-        if pts is None or self.time_base != self.src.time_base:  # no timestamp, or another time base: by the rate
+        if pts is None or self.time_base != self.src.time_base:  # else by the rate
             seconds = Fraction(self.frames) / self.src.rate if pts is None else pts * self.src.time_base
             pts = round(seconds / self.time_base)
         pts = max(pts, self.next_pts)  # strictly increasing, as encoders require
@@ -543,7 +525,7 @@ class _Writer:
             return _Audio(self, stream, out_stream, reencode=False)
         codec = self.av.codec.Codec(self.audio_encoder, "w")
         rates = codec.audio_rates
-        # the input's sample rate, else the encoder's nearest above it (Opus: 48 kHz), else its highest
+        # the input's sample rate, else the encoder's nearest above (Opus: 48 kHz), else its highest
         rate = stream.rate if not rates or stream.rate in rates else min(
             rates, key=lambda r: (r < stream.rate, abs(r - stream.rate)))
         out_stream = self.out.add_stream(self.audio_encoder, rate=rate)

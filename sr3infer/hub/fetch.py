@@ -1,21 +1,15 @@
-"""Model names and paths -> verified files on disk: local path, bundled copy, Hub cache, then `hf_hub_download`.
+"""Model names and paths -> verified files on disk.
 
-Resolution order for `resolve_model_files(x)`:
+`resolve_model_files(x)` takes, in order:
 
-1. `x` is an existing folder (config.json + model.safetensors) or `.safetensors` file: use it as is.
-2. `x` is a name in the weights manifest (`sr3infer models`) and the package carries the files
-   under `bundled/<name>/`: use them after checking their sha256 against the manifest.
-3. The files are in the local Hugging Face cache (`cache_dir`, else huggingface_hub's own:
-   `$HF_HUB_CACHE`, else `$HF_HOME/hub`): use them after checking their sha256.
-4. Download them with `huggingface_hub.hf_hub_download` at the manifest's pinned revision (from
-   `$HF_ENDPOINT` when set, with `token` / `$HF_TOKEN`), then check their sha256.
+1. `x` itself, an existing model folder or `.safetensors` file;
+2. the package's bundled copy of the manifest name `x` (`bundled/<name>/`);
+3. the Hugging Face cache (`cache_dir`, else `$HF_HUB_CACHE`, else `$HF_HOME/hub`);
+4. a download at the manifest's pinned revision (`$HF_ENDPOINT`, `token` / `$HF_TOKEN`),
+   unless `$HF_HUB_OFFLINE=1` or `local_files_only=True`.
 
-A cached file is checked for being a regular file of the manifest's size before it is hashed. One
-that fails is deleted (snapshot link and blob) only when this call downloaded it; one that was
-already in the cache is left in place (another program may share the repo) and the error says so.
-`$HF_HUB_OFFLINE=1` or `local_files_only=True` stops at step 3.
-The cache and offline settings are huggingface_hub's (`huggingface_hub.constants`), so, as there, the
-environment counts as it was when huggingface_hub was imported.
+Every file is checked against the manifest's size and sha256. A file that fails is deleted only when
+this call downloaded it: the cache may be shared with other programs.
 """
 
 from __future__ import annotations
@@ -47,19 +41,19 @@ def resolve_model_files(
     local_files_only: bool | None = None,
     manifest: Manifest | str | Path | None = None,
 ) -> tuple[Path | None, Path]:
-    """Return `(config.json or None, model.safetensors)` for a local folder, a `.safetensors` file or a model name.
+    """`(config.json or None, model.safetensors)` of a folder, `.safetensors` file or model name.
 
     Args:
         name_or_path: a folder, a `.safetensors` file, or a manifest name such as "sr3-face-8x".
-        revision: Hub revision; default the manifest's pinned one (only that one is sha256-checked).
+        revision: Hub revision; default the manifest's pinned one (only that one is checked).
         cache_dir: Hub cache folder; default `$HF_HUB_CACHE`, else `$HF_HOME/hub`.
         token: Hub token; default `$HF_TOKEN` or the saved login.
-        local_files_only: never download (also implied by `$HF_HUB_OFFLINE=1`).
+        local_files_only: never download (also with `$HF_HUB_OFFLINE=1`).
         manifest: a manifest or its path; default `$SR3INFER_MANIFEST`, else the packaged one.
 
     Raises:
-        ValueError: unknown name (the message lists the known ones), or a file failed its sha256 check.
-        FileNotFoundError: a path that does not exist, or (offline / unpublished) files that are not available.
+        ValueError: an unknown name, or a file failed its sha256 check.
+        FileNotFoundError: a missing path, or files not available (offline or unpublished).
     """
     path = Path(name_or_path)
     if path.is_dir():
@@ -95,11 +89,7 @@ def fetch_model_files(
     manifest: Manifest | str | Path | None = None,
     use_bundled: bool = True,
 ) -> dict[str, Path]:
-    """Verified local paths of the files of model `name` (default: every file the manifest lists).
-
-    Looks in the bundled copy (if `use_bundled` and the pinned revision is asked for), then the Hub
-    cache, then downloads. See `resolve_model_files` for the arguments.
-    """
+    """Verified local paths of the files of model `name` (default all): bundled, cached or new."""
     known = load_manifest(manifest)
     entry = known.get(name)
     wanted = [entry.file(f) for f in (files if files is not None else [f.name for f in entry.files])]
@@ -124,12 +114,8 @@ def download_model(
     token: str | bool | None = None,
     manifest: Manifest | str | Path | None = None,
 ) -> dict[str, Path]:
-    """Put every file of model `name` into the Hub cache (downloading what is missing) and verify it.
-
-    Returns the cached paths. This is what `sr3infer download NAME` runs, for later offline use. A model
-    whose Hub repo is not published yet has nothing to download: its verified bundled files are returned
-    (FileNotFoundError if this installation does not carry them).
-    """
+    """Put every file of model `name` into the Hub cache and verify it, for offline use (what
+    `sr3infer download NAME` runs); a model not yet on the Hub gives its bundled files."""
     known = load_manifest(manifest)
     unpublished = not known.get(name).published
     return fetch_model_files(name, revision=revision, cache_dir=cache_dir, token=token, local_files_only=False,
@@ -138,7 +124,7 @@ def download_model(
 
 @dataclass(frozen=True)
 class ModelStatus:
-    """One row of `sr3infer models`: what a name is and where `from_pretrained(name)` would load it from."""
+    """One row of `sr3infer models`: a name and where `from_pretrained(name)` would load it from."""
 
     name: str
     task: Task
@@ -151,7 +137,7 @@ class ModelStatus:
 def list_models(
     *, cache_dir: str | Path | None = None, manifest: Manifest | str | Path | None = None
 ) -> list[ModelStatus]:
-    """Every model of the manifest, sorted by name, with where it would load from (no network, no hashing)."""
+    """Every model of the manifest, with where it would load from (no network, no hashing)."""
     known = load_manifest(manifest)
     cache = hub_cache_dir(cache_dir)
     rows = []
@@ -183,12 +169,12 @@ def hub_cache_dir(cache_dir: str | Path | None = None) -> Path:
 
 
 def hub_endpoint() -> str | None:
-    """`$HF_ENDPOINT` read at call time, without a trailing slash; None for huggingface_hub's default."""
+    """`$HF_ENDPOINT` without a trailing slash, or None for huggingface_hub's default."""
     return os.environ.get("HF_ENDPOINT", "").strip().rstrip("/") or None
 
 
 def is_offline(local_files_only: bool | None = None) -> bool:
-    """True when downloads are off: `local_files_only`, or huggingface_hub's offline mode (`HF_HUB_OFFLINE`)."""
+    """True when downloads are off: `local_files_only` or `HF_HUB_OFFLINE`."""
     from huggingface_hub import constants
 
     return bool(local_files_only) or constants.is_offline_mode()
@@ -198,9 +184,9 @@ def is_offline(local_files_only: bool | None = None) -> bool:
 
 
 def _bundled_files(known: Manifest, entry: ModelEntry, wanted: list[FileEntry]) -> dict[str, Path] | None:
-    """The verified bundled files, or None when the package carries none of them."""
+    """The verified bundled files, or None when the package carries none."""
     folder = known.bundled_dir(entry.name)
-    present = [f for f in wanted if os.path.lexists(folder / f.name)]  # a link to a device is refused below
+    present = [f for f in wanted if os.path.lexists(folder / f.name)]  # device links refused below
     if not present:
         log.debug("No bundled copy of %s in %s", entry.name, folder)
         return None
@@ -231,7 +217,7 @@ def _bundled_files(known: Manifest, entry: ModelEntry, wanted: list[FileEntry]) 
 
 
 def _cached_path(entry: ModelEntry, filename: str, revision: str, cache: Path) -> Path | None:
-    """The file in the Hub cache (through huggingface_hub's own lookup, no network), or None."""
+    """The file in the Hub cache (huggingface_hub's lookup, no network), or None."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
@@ -288,7 +274,7 @@ def _cached_or_download(
             _prepend(err, f"Hub repo {entry.repo_id} (model {entry.name!r}) was not found, or it is private and no "
                           "valid token was given (token= / HF_TOKEN).")
             raise
-        except OSError as err:  # HTTP errors, broken connections, size mismatches: nothing was cached
+        except OSError as err:  # HTTP, connection, size: nothing cached
             _prepend(err, f"Downloading {f.name} of model {entry.name!r} from {entry.repo_id}@{revision} failed and "
                           "nothing was cached; check the connection (HF_ENDPOINT, proxy) and run it again.")
             raise
@@ -319,8 +305,7 @@ def _cached_or_download(
 
 
 def _cache_problem(path: Path | None, f: FileEntry) -> str | None:
-    """Why the cached or bundled `path` cannot be `f`, found before hashing it (missing, not a regular file, wrong
-    size), or None."""
+    """Why `path` cannot be `f`, found before hashing (missing, not a file, wrong size), or None."""
     if path is None:
         return "not in the Hub cache"
     try:
@@ -335,7 +320,7 @@ def _cache_problem(path: Path | None, f: FileEntry) -> str | None:
 
 
 def _remove_from_cache(pointer: Path, cache: Path) -> None:
-    """Delete a cached file: the snapshot link and the blob it points to (only inside `cache`)."""
+    """Delete a cached file's snapshot link and its blob (only inside `cache`)."""
     blob = pointer.resolve() if pointer.is_symlink() else None
     pointer.unlink(missing_ok=True)
     if blob is not None and Path(cache).expanduser().resolve() in blob.parents:
@@ -343,7 +328,7 @@ def _remove_from_cache(pointer: Path, cache: Path) -> None:
 
 
 def _prepend(err: BaseException, message: str) -> None:
-    """Put a clear first line on a huggingface_hub error, keeping its type (callers may catch it)."""
+    """Put a clear first line on a huggingface_hub error, keeping its type."""
     if err.args and isinstance(err.args[0], str):
         err.args = (f"{message}\n{err.args[0]}", *err.args[1:])
     else:
@@ -358,16 +343,9 @@ PUBLISHED_FILES = (CONFIG_NAME, WEIGHTS_NAME, CARD_NAME)
 def plan_publish(
     folder: str | Path, repo_id: str, *, name: str | None = None, revision: str = "main"
 ) -> tuple[list[FileEntry], ModelEntry]:
-    """What `publish_model` would upload from `folder`, and the manifest entry it would produce.
-
-    Only config.json, model.safetensors and README.md are sent. The config must load and agree
-    with the one in the safetensors metadata. The entry's task, licence, description and metrics
-    come from the config's `task` section (`domain`, `license`, `description`, `metrics`).
-
-    Raises:
-        FileNotFoundError: `folder` is not a model folder.
-        ValueError: a bad repo id, or config.json and the weights' metadata disagree.
-    """
+    """What `publish_model` would upload from `folder` (config.json, model.safetensors, README.md)
+    and the manifest entry it would produce, from the config's `task`; FileNotFoundError for a
+    folder that is not a model's, ValueError for a bad repo id or configs that disagree."""
     from ..models.weights import embedded_config, read_config
 
     folder = Path(folder)
@@ -379,7 +357,7 @@ def plan_publish(
     if missing:
         raise FileNotFoundError(f"Model folder {str(folder)!r} has no {', '.join(missing)}; expected {', '.join(REQUIRED_FILES)}.")
     config = read_config(folder / WEIGHTS_NAME, folder / CONFIG_NAME)
-    embedded = embedded_config(folder / WEIGHTS_NAME)  # only files from before config.json was the one source
+    embedded = embedded_config(folder / WEIGHTS_NAME)  # older files only
     if embedded is not None and embedded != config:
         raise ValueError(
             f"{folder / CONFIG_NAME} differs from the config in {WEIGHTS_NAME}'s metadata; "
@@ -416,11 +394,8 @@ def publish_model(
     token: str | bool | None = None,
     private: bool = False,
 ) -> ModelEntry:
-    """Upload a model folder to the Hub (creating the repo if needed); return its manifest entry.
-
-    The entry's `revision` is the commit the upload created, so pasting it into the manifest pins
-    exactly the uploaded files. The Hub comes from `$HF_ENDPOINT`, the token from `token` or `$HF_TOKEN`.
-    """
+    """Upload a model folder to the Hub (`$HF_ENDPOINT`); its manifest entry's `revision` is the
+    upload's commit, pinning exactly the uploaded files."""
     from dataclasses import replace
 
     from huggingface_hub import HfApi

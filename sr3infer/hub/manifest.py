@@ -1,4 +1,4 @@
-"""`weights_manifest.json`: model names -> Hub repo, pinned revision, files with sha256 and size, task, licence, metrics."""
+"""`weights_manifest.json`: model names -> Hub repo, pinned revision, files, task, licence."""
 
 from __future__ import annotations
 
@@ -31,10 +31,7 @@ REPO_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9.
 
 @dataclass(frozen=True)
 class FileEntry:
-    """One file of a model: its name inside the repo folder, sha256 (64 lowercase hex) and size in bytes.
-
-    `sha256` and `size` are both None while the file is not released yet (scripts/update_manifest.py fills them).
-    """
+    """A model file: name, sha256 and size (None until released; scripts/update_manifest.py)."""
 
     name: str
     sha256: str | None
@@ -47,7 +44,7 @@ class FileEntry:
 
 @dataclass(frozen=True)
 class Task:
-    """What the model does: `input_size` x `input_size` -> `output_size` x `output_size` images of `domain`."""
+    """What the model does: `input_size` -> `output_size` square images of `domain`."""
 
     scale: int
     input_size: int
@@ -106,12 +103,8 @@ class Manifest:
 
 
 def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
-    """Read and validate a manifest: `path`, else `$SR3INFER_MANIFEST`, else the copy shipped in the package.
-
-    Raises:
-        FileNotFoundError: the manifest file does not exist.
-        ValueError: it is not valid JSON or does not follow the format (the message names the field).
-    """
+    """Read and validate a manifest: `path`, else `$SR3INFER_MANIFEST`, else the packaged copy;
+    FileNotFoundError when missing, ValueError naming the field when malformed."""
     if isinstance(path, Manifest):
         return path
     from_env = path is None and bool(os.environ.get(MANIFEST_ENV))
@@ -124,8 +117,7 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
 
 
 def default_models() -> dict[int, tuple[str, str]]:
-    """The bundled models by trained input side -> (name, domain), from the manifest's `Task`: what the CLI and
-    the demo pick when no model is named."""
+    """The bundled models by trained input side -> (name, domain): the CLI's and demo's defaults."""
     return {e.task.input_size: (e.name, e.task.domain) for e in load_manifest().models.values() if e.bundled}
 
 
@@ -133,7 +125,7 @@ MAX_MANIFEST_BYTES = 16 << 20  # the packaged manifest is a few KB; a manifest i
 
 
 def _read_text(path: Path, origin: str) -> str:
-    """The UTF-8 text of a regular file of at most MAX_MANIFEST_BYTES; errors name the file and `origin`."""
+    """The UTF-8 text of a regular file of at most MAX_MANIFEST_BYTES; errors name the file."""
     what = f"Weights manifest {str(path)!r}"
     try:
         info = path.stat()
@@ -282,7 +274,7 @@ def manifest_to_dict(manifest: Manifest) -> dict[str, Any]:
 
 
 def model_entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
-    """The JSON object of one model entry, keys in a fixed, readable order."""
+    """The JSON object of one model entry, keys in a fixed order."""
     return {
         "description": entry.description,
         "repo_id": entry.repo_id,
@@ -298,12 +290,11 @@ def model_entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
 
 
 def dump_manifest(manifest: Manifest) -> str:
-    """The manifest as the JSON text stored on disk (2-space indent, trailing newline)."""
+    """The manifest as stored on disk (2-space indent, trailing newline)."""
     return json.dumps(manifest_to_dict(manifest), indent=2, ensure_ascii=False) + "\n"
 
 
 def sha256_file(path: str | Path, *, chunk_size: int = 1 << 20) -> str:
-    """The sha256 hex digest of a file, read in chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(chunk_size):

@@ -1,4 +1,4 @@
-"""Images in (PIL, numpy, torch, file paths) to tensors in [-1, 1], and results back in the caller's format."""
+"""Images in (PIL, numpy, torch, file paths) to tensors in [-1, 1], and results back in kind."""
 
 from __future__ import annotations
 
@@ -27,16 +27,16 @@ __all__ = ["ImageLike", "Prepared", "ImageHeader", "ImageMetadata", "load_image"
            "read_image_and_metadata", "metadata_of", "read_header", "peek_sizes", "prepare", "restore", "save_image",
            "output_format", "check_output_size", "image_size", "write_atomically"]
 
-_PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # Pillow's rawmode -> the one for low bytes
+_PNG_16_BIT_COLOUR = {"RGB;16B": "RGB;16L", "RGBA;16B": "RGBA;16L"}  # rawmode -> low bytes
 
 ImageLike = Union[Image.Image, np.ndarray, Tensor, str, os.PathLike]
 ValueRange = Union[str, tuple[float, float]]  # of float inputs: (0, 1), (-1, 1) or "auto"
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # what a folder of images is read as
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}  # read from folders
 OUTPUT_HINT = "use .png, .jpg, .webp, .tif or .bmp"
 MAX_OUTPUT_SIDE = {"ICO": 256, "WEBP": 16383, "JPEG": 65535, "GIF": 65535}
-"""The widest and highest image each of these formats holds (Pillow shrinks an ICO to fit, and fails on the others)."""
+"""The largest image each of these formats holds (Pillow shrinks an ICO to fit, fails on others)."""
 MAX_PNG_CHUNK = 64 * 2**20
-"""Largest decompressed PNG ICC profile or text chunk read (Pillow stops at 1 MB; real printer profiles reach a few MB)."""
+"""Largest decompressed PNG ICC profile or text chunk read (real profiles pass Pillow's 1 MB)."""
 _PNG_CHUNK_LIMIT = threading.Lock()
 
 
@@ -54,23 +54,18 @@ class Prepared:
 
 
 def load_image(path: str | os.PathLike) -> Image.Image:
-    """Open an image file fully (so truncation is found now), upright (EXIF orientation applied), with clear errors."""
+    """Open an image file fully (truncation found now), upright (EXIF orientation), clear errors."""
     return _open(path)[0]
 
 
 def read_image(path: str | os.PathLike) -> Image.Image | np.ndarray:
-    """`load_image`, except that a 16-bit RGB, RGBA or gray+alpha PNG comes back as a uint16 (H, W, C) array.
-
-    Pillow has no 16-bit colour mode and decodes such files to their high bytes; here its PNG decoder
-    runs a second time with the little-endian unpacker, which picks the low bytes instead. A 16-bit
-    gray+alpha PNG is decoded as the 8-bit RGBA PNG of the same bytes (see `_png16_gray_alpha`).
-    """
+    """`load_image`, except that a 16-bit RGB, RGBA or gray+alpha PNG comes back as a uint16 array
+    (Pillow keeps only the high bytes; a second decode reads the low ones)."""
     return read_image_and_metadata(path)[0]
 
 
 def read_image_and_metadata(path: str | os.PathLike) -> tuple[Image.Image | np.ndarray, ImageMetadata]:
-    """`read_image`, and the file's ICC profile, EXIF (orientation reset: the pixels come upright), DPI and PNG
-    text, for `save_image(..., metadata=...)` to carry to the output."""
+    """`read_image`, and the file's ICC profile, EXIF, DPI and PNG text for `save_image`."""
     image, stored_as, orientation = _open(path)
     metadata = metadata_of(image)
     if stored_as == "LA;16B":
@@ -84,11 +79,7 @@ def read_image_and_metadata(path: str | os.PathLike) -> tuple[Image.Image | np.n
 
 
 def _png16_gray_alpha(path: str | os.PathLike, orientation: int) -> np.ndarray:
-    """All 16 bits of a 16-bit gray+alpha PNG, as a uint16 (H, W, 2) array.
-
-    Its 4 bytes per pixel (gray high, gray low, alpha high, alpha low) are filtered exactly like those
-    of an 8-bit RGBA PNG, so the file is decoded as one, with its IHDR rewritten and only IDAT kept.
-    """
+    """All 16 bits of a 16-bit gray+alpha PNG, decoded as the 8-bit RGBA PNG of the same bytes."""
     data = Path(path).read_bytes()
     chunks = [png_chunk(kind, body[:8] + bytes([8, 6]) + body[10:] if kind == b"IHDR" else body)
               for kind, body in _png_chunk_list(data) if kind in (b"IHDR", b"IDAT", b"IEND")]
@@ -107,7 +98,7 @@ def _png_chunk_list(data: bytes) -> Iterator[tuple[bytes, bytes]]:
         pos += 12 + length
 
 
-# EXIF orientation -> how to turn the stored (H, W, C) array upright (as ImageOps.exif_transpose does).
+# EXIF orientation -> how to turn the stored (H, W, C) array upright (as ImageOps.exif_transpose).
 _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
     1: lambda a: a, 2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
     5: lambda a: a.transpose(1, 0, 2), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
@@ -116,10 +107,7 @@ _ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
 
 
 def check_input_file(path: Path, what: str = "image", empty_hint: str = "") -> None:
-    """Refuse, before opening it, a path that is not a non-empty regular file (a FIFO would block for ever).
-
-    `what` names the expected kind ("image", "video") in the messages; `empty_hint` ends the empty-file one.
-    """
+    """Refuse, before opening it, a path that is not a non-empty regular file (FIFOs block)."""
     article = "an" if what[0] in "aeiou" else "a"
     if not path.exists():
         raise FileNotFoundError(f"Input {what} {str(path)!r} does not exist.")
@@ -136,7 +124,7 @@ def check_input_file(path: Path, what: str = "image", empty_hint: str = "") -> N
 
 @contextmanager
 def _pil_errors(path: Path, failure: str, *also: type[Exception]) -> Iterator[None]:
-    """PIL's errors about `path` as one-line ValueErrors; `failure` words a decoding error ("could not be decoded")."""
+    """PIL's errors about `path` as one-line ValueErrors; `failure` words a decoding error."""
     try:
         yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
@@ -158,13 +146,12 @@ def _pil_errors(path: Path, failure: str, *also: type[Exception]) -> Iterator[No
         raise ValueError(f"{str(path)!r} {failure}; is it truncated or corrupt? ({err})") from None
 
 
-_CHUNK_TOO_LARGE = "Decompressed data too large"  # Pillow's words for a PNG chunk over PngImagePlugin.MAX_TEXT_CHUNK
+_CHUNK_TOO_LARGE = "Decompressed data too large"  # a PNG chunk over MAX_TEXT_CHUNK
 _T = TypeVar("_T")
 
 
 def _large_png_chunks(read: Callable[[], _T]) -> _T:
-    """`read()`; where Pillow refused a PNG ICC profile or text chunk over its 1 MB default, again with that limit
-    raised to `MAX_PNG_CHUNK`, so a valid file with a large profile loads."""
+    """`read()`, retried with `MAX_PNG_CHUNK` where Pillow refused a PNG chunk over 1 MB."""
     try:
         return read()
     except ValueError as err:
@@ -180,12 +167,11 @@ def _large_png_chunks(read: Callable[[], _T]) -> _T:
 
 
 _PIL_PNG_KEYS = ("transparency", "dpi", "gamma", "aspect", "icc_profile", "exif", "xmp", "srgb", "chromaticity")
-"""`Image.info` keys that Pillow fills from a PNG's own chunks, and that a text chunk of the same key replaces."""
+"""`Image.info` keys Pillow fills from a PNG's chunks, which a text chunk of that key replaces."""
 
 
 def _undo_text_clashes(image: Image.Image, path: Path) -> None:
-    """Put back the `info` keys that a PNG text chunk keyed like one of Pillow's own (e.g. "transparency")
-    replaced by its text: the value of the file's own chunk (its tRNS), or none. The text stays in `image.text`."""
+    """Restore `info` keys (e.g. "transparency") that a PNG text chunk of that key replaced."""
     clashes = {key for key in _PIL_PNG_KEYS if isinstance(image.info.get(key), str)}
     if not clashes:
         return
@@ -201,9 +187,7 @@ def _undo_text_clashes(image: Image.Image, path: Path) -> None:
 
 
 def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Image, str | None, int]:
-    """The decoded, upright image, for a PNG the raw sample layout it was stored in (e.g. "RGB;16B"), and the
-    EXIF orientation that was undone (1: none). Of a multi-frame file (GIF, APNG, TIFF) frame 0, with a warning.
-    """
+    """The decoded upright image (frame 0, warned), its PNG raw mode and EXIF orientation."""
     path = Path(path)
     check_input_file(path)
 
@@ -211,7 +195,7 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
         image = Image.open(path)
         stored_as = image.tile[0][3] if image.format == "PNG" and len(image.tile) == 1 else None
         if rawmode is not None:
-            # Pillow's stubs want its private _Tile; it reads any 4-tuple (and Pillow 10's own tiles are tuples)
+            # Pillow's stubs want its private _Tile; it reads any 4-tuple (as Pillow 10's tiles)
             image.tile = [(*image.tile[0][:3], rawmode)]  # type: ignore[list-item]
         image.load()
         if image.format == "PNG":
@@ -232,7 +216,7 @@ def _open(path: str | os.PathLike, rawmode: str | None = None) -> tuple[Image.Im
     orientation = 1
     try:
         orientation = int(image.getexif().get(0x0112, 1))
-        ImageOps.exif_transpose(image, in_place=True)  # a phone photo stored sideways comes out upright
+        ImageOps.exif_transpose(image, in_place=True)  # a sideways phone photo
     except Exception:  # noqa: BLE001 - a malformed EXIF block: keep the pixels as stored
         orientation = 1
     return image, stored_as if isinstance(stored_as, str) else None, orientation
@@ -261,11 +245,8 @@ class ImageHeader:
 
 
 def read_header(path: str | os.PathLike) -> ImageHeader:
-    """Size, mode, bit depth and frame count of an image file from its header, without decoding it.
-
-    A folder run calls this on every file first, so an over-size file is refused before any memory
-    is spent on it. Raises like `load_image` for a missing, empty, non-regular or unreadable file.
-    """
+    """Size, mode, bit depth and frame count from an image file's header, without decoding: a folder
+    run checks every file so first, so an over-size file costs no memory."""
     path = Path(path)
     check_input_file(path)
     with _pil_errors(path, "has an unreadable header", ValueError), warnings.catch_warnings():
@@ -274,7 +255,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
             width, height, mode, fmt = image.width, image.height, image.mode, image.format or ""
             rawmode = image.tile[0][3] if fmt == "PNG" and len(image.tile) == 1 else ""
             frames = getattr(image, "n_frames", 1)
-            try:  # a PNG's getexif() decodes the pixels to look past them: read only the eXIf before them
+            try:  # PNG getexif() decodes the pixels to look past them: read the eXIf before them
                 exif = image.getexif() if fmt != "PNG" else Image.Exif()
                 if fmt == "PNG" and "exif" in image.info:
                     exif.load(image.info["exif"])
@@ -292,11 +273,7 @@ def read_header(path: str | os.PathLike) -> ImageHeader:
 
 
 def peek_sizes(image: Any) -> list[tuple[int, int]]:
-    """(height, width) of each image in `image` (one input, a batch counts as several), read without decoding.
-
-    For estimating a run before any pixel is converted; [] when the input is not understood (the
-    conversion then says what is wrong).
-    """
+    """(height, width) of each image in `image`, read without decoding; [] when not understood."""
     if isinstance(image, (str, os.PathLike)):
         try:
             header = read_header(image)
@@ -325,7 +302,7 @@ def _from_pil(image: Image.Image) -> Prepared:
     _check_size(image.height, image.width, "The image")
     mode = image.mode
     if mode == "P":
-        if isinstance(image.info.get("transparency"), str):  # a PNG text chunk keyed "transparency", not a tRNS
+        if isinstance(image.info.get("transparency"), str):  # a text chunk, not a tRNS
             image = image.copy()
             del image.info["transparency"]
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -400,7 +377,7 @@ def _from_unit_tensor(t: Tensor, *, gray: bool) -> Prepared:
 
 
 def _float_range(data_min: float, value_range: ValueRange) -> tuple[float, float]:
-    """(low, high) of float input: (0, 1), (-1, 1), or for "auto" [-1, 1] when the data has a value below 0."""
+    """(low, high) of float input; "auto": [-1, 1] if any value is below 0, else [0, 1]."""
     if isinstance(value_range, str):
         if value_range != "auto":
             raise ValueError(f"Unknown value_range {value_range!r}; expected 'auto', (0, 1) or (-1, 1).")
@@ -415,7 +392,7 @@ def _float_range(data_min: float, value_range: ValueRange) -> tuple[float, float
 
 
 def _float_to_unit(data: Any, value_range: ValueRange, what: str) -> Any:
-    """Finite float data (numpy or torch) in `value_range` -> [0, 1], with a clear error for values outside it."""
+    """Finite float data (numpy or torch) in `value_range` -> [0, 1], refusing values outside it."""
     empty = (data.size if isinstance(data, np.ndarray) else data.numel()) == 0
     lowest, highest = (0.0, 0.0) if empty else (float(data.min()), float(data.max()))
     if not np.isfinite([lowest, highest]).all():
@@ -430,13 +407,13 @@ def _float_to_unit(data: Any, value_range: ValueRange, what: str) -> Any:
 
 
 def _from_numpy(array: np.ndarray, value_range: ValueRange = (0, 1)) -> list[Prepared]:
-    if not array.dtype.isnative:  # big-endian data (e.g. '>u2' from a FITS or raw file): same values, native order
+    if not array.dtype.isnative:  # big-endian ('>u2'): native order
         array = array.astype(array.dtype.newbyteorder("="))
     if array.ndim == 4:
         if len(array) == 0:
             raise ValueError(f"Got an empty batch of shape {array.shape}; expected at least one image (N >= 1).")
         if isinstance(value_range, str) and np.issubdtype(array.dtype, np.floating) and np.isfinite(array).all():
-            value_range = _float_range(float(array.min()), value_range)  # "auto" decides once for the batch
+            value_range = _float_range(float(array.min()), value_range)  # "auto": once per batch
         return [_from_numpy(a, value_range)[0] for a in array]
     if array.ndim not in (2, 3):
         raise ValueError(
@@ -469,7 +446,7 @@ def _from_torch(t: Tensor, value_range: ValueRange = (0, 1)) -> list[Prepared]:
         if len(t) == 0:
             raise ValueError(f"Got an empty batch of shape {tuple(t.shape)}; expected at least one image (N >= 1).")
         if isinstance(value_range, str) and t.is_floating_point() and torch.isfinite(t).all():
-            value_range = _float_range(float(t.min()), value_range)  # "auto" decides once for the batch
+            value_range = _float_range(float(t.min()), value_range)  # "auto": once per batch
         return [_from_torch_chw(x, "NCHW", t.dtype, value_range) for x in t]
     if t.dim() == 3:
         return [_from_torch_chw(t, "CHW", t.dtype, value_range)]
@@ -499,14 +476,11 @@ def _from_torch_chw(t: Tensor, layout: str, dtype: torch.dtype, value_range: Val
 
 
 def prepare(image: ImageLike, value_range: ValueRange = (0, 1)) -> list[Prepared]:
-    """Turn one input (a batch array/tensor counts as several) into `Prepared` images.
-
-    `value_range` is that of float arrays and tensors: (0, 1), (-1, 1), or "auto" ([-1, 1] when a value,
-    of the whole batch, is below 0). Integer inputs are 0..255 (uint8) or 0..65535 (uint16).
-    """
+    """Turn one input (a batch counts as several) into `Prepared` images; float data is in
+    `value_range` ("auto": [-1, 1] when below 0), integers are 0..255 or 0..65535."""
     if isinstance(image, (str, os.PathLike)):
         loaded = read_image(image)
-        if isinstance(loaded, np.ndarray):  # 16-bit colour: numpy keeps all bits (output_type="np" returns them)
+        if isinstance(loaded, np.ndarray):  # 16-bit colour: numpy keeps all bits
             (prep,) = _from_numpy(loaded)
             prep.kind = "pil"
             return [prep]
@@ -523,7 +497,7 @@ def prepare(image: ImageLike, value_range: ValueRange = (0, 1)) -> list[Prepared
 
 
 def restore(result: Tensor, prep: Prepared, output_type: str | None = None) -> Any:
-    """Hand a model output (1, 3, H, W) in [-1, 1] back in the kind, mode and bit depth of `prep`."""
+    """A model output (1, 3, H, W) in [-1, 1] back in the kind, mode and bit depth of `prep`."""
     kind = output_type or prep.kind
     unit = ((result.detach().float().cpu().clamp(-1, 1) + 1) / 2)[0]  # (3, H, W) in [0, 1]
     if prep.gray:
@@ -535,7 +509,7 @@ def restore(result: Tensor, prep: Prepared, output_type: str | None = None) -> A
         if prep.kind == "pt" and prep.source_dtype == torch.uint8:
             return (unit * 255).round().to(torch.uint8)
         if prep.kind == "pt" and isinstance(prep.source_dtype, torch.dtype) and prep.source_dtype.is_floating_point:
-            return unit.to(prep.source_dtype)  # fp16/bf16/fp64 in, the same dtype out (as numpy keeps its dtype)
+            return unit.to(prep.source_dtype)  # fp16/bf16/fp64 in, the same out
         return unit
     hwc = unit.permute(1, 2, 0).numpy()
     if kind == "np":
@@ -563,21 +537,21 @@ def _to_pil(hwc: np.ndarray, prep: Prepared) -> Image.Image:
 
 
 def _encodable(image: Image.Image, fmt: str) -> Image.Image:
-    """`image` in a mode `fmt` can store; 16-bit and float (in [0, 1]) drop to 8 bits only where they must."""
+    """`image` in a mode `fmt` stores; 16-bit and float drop to 8 bits only where they must."""
     if image.mode == "F" and fmt != "TIFF":
         array = np.nan_to_num(np.asarray(image, dtype=np.float64))
         image = Image.fromarray(np.round(np.clip(array, 0, 1) * 255).astype(np.uint8), mode="L")
     elif image.mode.startswith("I;16") and fmt not in ("PNG", "TIFF"):
         image = Image.fromarray(np.round(np.asarray(image, dtype=np.float64) / 257).astype(np.uint8), mode="L")
     if fmt == "JPEG" and image.mode not in ("RGB", "L", "CMYK"):
-        image = image.convert("L") if image.mode == "LA" else image.convert("RGBA").convert("RGB")  # JPEG has no alpha
+        image = image.convert("L") if image.mode == "LA" else image.convert("RGBA").convert("RGB")
     elif fmt == "BMP" and image.mode == "LA":
         image = image.convert("RGBA")
     return image
 
 
 def output_format(path: str | os.PathLike) -> str:
-    """Pillow's format name for the suffix of `path`, e.g. "PNG"; ValueError for a suffix Pillow cannot write."""
+    """Pillow's format name for the suffix of `path`, e.g. "PNG"; ValueError if it cannot write."""
     suffix = Path(path).suffix.lower()
     fmt = Image.registered_extensions().get(suffix)
     if fmt is None or fmt not in Image.SAVE:
@@ -586,7 +560,7 @@ def output_format(path: str | os.PathLike) -> str:
 
 
 def check_output_size(path: str | os.PathLike, size: tuple[int, int]) -> None:
-    """ValueError when the format of `path` cannot hold an image of `size` (width, height), e.g. an ICO over 256x256."""
+    """Refuse a size (width, height) the format of `path` cannot hold, e.g. an ICO over 256x256."""
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "")
     limit = MAX_OUTPUT_SIDE.get(fmt)
     if limit is not None and max(size) > limit:
@@ -602,15 +576,13 @@ def image_size(image: Image.Image | np.ndarray) -> tuple[int, int]:
 
 def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, overwrite: bool = False,
                metadata: ImageMetadata | None = None, strip_metadata: bool = False, quality: int = 95) -> Path:
-    """Write `image` (PIL, or a uint16 (H, W, 2|3|4) array from `read_image`) in the format of the suffix of `path`.
+    """Write `image` (PIL, or a uint16 array from `read_image`) in the format `path` names.
 
-    Atomic and safe, see `write_atomically`: never half a file, no symlink followed, and without
-    `overwrite` an existing name (even a dangling symlink) is never replaced. A size the format cannot hold
-    (an ICO over 256x256, see `check_output_size`) is refused, never shrunk.
+    Atomic, as `write_atomically`; a size the format cannot hold is refused, never shrunk.
 
     Args:
-        metadata: the input's (`read_image_and_metadata`): its ICC profile, EXIF, DPI, XMP and PNG text are written
-            where the format holds them, adjusted to this image's size (see `sr3infer.images.metadata`).
+        metadata: the input's (`read_image_and_metadata`), written where the format holds it and
+            adjusted to this image's size.
         strip_metadata: write none of it (not even an ICC profile in a PIL image's own `info`).
         quality: JPEG and WebP quality, 1 to 100.
     """
@@ -623,12 +595,8 @@ def save_image(image: Image.Image | np.ndarray, path: str | os.PathLike, *, over
 
 
 def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], object], *, overwrite: bool = False) -> Path:
-    """Call `write(handle)` on a new private file beside `path` (`tempfile.mkstemp`), then move it into place.
-
-    The file is written through its descriptor, so no planted symlink is followed. Without `overwrite`
-    the name is claimed atomically, so of two processes writing one name exactly one wins and the other
-    gets FileExistsError. A failure leaves nothing behind.
-    """
+    """Call `write(handle)` on a new private file beside `path`, then move it into place: never half
+    a file, no symlink followed; without `overwrite` exactly one of two writers wins."""
     path = Path(path)
     if not overwrite and os.path.lexists(path):
         raise FileExistsError(f"{str(path)!r} already exists; pass --overwrite (overwrite=True) to replace it.")
@@ -649,13 +617,13 @@ def write_atomically(path: str | os.PathLike, write: Callable[[IO[bytes]], objec
 
 
 def _claim(tmp: str, path: Path) -> None:
-    """Give the finished file `tmp` the name `path` only if nothing has that name yet, atomically."""
+    """Name the finished file `tmp` `path`, atomically, only if nothing has that name yet."""
     try:
         try:
             os.link(tmp, path)  # fails if the name exists, whatever it is; never follows it
         except FileExistsError:
             raise
-        except OSError:  # no hard links on this file system: claim the name with O_EXCL, then fill it
+        except OSError:  # no hard links here: claim the name with O_EXCL, then fill it
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
             os.replace(tmp, path)
             return
@@ -680,8 +648,7 @@ def _encode(image: Image.Image | np.ndarray, fmt: str, handle: IO[bytes], option
 
 
 def _write_png16(array: np.ndarray, handle: IO[bytes], extra: bytes = b"") -> None:
-    """A 16-bit gray+alpha, RGB or RGBA PNG (which Pillow cannot write): big-endian samples, each row "Sub"-filtered,
-    zlib; `extra`: more chunks (the metadata) between the header and the pixels."""
+    """A 16-bit gray+alpha, RGB or RGBA PNG (Pillow cannot write them), `extra` chunks first."""
     height, width, channels = array.shape
     raw = np.ascontiguousarray(array, dtype=">u2").view(np.uint8).reshape(height, width * channels * 2)
     step = channels * 2  # bytes per pixel: "Sub" stores each byte minus the one a pixel to the left

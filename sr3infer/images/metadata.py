@@ -1,13 +1,6 @@
-"""What an image file carries besides its pixels (ICC profile, EXIF, DPI, XMP, PNG text), carried to the upscaled file.
-
-`imageio.read_image_and_metadata` reads it with the pixels; `imageio.save_image(..., metadata=...)` writes it
-back, adjusted to the output: EXIF orientation 1 (the pixels were turned upright when read) and its pixel
-sizes set to the output's, DPI multiplied by the scale factor (the print size stays the same), the ICC
-profile and XMP unchanged (the model keeps the input's colour space). Where a format has no place for a part
-(WebP has no DPI, only PNG has text chunks) that part is left out. A value the format's field cannot hold
-(a DPI past JPEG's 16 bits, an EXIF block over one JPEG segment) and XMP where the format has no place for
-it are left out with one warning per file that names them.
-"""
+"""What an image file carries besides pixels (ICC, EXIF, DPI, XMP, PNG text), carried to the output:
+EXIF orientation 1 and the output's sizes, DPI times the scale, ICC and XMP unchanged. What a format
+cannot hold is left out, with one warning per file."""
 
 from __future__ import annotations
 
@@ -43,7 +36,7 @@ _JPEG_LIMITS = {"exif": _JPEG_SEGMENT, "xmp": _JPEG_SEGMENT - 29,  # after "http
 
 @dataclass(frozen=True)
 class ImageMetadata:
-    """The ICC profile, EXIF block, DPI, XMP and PNG text of an image read at `size` (width, height), upright."""
+    """The ICC profile, EXIF, DPI, XMP and PNG text of an upright image read at `size` (w, h)."""
 
     size: tuple[int, int]
     icc_profile: bytes | None = None
@@ -57,7 +50,7 @@ class ImageMetadata:
 
 
 def metadata_of(image: Image.Image) -> ImageMetadata:
-    """The metadata of an opened (and, for PNG text after the pixels, loaded) PIL image, as it is now."""
+    """The metadata of an opened (for PNG text after the pixels, loaded) PIL image."""
     info = image.info
     dpi = info.get("dpi")
     if not (isinstance(dpi, tuple) and len(dpi) == 2 and all(_positive(d) for d in dpi)):
@@ -73,13 +66,8 @@ def metadata_of(image: Image.Image) -> ImageMetadata:
 
 def save_options(fmt: str, metadata: ImageMetadata | None, size: tuple[int, int], *, gray: bool = False,
                  strip: bool = False, quality: int = 95, path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Keyword arguments of PIL's `Image.save` in `fmt` for an output of `size` (width, height), `gray` or colour.
-
-    An ICC profile for another colour space than the output's (a CMYK JPEG's, read as RGB) is left out.
-    With `strip` the ICC profile is written as none, so Pillow does not copy one from the image's own `info`
-    either (as it does for PNG and TIFF); JPEG and WebP get `quality`. A part whose value `fmt` cannot hold,
-    and XMP where `fmt` has no place for it, are left out with one warning naming them and `path`.
-    """
+    """PIL `Image.save` keyword arguments in `fmt` for an output of `size` (width, height); an ICC
+    profile of another colour space is left out, and `strip` writes none at all."""
     options: dict[str, Any] = {"quality": check_quality(quality)} if fmt in ("JPEG", "WEBP") else {}
     if strip and fmt in ("PNG", "TIFF"):
         options["icc_profile"] = None
@@ -122,7 +110,7 @@ def save_options(fmt: str, metadata: ImageMetadata | None, size: tuple[int, int]
 
 
 def _fits_jpeg(fmt: str, part: str, data: bytes | Image.Exif, name: str, dropped: list[str]) -> bool:
-    """Whether `data` fits where a JPEG holds `part` (always, in another format); if not, say why in `dropped`."""
+    """Whether `data` fits where a JPEG holds `part`; if not, say why in `dropped`."""
     if fmt != "JPEG":
         return True
     data = data.tobytes() if isinstance(data, Image.Exif) else data
@@ -133,24 +121,20 @@ def _fits_jpeg(fmt: str, part: str, data: bytes | Image.Exif, name: str, dropped
 
 
 def check_quality(quality: Any) -> int:
-    """A JPEG/WebP quality: an integer from 1 to 100."""
     if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
         raise ValueError(f"quality must be an integer from 1 to 100 (JPEG/WebP), got {quality!r}.")
     return quality
 
 
 def output_dpi(metadata: ImageMetadata, size: tuple[int, int]) -> tuple[float, float] | None:
-    """The input's DPI times the scale factor of each axis, so the printed size stays the same."""
+    """The input's DPI times each axis's scale factor, so the printed size stays the same."""
     if metadata.dpi is None:
         return None
     return (metadata.dpi[0] * size[0] / metadata.size[0], metadata.dpi[1] * size[1] / metadata.size[1])
 
 
 def output_exif(metadata: ImageMetadata, size: tuple[int, int], dropped: list[str] | None = None) -> Image.Exif | None:
-    """The EXIF block for the output: orientation 1 (upright), pixel sizes and resolution of the output.
-
-    A resolution that no longer fits EXIF's rational of 32-bit integers is left out (and named in `dropped`).
-    """
+    """The output's EXIF: orientation 1, its pixel sizes and resolution (if it fits)."""
     if not metadata.exif:
         return None
     exif = Image.Exif()
@@ -181,7 +165,7 @@ def output_exif(metadata: ImageMetadata, size: tuple[int, int], dropped: list[st
 
 
 def png_chunks(options: dict[str, Any]) -> bytes:
-    """The iCCP, pHYs, eXIf and text chunks of `save_options("PNG", ...)`, for a PNG written without Pillow."""
+    """The iCCP, pHYs, eXIf and text chunks of `save_options("PNG", ...)`, for our PNG writer."""
     chunks = []
     if options.get("icc_profile"):
         chunks.append(png_chunk(b"iCCP", b"ICC Profile\0\0" + zlib.compress(options["icc_profile"])))
@@ -197,7 +181,6 @@ def png_chunks(options: dict[str, Any]) -> bytes:
 
 
 def png_chunk(kind: bytes, data: bytes) -> bytes:
-    """One PNG chunk: length, type, data, CRC."""
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 

@@ -1,10 +1,5 @@
-"""Any output size: the model at its native scale (repeated passes of itself above it), then an antialiased resize.
-
-`upscale(img, outscale=2.5)` gives round(2.5 x the input) on each side, `size=(w, h)` exactly that size. The
-model runs at its own scale; the result is resized with the package's bicubic (antialiased, on float data, so
-16-bit outputs keep their bits). Targets above the model's scale run the model again on its own output
-(`passes`), which it was not trained for: a warning says so.
-"""
+"""Any output size: the model at its own scale (again on its own output above it, with a warning),
+then the antialiased bicubic on float data, so 16-bit outputs keep their bits."""
 
 from __future__ import annotations
 
@@ -29,16 +24,16 @@ MAX_PASSES = 3
 """The most passes of a model over its own output (a x8 model: up to x512)."""
 
 MAX_OUTSCALE = MAX_SCALE**MAX_PASSES
-"""The largest outscale any model can reach: the largest model scale, `MAX_PASSES` times over its own output."""
+"""The largest outscale any model can reach: the largest scale, `MAX_PASSES` times over."""
 
 
 
 @dataclass(frozen=True)
 class SizePlan:
-    """How one call reaches its output size: the model's `passes`, then a resize to `outscale` x input or `size`."""
+    """How a call reaches its output size: the model's `passes`, then a resize to the target."""
 
     passes: int
-    outscale: Fraction | None = None    # of the call's input sides (exact, so round(X * side) is exact)
+    outscale: Fraction | None = None    # of the input sides, exact so round(X * side) is
     size: tuple[int, int] | None = None  # (width, height)
 
     def target(self, input_size: tuple[int, int]) -> tuple[int, int]:
@@ -47,7 +42,7 @@ class SizePlan:
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """"WxH" (e.g. "1920x1080") as (width, height); ValueError saying the expected form otherwise."""
+    """"WxH" (e.g. "1920x1080") as (width, height)."""
     match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(text))
     if match is None:
         raise ValueError(f"Expected a size as WIDTHxHEIGHT, e.g. 1920x1080, got {text!r}.")
@@ -62,11 +57,8 @@ def _check_size(size: Any) -> tuple[int, int]:
 
 
 def check_outscale(outscale: Any) -> Fraction:
-    """`outscale` as an exact Fraction; ValueError unless it is a positive number up to `MAX_OUTSCALE`.
-
-    Compared, never converted to float first, so 10**400 or a huge Fraction is refused like inf and nan.
-    """
-    # cast: typeshed's numbers.Real declares no comparison with int nor a Fraction(Real); at runtime it has both
+    """`outscale` as an exact Fraction (never via float, so 10**400 is refused like inf)."""
+    # cast: typeshed's numbers.Real lacks comparison with int and Fraction(Real); runtime has both
     if isinstance(outscale, bool) or not isinstance(outscale, numbers.Real) or not 0 < cast(float, outscale) <= MAX_OUTSCALE:
         raise ValueError(f"outscale must be a positive finite number up to {MAX_OUTSCALE:,}, got {_shown(outscale)}; "
                          "pass a factor such as 2.5 (output side / input side).")
@@ -74,7 +66,7 @@ def check_outscale(outscale: Any) -> Fraction:
 
 
 def _shown(value: Any) -> str:
-    """`repr(value)`, shortened; an integer too long to print (10**5000) by its number of digits."""
+    """`repr(value)`, shortened; a huge integer by its number of digits."""
     if isinstance(value, numbers.Integral) and not isinstance(value, bool) and abs(int(value)) > 10**30:
         return f"an integer of about {int(abs(int(value)).bit_length() * math.log10(2)) + 1:,} digits"
     text = repr(value)
@@ -82,7 +74,7 @@ def _shown(value: Any) -> str:
 
 
 def target_size(input_size: tuple[int, int], *, outscale: Any = None, size: Any = None) -> tuple[int, int]:
-    """The output (H, W) of an input of (h, w): round(outscale x side), half up, at least 1; or `size` (w, h)."""
+    """The output (H, W) of an input (h, w): round(outscale x side) (half up, >= 1), or `size`."""
     if size is not None:
         width, height = _check_size(size)
         return height, width
@@ -92,16 +84,14 @@ def target_size(input_size: tuple[int, int], *, outscale: Any = None, size: Any 
 
 def output_size(input_size: tuple[int, int], scales: Sequence[int], *, outscale: Any = None,
                 size: Any = None) -> tuple[int, int]:
-    """The output (H, W) of an input of (h, w): `target_size` with `outscale` or `size`, else the input times each
-    model scale in `scales` (one per cascade stage)."""
+    """The output (H, W) of an input (h, w): `target_size`, else the input times each scale."""
     if outscale is None and size is None:
         return input_size[0] * math.prod(scales), input_size[1] * math.prod(scales)
     return target_size(input_size, outscale=outscale, size=size)
 
 
 def num_passes(input_size: tuple[int, int], output_size: tuple[int, int], scale: int) -> int:
-    """The fewest passes of a x`scale` model (at least 1) whose output covers `output_size` on both sides;
-    `MAX_PASSES + 1` when more than `MAX_PASSES` would be needed (or no number would: a x1 model)."""
+    """The fewest passes of a x`scale` model that cover `output_size`, or `MAX_PASSES + 1`."""
     passes = 1
     while passes <= MAX_PASSES and any(side * scale**passes < target for side, target in zip(input_size, output_size)):
         passes += 1
@@ -110,13 +100,8 @@ def num_passes(input_size: tuple[int, int], output_size: tuple[int, int], scale:
 
 def size_plan(input_sizes: Sequence[tuple[int, int]], scale: int, *, outscale: Any = None,
               size: Any = None) -> SizePlan | None:
-    """The plan of a call on inputs of `input_sizes` (h, w), or None without `outscale` and `size`.
-
-    Checks the arguments, and warns once when the target is above the model's scale (passes over its own output).
-
-    Raises:
-        ValueError: both or a bad `outscale` / `size`, or a target that needs more than `MAX_PASSES` passes.
-    """
+    """The plan of a call on inputs of `input_sizes` (h, w), or None without `outscale` and `size`;
+    ValueError for both, a bad value, or a target needing over `MAX_PASSES` passes."""
     if outscale is None and size is None:
         return None
     if outscale is not None and size is not None:
@@ -139,13 +124,13 @@ def size_plan(input_sizes: Sequence[tuple[int, int]], scale: int, *, outscale: A
 
 
 def pass_sizes(plan: SizePlan | None, input_sizes: Sequence[tuple[int, int]], scale: int) -> list[list[tuple[int, int]]]:
-    """The input sizes (h, w) of each pass of the model: the inputs, then each previous pass's output."""
+    """The input sizes (h, w) of each pass: the inputs, then each previous pass's output."""
     passes = 1 if plan is None else plan.passes
     return [[(h * scale**p, w * scale**p) for h, w in input_sizes] for p in range(passes)]
 
 
 def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
-    """(B, C, H, W) in [-1, 1] resized to `size` (H, W) with the package's antialiased bicubic, clamped to [-1, 1]."""
+    """(B, C, H, W) in [-1, 1] resized to `size` (H, W), antialiased, clamped to [-1, 1]."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     return bicubic(x, (size[0], size[1])).clamp(-1, 1)
@@ -154,20 +139,7 @@ def resize(x: Tensor, size: tuple[int, int]) -> Tensor:
 def finish_size(plan: SizePlan, inputs: Sequence[Tensor], samples: list[list[Tensor]],
                 run_pass: Callable[[list[Tensor], int], list[list[Tensor]]],
                 merge: Callable[[list[Tensor], Tensor], Tensor]) -> tuple[list[Tensor], list[list[Tensor]]]:
-    """Deprecated (removed in 0.3.0): `Upscaler.run_plan` runs the passes and the resize of a `CallPlan`.
-
-    The outputs and samples of the first pass taken to the plan's size.
-
-    Args:
-        plan: from `size_plan`.
-        inputs: each image's input (1, 3, h, w) in [-1, 1], for its target size.
-        samples: each image's K samples (1, 3, H, W) in [-1, 1] from the first pass.
-        run_pass: `(images, p) -> K samples of each` for pass p >= 1 of the model over `images`.
-        merge: `(K samples, input) -> output` (the ensemble mean for K > 1).
-
-    Returns:
-        Each image's output and its K samples, resized to the target; from the last pass when there are several.
-    """
+    """Deprecated (removed in 0.3.0): use `Upscaler.plan` and `Upscaler.run_plan`."""
     deprecate("sr3infer.images.outscale.finish_size", "0.3.0", "Use Upscaler.plan(...) and Upscaler.run_plan(...).")
     merged = [merge(s, rgb) for s, rgb in zip(samples, inputs)]
     for p in range(1, plan.passes):

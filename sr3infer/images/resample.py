@@ -10,16 +10,13 @@ __all__ = ["bicubic", "spatial_size", "quantize", "consistency_projection", "pro
 
 
 def spatial_size(x: Tensor) -> tuple[int, int]:
-    """(H, W) of a (..., H, W) tensor: `tuple(x.shape[-2:])` as a pair, for the type checker."""
+    """(H, W) of a (..., H, W) tensor as a pair, for the type checker."""
     return x.shape[-2], x.shape[-1]
 
 
 def bicubic(x: Tensor, size: int | tuple[int, int]) -> Tensor:
-    """Anti-aliased bicubic resize of (B, C, H, W) to `size` (int: square, or (H, W)).
-
-    Matches PIL's BICUBIC (a = -0.5, support scaled when downsampling), which the SR3 papers and
-    the community checkpoints used, to within 1/255 on 8-bit images. Computed in float32.
-    """
+    """Anti-aliased bicubic resize of (B, C, H, W) to `size` (int: square, or (H, W)), in float32:
+    PIL's BICUBIC, which SR3 and its community checkpoints used, to within 1/255."""
     if isinstance(size, int):
         size = (size, size)
     if tuple(x.shape[-2:]) == tuple(size):
@@ -34,25 +31,14 @@ def quantize(x: Tensor) -> Tensor:
 
 
 def consistency_projection(x: Tensor, lowres: Tensor) -> Tensor:
-    """One back-projection pass, `x + up(lowres - down(x))`: pulls the bicubic downsampling of `x` towards `lowres`.
-
-    One pass roughly halves the error (down(up(.)) is not the identity); `project_onto_input` repeats it.
-    x: (B, C, H, W) and lowres: (B, C, h, w), both in [-1, 1], with H/h = W/w the scale.
-    """
+    """One back-projection pass, `x + up(lowres - down(x))`, roughly halving the error."""
     return x + bicubic(lowres - bicubic(x, spatial_size(lowres)), spatial_size(x))
 
 
 def project_onto_input(x: Tensor, lowres: Tensor, *, max_iterations: int = 100, tolerance: float = 1e-3) -> Tensor:
-    """The final output projection: alternate `consistency_projection` with clamping to [-1, 1] (POCS).
-
-    Clamping after one projection undoes part of it wherever the image saturates; alternating the two
-    converges to an image that is both in range and consistent with `lowres`. An image stops once every
-    one of its low-res pixels is within `tolerance` (in [-1, 1] units; 1e-3 is 1/8 of an 8-bit level) or
-    after `max_iterations` (the check costs one extra downsampling every 10 passes). Each image stops on
-    its own, so its result does not depend on the other images of the batch. On the face validation
-    set this takes SR3's consistency from 0.13e-5 (three plain passes, then a clamp) to 0.0013e-5, the
-    floor set by rounding the output to 8 bits.
-    """
+    """The final projection: `consistency_projection` alternated with clamping to [-1, 1] (POCS),
+    which converges where clamping alone would undo part of a pass. Each image stops on its own
+    (`tolerance`, `max_iterations`), so its result does not depend on the batch."""
     size = spatial_size(lowres)
     x = x.clone()
     active = torch.arange(x.shape[0], device=x.device)  # the images still iterating

@@ -1,9 +1,5 @@
-"""Community SR3 checkpoints (Janspiry's `*_gen.pth` / safetensors) -> sr3infer config + state dict.
-
-Key mapping: a community key `denoise_fn.<name>` is our U-Net parameter `<name>`, unchanged. The
-12 noise-schedule buffers (`betas`, `alphas_cumprod`, ...) are checked against the linear
-1e-6..1e-2 schedule they imply and dropped: sr3infer recomputes them in float64.
-"""
+"""Community SR3 checkpoints (Janspiry's `*_gen.pth` / safetensors) -> sr3infer config + state dict:
+`denoise_fn.<name>` is our `<name>`; the schedule buffers are checked and dropped."""
 
 from __future__ import annotations
 
@@ -40,14 +36,9 @@ INFLATION_SLACK = 16 << 20
 
 
 def load_community_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Read a community checkpoint: `.safetensors` directly, `.pth` only with `torch.load(weights_only=True)`.
-
-    Returns the state dict and the safetensors metadata (empty for `.pth`).
-
-    Raises:
-        ValueError: the file is not a checkpoint, declares more data than its size allows, is damaged, holds other
-            values than tensors (the message names the key), or is a pickle that would run code (refused, not run).
-    """
+    """Read a community checkpoint, `.safetensors` directly and `.pth` with `weights_only=True`
+    only: the state dict and its metadata. ValueError for a damaged or inflated file, non-tensors,
+    or a pickle that would run code (refused, not run)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Checkpoint {str(path)!r} does not exist.")
@@ -85,7 +76,7 @@ def load_community_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict
 
 
 def _check_inflated_size(path: Path) -> None:
-    """Refuse a zip whose entries declare more bytes than `MAX_INFLATION` times the file's size (+ the slack)."""
+    """Refuse a zip whose entries declare over `MAX_INFLATION` times the file's size."""
     size = path.stat().st_size
     try:
         with zipfile.ZipFile(path) as archive:
@@ -102,7 +93,7 @@ def _check_inflated_size(path: Path) -> None:
 
 
 def _weights_only_reason(err: BaseException) -> str:
-    """Why torch.load(weights_only=True) refused: the line after torch's general "Weights only load failed" text."""
+    """Why torch.load(weights_only=True) refused, from torch's message."""
     lines = [line.strip() for line in str(err).splitlines() if line.strip()]
     if len(lines) > 1 and lines[0].startswith("Weights only load failed"):
         return lines[1]
@@ -110,7 +101,7 @@ def _weights_only_reason(err: BaseException) -> str:
 
 
 def _tensors_only(state: dict, path: Path) -> dict[str, Tensor]:
-    """`state` if every value is a dense floating-point CPU tensor; else ValueError naming the file and the key."""
+    """`state` if every value is a dense floating-point CPU tensor (else ValueError)."""
     for key, value in state.items():
         if not isinstance(value, Tensor):
             raise ValueError(f"{str(path)!r}: {key!r} is a {type(value).__name__}; expected a tensor (a checkpoint "
@@ -123,7 +114,7 @@ def _tensors_only(state: dict, path: Path) -> dict[str, Tensor]:
 
 
 def convert_state_dict(state: dict[str, Tensor]) -> tuple[dict[str, Tensor], NoiseSchedule | None]:
-    """Strip `denoise_fn.`, drop (after checking) the schedule buffers; return U-Net tensors and the implied schedule."""
+    """Strip `denoise_fn.`, check and drop the schedule buffers: U-Net tensors and the schedule."""
     state = {k[len("module."):] if k.startswith("module.") else k: v for k, v in state.items()}
     unet = {k[len(PREFIX):]: v for k, v in state.items() if k.startswith(PREFIX)}
     if not unet:
@@ -159,8 +150,7 @@ def _is_conv(shape: tuple[int, ...]) -> bool:
 
 def _shape(tensors: dict[str, Tensor], key: str, expected: str, ok: Callable[[tuple[int, ...]], bool],
            prefix: str = "") -> tuple[int, ...]:
-    """The shape of `tensors[key]`; ValueError naming the key (as `prefix` + key) and `expected` when it is missing,
-    has an empty dimension or `ok(shape)` is false."""
+    """The shape of `tensors[key]`, or ValueError naming `prefix` + key and `expected`."""
     if key not in tensors:
         raise ValueError(f"Cannot infer the architecture: missing {prefix + key!r} ({expected}).")
     shape = tuple(tensors[key].shape)
@@ -173,8 +163,7 @@ def config_from_state_dict(
     unet: dict[str, Tensor], *, norm_groups: int = RELEASED_NORM_GROUPS, image_size: int = 128,
     attn_resolutions: tuple[int, ...] | None = None, prefix: str = "",
 ) -> UNetConfig:
-    """Infer the U-Net architecture from tensor shapes (`norm_groups` cannot be inferred); errors name a key as
-    `prefix` + key (the file's name for it)."""
+    """Infer the U-Net architecture from tensor shapes (`norm_groups` cannot be inferred)."""
     inner, in_channels = _shape(unet, "downs.0.weight", CONV, _is_conv, prefix)[:2]
     out_channels = _shape(unet, "final_conv.block.3.weight", CONV, _is_conv, prefix)[0]
     blocks: dict[int, int] = {}  # downs index -> out channels for res blocks
@@ -232,7 +221,7 @@ def config_from_reference(opt: dict) -> tuple[UNetConfig, NoiseSchedule]:
 
 
 def _reference_from_metadata(metadata: dict[str, str]) -> dict | None:
-    """A community-style model section rebuilt from safetensors metadata (`*config`, `image_size`, `beta_schedule`)."""
+    """A community-style model section rebuilt from safetensors metadata."""
     try:
         unet = next((json.loads(v) for k, v in metadata.items() if k.endswith("config")), None)
         if not isinstance(unet, dict):
@@ -252,13 +241,8 @@ def _reference_from_metadata(metadata: dict[str, str]) -> dict | None:
 def load_community_checkpoint(
     path: str | Path, *, scale: int = 8, norm_groups: int | None = None, image_size: int | None = None,
 ) -> tuple[ModelConfig, dict[str, Tensor]]:
-    """A community checkpoint as `(ModelConfig, U-Net state dict)`, ready for `build_model`.
-
-    The architecture comes from the file's `tiny_config`-style metadata when present, else from
-    tensor shapes (then `norm_groups` defaults to the released 32 and `image_size` to 128).
-    `scale` (output / input side) is not stored in community checkpoints: 8 for the released
-    16->128 and 64->512 models.
-    """
+    """A community checkpoint as `(ModelConfig, U-Net state dict)`: the architecture from the file's
+    metadata or tensor shapes; such checkpoints do not store `scale` (8 for the released ones)."""
     state, metadata = load_community_state_dict(path)
     try:
         config, unet_state = _convert(state, metadata, Path(path).name, scale, norm_groups, image_size)
@@ -303,7 +287,6 @@ def _convert(state: dict[str, Tensor], metadata: dict[str, str], name: str, scal
 
 
 def conversion_card(config: ModelConfig, source: str | Path, source_sha256: str) -> str:
-    """A short model card (README.md) for a folder written by `sr3infer convert`."""
     u = config.network
     return f"""---
 library_name: sr3infer

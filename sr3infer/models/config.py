@@ -1,8 +1,5 @@
-"""`config.json` of a model folder: architecture, network, noise schedule, task and sampling recipes in one typed record.
-
-Every value is checked for type and bounds (`sr3infer.runtime.validate`) when the config is made, so a config that
-states a huge schedule or network is refused, naming the file and the key, before anything is allocated.
-"""
+"""`config.json` of a model folder: architecture, network, schedule, task and recipes in one record,
+every value checked (`runtime.validate`) before anything is allocated."""
 
 from __future__ import annotations
 
@@ -28,11 +25,11 @@ FORMAT_VERSION = 1  # of the files sr3infer writes: the weights manifest and mod
 
 PREDICTIONS = ("eps", "v", "x0")
 CONSISTENCY_MODES = ("none", "final", "every")
-PRESETS = ("fidelity", "realism", "fast")  # the named recipes a model folder may carry (see `ModelConfig.presets`)
+PRESETS = ("fidelity", "realism", "fast")  # the named recipes a model folder may carry
 
 
 class _Unset:
-    """The type of `UNSET`: one object, shown as UNSET in signatures and help(), kept by copy and pickle."""
+    """The type of `UNSET`: one object, shown as UNSET in signatures, kept by copy and pickle."""
 
     def __repr__(self) -> str:
         return "UNSET"
@@ -41,28 +38,26 @@ class _Unset:
         return "UNSET"
 
 
-UNSET: Any = _Unset()  # an argument left out, where None is a value (start_noise_level=None: start from pure noise)
+UNSET: Any = _Unset()  # an argument left out, where None is a value (start_noise_level)
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """A sampling recipe: what `upscale()` runs. A model's default (`ModelConfig.sampling`) or a preset.
+    """A sampling recipe: what `upscale()` runs, a model's default (`sampling`) or a preset.
 
-    Checks itself when made (any invalid recipe raises ValueError naming the field). `options` holds the
-    sampler's own options (DDIM's `eta`), completed with the sampler's defaults: `{}` for ancestral.
-    `config.recipe(preset, num_steps=..., eta=...)` resolves a call's arguments into one. `num_samples` K > 1 makes
-    the output the per-pixel mean of K samples (an estimate of the posterior mean: higher PSNR, smoother, K times the
-    network calls), as `upscale(num_samples=K)`; a fidelity preset may carry it when the preset search measured it.
+    Checked when made (ValueError naming the field). `options` holds the sampler's own options
+    (DDIM's `eta`) with the sampler's defaults filled in. `num_samples` K > 1 outputs the per-pixel
+    mean of K samples: higher PSNR, smoother, K times the network calls.
     """
 
     sampler: str = "ancestral"
-    num_steps: int = 2000                    # inference steps (at most the schedule's num_train_timesteps)
+    num_steps: int = 2000                    # inference steps (at most num_train_timesteps)
     spacing: str = "linear"
     start_noise_level: float | None = None   # None: start from pure noise (plain SR3)
     consistency: str = "none"                # "none", "final" or "every" (DDNM-style, on each x0)
-    options: Mapping[str, float] = field(default_factory=dict)  # the sampler's options, e.g. {"eta": 1.0} for ddim
-    num_samples: int = 1                     # samples per image averaged into the output (1: one plain sample)
-    weights: str | None = None               # another model's weights (a distilled student), by name or folder
+    options: Mapping[str, float] = field(default_factory=dict)  # e.g. {"eta": 1.0} for ddim
+    num_samples: int = 1                     # samples per image averaged into the output
+    weights: str | None = None               # a distilled student's weights, by name or folder
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", sorted(SAMPLERS))
@@ -76,7 +71,7 @@ class Recipe:
         check_choice(self.consistency, "consistency", CONSISTENCY_MODES)
         object.__setattr__(self, "num_samples", check_int(self.num_samples, "num_samples", 1, MAX_NUM_SAMPLES))
         options = check_mapping(dict(self.options) if isinstance(self.options, Mapping) else self.options, "options")
-        # An option another sampler takes, left at its default, changes nothing: drop it (replace(sampler=...)).
+        # An option another sampler takes, left at its default, changes nothing: drop it.
         takes = sampler_option_defaults(self.sampler)
         options = {k: v for k, v in options.items() if k in takes or v != _default_elsewhere(k)}
         # Read-only, so the checked values cannot be changed behind the check.
@@ -92,8 +87,7 @@ class Recipe:
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
-        """From `config.json["sampling"]` or a preset; a flat "eta" (configs before `options`) is read as an option
-        of the samplers that take it, and dropped for the others (where it never had an effect)."""
+        """From `config.json["sampling"]` or a preset; a flat "eta" goes to samplers taking it."""
         data = dict(check_mapping(data, "sampling"))
         reject_unknown_keys(data, [*(f.name for f in fields(cls)), "eta"], "sampling config")
         if "eta" in data:
@@ -103,16 +97,13 @@ class Recipe:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `from_dict` input; `num_samples` only when it is not 1 and `weights` only when set (the defaults)."""
+        """The `from_dict` input, leaving out defaults (`num_samples` 1, no `weights`)."""
         return {f.name: (dict(self.options) if f.name == "options" else getattr(self, f.name)) for f in fields(self)
                 if (f.name != "num_samples" or self.num_samples != 1) and (f.name != "weights" or self.weights)}
 
     def override(self, **settings: Any) -> Recipe:
-        """This recipe with `settings` replaced: fields (num_steps, sampler, ...) or sampler options (eta, ...).
-
-        A setting given as None (start_noise_level: UNSET) is kept. A new sampler keeps the options it takes
-        and drops the others; an option given here that the sampler does not take is refused.
-        """
+        """This recipe with fields (num_steps, ...) or sampler options (eta, ...) replaced; None
+        keeps a part, and a new sampler keeps only the options it takes."""
         names = {f.name for f in fields(self)} - {"options"}
         option_names = sampler_option_names()
         reject_unknown_keys(settings, names | option_names, "sampling setting")
@@ -136,11 +127,11 @@ def _default_elsewhere(option: str) -> Any:
 
 @dataclass(frozen=True)
 class ReportSettings:
-    """What the fidelity report (`sr3infer.quality.report`) needs from a model: the made-up mask's per-pixel std threshold,
-    calibrated on val by benchmarks/calibrate_madeup.py, and the precision it had there. None: not calibrated."""
+    """What the fidelity report needs from a model: the made-up mask's std threshold (calibrated on
+    val by benchmarks/calibrate_madeup.py) and its precision there. None: not calibrated."""
 
     madeup_std_threshold: float | None = None  # [0, 1] pixel units, as the uncertainty map
-    madeup_precision: float | None = None      # P(|error| > 0.1 | std > threshold) on the calibration images
+    madeup_precision: float | None = None      # P(|error| > 0.1 | std > threshold) there
     calibration: str = ""                      # what it was calibrated on
 
     def __post_init__(self) -> None:
@@ -161,10 +152,8 @@ class ReportSettings:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """Everything needed to rebuild and run a model; stored as `config.json` (the one source of truth).
-
-    `network` is the config of `architecture` (see `sr3infer.models.registry`): a `UNetConfig` for "sr3_unet".
-    """
+    """Everything needed to rebuild and run a model, stored as `config.json`; `network` is the
+    config of `architecture` (see `sr3infer.models.registry`)."""
 
     network: Any = field(default_factory=UNetConfig)
     schedule: NoiseSchedule = field(default_factory=NoiseSchedule)
@@ -173,9 +162,9 @@ class ModelConfig:
     prediction: str = "eps"                   # what the network predicts: eps (SR3), v or x0
     residual: bool = False                    # diffuses hr - bicubic(lowres) instead of hr
     sampling: Recipe = field(default_factory=Recipe)
-    presets: dict[str, Recipe] = field(default_factory=dict)  # "fidelity", "realism": chosen by a stated rule
+    presets: dict[str, Recipe] = field(default_factory=dict)  # chosen by a stated rule
     task: dict = field(default_factory=dict)  # free-form: domain, dataset, licence notes
-    report: ReportSettings = field(default_factory=ReportSettings)  # the fidelity report's calibrated threshold
+    report: ReportSettings = field(default_factory=ReportSettings)  # calibrated threshold
     architecture: str = DEFAULT_ARCHITECTURE
     format_version: int = FORMAT_VERSION
 
@@ -243,12 +232,8 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: Any, source: str | Path | None = None) -> ModelConfig:
-        """Read and check a config dict; `source` (a file name) is named in every error.
-
-        Configs written before "architecture" existed hold the SR3 U-Net under "unet"; they read as
-        `architecture="sr3_unet"`. Errors are `ValueError`s (a `ConfigError` for a bad value: file, key,
-        expected, got).
-        """
+        """Read and check a config dict, naming `source` in every error ("unet" without
+        "architecture" reads as `architecture="sr3_unet"`)."""
         source = str(source) if source is not None else None
         try:
             return cls._from_dict(data)
@@ -294,8 +279,7 @@ class ModelConfig:
         return replace(self, **changes)
 
     def recipe(self, preset: str | None = None, **settings: Any) -> Recipe:
-        """The named preset's recipe, or the default recipe (`sampling`) for None, with `settings` overriding parts
-        of it (see `Recipe.override`)."""
+        """The named preset's recipe (None: `sampling`), with `settings` overriding parts of it."""
         if preset is None:
             return self.sampling.override(**settings)
         if preset not in self.presets:

@@ -1,11 +1,5 @@
-"""The network architectures sr3infer can run, by the name `config.json` gives in "architecture".
-
-Each entry says everything the rest of the package needs to know about a network (spandrel's
-`ArchRegistry` is the model): how to read its config, how to build it, the tensor shapes its weights
-must have, how much memory a call costs (for the size guard in `size_guard.py`), and how the condition
-reaches it. `weights.py`, `size_guard.py` and `upscaler.py` only go through this table. Adding an
-architecture is one `Architecture(...)` and one `register(...)` (see docs/ARCHITECTURE.md).
-"""
+"""The network architectures sr3infer can run, by the name in config.json's "architecture": how to
+read, build, check and feed each, and bound its memory. Adding one is one `register(...)`."""
 
 from __future__ import annotations
 
@@ -26,7 +20,7 @@ DEFAULT_ARCHITECTURE = "sr3_unet"
 
 
 def concat_condition(cond: Tensor, x: Tensor) -> Tensor:
-    """SR3's conditioning: the bicubic upsampling of the low-res input, then the noisy image, as channels."""
+    """SR3's conditioning: the bicubic upsampled input, then the noisy image, as channels."""
     return torch.cat([cond, x], dim=1)
 
 
@@ -36,16 +30,13 @@ class Architecture:
 
     Attributes:
         name: the value of "architecture" in config.json.
-        config_class: the frozen dataclass of its hyper-parameters (`from_dict(dict)`, `to_dict()`); its
-            `__post_init__` checks every field's type and bounds. Stored under "network" in config.json.
-        build: `config -> nn.Module` called as `module(network_input, noise_level (B,)) -> prediction`.
-        image_channels: `config -> C`, the channels of the images (and of the prediction).
-        condition: `(cond, x) -> network_input`, how the condition `cond` (the bicubic upsampling of
-            the low-res input, (B, C, H, W)) is fed with the noisy image `x` (B, C, H, W).
-        bytes_per_pixel: `(config, element_size) -> bytes` of activations per output pixel of one network
-            call (the memory model of the size guard, an upper bound of what a benchmark measures).
-        check: `config -> None`, raising `ConfigError` when the network cannot take the condition as
-            fed (e.g. SR3's in_channels must be 2 x out_channels).
+        config_class: the frozen, self-checking dataclass stored under "network".
+        build: `config -> nn.Module`, called as `module(network_input, noise_level (B,))`.
+        image_channels: `config -> C`, the channels of the images and the prediction.
+        condition: `(cond, x) -> network_input`: how the bicubic upsampled input meets `x`.
+        bytes_per_pixel: `(config, element_size) -> bytes` of activations per output pixel of a call
+            (an upper bound, for the size guard).
+        check: `config -> None`, a `ConfigError` when the network cannot take the condition as fed.
     """
 
     name: str
@@ -74,7 +65,7 @@ def get_architecture(name: Any) -> Architecture:
 
 
 def expected_shapes(architecture: Architecture, config: Any) -> dict[str, tuple[int, ...]]:
-    """The weight shapes `config` implies, from the network built on the meta device (nothing is allocated)."""
+    """The weight shapes `config` implies, from the network built on the meta device."""
     with torch.device("meta"):
         model = architecture.build(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -86,8 +77,7 @@ UNET_MAPS_PER_CHANNEL = 24
 
 
 def unet_bytes_per_pixel(config: UNetConfig, element_size: int) -> int:
-    """Activation bytes per output pixel of one U-Net call: the maps at the U-Net's own resolution, which
-    `space_to_depth` f divides by f^2 in pixels, plus (f > 1) the unshuffled input and shuffled output at full size."""
+    """Activation bytes per output pixel of a U-Net call (`space_to_depth` f divides by f^2)."""
     per_channel = UNET_MAPS_PER_CHANNEL * config.inner_channel
     factor = config.space_to_depth
     if factor == 1:

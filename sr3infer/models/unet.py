@@ -35,7 +35,7 @@ class UNetConfig:
     space_to_depth: int = 1                     # >1: pixel-unshuffle the input by it, run at 1/it resolution
 
     def __post_init__(self) -> None:
-        """Check every field's type and bounds (`sr3infer.runtime.validate`) before any layer is built."""
+        """Check every field's type and bounds before any layer is built."""
         ints = {"in_channels": (1, MAX_IMAGE_CHANNELS), "out_channels": (1, MAX_IMAGE_CHANNELS),
                 "inner_channel": (2, MAX_INNER_CHANNEL), "num_res_blocks": (0, MAX_RES_BLOCKS),
                 "norm_groups": (1, MAX_NORM_GROUPS), "image_size": (1, MAX_IMAGE_SIZE),
@@ -64,7 +64,7 @@ class UNetConfig:
         return cls(**data)
 
     def to_dict(self) -> dict:
-        """The config as JSON values; `space_to_depth` only when on, so configs without it re-save byte-identical."""
+        """The config as JSON values; `space_to_depth` only when on (configs re-save identical)."""
         data = asdict(self)
         data["channel_mults"] = list(self.channel_mults)
         data["attn_resolutions"] = list(self.attn_resolutions)
@@ -74,20 +74,19 @@ class UNetConfig:
 
     @property
     def downscale_factor(self) -> int:
-        """Input sides must be multiples of this (space_to_depth, then the U-Net halves len(channel_mults)-1 times);
-        `UNet.forward` pads other sides up to it."""
+        """Input sides must be multiples of this; `UNet.forward` pads other sides up to it."""
         return self.space_to_depth * 2 ** (len(self.channel_mults) - 1)
 
 
 class GroupNorm32(nn.GroupNorm):
-    """GroupNorm computed in float32 whatever the input dtype (keeps fp16 statistics stable)."""
+    """GroupNorm computed in float32 whatever the input dtype (stable fp16 statistics)."""
 
     def forward(self, x: Tensor) -> Tensor:
         return F.group_norm(x.float(), self.num_groups, self.weight.float(), self.bias.float(), self.eps).to(x.dtype)
 
 
 class PositionalEncoding(nn.Module):
-    """sin/cos features of the continuous noise level sqrt(gamma); no WaveGrad x5000 scale, as the reference."""
+    """sin/cos features of the noise level sqrt(gamma), without WaveGrad's x5000 scale."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -199,14 +198,10 @@ class Upsample(nn.Module):
 class UNet(nn.Module):
     """SR3 U-Net: `(concat([cond, x_noisy]), noise_level) -> prediction`.
 
-    Parameter names match the `denoise_fn.*` keys of community SR3 checkpoints with the
-    `denoise_fn.` prefix removed (see `sr3infer.models.checkpoints`).
-
-    With `space_to_depth=f > 1` the input is pixel-unshuffled by f (6 channels -> 6 f^2 at 1/f of the side),
-    the U-Net runs there with `inner_channel` channels as stated (not scaled by f) and `attn_resolutions`
-    counted at that resolution (level 0 is `image_size // f`), and its `out_channels * f^2` outputs are
-    pixel-shuffled back. Only the first conv's input and the final conv's output widen; every other
-    parameter keeps its name and shape for the same inner_channel and the same levels with attention.
+    Parameter names are the community checkpoints' `denoise_fn.*` keys without the prefix. With
+    `space_to_depth=f > 1` the input is pixel-unshuffled by f, the U-Net runs at 1/f of the side
+    (`attn_resolutions` counted there), and the output is pixel-shuffled back; only the first and
+    last convs are wider.
     """
 
     _keep_in_fp32_modules = ("noise_level_mlp",)  # the noise embedding stays float32 in every precision
@@ -269,11 +264,8 @@ class UNet(nn.Module):
         self.final_conv = Block(ch, out_channels * f * f, groups)
 
     def forward(self, x: Tensor, noise_level: Tensor) -> Tensor:
-        """Predict from `x` (B, in_channels, H, W) and `noise_level` sqrt(gamma) of shape (B,) or (B, 1).
-
-        Sides that are not multiples of `config.downscale_factor` are reflect-padded and the
-        output cropped back, so any size works (tiles included).
-        """
+        """Predict from `x` (B, in_channels, H, W) and `noise_level` sqrt(gamma) (B,) or (B, 1);
+        sides not multiples of `config.downscale_factor` are reflect-padded, then cropped back."""
         if noise_level.dim() == 1:
             noise_level = noise_level[:, None]
         height, width = x.shape[-2:]
@@ -303,7 +295,7 @@ class UNet(nn.Module):
 
 
 def pad_to_multiple(x: Tensor, multiple: int) -> Tensor:
-    """Pad the bottom/right of (B, C, H, W) so both sides are multiples of `multiple` (reflect where possible)."""
+    """Pad the bottom/right of (B, C, H, W) to multiples of `multiple` (reflect where possible)."""
     height, width = x.shape[-2:]
     pad_h, pad_w = -height % multiple, -width % multiple
     if pad_h == 0 and pad_w == 0:

@@ -1,9 +1,5 @@
-"""Model folders on disk: `config.json` (the one source of truth) + `model.safetensors` + `README.md`.
-
-The safetensors metadata holds only a format marker (`{"format": "pt", "sr3infer_weights": "1"}`), never a
-copy of the config that could drift. Files written before that carry the config under "sr3infer_config":
-they still load; when a config.json sits beside them, config.json wins.
-"""
+"""Model folders on disk: `config.json` (the one source of truth), `model.safetensors`, `README.md`;
+the weights' metadata holds a format marker, not a config copy (older files' copies still load)."""
 
 from __future__ import annotations
 
@@ -31,17 +27,15 @@ __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "CARD_NAME", "save_model_folder", "exi
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 CARD_NAME = "README.md"
-METADATA_KEY = "sr3infer_config"  # legacy: a copy of the config in the metadata (read, never written)
+METADATA_KEY = "sr3infer_config"  # legacy: the config in the metadata (read, never written)
 WEIGHTS_FORMAT_KEY = "sr3infer_weights"
 WEIGHTS_FORMAT = "1"
 LOADABLE_DTYPES = {"F16": "float16", "BF16": "bfloat16", "F32": "float32", "F64": "float64"}
-"""Tensor dtypes a weights file may hold; all are loaded as float32 (float64 is converted, losing only digits the
-model never uses), then cast to the run's dtype. Integer, bool and float8 tensors are refused by name."""
+"""Tensor dtypes a weights file may hold, all read as float32 (integers and float8 are refused)."""
 
 
 def existing_model_files(folder: str | Path, *, card: bool = True) -> list[str]:
-    """The names `save_model_folder` writes (`card`: with the model card) that `folder` already has, even as a
-    dangling symlink."""
+    """The files `save_model_folder` would write that `folder` already has (even dangling links)."""
     names = [WEIGHTS_NAME, CONFIG_NAME] + ([CARD_NAME] if card else [])
     return [name for name in names if os.path.lexists(Path(folder) / name)]
 
@@ -55,19 +49,16 @@ def save_model_folder(
     card: str | None = None,
     overwrite: bool = True,
 ) -> Path:
-    """Write `config.json`, `model.safetensors` (tensors cast to `dtype`) and, if given, the model card.
-
-    Raises:
-        FileExistsError: without `overwrite`, naming every one of those files `folder` already has (nothing written).
-    """
+    """Write `config.json`, `model.safetensors` (cast to `dtype`) and the model card if given;
+    without `overwrite`, FileExistsError names every such file `folder` already has."""
     folder = Path(folder)
     taken = [] if overwrite else existing_model_files(folder, card=card is not None)
     if taken:
         raise FileExistsError(f"{str(folder)!r} already holds {', '.join(taken)}; pass --overwrite (overwrite=True) "
                               "to replace them, or write to a new folder.")
     tensors = {k: v.detach().to("cpu", dtype).contiguous() for k, v in state_dict.items()}
-    weights, text = serialize_weights(tensors), config.to_json().encode("utf-8")  # every byte ready before writing
-    # Each file whole or not at all, through the package's one atomic writer (which never follows a symlink).
+    # Every byte ready before writing; each file whole or not at all (never through a symlink).
+    weights, text = serialize_weights(tensors), config.to_json().encode("utf-8")
     write_atomically(folder / WEIGHTS_NAME, lambda handle: handle.write(weights), overwrite=overwrite)
     write_atomically(folder / CONFIG_NAME, lambda handle: handle.write(text), overwrite=overwrite)
     if card is not None:
@@ -76,28 +67,22 @@ def save_model_folder(
 
 
 def serialize_weights(tensors: dict[str, Tensor]) -> bytes:
-    """The safetensors bytes of `tensors` with sr3infer's metadata, the same for the same tensors in every process.
-
-    safetensors writes the metadata in hash-map order, which differs between processes, so the same weights got
-    different sha256s; the header is rewritten with the metadata keys sorted (same length, so offsets hold).
-    """
+    """The safetensors bytes of `tensors`, metadata keys sorted: the same sha256 every time."""
     raw = save(tensors, metadata=weights_metadata())
     length = int.from_bytes(raw[:8], "little")
     header = json.loads(raw[8 : 8 + length])
     header["__metadata__"] = dict(sorted(header.get("__metadata__", {}).items()))
     canonical = json.dumps({"__metadata__": header.pop("__metadata__"), **header}, separators=(",", ":")).encode()
-    if len(canonical) > length:  # never expected (same content); keep safetensors' own bytes rather than break offsets
+    if len(canonical) > length:  # never expected; keep safetensors' bytes
         return raw
     return raw[:8] + canonical.ljust(length, b" ") + raw[8 + length :]
 
 
 def weights_metadata() -> dict[str, str]:
-    """The safetensors metadata sr3infer writes: a format marker only (the config lives in config.json)."""
     return {"format": "pt", WEIGHTS_FORMAT_KEY: WEIGHTS_FORMAT}
 
 
 def read_metadata(weights: str | Path) -> dict[str, str]:
-    """The safetensors metadata of `weights` (empty when none)."""
     try:
         from safetensors import safe_open
 
@@ -108,8 +93,7 @@ def read_metadata(weights: str | Path) -> dict[str, str]:
 
 
 def read_config(weights: str | Path, config_path: str | Path | None = None) -> ModelConfig:
-    """The model config: `config_path` if given, else the config.json beside `weights`, else (files written
-    before config.json became the one source) the copy in the safetensors metadata of `weights`."""
+    """The config: `config_path`, else the config.json beside `weights`, else a metadata copy."""
     if config_path is None and (Path(weights).parent / CONFIG_NAME).is_file():
         config_path = Path(weights).parent / CONFIG_NAME
     if config_path is not None:
@@ -125,8 +109,7 @@ def read_config(weights: str | Path, config_path: str | Path | None = None) -> M
 
 
 def embedded_config(weights: str | Path) -> ModelConfig | None:
-    """The legacy copy of the config in the safetensors metadata of `weights` (files written before config.json
-    became the one source), or None when it holds none (every file sr3infer writes now)."""
+    """The legacy copy of the config in the metadata of `weights`, or None."""
     embedded = read_metadata(weights).get(METADATA_KEY)
     if embedded is None:
         return None
@@ -136,7 +119,7 @@ def embedded_config(weights: str | Path) -> ModelConfig | None:
 
 
 def is_community_checkpoint(weights: str | Path) -> bool:
-    """True for a safetensors file with `denoise_fn.*` tensors and no sr3infer config: a community SR3 checkpoint."""
+    """True for a safetensors file with `denoise_fn.*` tensors and no sr3infer marker."""
     try:
         from safetensors import safe_open
 
@@ -157,19 +140,13 @@ def load_weights(weights: str | Path) -> dict[str, Tensor]:
 
 
 def expected_shapes(config: ModelConfig) -> dict[str, tuple[int, ...]]:
-    """The tensor shapes `config` implies, from its network built on the meta device (nothing is allocated)."""
+    """The tensor shapes `config` implies, from its network built on the meta device."""
     return architecture_shapes(get_architecture(config.architecture), config.network)
 
 
 def check_weights_file(config: ModelConfig, weights: str | Path, config_source: str | Path | None = None) -> None:
-    """Check the safetensors header of `weights` (names, shapes and dtypes, no tensor data) against `config`
-    before anything is built, so a config that implies a huge model fails at once.
-
-    Raises:
-        ValueError: the file is unreadable, the config implies over `MAX_PARAMETERS` parameters, a tensor
-            has a dtype the model cannot run (int8, bool, float8, ...), or names or shapes differ; the
-            message names the files.
-    """
+    """Check the header of `weights` (names, shapes, dtypes) against `config` before building:
+    ValueError for an unreadable file, an oversized config, a bad dtype or a mismatch."""
     expected = expected_shapes(config)
     source = f"{config_source}" if config_source is not None else f"the config in {weights}'s metadata"
     count = sum(math.prod(shape) for shape in expected.values())
@@ -192,8 +169,7 @@ def check_weights_file(config: ModelConfig, weights: str | Path, config_source: 
 
 
 def check_dtypes(dtypes: dict[str, str], weights: str | Path) -> None:
-    """Refuse tensors whose dtype (safetensors' names: "F16", "I8", "BOOL", "F8_E4M3", ...) is not in
-    `LOADABLE_DTYPES`: an integer or bool tensor of the right shape loads but gives garbage."""
+    """Refuse dtypes not in `LOADABLE_DTYPES`: integer weights would load but give garbage."""
     bad = {k: v for k, v in dtypes.items() if v not in LOADABLE_DTYPES}
     if bad:
         name, dtype = next(iter(bad.items()))
@@ -225,7 +201,7 @@ def _check_shapes(expected: dict[str, tuple[int, ...]], found: dict[str, tuple[i
 
 
 def check_finite(state_dict: dict[str, Tensor], weights: str | Path) -> None:
-    """Refuse weights holding NaN or Inf, which would turn every output into a black image."""
+    """Refuse weights holding NaN or Inf, which would make every output black."""
     bad = [k for k, v in state_dict.items() if v.is_floating_point() and not torch.isfinite(v).all()]
     if bad:
         raise ValueError(f"{weights} holds NaN or Inf values in {len(bad)} tensors (e.g. {bad[0]}); "
@@ -236,7 +212,7 @@ _SAFETENSORS_NAMES = {torch.float16: "F16", torch.bfloat16: "BF16", torch.float3
 
 
 def cast_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn.Module:
-    """Move `model` to `device` and `dtype`, keeping the modules it names in `_keep_in_fp32_modules` in float32."""
+    """Move `model` to `device` and `dtype`, keeping its `_keep_in_fp32_modules` in float32."""
     model.to(device=device, dtype=dtype)
     for name in getattr(model, "_keep_in_fp32_modules", ()):
         model.get_submodule(name).float()
@@ -245,17 +221,14 @@ def cast_model(model: nn.Module, device: torch.device, dtype: torch.dtype) -> nn
 
 def check_state_dict(config: ModelConfig, state_dict: dict[str, Tensor], source: str = "The weights",
                      advice: str = SAME_MODEL) -> None:
-    """Check the names, shapes and dtypes of `state_dict` against `config`'s network, on the meta device (nothing is
-    allocated). Raises ValueError "`source` do not match the model config: ... `advice`", or naming the dtype."""
+    """Check `state_dict`'s names, shapes and dtypes against `config`'s network (ValueError)."""
     _check_shapes(expected_shapes(config), {k: tuple(v.shape) for k, v in state_dict.items()},
                   f"{source} do not match the model config", advice)
     check_dtypes({k: _SAFETENSORS_NAMES.get(v.dtype, str(v.dtype)) for k, v in state_dict.items()}, source)
 
 
 def build_model(config: ModelConfig, state_dict: dict[str, Tensor] | None = None) -> nn.Module:
-    """Build `config`'s network (see `sr3infer.models.registry`) and load `state_dict` strictly, in float32,
-    on CPU, in eval mode. The shapes and dtypes are checked (on the meta device) before the model is allocated.
-    """
+    """Build `config`'s network and load `state_dict` strictly in float32, on CPU, in eval mode."""
     if state_dict is not None:
         check_state_dict(config, state_dict)
     model = get_architecture(config.architecture).build(config.network)

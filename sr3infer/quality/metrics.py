@@ -1,4 +1,4 @@
-"""Image quality metrics: PSNR, SSIM, SR3's low-res consistency, and FID / KID with an optional Inception network."""
+"""Image quality metrics: PSNR, SSIM, SR3's consistency, and FID / KID with an Inception network."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def _unit(x: Tensor) -> Tensor:
 
 
 def psnr(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-image PSNR in dB of (B, C, H, W) images in [-1, 1], measured on 8-bit [0, 1] pixels over all channels."""
+    """Per-image PSNR in dB of (B, C, H, W) images in [-1, 1], on 8-bit pixels over all channels."""
     mse = (_unit(pred) - _unit(target)).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(1.0 / mse.clamp_min(1e-12))
 
@@ -36,7 +36,7 @@ def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
 
 
 def ssim(pred: Tensor, target: Tensor) -> Tensor:
-    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, valid region) on 0-255 pixels, mean over RGB."""
+    """Per-image SSIM (Wang et al. 2004: 11x11 Gaussian, sigma 1.5, valid region), mean over RGB."""
     x, y = _unit(pred) * 255, _unit(target) * 255
     c = x.shape[1]
     window = _gaussian_window().to(x.device)[None, None].repeat(c, 1, 1, 1)
@@ -51,7 +51,7 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
 
 
 def consistency(pred: Tensor, lowres: Tensor) -> Tensor:
-    """SR3's consistency: MSE between bicubic-downsampled `pred` and `lowres`, pixels in [0, 1] (report x 1e-5)."""
+    """SR3's consistency: MSE of bicubic downsampled `pred` minus `lowres`, in [0, 1] (x 1e-5)."""
     down = bicubic(_unit(pred) * 2 - 1, spatial_size(lowres))
     return (((down.clamp(-1, 1) + 1) / 2 - (lowres.float() + 1) / 2) ** 2).flatten(1).mean(1)
 
@@ -78,7 +78,7 @@ def _inception() -> torch.jit.ScriptModule:
 
 @torch.inference_mode()
 def inception_features(images: Tensor, batch_size: int = 16) -> Tensor:
-    """2048-d Inception-v3 pool features of (N, 3, H, W) images in [-1, 1] (resized to 299 bilinearly, TF input range)."""
+    """2048-d Inception-v3 pool features of (N, 3, H, W) images in [-1, 1]."""
     model = _inception()
     feats = []
     for start in range(0, len(images), batch_size):
@@ -91,7 +91,7 @@ def inception_features(images: Tensor, batch_size: int = 16) -> Tensor:
 
 
 def frechet_distance(a: Tensor, b: Tensor) -> float:
-    """FID between two feature sets (N, D), float64; the matrix square root via symmetric eigendecompositions."""
+    """FID between two feature sets (N, D), float64."""
     mu_a, mu_b = a.mean(0), b.mean(0)
     cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
     vals, vecs = torch.linalg.eigh(cov_a)
@@ -102,11 +102,8 @@ def frechet_distance(a: Tensor, b: Tensor) -> float:
 
 
 def kernel_inception_distance(a: Tensor, b: Tensor) -> float:
-    """KID (Binkowski et al. 2018): the unbiased MMD^2 between feature sets (N, D) and (M, D).
-
-    Kernel k(x, y) = (x.y / D + 1)^3, as in the paper and clean-fid; computed on the whole sets (no subsets),
-    so the estimate is unbiased for any N, M >= 2 and can be slightly negative when the sets match.
-    """
+    """KID (Binkowski et al. 2018): the unbiased MMD^2 between feature sets (N, D) and (M, D),
+    kernel (x.y / D + 1)^3, on the whole sets (so slightly negative when they match)."""
     if a.shape[0] < 2 or b.shape[0] < 2:
         raise ValueError(f"KID needs at least 2 images per set; got {a.shape[0]} and {b.shape[0]}.")
     a, b = a.double(), b.double()

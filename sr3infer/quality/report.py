@@ -1,12 +1,6 @@
-"""Per-image fidelity report: consistency with the input, the uncertainty summary and the "made-up" mask.
-
-The made-up mask marks the pixels whose per-pixel std across the K samples is above the model's
-calibrated threshold (`config.report.madeup_std_threshold`): on the validation set, above it the output's
-error exceeds `MADEUP_ERROR` (0.1 of the pixel range) at least `MADEUP_PRECISION` (half) of the time, in 95% of
-bootstrap draws of the val images. `calibration_curve` and `choose_threshold` are the rule;
-benchmarks/calibrate_madeup.py runs it (K = 4 samples, at the model's own output size: with `outscale`/`size`
-the map is the std of the resized samples, and the mask is indicative only).
-"""
+"""Per-image fidelity report: consistency with the input, uncertainty, and the "made-up" mask of
+pixels whose std across samples is above the model's calibrated threshold (where, on val, the error
+exceeds `MADEUP_ERROR` at least `MADEUP_PRECISION` of the time)."""
 
 from __future__ import annotations
 
@@ -51,36 +45,30 @@ class ImageReport:
     mask: np.ndarray | None = field(default=None, repr=False)  # (H, W) bool, True = made up
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON fields (the mask itself is written with `save_mask_overlay`)."""
+        """The JSON fields (the mask itself is written by `save_mask_overlay`)."""
         out = {name: getattr(self, name) for name in self.__dataclass_fields__ if name != "mask"}
         out["input_size"], out["output_size"] = list(self.input_size), list(self.output_size)
         return out
 
 
 def consistency_mse(output: Tensor, lowres: Tensor) -> float:
-    """SR3's consistency of one image: the MSE between bicubic-downsampled `output` (1, 3, H, W) and `lowres`
-    (1, 3, h, w), both in [-1, 1], in [0, 1] pixel units (`UpscaleOutput.consistency` is its square root; the eval
-    metric reports it x 1e-5). Any output size: the output is resized to the input's."""
+    """SR3's consistency: MSE in [0, 1] units of bicubic downsampled `output` minus `lowres`."""
     return consistency_error(output, lowres) ** 2
 
 
 def madeup_threshold(config: Any) -> float | None:
-    """The model's calibrated std threshold (`config.report.madeup_std_threshold`), or None."""
     return getattr(getattr(config, "report", None), "madeup_std_threshold", None)
 
 
 def madeup_mask(uncertainty: np.ndarray, threshold: float) -> np.ndarray:
-    """(H, W) bool: the pixels whose std (an (H, W) map in [0, 1] units) is above `threshold`."""
+    """(H, W) bool: the pixels whose std is above `threshold`."""
     return np.asarray(uncertainty) > threshold
 
 
 def image_report(output: Tensor, lowres: Tensor, *, uncertainty: np.ndarray | None = None, num_samples: int = 1,
                  threshold: float | None = None, rms_error: float | None = None) -> ImageReport:
-    """The report of one output (1, 3, H, W) for its input (1, 3, h, w), both in [-1, 1].
-
-    `uncertainty` is the (H, W) std map of the `num_samples` samples (at the output's size), None for one sample;
-    `rms_error` the output's `consistency_error` when the caller has it already (else it is computed here).
-    """
+    """The report of one output (1, 3, H, W) for its input (1, 3, h, w), both in [-1, 1];
+    `uncertainty` is its std map (None for one sample), `rms_error` its error if known."""
     height, width = output.shape[-2:]
     mse = consistency_mse(output, lowres) if rms_error is None else rms_error ** 2
     report = ImageReport(input_size=(lowres.shape[-1], lowres.shape[-2]), output_size=(width, height),
@@ -101,8 +89,7 @@ def image_report(output: Tensor, lowres: Tensor, *, uncertainty: np.ndarray | No
 
 def image_reports(outputs: Sequence[Tensor], inputs: Sequence[Tensor], maps: Sequence[np.ndarray] | None,
                   num_samples: int, config: Any, rms_errors: Sequence[float] | None = None) -> list[ImageReport]:
-    """The report of each output (1, 3, H, W) against its input (1, 3, h, w), with its std map (None for K = 1),
-    the made-up threshold of the model's `config` and, when already computed, its `consistency_error`."""
+    """The report of each output against its input (`image_report`), with the model's threshold."""
     threshold = madeup_threshold(config)
     return [image_report(out, rgb, uncertainty=None if maps is None else maps[i], num_samples=num_samples,
                          threshold=threshold, rms_error=None if rms_errors is None else rms_errors[i])
@@ -111,8 +98,7 @@ def image_reports(outputs: Sequence[Tensor], inputs: Sequence[Tensor], maps: Seq
 
 def calibration_curve(std: np.ndarray, error: np.ndarray, thresholds: Sequence[float],
                       error_level: float = MADEUP_ERROR) -> list[dict[str, float]]:
-    """For each threshold t: precision P(error > error_level | std > t), coverage (share of pixels with std > t),
-    recall (share of the pixels with error > error_level that have std > t) and the pixel count above t."""
+    """Per threshold t: precision P(error > error_level | std > t), coverage, recall, pixels."""
     std, wrong = np.ravel(std), np.ravel(error) > error_level
     order = np.argsort(std, kind="mergesort")
     std_sorted, wrong_sorted = std[order], wrong[order]
@@ -130,8 +116,8 @@ def calibration_curve(std: np.ndarray, error: np.ndarray, thresholds: Sequence[f
 
 def choose_threshold(curve: list[dict[str, float]], precision: float = MADEUP_PRECISION, min_pixels: int = 100,
                      key: str = "precision") -> dict[str, float] | None:
-    """The lowest threshold whose `key` (the precision, or a lower bound of it such as "precision_p05"), and that of
-    every higher one with at least `min_pixels` pixels above it, is at least `precision`; None when none reaches it."""
+    """The lowest threshold at which `key` (precision or a lower bound of it) reaches `precision`
+    and stays there above it (with at least `min_pixels` pixels); None when none does."""
     chosen = None
     for row in sorted(curve, key=lambda r: -r["threshold"]):  # from the highest threshold down
         if row["pixels"] < min_pixels:
@@ -143,8 +129,7 @@ def choose_threshold(curve: list[dict[str, float]], precision: float = MADEUP_PR
 
 
 def mask_paths(target: str | os.PathLike | None, folder_input: bool, outputs: Sequence[Path]) -> list[Path] | None:
-    """Where `--report-mask target` writes each output's mask: for a folder input (or a folder `target`)
-    `target/NAME_madeup.png`, for one file `target` itself; None without a target."""
+    """Where `--report-mask target` writes masks: `target/NAME_madeup.png` (folders) or `target`."""
     if target is None:
         return None
     slash = str(target).endswith(("/", os.sep))
@@ -158,7 +143,7 @@ def mask_paths(target: str | os.PathLike | None, folder_input: bool, outputs: Se
 
 def write_report(reports: dict[str, ImageReport], path: str | os.PathLike, *, model: str | None = None,
                  calibration: dict[str, Any] | None = None, overwrite: bool = False) -> Path:
-    """Write the reports of named images as JSON, atomically (never half a file), with the threshold's meaning."""
+    """Write the reports of named images as JSON, atomically, with the threshold's meaning."""
     from ..images.io import write_atomically
 
     data = {"model": model, "madeup_rule": f"std > threshold: on val, |error| > {MADEUP_ERROR} at least "
@@ -169,7 +154,7 @@ def write_report(reports: dict[str, ImageReport], path: str | os.PathLike, *, mo
 
 
 def mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray | None, alpha: float = 0.7) -> Image.Image:
-    """The output `image` (PIL or (H, W[, C]) uint8/uint16/float array) in gray, with the mask's pixels tinted magenta."""
+    """The output `image` in gray, with the mask's pixels tinted magenta."""
     if mask is None:
         raise ValueError("There is no made-up mask: the model has no calibrated threshold "
                          "(config.json report.madeup_std_threshold), or the run drew one sample (use num_samples >= 2).")
@@ -191,7 +176,6 @@ def mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray | None, alpha
 
 def save_mask_overlay(image: Image.Image | np.ndarray, mask: np.ndarray | None, path: str | os.PathLike, *,
                       overwrite: bool = False) -> Path:
-    """Write `mask_overlay(image, mask)` atomically (a PNG for a .png path)."""
     from ..images.io import save_image
 
     return save_image(mask_overlay(image, mask), path, overwrite=overwrite)

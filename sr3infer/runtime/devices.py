@@ -1,10 +1,8 @@
 """Which device and dtype a model runs on when the caller says "auto" (or nothing).
 
-Device "auto": CUDA, then Apple MPS, then the CPU. Dtype "auto": float16 on CUDA and MPS; on the CPU
-bfloat16 where the CPU has native bf16 arithmetic (AVX512-BF16 or AMX on x86, the BF16 extension on Arm)
-and `CPU_BF16_DEFAULT` is on, else float32. The noise embedding and the norms stay float32 in every
-precision (`UNet._keep_in_fp32_modules`, `GroupNorm32`). On MPS a precision whose kernels are missing
-falls back to float32 with a warning (MPS was not run here: tested by faking its availability).
+Device: CUDA, then Apple MPS, then the CPU. Dtype: float16 on CUDA and MPS; on the CPU bfloat16
+where it has native bf16 arithmetic and `CPU_BF16_DEFAULT` is on, else float32. The noise embedding
+and norms stay float32; on MPS a precision with missing kernels falls back to float32 (warned).
 """
 
 from __future__ import annotations
@@ -51,11 +49,7 @@ def default_device() -> torch.device:
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
-    """`device` as a torch.device; None or "auto" is `default_device()`.
-
-    Raises:
-        RuntimeError: CUDA or MPS was asked for and is not available.
-    """
+    """`device` as a torch.device (None or "auto": `default_device()`), or RuntimeError."""
     if device is None or device == "auto":
         return default_device()
     device = torch.device(device)
@@ -68,8 +62,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
-    """Whether this CPU computes bfloat16 natively: the `SR3INFER_CPU_BF16` override if set, else the CPU flags
-    (AVX512-BF16 or AMX on x86, BF16 on Arm) read from /proc/cpuinfo (False where it cannot be read)."""
+    """Whether this CPU has native bfloat16: `SR3INFER_CPU_BF16` if set, else /proc/cpuinfo."""
     override = cpu_bf16_override()
     if override is not None:
         return override
@@ -85,11 +78,7 @@ def cpu_has_native_bf16(cpuinfo: str | Path = "/proc/cpuinfo") -> bool:
 
 
 def cpu_bf16_override() -> bool | None:
-    """`SR3INFER_CPU_BF16` as a boolean (1/true/yes/on or 0/false/no/off, any case), None when unset or empty.
-
-    Raises:
-        ValueError: any other value.
-    """
+    """`SR3INFER_CPU_BF16` as a bool (1/true/yes/on, 0/false/no/off; else ValueError) or None."""
     value = os.environ.get(CPU_BF16_ENV, "").strip().lower()
     if not value:
         return None
@@ -113,11 +102,8 @@ def auto_dtype(device: torch.device) -> torch.dtype:
 
 
 def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torch.dtype:
-    """`dtype` (a torch dtype, "fp16"/"bf16"/"fp32", or None/"auto") for a model on `device`.
-
-    Raises:
-        ValueError: an unknown name, or a dtype other than float16, bfloat16 or float32.
-    """
+    """`dtype` (a torch dtype, "fp16"/"bf16"/"fp32", or None/"auto") for a model on `device`;
+    ValueError for other names and dtypes."""
     if dtype is None or dtype == "auto":
         return auto_dtype(device)
     if isinstance(dtype, str):
@@ -130,7 +116,7 @@ def resolve_dtype(dtype: torch.dtype | str | None, device: torch.device) -> torc
 
 
 def _mps_checked(dtype: torch.dtype) -> torch.dtype:
-    """`dtype` if MPS runs the U-Net's kernels in it (a tiny conv, norm and attention), else float32 with a warning."""
+    """`dtype` if MPS runs the U-Net's kernels in it, else float32 with a warning."""
     if dtype == torch.float32:
         return dtype
     try:
@@ -144,7 +130,7 @@ def _mps_checked(dtype: torch.dtype) -> torch.dtype:
 
 
 def _probe(device: str, dtype: torch.dtype) -> None:
-    """Run the U-Net's kinds of kernels once on a tiny input in `dtype` (raises where the backend lacks one)."""
+    """Run the U-Net's kinds of kernels on a tiny input in `dtype`, raising where one is missing."""
     x = torch.ones(1, 4, 4, 4, device=device, dtype=dtype)
     conv = torch.ones(4, 4, 3, 3, device=device, dtype=dtype)
     y = F.conv2d(x, conv, padding=1)

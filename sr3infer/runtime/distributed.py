@@ -14,13 +14,7 @@ log = logging.getLogger(__name__)
 
 
 def shard_indices(count: int, rank: int, world_size: int) -> list[int]:
-    """Indices of `count` sorted items that `rank` handles: every `world_size`-th, starting at `rank`.
-
-    Every index goes to exactly one rank, and the split depends only on (count, world_size).
-
-    Raises:
-        ValueError: `rank` outside `0 .. world_size - 1`.
-    """
+    """Indices of `count` sorted items that `rank` handles: every `world_size`-th, from `rank`."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank must be in 0..{world_size - 1} for world_size {world_size}, got rank {rank}.")
     return list(range(rank, count, world_size))
@@ -44,14 +38,14 @@ class DistContext:
         return torch.device("cuda", torch.cuda.current_device()) if self.backend == "nccl" else torch.device("cpu")
 
     def barrier(self) -> None:
-        """Wait for every rank (an all-reduce, so it works the same on gloo and NCCL)."""
+        """Wait for every rank (an all-reduce, which works alike on gloo and NCCL)."""
         if self.distributed:
             import torch.distributed as dist
 
             dist.all_reduce(torch.zeros(1, device=self._comm_device()))
 
     def any_rank(self, flag: bool) -> bool:
-        """True on every rank when `flag` is true on at least one (an all-reduce; the flag itself without a group)."""
+        """True on every rank when `flag` is true on at least one."""
         if not self.distributed:
             return flag
         import torch.distributed as dist
@@ -61,7 +55,7 @@ class DistContext:
         return bool(value.item())
 
     def gather_counts(self, counts: list[int]) -> list[list[int]]:
-        """Every rank's `counts` (same length on all ranks), indexed by rank; also the barrier before the summary."""
+        """Every rank's `counts`, indexed by rank (also the barrier before the summary)."""
         if not self.distributed:
             return [list(counts)]
         import torch.distributed as dist
@@ -90,22 +84,13 @@ def _env_int(name: str) -> int:
 
 
 def launched_by_torchrun() -> bool:
-    """True in a rank of a multi-process torchrun job (RANK and WORLD_SIZE set, WORLD_SIZE > 1)."""
+    """True in a rank of a multi-process torchrun job."""
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ and _env_int("WORLD_SIZE") > 1
 
 
 def init_from_env(device: str | None = None) -> DistContext:
-    """Start a process group when launched by torchrun (RANK and WORLD_SIZE set, WORLD_SIZE > 1).
-
-    The backend is NCCL when this rank runs on CUDA, else gloo. With `device` None or "cuda",
-    rank r on a GPU machine uses `cuda:LOCAL_RANK`; an explicit "cuda:K" or "cpu" is respected.
-
-    Args:
-        device: the `--device` the user asked for, or None.
-
-    Returns:
-        The context; `distributed` is False for a plain single-process run.
-    """
+    """Start a process group when launched by torchrun (NCCL on CUDA, else gloo); `device` None or
+    "cuda" uses `cuda:LOCAL_RANK`. A plain run gets a context with `distributed` False."""
     if not launched_by_torchrun():
         return DistContext(device=device)
     rank, world_size = _env_int("RANK"), _env_int("WORLD_SIZE")

@@ -23,7 +23,7 @@ GRAPH_WARMUP_CALLS = 3  # eager/compiled calls on a side stream before capture (
 
 
 def compile_unavailable_reason() -> str | None:
-    """Why `torch.compile` cannot be tried in this interpreter, or None when it can."""
+    """Why `torch.compile` cannot be tried in this interpreter, or None."""
     if not hasattr(torch, "compile"):
         return f"torch {torch.__version__} has no torch.compile (it needs torch >= 2.0)"
     try:
@@ -49,19 +49,15 @@ def _first_line(err: BaseException) -> str:
 
 
 class FastModel:
-    """One U-Net call, run eagerly, through `torch.compile`, and/or replayed from captured CUDA graphs.
+    """One U-Net call, run eagerly, through `torch.compile`, and/or replayed from CUDA graphs.
 
-    With everything off this is a plain `model(inputs, noise_level)`. Each optimisation that fails
-    (no C compiler for inductor, an op that cannot be captured, ...) logs one warning and is switched
-    off for good, so it costs speed, never the result.
-
-    CUDA graphs are captured once per input shape/dtype/layout (at most `max_graphs`; further
-    shapes run without a graph) and only for CUDA inputs. The static output is cloned after each
-    replay, so results stay valid after the next call and graphs can share one memory pool.
+    An optimisation that fails warns once and is switched off for good: it costs speed, never the
+    result. Graphs are captured per input shape, dtype and layout (at most `max_graphs`), and each
+    replay's output is cloned, so results outlive the next call.
 
     Args:
-        model: the U-Net; it must stay on the same device/dtype until `reset()` is called.
-        compile: run the model through `torch.compile(model, mode=compile_mode, backend=compile_backend)`.
+        model: the U-Net; it must keep its device and dtype until `reset()`.
+        compile: run the model through `torch.compile` with `compile_mode` and `compile_backend`.
         cuda_graphs: capture and replay CUDA graphs for CUDA inputs.
         max_graphs: the most shapes captured at once.
     """
@@ -95,12 +91,8 @@ class FastModel:
         compile_backend: str | None = None,
         cuda_graphs: bool | None = None,
     ) -> None:
-        """Switch optimisations on or off (None keeps the current setting); forgets compiled code and graphs.
-
-        Raises:
-            ValueError: `compile_mode="reduce-overhead"` together with `cuda_graphs=True` (both
-                capture CUDA graphs; choose one).
-        """
+        """Switch optimisations on or off (None keeps one), forgetting compiled code and graphs;
+        `compile_mode="reduce-overhead"` with `cuda_graphs=True` (both capture) is a ValueError."""
         compile = self.compile if compile is None else compile
         cuda_graphs = self.cuda_graphs if cuda_graphs is None else cuda_graphs
         mode = compile_mode if compile_mode is not None else self.compile_mode
@@ -126,12 +118,12 @@ class FastModel:
 
     @property
     def compile_active(self) -> bool:
-        """Compile is requested and has not failed (yet)."""
+        """Compile is requested and has not failed."""
         return self.compile and not self._compile_failed
 
     @property
     def cuda_graphs_active(self) -> bool:
-        """CUDA graphs are requested and have not failed (yet)."""
+        """CUDA graphs are requested and have not failed."""
         return self.cuda_graphs and not self._graphs_failed
 
     def __call__(self, inputs: Tensor, noise_level: Tensor) -> Tensor:
@@ -161,11 +153,8 @@ class FastModel:
         return self._compiled
 
     def _call_target(self) -> ModelCall:
-        """The compiled model when compile is active, else the plain one.
-
-        Never truth-tests the compiled module: `OptimizedModule` forwards `bool()` to `len()`, which the U-Net
-        does not support (`compiled or model` made every compile+CUDA-graphs capture fail on the H200).
-        """
+        """The compiled model when compile is active, else the plain one (never truth-tested: the
+        compiled module's `bool()` calls `len()`, which the U-Net lacks)."""
         compiled = self._compiled_fn()
         return self.model if compiled is None else compiled
 

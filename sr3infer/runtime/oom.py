@@ -1,5 +1,5 @@
-"""Out-of-memory fallback: a sampling run that runs out of device memory is retried with half the tile (down to the
-minimum tile), then one image and one tile per U-Net call, with one warning line; only then does it fail."""
+"""Out-of-memory fallback: a run out of device memory is retried with half the tile (down to the
+minimum), then one image and tile per U-Net call, with one warning; only then does it fail."""
 
 from __future__ import annotations
 
@@ -20,25 +20,21 @@ allocator's "DefaultCPUAllocator: can't allocate memory: you tried to allocate N
 
 
 def is_out_of_memory(err: BaseException) -> bool:
-    """A device running out of memory: torch.OutOfMemoryError (CUDA; torch.cuda.OutOfMemoryError is the same class),
-    MemoryError (Python's own allocations), or a RuntimeError with one of `OUT_OF_MEMORY_TEXTS` (the CPU allocator,
-    MPS and older torch)."""
+    """A device out of memory: torch.OutOfMemoryError, MemoryError, or a RuntimeError saying so."""
     if isinstance(err, (torch.OutOfMemoryError, MemoryError)):
         return True
     return isinstance(err, RuntimeError) and any(text in str(err).lower() for text in OUT_OF_MEMORY_TEXTS)
 
 
 def min_tile(out_size: int, scale: int) -> int:
-    """The smallest tile the fallback tries: half the trained output size on the scale grid (`Upscaler.tile_plan`'s
-    lower bound: smaller tiles multiply the U-Net calls and lose quality)."""
+    """The smallest tile tried: half the trained output size on the scale grid (`tile_plan`'s)."""
     return max(scale, -(-(out_size // 2) // scale) * scale)
 
 
 def fallback_steps(output_size: tuple[int, int], tile: int | None, batch_size: int, *, out_size: int,
                    scale: int) -> list[tuple[int, int]]:
-    """The (tile, batch size) settings tried after an out-of-memory run of (`tile`, `batch_size`) on outputs of
-    `output_size` (H, W): the tile halved (a run without tiles counts as one tile of the whole output) down to
-    `min_tile`, then the minimum tile with batch size 1. A tile of 0 means untiled (the output fits in one tile)."""
+    """The (tile, batch size) settings tried after an out-of-memory run: the tile halved down to
+    `min_tile`, then batch size 1 (tile 0: untiled)."""
     smallest = min_tile(out_size, scale)
     whole = max(output_size)
     current = tile if tile else whole
@@ -52,8 +48,7 @@ def fallback_steps(output_size: tuple[int, int], tile: int | None, batch_size: i
 
 
 def _snapshot(generator: Any) -> Callable[[], None]:
-    """A function that puts `generator` (one, a list, or None: torch's global CPU generator) back to its state now,
-    so a retry draws the same noise."""
+    """A function that rewinds `generator` (one, a list, or None: torch's global one) to now."""
     gens = [generator] if isinstance(generator, torch.Generator) else list(generator or [])
     states = [g.get_state() for g in gens]
     global_state = torch.get_rng_state() if generator is None else None
@@ -70,18 +65,10 @@ def _snapshot(generator: Any) -> Callable[[], None]:
 def run_with_fallback(run: Callable[[Tensor, Any, int | None, int | None], Tensor], lowres: Tensor, generator: Any, *,
                       tiling: tuple[int, int] | None, batch_size: int, config: Any,
                       device: torch.device | None = None) -> Tensor:
-    """`run(lowres, generator, None, None)` (the run as planned), retried on running out of memory as
-    `run(lowres, generator, tile, batch_size)` for each of `fallback_steps` (tile 0: untiled).
-
-    `tiling` is the planned (tile, overlap) of this run (None: untiled), `batch_size` its tiles per U-Net call and
-    `config` the model's (`scale`, `out_size`). At batch size 1 the images of `lowres` (B, 3, h, w) go one at a time,
-    each with its own generator when `generator` is a list; the generators are rewound before each retry, so a
-    retry draws the same noise. One warning names the setting that worked.
-
-    Raises:
-        The out-of-memory error's type, saying what was tried and what to do (`fallback_tried` set on it), when even
-        the last setting fails. Any other error at once.
-    """
+    """`run(lowres, generator, None, None)`, retried on out of memory for each of `fallback_steps`,
+    generators rewound so each retry draws the same noise; at batch size 1 images go one by one.
+    When the last setting fails too, the error (its type kept, `fallback_tried` set) says what was
+    tried; other errors pass at once."""
     restore = _snapshot(generator)
     try:
         return run(lowres, generator, None, None)
@@ -127,7 +114,7 @@ def _free(device: torch.device | None) -> None:
 
 
 def _same_type(err: BaseException, message: str) -> BaseException:
-    """An error of `err`'s type (torch.OutOfMemoryError, MemoryError, ...) with `message`, else a RuntimeError."""
+    """An error of `err`'s type with `message`, else a RuntimeError."""
     try:
         return type(err)(message)
     except Exception:  # noqa: BLE001 - a type that takes other arguments

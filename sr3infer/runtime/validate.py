@@ -1,10 +1,5 @@
-"""Every bound a model config or a recipe is checked against, in one place, and the typed checks that name
-the key, what was expected and what was got.
-
-The bounds are far above any SR3 model (the released ones have T = 2000, inner_channel 64, five levels)
-and far below what would exhaust a machine before the size guard could speak: a config that states a
-schedule of 3e9 steps or a 1e6-channel U-Net is refused here, before anything is allocated.
-"""
+"""Every bound a model config or recipe is checked against, and typed checks naming key and value:
+far above any SR3 model, far below what would exhaust a machine before anything is allocated."""
 
 from __future__ import annotations
 
@@ -36,7 +31,7 @@ MAX_NUM_SAMPLES = 256           # samples per image averaged into one output (st
 
 
 class ConfigError(ValueError):
-    """A config value of the wrong type or outside its bounds: names the file, the key, the expected and the got."""
+    """A config value of the wrong type or out of bounds: names the file, key, expected and got."""
 
     def __init__(self, key: str, expected: str, got: Any, source: str | None = None, *, choice: bool = False) -> None:
         self.key, self.expected, self.got, self.source, self.choice = key, expected, got, source, choice
@@ -52,7 +47,7 @@ class ConfigError(ValueError):
         return f"{where}'{self.key}' must be {self.expected}, got {_show(self.got)}.{fix}"
 
     def within(self, prefix: str | None = None, source: str | None = None) -> ConfigError:
-        """The same error with the key under `prefix` (e.g. "network") and/or naming the file `source`."""
+        """The same error with the key under `prefix` (e.g. "network") and/or the file `source`."""
         key = f"{prefix}.{self.key}" if prefix else self.key
         return ConfigError(key, self.expected, self.got, source or self.source, choice=self.choice)
 
@@ -73,7 +68,7 @@ def check_int(value: Any, key: str, low: int, high: int) -> int:
 
 def check_float(value: Any, key: str, low: float, high: float, *, open_low: bool = False,
                 open_high: bool = False) -> float:
-    """`value` as a finite float in the interval (bools and strings refused; ints accepted)."""
+    """`value` as a finite float in the interval (ints accepted; bools, strings refused)."""
     ok = not isinstance(value, bool) and isinstance(value, numbers.Real) and math.isfinite(value)
     if ok:
         value = float(value)

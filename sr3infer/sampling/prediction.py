@@ -1,9 +1,5 @@
-"""What the U-Net predicts (eps as in SR3, v, or x0), and the one place that converts between eps and x0.
-
-Denoisers return the clean estimate x0 (as in k-diffusion and lucidrains' denoising-diffusion-pytorch);
-samplers that need eps get it from `eps_from_x0`. For `x = g * x0 + sqrt(1 - g^2) * eps` at noise level
-g, the coefficients are computed in float64 from g and applied in x's dtype.
-"""
+"""What the U-Net predicts (eps as in SR3, v, or x0), and the one conversion between eps and x0:
+denoisers return x0 (as in k-diffusion), samplers needing eps use `eps_from_x0`."""
 
 from __future__ import annotations
 

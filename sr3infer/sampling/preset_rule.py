@@ -1,22 +1,9 @@
-"""The preset rule: which measured sampling recipe becomes a model's `fidelity` and which its `realism` preset.
+"""The preset rule: which measured recipe becomes a model's `fidelity` and `realism` preset.
 
-`benchmarks/preset_search.py` measures every recipe of `grid()` on a validation set (PSNR, SSIM,
-consistency, KID); `choose` applies the rule to those rows; `recipe_of` turns a chosen row into the
-`Recipe` dict stored in the model's config.json. `scripts/bundle_model.py` and tests/test_bundled.py
-use the same functions, so the stored presets are always the ones the rule picks.
-
-Rule (cost-aware), on all images of the val set, KID against the train+val high-res images of the domain,
-among recipes with consistency <= 1e-5:
-    fidelity = the fewest network calls whose PSNR is within 0.05 dB of the best PSNR;
-    realism  = among recipes with PSNR >= the floor, the fewest network calls whose KID is within 5 % of the lowest
-               KID. The floor is bicubic + 0.5 dB, or a model's own higher minimum where its issue states the
-               operating point (`min_psnr_db`; sr3-face-8x: 23.5 dB, the stated operating point "realism KID <= 35 at PSNR >= 23.5").
-               Where no recipe reaches it, the floor drops (to bicubic + 0.5, then to bicubic); the row says which held.
-Ties go to the better metric, then the key (deterministic).
-
-A recipe may average K samples per image (`num_samples`, measured for the samplers where the grid asks for it):
-the mean of K samples estimates the posterior mean, so it trades realism for PSNR, and it costs K times the
-network calls, which is what the rule counts.
+`benchmarks/preset_search.py` measures every recipe of `grid()` on a validation set, `choose`
+applies the rule (`rule()` states it) and `recipe_of` gives the config.json recipe of a chosen row;
+scripts/bundle_model.py and the tests use the same functions, so stored presets follow the rule. A
+recipe may average K samples (`num_samples`): more PSNR, less realism, K times the calls.
 """
 
 from __future__ import annotations
@@ -55,10 +42,8 @@ RULE = rule()
 
 def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=CONSISTENCY,
          samples=(1,)) -> list[dict[str, Any]]:
-    """The recipes to measure in order: fewest steps first, `every` before `final` at each step count, so a
-    budget-limited run covers a stated prefix of the grid. At one step every sampler, eta and spacing takes
-    the same single step (pure noise -> the clean estimate), so it is listed once per consistency mode.
-    `samples`: the K of each recipe (K-sample means); K = 1 rows carry no "num_samples" key."""
+    """The recipes to measure, fewest steps first, so a budget-limited run covers a prefix; one-step
+    recipes once per consistency mode; `samples` are the K of each recipe."""
     recipes = []
     for k in samples:
         extra = {} if k == 1 else {"num_samples": int(k)}
@@ -76,23 +61,20 @@ def grid(steps=STEPS, variants=SAMPLER_VARIANTS, spacings=SPACINGS, consistency=
 
 
 def key(recipe: dict[str, Any]) -> str:
-    """The row key of a recipe in the search JSON, e.g. "ddim|eta=1|10|quadratic|every" (one sample) or
-    "ancestral|eta=0|5|quadratic|every|mean16" (the mean of 16 samples)."""
+    """The row key of a recipe, e.g. "ddim|eta=1|10|quadratic|every" ("...|mean16": 16 samples)."""
     k = int(recipe.get("num_samples", 1))
     return (f"{recipe['sampler']}|eta={recipe['eta']:g}|{recipe['num_steps']}|{recipe['spacing']}|{recipe['consistency']}"
             + (f"|mean{k}" if k > 1 else ""))
 
 
 def network_calls(row: dict[str, Any]) -> int:
-    """U-Net evaluations per image of a recipe: every sampler here (ancestral, DDIM, DPM++ 2M) makes one per step,
-    for each of its K samples."""
+    """U-Net evaluations per image of a recipe: one per step for each of its K samples."""
     return int(row["num_steps"]) * int(row.get("num_samples", 1))
 
 
 def choose(runs: dict[str, dict[str, Any]], min_psnr_db: float | None = None) -> dict[str, dict[str, Any]]:
-    """The two presets by the rule from the measured rows (`runs`: key -> row with "model" and "bicubic" scores).
-    `min_psnr_db`: the model's own realism floor (`REALISM_MIN_PSNR_DB`), used when higher than bicubic + 0.5 dB.
-    {} when no row meets the consistency bound."""
+    """The two presets by the rule from the measured rows ({} when none is consistent);
+    `min_psnr_db` is the model's realism floor, used when above bicubic + 0.5 dB."""
     rows = [r for r in runs.values() if r["model"]["consistency_1e5"] <= MAX_CONSISTENCY_1E5 and "same_as" not in r]
     if not rows:
         return {}

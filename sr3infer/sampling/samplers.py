@@ -1,4 +1,4 @@
-"""Samplers over SR3's continuous noise level: ancestral (SR3), DDIM and DPM-Solver++(2M), one signature for all."""
+"""Samplers over SR3's continuous noise level: ancestral (SR3), DDIM and DPM-Solver++(2M)."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def randn(
     device: torch.device | str | None = None,
     dtype: torch.dtype = torch.float32,
 ) -> Tensor:
-    """Gaussian noise; a list of generators draws item k of the batch from generator k (batch == one by one)."""
+    """Gaussian noise; a list of generators draws batch item k from generator k (as one by one)."""
     if isinstance(generator, (list, tuple)):
         if len(generator) != shape[0]:
             raise ValueError(f"Got {len(generator)} generators for a batch of {shape[0]}.")
@@ -51,7 +51,7 @@ def randn(
 
 
 def _to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
-    """Move a host tensor to `device`; to CUDA through pinned memory, non-blocking, so the host never waits on the GPU."""
+    """Move a host tensor to `device` (to CUDA pinned and non-blocking, so the host never waits)."""
     if device is None or t.device == torch.device(device):
         return t
     if t.device.type == "cpu" and torch.device(device).type == "cuda":
@@ -61,18 +61,14 @@ def _to_device(t: Tensor, device: torch.device | str | None) -> Tensor:
 
 
 def _denoise(denoise: Denoiser, x: Tensor, gamma: Tensor, clip: bool) -> tuple[Tensor, Tensor]:
-    """(x0, noise level) at grid point `gamma`; the level goes to the denoiser in float64 (exact conversions)."""
+    """(x0, noise level) at grid point `gamma`; the level goes to the denoiser in float64."""
     level = _to_device(gamma.sqrt().expand(x.shape[0]).contiguous(), x.device)
     x0 = denoise(x, level)
     return (x0.clamp(-1, 1) if clip else x0), level
 
 
 def _coef(value: Tensor, x: Tensor) -> Tensor:
-    """A float64 scalar coefficient as a 0-d host tensor in x's dtype.
-
-    Kept on the host: 0-d CPU tensors enter CUDA kernels as scalar arguments, so there is no
-    copy and no host<->device sync, whichever device x is on.
-    """
+    """A float64 coefficient as a 0-d host tensor in x's dtype: a kernel argument, no sync."""
     return value.to(dtype=x.dtype)
 
 
@@ -87,7 +83,7 @@ def sample_ancestral(
     callback: Callback | None = None,
     disable: bool = False,
 ) -> Tensor:
-    """SR3's ancestral sampler (DDPM posterior q(x_prev | x, x0)) on any gamma grid; on the full grid it is SR3's loop."""
+    """SR3's ancestral sampler (DDPM posterior) on any gamma grid; on the full grid, SR3's loop."""
     gammas = gammas.to(torch.float64).cpu()
     for i in trange(len(gammas) - 1, disable=disable, desc="ancestral"):
         g, g_next = gammas[i], gammas[i + 1]
@@ -179,7 +175,7 @@ SAMPLERS: dict[str, Callable[..., Tensor]] = {
 
 
 def get_sampler(name: str) -> Callable[..., Tensor]:
-    """Look a sampler up by name, with an error that lists the known ones."""
+    """A sampler by name, with an error that lists the known ones."""
     try:
         return SAMPLERS[name]
     except (KeyError, TypeError):
@@ -191,19 +187,18 @@ COMMON_PARAMETERS = ("denoise", "x", "gammas", "clip_denoised", "generator", "ca
 
 
 def sampler_option_defaults(name: str) -> dict[str, float]:
-    """The options sampler `name` takes, with their defaults: `{"eta": 0.0}` for ddim, `{}` for ancestral."""
+    """The options sampler `name` takes, with their defaults (`{"eta": 0.0}` for ddim)."""
     parameters = inspect.signature(get_sampler(name)).parameters
     return {k: p.default for k, p in parameters.items() if k not in COMMON_PARAMETERS}
 
 
 def sampler_option_names() -> set[str]:
-    """Every option some registered sampler takes (the keyword arguments `upscale` passes on to samplers)."""
+    """Every option some registered sampler takes (what `upscale` passes on to samplers)."""
     return {name for sampler in SAMPLERS for name in sampler_option_defaults(sampler)}
 
 
 def check_sampler_options(name: str, options: Any) -> dict[str, float]:
-    """`options` completed with sampler `name`'s defaults; an option it does not take, or a value outside
-    `OPTION_BOUNDS` (else any finite number), is refused by name."""
+    """`options` with sampler `name`'s defaults, refusing unknown or out-of-bounds ones."""
     defaults = sampler_option_defaults(name)
     if not isinstance(options, dict):
         raise ConfigError("options", f"an object of {name} options ({', '.join(defaults) or 'none'})", options)

@@ -18,11 +18,8 @@ SPACINGS = ("linear", "quadratic", "trailing")
 
 @dataclass(frozen=True)
 class NoiseSchedule:
-    """gamma_t = prod_{s<=t} (1 - beta_s), with betas linear from `beta_start` to `beta_end` over `num_train_timesteps`.
-
-    All quantities are computed in float64 (the reference does the same in numpy): the float32
-    cumulative product is fine, but `1 - gamma` near t=0 cancels badly.
-    """
+    """gamma_t = prod_{s<=t} (1 - beta_s), betas linear from `beta_start` to `beta_end`, in float64
+    (as the reference: `1 - gamma` near t=0 cancels badly in float32)."""
 
     kind: str = "linear"
     num_train_timesteps: int = 2000  # T, the training schedule's length (not the inference steps of a recipe)
@@ -30,7 +27,7 @@ class NoiseSchedule:
     beta_end: float = 1e-2
 
     def __post_init__(self) -> None:
-        """Check types and bounds before any grid is computed (T is bounded by `MAX_TRAIN_TIMESTEPS`)."""
+        """Check types and bounds before any grid is computed."""
         if self.kind != "linear":
             raise ConfigError("kind", "'linear': only 'linear' (SR3's) is supported", self.kind)
         object.__setattr__(self, "num_train_timesteps",
@@ -42,7 +39,7 @@ class NoiseSchedule:
 
     @classmethod
     def from_dict(cls, data: dict) -> NoiseSchedule:
-        """From `config.json["schedule"]`; the old key `num_steps` is read as `num_train_timesteps`."""
+        """From `config.json["schedule"]` (the key `num_steps` reads as `num_train_timesteps`)."""
         data = dict(data)
         if "num_steps" in data and "num_train_timesteps" not in data:
             data["num_train_timesteps"] = data.pop("num_steps")
@@ -64,7 +61,7 @@ class NoiseSchedule:
 
     @property
     def noise_levels(self) -> Tensor:
-        """sqrt(gamma) with 1.0 prepended: index t+1 is the level of step t (the reference's `sqrt_alphas_cumprod_prev`)."""
+        """sqrt(gamma) with 1.0 prepended: index t+1 is the level of step t."""
         return torch.cat([torch.ones(1, dtype=torch.float64), self.gammas.sqrt()])
 
     def inference_grid(
@@ -76,14 +73,10 @@ class NoiseSchedule:
     ) -> Tensor:
         """A grid of `num_steps + 1` gammas, noisiest first, ending at 1.0 (float64).
 
-        With `num_steps == T` and the default spacing this is exactly the training grid, so the
-        ancestral sampler reproduces SR3's 2000-step loop. Fewer steps pick training gammas
-        (SR3's respacing): `linear` evenly in t, `quadratic` denser near the clean end, `trailing`
-        evenly in t starting at the very last step. `start_noise_level` in (0, 1) truncates the
-        grid: it begins at the first training gamma with sqrt(gamma) <= start_noise_level.
-
-        Raises:
-            ValueError: `num_steps` outside 1..T (or outside the truncated range), or an unknown spacing.
+        `num_steps == T` is the training grid (SR3's 2000-step loop); fewer steps pick training
+        gammas `linear`ly in t, `quadratic` (denser near the clean end) or `trailing`.
+        `start_noise_level` in (0, 1) starts at the first sqrt(gamma) not above it. ValueError for
+        other steps or spacings.
         """
         total = self.num_train_timesteps
         if isinstance(num_steps, bool) or not isinstance(num_steps, numbers.Integral):
@@ -114,7 +107,7 @@ class NoiseSchedule:
         return torch.cat([gammas[ts], torch.ones(1, dtype=torch.float64)])
 
     def sample_training_noise_levels(self, batch: int, *, generator: torch.Generator | None = None, device=None) -> Tensor:
-        """SR3's training draw: t ~ U{1..T}, then sqrt(gamma) ~ U(sqrt(gamma_t), sqrt(gamma_{t-1})) per sample, float32 (B,)."""
+        """SR3's training draw: t ~ U{1..T}, then sqrt(gamma) between neighbours; float32 (B,)."""
         levels = self.noise_levels.to(device)
         t = torch.randint(1, self.num_train_timesteps + 1, (batch,), generator=generator, device="cpu").to(device)
         u = torch.rand(batch, generator=generator, device="cpu", dtype=torch.float64).to(device)

@@ -1,4 +1,4 @@
-"""A denoiser that runs its inner denoiser tile by tile over overlapping tiles, blending x0 at every step."""
+"""A denoiser that runs its inner denoiser over overlapping tiles, blending x0 at every step."""
 
 from __future__ import annotations
 
@@ -15,22 +15,17 @@ __all__ = ["Tile", "TileDenoiserFactory", "TiledDenoiser", "plan_tiles", "tile_c
 
 
 class Tile(NamedTuple):
-    """Image `index` of the batch, box `[top, top + height) x [left, left + width)` in output pixels."""
+    """Image `index` of the batch, box `[top, top + height) x [left, left + width)` in pixels."""
 
-    index: int  # type: ignore[assignment]  # shadows tuple.index on purpose: the public field name since Tile existed
+    index: int  # type: ignore[assignment]  # shadows tuple.index: the public name
     top: int
     left: int
     height: int
     width: int
 
     def crop(self, images: Tensor, scale: int = 1) -> Tensor:
-        """This tile's slice (1, C, height / scale, width / scale) of `images` (B, C, H / scale, W / scale).
-
-        With `scale` the model's scale factor this is the exact low-res counterpart of the tile.
-
-        Raises:
-            ValueError: the box is not on the grid of `scale`.
-        """
+        """This tile's slice of `images`, which are `scale` times smaller than the output
+        (ValueError off the grid)."""
         if self.top % scale or self.left % scale or self.height % scale or self.width % scale:
             raise ValueError(
                 f"Tile {tuple(self)} is not aligned to multiples of {scale}; build tiles with align={scale}."
@@ -40,20 +35,14 @@ class Tile(NamedTuple):
 
 
 TileDenoiserFactory = Callable[[Sequence[Tile]], Denoiser]
-"""`tiles -> denoiser` whose input x is (len(tiles), C, h, w), item j being tile j of the image (condition bound)."""
+"""`tiles -> denoiser` whose x is (len(tiles), C, h, w), item j being tile j (condition bound)."""
 
 _Plan = tuple[list[tuple[int, int]], list[tuple[int, int]], list[Tensor], list[Tensor]]
 
 
 def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tuple[int, int]]:
-    """`(start, stop)` spans of `tile` pixels covering `[0, length)`, neighbours overlapping by at least `overlap`.
-
-    Starts are multiples of `align` and spread evenly, so the last span ends exactly at `length`.
-    A length of at most `tile` gives the single span `(0, length)`.
-
-    Raises:
-        ValueError: sizes that are not positive multiples of `align`, or `overlap >= tile`.
-    """
+    """`(start, stop)` spans of `tile` pixels covering `[0, length)`, overlapping by `overlap`+:
+    evenly spread multiples of `align`, the last ending at `length`. ValueError for other sizes."""
     if align < 1 or tile < align or tile % align or overlap < 0 or overlap % align:
         raise ValueError(
             f"Expected tile ({tile}) and overlap ({overlap}) to be multiples of align ({align}), with tile > 0 "
@@ -65,8 +54,8 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tup
         return [(0, length)]
     if length % align:
         raise ValueError(f"Image side {length} is not a multiple of align ({align}); tiles could not cover it exactly.")
-    # In units of `align`: n tiles with evenly spread integer starts. Consecutive starts then differ by at most
-    # ceil((L - T) / (n - 1)) <= T - O, so every overlap is at least O.
+    # In units of `align`: n tiles with evenly spread integer starts. Consecutive starts then differ
+    # by at most ceil((L - T) / (n - 1)) <= T - O, so every overlap is at least O.
     span, size = length // align, tile // align
     n = tile_count(length, tile, overlap, align)
     starts = [(k * (span - size) + (n - 1) // 2) // (n - 1) for k in range(n)]
@@ -74,7 +63,7 @@ def tile_spans(length: int, tile: int, overlap: int, align: int = 1) -> list[tup
 
 
 def tile_count(length: int, tile: int, overlap: int, align: int = 1) -> int:
-    """How many spans `tile_spans` gives, by arithmetic alone (no list): safe for any length, even 10**9."""
+    """How many spans `tile_spans` gives, by arithmetic alone: safe for any length."""
     if length <= tile:
         return 1
     span, size, keep = length // align, tile // align, overlap // align
@@ -82,17 +71,13 @@ def tile_count(length: int, tile: int, overlap: int, align: int = 1) -> int:
 
 
 def _ramp(n: int) -> Tensor:
-    """Raised-cosine weights rising over `n` pixels; a ramp and its mirror image sum to exactly 1."""
+    """Raised-cosine weights over `n` pixels; a ramp and its mirror image sum to exactly 1."""
     k = torch.arange(n, dtype=torch.float64)
     return torch.sin(0.5 * math.pi * (k + 0.5) / n) ** 2
 
 
 def tile_windows(spans: Sequence[tuple[int, int]]) -> list[Tensor]:
-    """One blending weight vector per span (float64), rising and falling over each actual overlap.
-
-    Sides at the image border are not ramped. The weights are divided by their sum over all spans,
-    so at every pixel the windows covering it add up to 1.
-    """
+    """One float64 blending weight vector per span, ramped over each overlap, summing to 1."""
     windows = []
     for j, (start, stop) in enumerate(spans):
         w = torch.ones(stop - start, dtype=torch.float64)
@@ -112,25 +97,17 @@ def tile_windows(spans: Sequence[tuple[int, int]]) -> list[Tensor]:
 
 
 class TiledDenoiser:
-    """A denoiser over the whole image that evaluates `make_tile_denoiser` tile by tile.
+    """A whole-image denoiser that evaluates `make_tile_denoiser` tile by tile.
 
-    At every call (one denoising step; all tiles share the step's noise level) x is cut into
-    overlapping tiles, the inner denoiser predicts x0 for `tile_batch_size` tiles at a time, and the
-    predictions are blended with separable raised-cosine windows that sum to 1. Memory for the model
-    is bounded by the tile batch, whatever the image size; samplers see an ordinary denoiser.
+    At each step x0 is predicted for overlapping tiles, `tile_batch_size` at a time, and blended
+    with raised-cosine windows: memory is bounded by the tile batch; samplers see a plain denoiser.
 
     Args:
-        make_tile_denoiser: `tiles -> denoiser` for a batch of tiles, e.g. one that binds each tile's
-            slice of the condition (see `Tile.crop`).
+        make_tile_denoiser: `tiles -> denoiser` for a batch of tiles (each tile's condition bound).
         tile_size: tile side in pixels of x (one int, or (height, width)).
         overlap: minimum overlap between neighbouring tiles, in pixels.
-        align: tile boxes start on multiples of this (the model's scale factor, so the low-res
-            slice of a tile is exact). tile_size, overlap and the image sides must be multiples of it.
+        align: tile boxes start on multiples of this (the model's scale: exact low-res slices).
         tile_batch_size: tiles per inner call (across all images of the batch).
-
-    Example:
-        >>> denoise = TiledDenoiser(lambda tiles: make_denoiser(crop_cond(tiles)), tile_size=256, overlap=64)
-        >>> x = sample_ddim(denoise, noise, gammas)
     """
 
     def __init__(
@@ -147,8 +124,8 @@ class TiledDenoiser:
             raise ValueError(f"tile_batch_size must be a positive integer, got {tile_batch_size!r}.")
         tile_batch_size = int(tile_batch_size)
         for tile in (tile_h, tile_w):
-            tile_spans(tile, tile, overlap, align)  # validates the sizes now rather than at the first step
-        # Annotated for mypy, which otherwise cannot determine their types in the methods below (has-type)
+            tile_spans(tile, tile, overlap, align)  # checks the sizes now
+        # Annotated for mypy, which otherwise cannot infer their types in the methods (has-type)
         self.make_tile_denoiser: TileDenoiserFactory = make_tile_denoiser
         self.tile_size: tuple[int, int] = (tile_h, tile_w)
         self.overlap: int = overlap
@@ -162,7 +139,7 @@ class TiledDenoiser:
         return [Tile(0, top, left, bottom - top, right - left) for top, bottom in rows for left, right in cols]
 
     def _plan(self, height: int, width: int) -> _Plan:
-        """Row and column spans with their blending windows, kept for the last image size seen."""
+        """Row and column spans with their windows, kept for the last image size."""
         key = (height, width)
         if key not in self._plan_cache:
             rows = tile_spans(height, self.tile_size[0], self.overlap, self.align)
@@ -197,10 +174,7 @@ class TiledDenoiser:
 
 def plan_tiles(scale: int, out_size: int, output_size: tuple[int, int], tile_size: int | None = None,
                tile_overlap: int | None = None) -> tuple[int, int] | None:
-    """`(tile, overlap)` in output pixels for a x`scale` model trained at `out_size` output pixels, or None: whole.
-
-    The one place a tiling is decided (`Upscaler.tile_plan` documents the arguments).
-    """
+    """`(tile, overlap)` for a x`scale` model trained at `out_size`, or None (see `tile_plan`)."""
     if tile_size is None:
         tile_size = out_size if max(output_size) > out_size else 0
     if isinstance(tile_size, bool) or not isinstance(tile_size, numbers.Integral) or tile_size < 0:

@@ -1,4 +1,4 @@
-"""Ensembles of SR3 samples: the per-pixel mean (the output) and spread (the uncertainty map), and saving the map."""
+"""Ensembles of SR3 samples: the per-pixel mean (the output) and spread (the uncertainty map)."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ _INFERNO = np.array([
 
 
 def check_num_samples(num_samples: Any) -> int:
-    """`num_samples` as an int in 1..MAX_NUM_SAMPLES, or a ValueError saying what was expected."""
+    """`num_samples` as an int in 1..MAX_NUM_SAMPLES."""
     if isinstance(num_samples, (bool, np.bool_)) or not isinstance(num_samples, (int, np.integer)):
         raise ValueError(f"num_samples must be a whole number of samples per image, got {num_samples!r}.")
     if not 1 <= num_samples <= MAX_NUM_SAMPLES:
@@ -39,10 +39,7 @@ def check_num_samples(num_samples: Any) -> int:
 
 
 def ensemble_mean(samples: Tensor, lowres: Tensor, consistency: str) -> Tensor:
-    """The per-pixel mean (1, 3, H, W) of `samples` (K, 3, H, W), projected onto `lowres` like any output.
-
-    With `consistency` "final" or "every" the mean goes through `project_onto_input`; with "none" it is clamped.
-    """
+    """The per-pixel mean of `samples` (K, 3, H, W), projected onto `lowres` as any output."""
     mean = samples.float().mean(0, keepdim=True)
     if consistency in ("final", "every"):
         return project_onto_input(mean, lowres.to(mean.device, mean.dtype))
@@ -50,11 +47,8 @@ def ensemble_mean(samples: Tensor, lowres: Tensor, consistency: str) -> Tensor:
 
 
 def sample_spread(samples: Tensor, gray: bool = False) -> np.ndarray:
-    """Per-pixel standard deviation across `samples` (K, 3, H, W) in [-1, 1], as float32 (H, W) in [0, 1] pixel units.
-
-    The sample std with Bessel's correction (ddof=1, divides by K - 1) of each colour channel, averaged over
-    the channels; for gray images (`gray`) the std of the gray value (the channel mean) that is returned.
-    """
+    """Per-pixel std (ddof=1) across `samples` in [-1, 1] as float32 (H, W) in [0, 1] units: of each
+    colour channel, averaged; of the gray value for `gray` images."""
     if samples.shape[0] < 2:
         raise ValueError(f"The spread of samples needs at least 2 of them, got {samples.shape[0]}.")
     unit = (samples.double() + 1) / 2
@@ -64,7 +58,7 @@ def sample_spread(samples: Tensor, gray: bool = False) -> np.ndarray:
 
 
 def heatmap(uncertainty: np.ndarray, vmax: float = HEATMAP_MAX) -> Image.Image:
-    """An RGB picture of an (H, W) uncertainty map: 0 black/purple through orange to pale yellow at `vmax` and above."""
+    """An RGB picture of an (H, W) uncertainty map: black, orange, pale yellow at `vmax`."""
     t = np.clip(np.nan_to_num(np.asarray(uncertainty, dtype=np.float64)) / vmax, 0, 1) * (len(_INFERNO) - 1)
     low = np.minimum(t.astype(np.int64), len(_INFERNO) - 2)
     frac = (t - low)[..., None]
@@ -73,11 +67,7 @@ def heatmap(uncertainty: np.ndarray, vmax: float = HEATMAP_MAX) -> Image.Image:
 
 
 def save_uncertainty(uncertainty: np.ndarray, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write an uncertainty map atomically: `.npy` as the raw float32 array, any image suffix as a `heatmap`.
-
-    Written like the outputs (`imageio.write_atomically`): never half a file, and without `overwrite`
-    an existing name is never replaced.
-    """
+    """Write an uncertainty map atomically: `.npy` as float32, an image suffix as a `heatmap`."""
     from ..images import io as imageio
 
     if Path(path).suffix.lower() != ".npy":

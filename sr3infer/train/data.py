@@ -20,7 +20,7 @@ FACE_BOX = (0, 20, 178, 198)  # CelebA aligned: the 178x178 square around the fa
 
 
 def resolve_data_root(roots: str | Path | Sequence[str | Path]) -> Path:
-    """The first of `roots` that is a folder: configs list `.data/datasets/...` first, then `../shared/datasets/...`."""
+    """The first of `roots` that is a folder (e.g. `.data/datasets/...`, then `../shared/...`)."""
     candidates = [roots] if isinstance(roots, (str, Path)) else list(roots)
     for root in candidates:
         if Path(root).is_dir():
@@ -43,23 +43,20 @@ def list_images(root: str | Path) -> list[Path]:
 
 
 def to_unit_tensor(image: Image.Image) -> Tensor:
-    """PIL RGB -> (3, H, W) float32 in [-1, 1]."""
     array = np.asarray(image.convert("RGB"), dtype=np.float32)
     return torch.from_numpy(array).permute(2, 0, 1) / 127.5 - 1
 
 
 def make_lowres(hr: Tensor, scale: int, blur_sigma: Tensor | None = None) -> Tensor:
-    """SR3's degradation: anti-aliased bicubic down by `scale`, rounded to 8 bits. Optional Gaussian blur per image first.
-
-    hr: (B, C, H, W) in [-1, 1]. The same function makes evaluation inputs, so train and test match.
-    """
+    """SR3's degradation (optional per-image blur, antialiased bicubic down by `scale`, 8 bits),
+    which also makes the evaluation inputs, so train and test match."""
     if blur_sigma is not None:
         hr = gaussian_blur(hr, blur_sigma * scale)
     return quantize(bicubic(hr, (hr.shape[-2] // scale, hr.shape[-1] // scale)))
 
 
 def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
-    """Blur each image of (B, C, H, W) with its own sigma (B,) in pixels; sigma 0 leaves it unchanged."""
+    """Blur each image of (B, C, H, W) with its own sigma (B,) in pixels (0: unchanged)."""
     radius = max(1, int(math.ceil(3 * float(sigma.max()))))
     offsets = torch.arange(-radius, radius + 1, dtype=torch.float32)
     sig = sigma.float().clamp_min(1e-6)[:, None]
@@ -75,7 +72,7 @@ def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
 
 
 class FaceImages:
-    """CelebA-style aligned faces: crop box, small scale/shift jitter, horizontal flips, resize to `size`."""
+    """CelebA-style aligned faces: crop box, small scale/shift jitter, flips, resize to `size`."""
 
     def __init__(self, root: str | Path, size: int = 128, *, jitter: bool = True, box=FACE_BOX) -> None:
         self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
@@ -105,8 +102,8 @@ class FaceImages:
 
 
 class NaturalImages:
-    """Random `size` crops of natural photos with random flips; with `min_scale` < 1, multi-scale: each crop is cut
-    from the photo downscaled by a random factor in [min_scale, 1], as SR training on DIV2K does."""
+    """Random `size` crops of photos with flips; with `min_scale` < 1, from the photo downscaled by
+    a random factor in [min_scale, 1] (multi-scale, as DIV2K training does)."""
 
     def __init__(self, root: str | Path, size: int = 256, *, min_scale: float = 1.0) -> None:
         self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
@@ -139,12 +136,12 @@ class NaturalImages:
 
 
 def natural_eval_crops(root: str | Path, size: int = 256) -> list[Tensor]:
-    """The fixed validation protocol for natural images: four `size` crops per photo, centred on the quadrant centres."""
+    """The natural-image val protocol: four `size` crops per photo at the quadrant centres."""
     return [crop for path in list_images(root) for crop in natural_crops(Image.open(path).convert("RGB"), size)]
 
 
 def natural_crops(image: Image.Image, size: int = 256) -> list[Tensor]:
-    """The four `size` crops of one photo (at least `size` on both sides) centred on its quadrant centres."""
+    """The four `size` crops of one photo at its quadrant centres."""
     w, h = image.size
     crops = []
     for cx, cy in ((w / 4, h / 4), (3 * w / 4, h / 4), (w / 4, 3 * h / 4), (3 * w / 4, 3 * h / 4)):
@@ -160,12 +157,12 @@ def face_eval_images(root: str | Path, size: int = 128) -> list[Tensor]:
 
 
 def face_crop(image: Image.Image, size: int = 128) -> Tensor:
-    """One aligned face (at least as large as FACE_BOX) cut by the fixed crop box, resized to `size`."""
+    """One aligned face cut by the fixed crop box, resized to `size`."""
     return to_unit_tensor(image.convert("RGB").resize((size, size), Image.Resampling.BICUBIC, box=FACE_BOX, reducing_gap=None))
 
 
 def random_patches(hr: Tensor, cond: Tensor, patch: int, rng: random.Random) -> tuple[Tensor, Tensor]:
-    """The same random `patch` x `patch` window of each (hr, cond) pair; the U-Net is convolutional."""
+    """The same random `patch` x `patch` window of each (hr, cond) pair."""
     if patch >= hr.shape[-1] and patch >= hr.shape[-2]:
         return hr, cond
     outs_h, outs_c = [], []

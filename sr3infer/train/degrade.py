@@ -1,9 +1,5 @@
-"""Real-world degradations: blur, resize, noise and JPEG, applied once or twice (Real-ESRGAN's second-order recipe).
-
-`degrade` is the one seeded function that makes low-res inputs from high-res images, for training
-(`TrainConfig.degradation`) and for the degraded validation set (`VAL_KINDS`). Every random choice is
-drawn from the `numpy.random.Generator` it is given, so a seed fixes the whole pipeline.
-"""
+"""Real-world degradations: blur, resize, noise and JPEG, once or twice (Real-ESRGAN's recipe), for
+training and the degraded val set; every choice comes from the generator `degrade` is given."""
 
 from __future__ import annotations
 
@@ -46,7 +42,7 @@ class Pass:
 
 @dataclass(frozen=True)
 class Degradation:
-    """The whole pipeline: a clean share, pass 1, pass 2 (with its probability), then the final resize and JPEG."""
+    """The pipeline: a clean share, pass 1, pass 2 (with its probability), final resize and JPEG."""
 
     clean_prob: float = 0.2            # pairs made the paper's way: anti-aliased bicubic only
     first: Pass = field(default_factory=Pass)
@@ -60,7 +56,7 @@ class Degradation:
 
     @classmethod
     def from_dict(cls, data: dict) -> Degradation:
-        """A config block: top-level keys of `Degradation`, and `first`/`second` dicts of `Pass` keys."""
+        """A config block: keys of `Degradation`, and `first`/`second` dicts of `Pass` keys."""
         def build(kind: type, values: dict, where: str):
             known = {f.name for f in fields(kind)}
             unknown = sorted(set(values) - known)
@@ -102,13 +98,12 @@ class Degradation:
 
 
 def degrade(hr: Tensor, scale: int, rng: np.random.Generator, spec: Degradation | None = None) -> Tensor:
-    """Low-res inputs for (B, C, H, W) high-res images in [-1, 1]: (B, C, H/scale, W/scale), on the 8-bit grid."""
+    """Low-res inputs (B, C, H/scale, W/scale) on the 8-bit grid for high-res images in [-1, 1]."""
     spec = spec or Degradation()
     return torch.cat([degrade_one(image[None], scale, rng, spec) for image in hr])
 
 
 def degrade_one(hr: Tensor, scale: int, rng: np.random.Generator, spec: Degradation) -> Tensor:
-    """`degrade` for one (1, C, H, W) image."""
     size = (hr.shape[-2] // scale, hr.shape[-1] // scale)
     if rng.random() < spec.clean_prob:
         return quantize(bicubic(hr.float(), size))
@@ -146,7 +141,7 @@ def _choice(rng: np.random.Generator, options: tuple[str, ...], weights: tuple[f
 
 
 def _resize(x: Tensor, size: tuple[int, int], mode: str, antialias: bool) -> Tensor:
-    """Resize (1, C, H, W) by `mode`; anti-aliasing only where torch offers it (bilinear, bicubic)."""
+    """Resize (1, C, H, W) by `mode`, antialiased where torch offers it."""
     if tuple(x.shape[-2:]) == tuple(size):
         return x
     if mode in ("bilinear", "bicubic"):
@@ -157,7 +152,7 @@ def _resize(x: Tensor, size: tuple[int, int], mode: str, antialias: bool) -> Ten
 
 
 def random_kernel(rng: np.random.Generator, p: Pass) -> Tensor:
-    """A normalised 2-D blur kernel (odd size 7-21): isotropic/anisotropic Gaussian, generalized Gaussian or plateau."""
+    """A normalised 2-D blur kernel (odd size 7-21): Gaussian, generalized Gaussian or plateau."""
     kind = _choice(rng, BLUR_KINDS, p.blur_kind_weights)
     sx = rng.uniform(*p.blur_sigma)
     sy = sx if kind == "iso" else rng.uniform(*p.blur_sigma)
@@ -233,7 +228,7 @@ VAL_SEED = 20261207
 
 
 def val_kind(hr: Tensor, scale: int, kind: str) -> Tensor:
-    """The degraded validation inputs of one kind for the (B, C, H, W) val images: fixed seed per kind."""
+    """The degraded val inputs of one kind for the (B, C, H, W) val images (fixed seed per kind)."""
     if kind not in VAL_KINDS:
         raise ValueError(f"Unknown degradation kind {kind!r}; expected one of {', '.join(VAL_KINDS)}.")
     rng = np.random.default_rng([VAL_SEED, list(VAL_KINDS).index(kind)])

@@ -2,14 +2,12 @@
 
 A config of "kind": "distill" runs two resumable steps under out_dir/name:
 
-precompute: `pairs` training crops (faces or natural photos, made as `loop.py` makes them), each with a seeded start
-    noise z and the low-res input `make_lowres` gives; the teacher's recipe (a deterministic sampler such as DDIM
-    eta=0, or the mean of K samples for a fidelity-style target) runs from z; (lowres, z, teacher, hr) go to
-    pairs/NNNNN.safetensors, `shard_size` pairs a shard. Finished shards are skipped; the cost goes to precompute.jsonl.
-train: the student starts from the teacher's weights; its output is `student_output`, exactly what the DDIM (eta=0)
-    sampler of `Upscaler` computes for a `student_steps`-step recipe from z (one step: the clean estimate at the top
-    noise level). loss = MSE(student, teacher) + lambda_gt * L1 or MSE(student, hr); Adam, EMA, state.pt every
-    `checkpoint_minutes`, export/ a model folder (fp16) whose default recipe is that DDIM recipe.
+precompute: `pairs` training crops (as `loop.py` makes them), each with a seeded start noise z
+    and its low-res input; the teacher's recipe (e.g. DDIM eta=0, or a K-sample mean) runs from
+    z, and (lowres, z, teacher, hr) go to pairs/NNNNN.safetensors, `shard_size` pairs a shard.
+train: the student starts from the teacher's weights and computes `student_output` (what the
+    DDIM eta=0 sampler does in `student_steps` steps from z); loss = MSE(student, teacher) +
+    lambda_gt * L1 or MSE(student, hr). Exported to export/ (fp16) with that recipe as default.
 """
 
 from __future__ import annotations
@@ -136,18 +134,18 @@ class DistillConfig:
         return Path(self.out_dir) / self.name
 
     def student_recipe(self) -> Recipe:
-        """The recipe the exported student runs by default: DDIM, eta 0, `student_steps` steps."""
+        """The exported student's default recipe: DDIM, eta 0, `student_steps` steps."""
         return Recipe(sampler="ddim", num_steps=self.student_steps, spacing=self.student_spacing,
                       consistency=self.consistency, options={"eta": 0.0})
 
 
 def pair_seed(seed: int, index: int, sample: int = 0) -> int:
-    """The generator seed of pair `index` (sample j of a K-sample teacher); sample 0 draws the stored z."""
+    """The generator seed of pair `index` (sample j of a K-sample teacher); sample 0 draws z."""
     return (seed << 40) + (index << 8) + sample
 
 
 def start_noise(seeds: list[int], shape: tuple[int, ...]) -> Tensor:
-    """z for each seed, drawn as `Upscaler.upscale_tensor` draws its first noise from a list of generators."""
+    """z for each seed, drawn as `Upscaler.upscale_tensor` draws its first noise."""
     return torch.cat([torch.randn((1, *shape), generator=torch.Generator().manual_seed(s)) for s in seeds])
 
 
@@ -229,12 +227,8 @@ class Pairs:
 
 def student_output(model: torch.nn.Module, config: ModelConfig, lowres: Tensor, z: Tensor, *, steps: int = 1,
                    spacing: str = "trailing", consistency: str = "every", final: bool = False) -> Tensor:
-    """The image the DDIM (eta 0) sampler of `Upscaler` makes from start noise z in `steps` steps, differentiably.
-
-    Each step is `make_denoiser` + `sample_ddim`'s update; `final=True` adds `Upscaler.sample`'s last step (the projection
-    onto the input, or a clamp), so the result equals `upscale_tensor` for that recipe and noise. Training regresses
-    the output before that last projection, which is nearly the identity on a projected image.
-    """
+    """What `Upscaler`'s DDIM (eta 0) sampler makes from start noise z in `steps` steps (with grad);
+    `final=True` adds the last projection, as `upscale_tensor` (training regresses before it)."""
     cond = bicubic(lowres, (lowres.shape[-2] * config.scale, lowres.shape[-1] * config.scale))
     condition = get_architecture(config.architecture).condition
     gammas = config.schedule.inference_grid(steps, spacing=spacing)
@@ -256,7 +250,7 @@ def student_output(model: torch.nn.Module, config: ModelConfig, lowres: Tensor, 
 
 
 def distill_loss(cfg: DistillConfig, output: Tensor, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, float]]:
-    """MSE to the teacher + lambda_gt * L1 or MSE to the ground truth; returns the total and its parts."""
+    """MSE to the teacher + lambda_gt * L1 or MSE to the ground truth: the total and its parts."""
     to_teacher = F.mse_loss(output, batch["teacher"])
     to_gt = (F.l1_loss if cfg.gt_loss == "l1" else F.mse_loss)(output, batch["hr"])
     total = to_teacher + cfg.lambda_gt * to_gt if cfg.lambda_gt else to_teacher
@@ -264,7 +258,7 @@ def distill_loss(cfg: DistillConfig, output: Tensor, batch: dict[str, Tensor]) -
 
 
 def train(cfg: DistillConfig) -> Path:
-    """Train the student on the run's pairs until max_steps / max_minutes / a signal; returns the export folder."""
+    """Train the student on the run's pairs until max_steps, max_minutes or a signal."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     teacher = Upscaler.from_pretrained(cfg.teacher, device="cpu", torch_dtype=torch.float32)
     config = teacher.config
@@ -324,15 +318,14 @@ def train(cfg: DistillConfig) -> Path:
 
 
 def _save_state(path: Path, model: torch.nn.Module, ema: torch.nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """state.pt atomically (a temporary file, then a rename)."""
     tmp = path.with_suffix(".tmp")
     torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(), "step": step}, tmp)
     os.replace(tmp, path)
 
 
 def export(cfg: DistillConfig, teacher_config: ModelConfig, ema: torch.nn.Module, step: int, pairs: int) -> Path:
-    """The EMA student as run_dir/export (fp16): the teacher's config with the student recipe as its default, no
-    presets (the teacher's were measured on the teacher) and no made-up-mask calibration (also the teacher's)."""
+    """The EMA student as run_dir/export (fp16): the teacher's config with the student recipe as its
+    default, without the teacher's presets and made-up-mask calibration."""
     cost = [json.loads(line) for line in (cfg.run_dir / "precompute.jsonl").read_text().splitlines() if line.strip()] \
         if (cfg.run_dir / "precompute.jsonl").exists() else []
     task = {**teacher_config.task, "distilled_from": cfg.teacher, "teacher_recipe": Recipe.from_dict(cfg.teacher_recipe).to_dict(),

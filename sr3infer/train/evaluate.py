@@ -1,4 +1,4 @@
-"""`sr3infer eval MODEL DATA`: PSNR, SSIM, consistency, FID and KID of a model beside bicubic, on a fixed protocol."""
+"""`sr3infer eval MODEL DATA`: PSNR, SSIM, consistency, FID and KID of a model beside bicubic."""
 
 from __future__ import annotations
 
@@ -29,14 +29,9 @@ def load_eval_set(data: str | Path, protocol: str, out_size: int, limit: int | N
                   skipped: list[tuple[str, str]] | None = None) -> list[Tensor]:
     """High-res validation images (3, H, W) in [-1, 1] by protocol.
 
-    faces: CelebA aligned, crop box (0, 20, 178, 198) resized to out_size (PIL bicubic);
-    natural: four out_size crops per photo centred on the quadrant centres;
-    plain: every image as it is, cropped at the bottom and right to a multiple of `scale`.
-
-    The rule for bad files: a file that cannot be read (truncated, not an image) or is too small for
-    the protocol (faces: the 178x198 crop box; natural: out_size; plain: 11 px, the SSIM window, and
-    `scale`), and under plain a file of another size than the first usable one, is skipped, with its
-    name and the reason appended to `skipped` (or logged as a warning). If none is left, ValueError.
+    faces: CelebA aligned, crop box (0, 20, 178, 198) resized to out_size; natural: four out_size
+    crops per photo at the quadrant centres; plain: every image, cropped to a multiple of `scale`.
+    Unreadable or too small files (plain: of another size) are skipped, named in `skipped`.
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"Unknown protocol {protocol!r}; expected one of {', '.join(PROTOCOLS)}.")
@@ -92,11 +87,8 @@ def _reference_cache_dir() -> Path:
 
 
 def reference_features(folders: list[str | Path], protocol: str, out_size: int) -> Tensor:
-    """Inception pool features of the real high-res reference set for KID/FID: every image of `folders` by `protocol`.
-
-    Cached as safetensors under $SR3INFER_CACHE (default ~/.cache/sr3infer), keyed by the protocol, the size and
-    the sha256 of every file, so a changed file recomputes them.
-    """
+    """Inception features of the real high-res set for KID/FID by `protocol`, cached under
+    $SR3INFER_CACHE (keyed by protocol, size and every file's sha256)."""
     from safetensors.torch import load_file, save_file
 
     key = hashlib.sha256(f"{protocol}:{out_size}".encode())
@@ -116,8 +108,7 @@ def reference_features(folders: list[str | Path], protocol: str, out_size: int) 
 
 
 def score_images(pred: Tensor, hr: Tensor, lowres: Tensor, reference: Tensor | None = None) -> dict[str, float]:
-    """Mean PSNR, SSIM and consistency (x1e-5) of `pred` against `hr`/`lowres`; with Inception `reference` features
-    (see `reference_features`) also FID and KID (x1e-3) of `pred` against that real set."""
+    """Mean PSNR, SSIM and consistency (x1e-5) of `pred`; with `reference` also FID and KID."""
     scores = {
         "psnr": float(metrics.psnr(pred, hr).mean()),
         "ssim": float(metrics.ssim(pred, hr).mean()),
@@ -145,15 +136,8 @@ def evaluate(
     degradation: str | None = None,
     **sampling: Any,
 ) -> dict[str, Any]:
-    """Upscale the low-res versions of `hr_images` and score them beside bicubic on the same images.
-
-    The low-res inputs are SR3's (anti-aliased bicubic), or with `degradation` one kind of the degraded
-    validation set (`degrade.VAL_KINDS`: made from the whole set at once with its fixed seed).
-
-    FID and KID are measured against `reference` (Inception features of real high-res images, see
-    `reference_features`); without one, against `hr_images` themselves. `fid=False` skips both.
-    `sampling` goes to `Upscaler.upscale_tensor` (num_steps, sampler, start_noise_level, consistency, ...).
-    """
+    """Upscale low-res versions of `hr_images` (SR3's bicubic, or a `degradation` kind) and score
+    them beside bicubic; FID and KID (unless `fid=False`) against `reference`, else `hr_images`."""
     scale = upscaler.config.scale
     settings = dict(sampling)
     k_samples = upscaler.sampling_recipe(settings.pop("recipe", None), settings.pop("preset", None),
@@ -200,13 +184,8 @@ def format_table(result: dict[str, Any]) -> str:
 
 
 def plan_outputs(json_path: str | None, save_dir: str | None, count: int, *, overwrite: bool = False) -> list[Path]:
-    """The `count` image paths of `save_dir` (0000.png, ...; none without it), once nothing this run would write
-    (those and `json_path`) replaces a file unasked.
-
-    Raises:
-        UsageError: a name exists without `overwrite` (all of them named), a folder is a file, or `json_path` is
-            one of the images; checked before the evaluation runs.
-    """
+    """The `count` image paths of `save_dir` (none without it); UsageError, before the evaluation,
+    for a name that exists without `overwrite`, a folder that is a file, or `json_path` clashing."""
     images = [Path(save_dir) / f"{i:04d}.png" for i in range(count)] if save_dir else []
     if save_dir and os.path.lexists(save_dir) and not Path(save_dir).is_dir():
         raise UsageError(f"--save-dir {save_dir!r} is a file; name a folder (new, or without 0000.png, ...)")

@@ -1,7 +1,5 @@
-"""The SR3 training loop: resumable, EMA, warm-up, clipping, autocast, optional DDP under torchrun.
-
-Run: `python -m sr3infer.train CONFIG.json` (or `sr3infer train CONFIG.json`).
-"""
+"""The SR3 training loop: resumable, EMA, warm-up, clipping, autocast, optional DDP under torchrun;
+run by `python -m sr3infer.train CONFIG.json` (or `sr3infer train CONFIG.json`)."""
 
 from __future__ import annotations
 
@@ -125,7 +123,7 @@ _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def _check_types(cfg: TrainConfig) -> None:
-    """Type and range of every key, and `name` a plain folder name (the run is written to out_dir/name)."""
+    """Type and range of every key; `name` a plain folder name (the run goes to out_dir/name)."""
     if not isinstance(cfg.name, str) or not _PLAIN_NAME.fullmatch(cfg.name) or ".." in cfg.name:
         raise ValueError(f"Training config 'name' must be a plain folder name (letters, digits, '.', '_', '-'; no '/' "
                          f"or '..'), got {cfg.name!r}; the run is written to out_dir/name.")
@@ -162,7 +160,7 @@ def _check_types(cfg: TrainConfig) -> None:
 
 @dataclass
 class TrainingRun:
-    """Everything a step needs: the model and its EMA, the optimiser, the data, this rank's RNG and place."""
+    """Everything a step needs: model and EMA, optimiser, data, this rank's RNG and place."""
 
     cfg: TrainConfig
     dist: DistContext
@@ -198,7 +196,7 @@ def _training_device(dist: DistContext) -> torch.device:
 
 
 def setup(cfg: TrainConfig) -> TrainingRun:
-    """Join the torchrun job if any, build the model (from `init_from` when starting fresh), its EMA, Adam and the data."""
+    """Join the torchrun job if any; build the model (from `init_from`), EMA, Adam and data."""
     dist = init_from_env("cuda" if torch.cuda.is_available() else "cpu")
     device = _training_device(dist)
     if cfg.threads:
@@ -239,7 +237,7 @@ def setup(cfg: TrainConfig) -> TrainingRun:
 
 def measure_sigma_data(data: FaceImages | NaturalImages, model_config: ModelConfig, rng: random.Random,
                        count: int = 64) -> float:
-    """The standard deviation of the diffusion target (the residual over bicubic, or the image) over `count` samples."""
+    """The std of the diffusion target (residual over bicubic, or image) over `count` samples."""
     hr = torch.stack([data.sample(rng) for _ in range(count)])
     cond = bicubic(make_lowres(hr, model_config.scale), spatial_size(hr))
     return float((hr - cond if model_config.residual else hr).std())
@@ -261,7 +259,7 @@ def resume(run: TrainingRun) -> None:
 
 
 def save_state(run: TrainingRun) -> None:
-    """Write `state.pt` atomically (a temporary file, then a rename)."""
+    """Write `state.pt` atomically."""
     state = {
         "model": run.model.state_dict(), "ema": run.ema.state_dict(), "optimizer": run.optimizer.state_dict(),
         "step": run.step, "steps_before": run.steps_before, "torch_rng": torch.get_rng_state(),
@@ -272,25 +270,21 @@ def save_state(run: TrainingRun) -> None:
 
 
 def export(run: TrainingRun) -> None:
-    """The EMA weights as a model folder, with the step count of the whole lineage (`init_from`'s steps + this
-    run's) in the config's task."""
+    """The EMA weights as a model folder, with the lineage's total steps in the config's task."""
     config = run.model_config.replace(task={**run.model_config.task, "training_steps": run.steps_before + run.step})
     save_model_folder(run.export_dir, config, run.ema.state_dict())
 
 
 def whole_image_step(cfg: TrainConfig, step: int) -> bool:
-    """Whether `step` trains on whole images rather than patches: true with probability `whole_image_fraction`.
-
-    Patches and whole images differ in shape, so a step is all one or all the other. The draw depends only on
-    (seed, step): every rank agrees, a resumed run repeats it, and other random streams are untouched.
-    """
+    """Whether `step` trains on whole images (probability `whole_image_fraction`), not patches; by
+    (seed, step) alone, so every rank agrees and a resumed run repeats it."""
     if cfg.whole_image_fraction <= 0:
         return False
     return random.Random(cfg.seed * 1_000_003 + step).random() < cfg.whole_image_fraction
 
 
 def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
-    """(high-res target, bicubic conditioning) on the CPU: random patches, or whole images on a whole-image step."""
+    """(high-res target, bicubic conditioning) on the CPU: random patches, or whole images."""
     cfg = run.cfg
     hr = torch.stack([run.data.sample(run.rng) for _ in range(cfg.batch_size)])
     if run.degradation is not None:
@@ -309,7 +303,7 @@ def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
 
 
 def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
-    """One optimiser step on a fresh batch, then the EMA update; returns the loss, gradient norm and lr."""
+    """One optimiser step on a fresh batch, then the EMA update: the loss, gradient norm and lr."""
     cfg, model_config = run.cfg, run.model_config
     hr, cond = training_batch(run)
     hr, cond = hr.to(run.device), cond.to(run.device)
@@ -343,7 +337,7 @@ def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
 
 
 def training_network(run: TrainingRun) -> torch.nn.Module:
-    """The module the steps call: the model itself, or its `torch.compile`d wrapper (same parameters)."""
+    """The module the steps call: the model, or its `torch.compile`d wrapper."""
     # cast: torch.compile of a Module returns a Module (OptimizedModule); its stubs say only Callable
     return cast(torch.nn.Module, torch.compile(run.model)) if run.cfg.compile else run.model
 
@@ -364,7 +358,7 @@ def train(cfg: TrainConfig) -> Path:
 
 
 def _train_until_done(run: TrainingRun, net: torch.nn.Module) -> None:
-    """Steps until `max_steps`, `max_minutes` or a stop signal; every rank stops at the same step (agreed each step)."""
+    """Steps until `max_steps`, `max_minutes` or a stop signal, all ranks stopping together."""
     cfg, is_main = run.cfg, run.dist.rank == 0
     started = time.time()
     last_ckpt = last_export = started
@@ -419,13 +413,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def leave_without_teardown(code: int = 0) -> None:
-    """End a finished torchrun rank now, skipping the interpreter's teardown.
-
-    torch's DistributedDataParallel keeps the gloo process group (and its `pt_gloo_runloop` threads) alive after
-    `destroy_process_group()`; freeing it during interpreter shutdown now and then killed a rank with "terminate
-    called without an active exception" (SIGABRT; 1 run in ~40 on a loaded 2-core machine). Every
-    file of the run is written and closed and the ranks have met at a barrier, so nothing is lost by leaving here.
-    """
+    """End a finished torchrun rank now: freeing DDP's gloo group at shutdown sometimes aborts a
+    rank, and every file is written and the ranks have met at a barrier, so nothing is lost."""
     logging.shutdown()
     sys.stdout.flush()
     sys.stderr.flush()

@@ -13,11 +13,8 @@ MIN_SNR_GAMMA = 5.0  # Hang et al. 2023, "Efficient Diffusion Training via Min-S
 
 
 def min_snr_weights(noise_level: Tensor, prediction: str, gamma: float = MIN_SNR_GAMMA) -> Tensor:
-    """Min-SNR-γ weight per sample, float32 (B,), for `x_t = g * x0 + sqrt(1 - g^2) * eps` with g = noise_level.
-
-    SNR = g² / (1 - g²). The weight is min(SNR, γ) on an x0 target, min(SNR, γ) / SNR on eps and
-    min(SNR, γ) / (SNR + 1) on v: each equals min(SNR, γ) in x0-space, so levels past SNR γ stop dominating.
-    """
+    """Min-SNR-γ weight per sample, float32 (B,): min(SNR, γ) on x0, over SNR on eps, over SNR + 1
+    on v, each min(SNR, γ) in x0-space (SNR = g² / (1 - g²))."""
     alpha = noise_level.double() ** 2
     snr = alpha / (1 - alpha)  # 0 at pure noise, inf at g = 1
     if prediction == "x0":
@@ -32,7 +29,7 @@ def min_snr_weights(noise_level: Tensor, prediction: str, gamma: float = MIN_SNR
 
 
 def training_loss(output: Tensor, target: Tensor, loss: str, weights: Tensor | None = None) -> Tensor:
-    """Mean L1 ("l1") or squared ("l2") error; with `weights` (B,), each sample's mean error is weighted first."""
+    """Mean L1 or squared error; with `weights` (B,), each sample's mean error is weighted first."""
     if loss not in LOSSES:
         raise ValueError(f"Unknown loss {loss!r}; expected one of {', '.join(LOSSES)}.")
     if weights is None:

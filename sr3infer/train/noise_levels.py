@@ -1,13 +1,6 @@
-"""Where training draws its noise levels: SR3's uniform draw over the schedule, or a log-normal centred on the data.
-
-SR3 draws t uniformly from 1..T, then sqrt(gamma) uniformly between the levels of t and t - 1. With the bundled
-models' linear schedule (beta 1e-6 .. 1e-2, T = 2000) and a residual target whose spread sigma_data is ~0.17 on
-faces (a whole image's is ~0.5), signal and noise are comparable only at t < ~400: SR3's draw spends ~80 % of the
-steps where the residual is buried in noise and 20 % on the clean end, where fine detail is made and where the 20-
-and 50-step quadratic grids take ~45 % of their steps. `"lognormal"` follows EDM (Karras et al. 2022):
-ln(sigma / sigma_data) ~ N(log_mean, log_std²) with sigma = sqrt((1 - gamma) / gamma), clamped to the schedule's
-range; `uniform_fraction` of each batch keeps SR3's draw, so the noisiest levels, where sampling starts, stay trained.
-"""
+"""Where training draws its noise levels: SR3's uniform draw (~80 % of steps where the residual is
+buried in noise), or EDM's log-normal ln(sigma / sigma_data) ~ N(log_mean, log_std²), clamped to the
+schedule, with `uniform_fraction` of each batch kept on SR3's draw."""
 
 from __future__ import annotations
 

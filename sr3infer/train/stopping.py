@@ -1,10 +1,5 @@
-"""Stopping a training run cleanly: SIGTERM or Ctrl-C ends it after the current step, with its state and export saved.
-
-`kill PID` (or Ctrl-C) on `python -m sr3infer.train` used to drop everything since the last checkpoint; under
-`StopOnSignal` the first signal only sets a flag that the loop reads after each step, so the run leaves `state.pt`
-and `export/` at the same step, as if `max_minutes` had been reached. A second signal stops at once (the default
-behaviour), for a step that hangs.
-"""
+"""Stopping a training run cleanly: the first SIGTERM or Ctrl-C sets a flag the loop reads after
+each step, leaving `state.pt` and `export/` at that step; a second stops at once."""
 
 from __future__ import annotations
 
@@ -25,10 +20,7 @@ Handler = Union[Callable[[int, Union[FrameType, None]], Any], int, signal.Handle
 
 
 class StopOnSignal:
-    """Context manager: `requested` turns true on the first SIGTERM/SIGINT; the previous handlers come back on exit.
-
-    Outside the main thread (where Python cannot install handlers) it does nothing and `requested` stays false.
-    """
+    """`requested` turns true on the first SIGTERM/SIGINT (main thread only); restored on exit."""
 
     def __init__(self) -> None:
         self.requested = False
