@@ -307,8 +307,9 @@ def build_demo(runner: DemoRunner | None = None) -> Any:
                     gr.Examples([[path] for path in example_files()], inputs=[upload], label="Examples")
                 preview = gr.Image(label="Input", interactive=False, height=160, elem_id="sr3-input", format="png")
                 model = gr.Dropdown(runner.models, value=runner.default_model, label="Model", elem_id="sr3-model")
-                preset = gr.Radio(["realism", "fidelity"], value="realism", label="Preset", elem_id="sr3-preset",
-                                  info="fidelity: best PSNR; realism: lowest KID at a PSNR floor")
+                preset = gr.Radio(["realism", "fidelity", "fast"], value="realism", label="Preset", elem_id="sr3-preset",
+                                  info="fidelity: best PSNR; realism: lowest KID at a PSNR floor; fast: a distilled "
+                                       "student, one network call (where the model has one)")
                 steps = gr.Slider(0, 100, value=0, step=1, label="Steps (0: the preset's)", elem_id="sr3-steps")
                 seed = gr.Number(0, precision=0, minimum=0, label="Seed", elem_id="sr3-seed")
                 samples = gr.Slider(1, MAX_SAMPLES, value=1, step=1, label="Samples K (K > 1: mean and uncertainty)",
