@@ -372,7 +372,7 @@ The teacher's: see [`{teacher}`](../{teacher}/README.md).
     fast_row = rows["fast"]
     entry.update(description=f"The one-call distilled student of {teacher} (its fast preset): "
                              + manifest["models"][teacher]["description"], repo_id=f"sr3infer/{name}")
-    entry["files"] = {}
+    entry["files"], entry["student_of"] = {}, teacher
     entry["metrics"] = {"data": f"../{score['data']}", "protocol": score["protocol"], "images": score["images"],
                         "preset": "fast", "sampler": student.sampling.sampler, "num_steps": student.sampling.num_steps,
                         **{k: round(v, 4) for k, v in fast_row["model"].items()},

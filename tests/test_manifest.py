@@ -236,3 +236,20 @@ def test_weights_bytes_are_the_same_in_every_process():
     hashes = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
               for _ in range(4)}
     assert len(hashes) == 1, hashes
+
+
+def test_a_student_is_listed_but_never_a_default_model(monkeypatch):
+    """A distilled student (run by its teacher's fast preset) shares its teacher's task; the size defaults stay the
+    teachers', and the field survives a dump and a parse."""
+    import json
+
+    from sr3infer.hub import manifest as manifest_module
+
+    data = json.loads(manifest_module.PACKAGED_MANIFEST.read_text())
+    teacher = data["models"]["sr3-64-256"]
+    data["models"]["sr3-64-256-fast"] = {**teacher, "repo_id": "sr3infer/sr3-64-256-fast", "student_of": "sr3-64-256"}
+    parsed = manifest_module.parse_manifest(data)
+    assert parsed.models["sr3-64-256-fast"].student_of == "sr3-64-256"
+    assert manifest_module.parse_manifest(json.loads(manifest_module.dump_manifest(parsed))) == parsed
+    monkeypatch.setattr(manifest_module, "load_manifest", lambda: parsed)
+    assert manifest_module.default_models()[64][0] == "sr3-64-256"

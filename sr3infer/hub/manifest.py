@@ -66,6 +66,7 @@ class ModelEntry:
     published: bool = False             # the Hub repo exists; False: only the bundled copy can be used
     bundled: bool = False               # the package carries the files under bundled/<name>/
     metrics: dict[str, Any] = field(default_factory=dict)
+    student_of: str | None = None       # a distilled student: the model whose `fast` preset runs it
 
     def file(self, name: str) -> FileEntry:
         """The entry of file `name` (KeyError naming the listed files if absent)."""
@@ -117,8 +118,10 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
 
 
 def default_models() -> dict[int, tuple[str, str]]:
-    """The bundled models by trained input side -> (name, domain): the CLI's and demo's defaults."""
-    return {e.task.input_size: (e.name, e.task.domain) for e in load_manifest().models.values() if e.bundled}
+    """The bundled models by trained input side -> (name, domain): the CLI's and demo's defaults (students, run by
+    their teacher's `fast` preset, are never a default)."""
+    return {e.task.input_size: (e.name, e.task.domain) for e in load_manifest().models.values()
+            if e.bundled and e.student_of is None}
 
 
 MAX_MANIFEST_BYTES = 16 << 20  # the packaged manifest is a few KB; a manifest is never read past this
@@ -172,7 +175,7 @@ def _model(name: str, data: Any, where: str) -> ModelEntry:
     obj = _object(
         data, where,
         required={"description", "repo_id", "revision", "license", "task", "files"},
-        optional={"published", "bundled", "metrics"},
+        optional={"published", "bundled", "metrics", "student_of"},
     )
     repo_id = _string(obj["repo_id"], f"{where}.repo_id")
     if not REPO_ID_PATTERN.fullmatch(repo_id) or ".." in repo_id:
@@ -209,6 +212,7 @@ def _model(name: str, data: Any, where: str) -> ModelEntry:
         published=_bool(obj.get("published", False), f"{where}.published"),
         bundled=_bool(obj.get("bundled", False), f"{where}.bundled"),
         metrics=dict(metrics),
+        student_of=None if obj.get("student_of") is None else _string(obj["student_of"], f"{where}.student_of"),
     )
 
 
@@ -286,6 +290,7 @@ def model_entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
                  "output_size": entry.task.output_size, "domain": entry.task.domain},
         "files": {f.name: {"sha256": f.sha256, "size": f.size} for f in entry.files},
         "metrics": dict(entry.metrics),
+        **({"student_of": entry.student_of} if entry.student_of else {}),
     }
 
 
