@@ -159,3 +159,26 @@ def test_command_line_overrides_pass_the_config_bounds(tmp_path, capsys, flag, v
         main([str(path), flag, value])
     assert exit_info.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "runs").exists()
+
+
+def test_data_exclude_leaves_out_files_by_glob(tmp_path):
+    from PIL import Image
+
+    from sr3infer.train.data import NaturalImages, list_images
+
+    for name in ("stars_1.png", "stars_2.png", "city.png"):
+        Image.new("RGB", (32, 32), (10, 20, 30)).save(tmp_path / name)
+    assert [p.name for p in list_images(tmp_path, ["stars_*"])] == ["city.png"]
+    assert len(NaturalImages(tmp_path, 16, exclude=["stars_*"])) == 1
+    with pytest.raises(ValueError, match=r"left by data_exclude \['\*\.png'\]"):
+        list_images(tmp_path, ["*.png"])
+
+
+def test_data_exclude_must_be_a_list_of_globs(tmp_path):
+    from sr3infer.train.loop import TrainConfig
+
+    base = {"name": "x", "data_kind": "natural", "data_root": str(tmp_path), "model": {}}
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({**base, "data_exclude": "stars_*"}))
+    with pytest.raises(ValueError, match="data_exclude.*list of file-name globs"):
+        TrainConfig.from_json_file(path)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fnmatch
+
 import math
 import random
 from collections.abc import Sequence
@@ -32,13 +34,16 @@ def resolve_data_root(roots: str | Path | Sequence[str | Path]) -> Path:
     )
 
 
-def list_images(root: str | Path) -> list[Path]:
+def list_images(root: str | Path, exclude: Sequence[str] = ()) -> list[Path]:
+    """The images of `root`, sorted, without those whose file name matches a glob of `exclude`."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Data folder {root} does not exist; expected a folder of images.")
-    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = sorted(p for p in root.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES
+                   and not any(fnmatch.fnmatch(p.name, pattern) for pattern in exclude))
     if not files:
-        raise ValueError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}.")
+        left = f" left by data_exclude {list(exclude)}" if exclude else ""
+        raise ValueError(f"No images ({', '.join(sorted(IMAGE_SUFFIXES))}) in {root}{left}.")
     return files
 
 
@@ -74,8 +79,9 @@ def gaussian_blur(x: Tensor, sigma: Tensor) -> Tensor:
 class FaceImages:
     """CelebA-style aligned faces: crop box, small scale/shift jitter, flips, resize to `size`."""
 
-    def __init__(self, root: str | Path, size: int = 128, *, jitter: bool = True, box=FACE_BOX) -> None:
-        self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
+    def __init__(self, root: str | Path, size: int = 128, *, jitter: bool = True, box=FACE_BOX,
+                 exclude: Sequence[str] = ()) -> None:
+        self.images = [Image.open(p).convert("RGB") for p in list_images(root, exclude)]
         for image in self.images:
             image.load()
         self.size, self.jitter, self.box = size, jitter, box
@@ -105,8 +111,9 @@ class NaturalImages:
     """Random `size` crops of photos with flips; with `min_scale` < 1, from the photo downscaled by
     a random factor in [min_scale, 1] (multi-scale, as DIV2K training does)."""
 
-    def __init__(self, root: str | Path, size: int = 256, *, min_scale: float = 1.0) -> None:
-        self.images = [Image.open(p).convert("RGB") for p in list_images(root)]
+    def __init__(self, root: str | Path, size: int = 256, *, min_scale: float = 1.0,
+                 exclude: Sequence[str] = ()) -> None:
+        self.images = [Image.open(p).convert("RGB") for p in list_images(root, exclude)]
         for image in self.images:
             image.load()
         self.images = [im for im in self.images if min(im.size) >= size]

@@ -67,6 +67,7 @@ class TrainConfig:
     degradation: dict | None = None           # real-world inputs: a `degrade.Degradation` block ({} = its defaults)
     crop_size: int = 0                        # high-res crops degraded whole before patching; 0 = the model's size
     crop_scale_min: float = 1.0               # natural photos: downscale by U(this, 1) before cropping (multi-scale)
+    data_exclude: list = field(default_factory=list)  # file-name globs left out of data_root (e.g. one source)
     max_steps: int = 1_000_000
     max_minutes: float = 60.0
     checkpoint_minutes: float = 5.0
@@ -147,6 +148,8 @@ def _check_types(cfg: TrainConfig) -> None:
         ("channels_last", isinstance(cfg.channels_last, bool), "true or false"),
         ("compile", isinstance(cfg.compile, bool), "true or false"),
         ("degradation", cfg.degradation is None or isinstance(cfg.degradation, dict), "an object or null"),
+        ("data_exclude", isinstance(cfg.data_exclude, list) and all(isinstance(g, str) and g for g in cfg.data_exclude),
+         "a list of file-name globs"),
     ):
         if not ok:
             value = getattr(cfg, key)
@@ -221,8 +224,9 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     rng = random.Random(cfg.seed + dist.rank)
     torch.manual_seed(cfg.seed + dist.rank)
     crop = cfg.crop_size or model_config.out_size
-    data = (NaturalImages(data_root, crop, min_scale=cfg.crop_scale_min) if cfg.data_kind == "natural"
-            else DATASETS[cfg.data_kind](data_root, model_config.out_size))
+    data = (NaturalImages(data_root, crop, min_scale=cfg.crop_scale_min, exclude=cfg.data_exclude)
+            if cfg.data_kind == "natural" else DATASETS[cfg.data_kind](data_root, model_config.out_size,
+                                                                        exclude=cfg.data_exclude))
     noise_sampler = NoiseLevelSampler()
     if cfg.noise_sampling != "sr3":
         sigma_data = cfg.sigma_data or measure_sigma_data(data, model_config, random.Random(cfg.seed + 7919))
