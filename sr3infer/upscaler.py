@@ -26,10 +26,10 @@ from .size_guard import DEFAULT_MAX_OUTPUT_PIXELS, RunEstimate, check_run, estim
 from .runtime.oom import run_with_fallback
 from .images.outscale import pass_sizes, resize, size_plan
 from .outputs import UpscaleOutput, consistency_error, group_like, to_caller_kind
-from .sampling.prediction import to_x0
 from .quality.report import image_reports
-from .images.resample import bicubic, consistency_projection, project_onto_input, spatial_size
+from .images.resample import bicubic, project_onto_input, spatial_size
 from .plan import CallPlan, Generators, PassPlan
+from .sampling.denoiser import ConditionedDenoiser
 from .sampling.samplers import Callback, Denoiser, get_sampler, randn, sampler_option_names
 from .sampling.tiling import Tile, TiledDenoiser, plan_tiles
 from .sampling.uncertainty import check_num_samples, sample_spread
@@ -172,26 +172,11 @@ class Upscaler:
     # The denoiser that samplers see.
 
     def make_denoiser(self, cond: Tensor, lowres: Tensor | None = None, consistency: str = "none") -> Denoiser:
-        """`(x, noise_level) -> x0` with `cond` bound; x0 is clamped (and with `consistency="every"`
-        projected onto `lowres`) in image space."""
-        model, config, dtype = self.fast_path, self.config, self.dtype
-        condition = get_architecture(config.architecture).condition  # SR3: concat([cond, x])
-        cond_in = cond.to(dtype)
-        project = consistency == "every" and lowres is not None
-
-        def denoise(x: Tensor, noise_level: Tensor) -> Tensor:
-            inputs = condition(cond_in, x.to(dtype))
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-            out = model(inputs, noise_level.float()).float()
-            x0 = to_x0(config.prediction, x, out, noise_level)
-            image = x0 + cond if config.residual else x0
-            if project and lowres is not None:
-                image = consistency_projection(image, lowres)
-            image = image.clamp(-1, 1)
-            return image - cond if config.residual else image
-
-        return denoise
-
+        """`(x, noise_level) -> x0` with `cond` bound (`sampling.denoiser.ConditionedDenoiser`); x0 is clamped (and
+        with `consistency="every"` projected onto `lowres`) in image space."""
+        config = self.config
+        return ConditionedDenoiser(self.fast_path, get_architecture(config.architecture).condition, config.prediction,
+                                   config.residual, self.dtype, cond, lowres, consistency)
 
     # Upscaling.
 
