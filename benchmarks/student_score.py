@@ -26,6 +26,7 @@ from PIL import Image
 
 from sr3infer import Upscaler
 from sr3infer.hub.fetch import resolve_model_files
+from sr3infer.hub.manifest import sha256_file
 from sr3infer.models.config import Recipe
 from sr3infer.quality import metrics
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
@@ -84,6 +85,9 @@ def main() -> int:
         if "fast" not in upscaler.config.presets:
             print(f"student_score.py: {args.model} has no fast preset; pass --student FOLDER", file=sys.stderr)
             return 1
+        student = upscaler.weights_for(upscaler.config.recipe("fast"))
+        _, student_weights = resolve_model_files(student.source)
+        student_sha = sha256_file(student_weights)
         images = load_eval_set(data, protocol, upscaler.config.out_size)
         reference = reference_features(reference_dirs, protocol, upscaler.config.out_size) \
             if metrics.FID_AVAILABLE else None
@@ -107,6 +111,7 @@ def main() -> int:
               "data": f"shared/datasets/{folder}/val", "protocol": protocol, "images": len(images),
               "reference": [f"shared/datasets/{folder}/{part}" for part in ("train", "val")], "seed": args.seed,
               "threads": args.threads, "dtype": str(upscaler.dtype), "command": " ".join(["python", *sys.argv]),
+              "student_weights_sha256": student_sha,
               "presets": rows}
     out.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     if "realism" in outputs:

@@ -52,7 +52,8 @@ HUB_DOMAINS = {
 HUB_METRICS = (("psnr", "PSNR (dB)"), ("ssim", "SSIM"), ("kid_1e3", "KID x1e-3"), ("consistency_1e5", "consistency x1e-5"))
 
 
-def hub_metadata(name: str, domain: str, rows: dict, scale: int) -> str:
+def hub_metadata(name: str, domain: str, rows: dict, scale: int, presets: tuple[str, ...] = ("fidelity", "realism"),
+                 base_model: str | None = None) -> str:
     """The card's YAML front matter, as the Hugging Face Hub reads it: library, task, licence, data, tags and a
     model-index with each preset's measured val metrics (the same rows as the card's table)."""
     from huggingface_hub import EvalResult, ModelCardData
@@ -62,10 +63,12 @@ def hub_metadata(name: str, domain: str, rows: dict, scale: int) -> str:
     results = [EvalResult(task_type="image-to-image", task_name=f"{scale}x super-resolution", dataset_type=dataset_id,
                           dataset_name=data_name, metric_type=metric, metric_name=f"{label}, {preset} preset",
                           metric_value=round(float(rows[preset]["model"][metric]), 4))
-               for preset in ("fidelity", "realism") for metric, label in HUB_METRICS if metric in rows[preset]["model"]]
+               for preset in presets for metric, label in HUB_METRICS if metric in rows[preset]["model"]]
     data = ModelCardData(library_name="sr3infer", pipeline_tag="image-to-image", license=licence,
                          license_name=licence_name, datasets=datasets or None, model_name=name, eval_results=results,
-                         tags=["super-resolution", "diffusion", "sr3", f"x{scale}", domain.replace(" ", "-")])
+                         tags=["super-resolution", "diffusion", "sr3", f"x{scale}", domain.replace(" ", "-")]
+                         + (["distillation"] if base_model else []),
+                         **({"base_model": base_model} if base_model else {}))
     return f"---\n{data.to_yaml()}\n---\n\n"
 
 
@@ -316,14 +319,19 @@ def bundle_student(name: str, teacher: str, export: Path, score_path: Path, reco
     rows = score["presets"]
     metrics = ("psnr", "ssim", "consistency_1e5", "kid_1e3")
     heads = ("network calls", "PSNR (dB) ↑", "SSIM ↑", "consistency ×1e-5 ↓", "KID ×1e-3 ↓")
+    def cells(values: dict) -> str:  # two decimals: the fast preset's bounds are 32.3 dB and 14.0e-3
+        return " | ".join(f"{values[m]:.4f}" if m == "consistency_1e5" and values[m] < 1 else f"{values[m]:.1f}"
+                          if m == "consistency_1e5" else f"{values[m]:.3f}" if m == "ssim"
+                          else f"{values[m]:.2f}" for m in metrics)
+
     table = ["| | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads),
-             "| bicubic | 0 | " + " | ".join(_fmt(m, rows["fast"]["bicubic"].get(m)) for m in metrics) + " |"]
+             f"| bicubic | 0 | {cells(rows['fast']['bicubic'])} |"]
     for preset, row in rows.items():
         label = f"**{name}** (`{teacher}`, `preset=\"fast\"`)" if preset == "fast" else f"teacher `{teacher}` {preset}"
-        table.append(f"| {label} | {row['network_calls']} | " + " | ".join(_fmt(m, row["model"].get(m)) for m in metrics)
-                     + " |")
+        table.append(f"| {label} | {row['network_calls']} | {cells(row['model'])} |")
     hours = record["precompute_core_hours"] + record["train_core_hours"]
-    card = f"""# {name}
+    domain = json.loads((REPO / "sr3infer" / "weights_manifest.json").read_text())["models"][teacher]["task"]["domain"]
+    card = hub_metadata(name, domain, rows, student.scale, presets=("fast",), base_model=f"sr3infer/{teacher}") + f"""# {name}
 
 The one-network-call student of [`{teacher}`](../{teacher}/README.md), distilled from it ({record['date']}): the
 same network and task, run by `{teacher}`'s `fast` preset:
@@ -350,12 +358,16 @@ seed {score['seed']}, {score['dtype'].removeprefix('torch.')} on the CPU; measur
 
 {record['how']}
 
-- Teacher recipe: `{recipe_text(record['teacher_recipe'])}`; student recipe: `{recipe_text(student.sampling.to_dict())}`.
+- Teacher recipe: {recipe_text(record['teacher_recipe'])}; student recipe: {recipe_text(student.sampling.to_dict())}.
 - Pairs: {record['pairs']} (low-res input, start noise, teacher output, high-res crop), computed once in
   {record['precompute_core_hours']:.2f} core-hours; training: {record['steps']} steps at batch {record['batch_size']} in
   {record['train_core_hours']:.2f} core-hours ({hours:.2f} core-hours in all, {record['hardware']}).
 - Loss: {record['loss']}.
-- Config: `{record['config']}`; command: `{record['command']}`.
+- Config: `{record['config']}`; command: `{record['command']}`; the release rule, written before any score:
+  `{record['rule']}`.
+- The fast preset on the val crops during training:
+  {', '.join(f"step {c['step']}: {c['psnr']:.2f} dB, KID {c['kid_1e3']:.2f}e-3" for c in record['curve'])}.
+  {record['curve_note']}
 
 ## Licence
 
@@ -372,7 +384,8 @@ The teacher's: see [`{teacher}`](../{teacher}/README.md).
     fast_row = rows["fast"]
     entry.update(description=f"The one-call distilled student of {teacher} (its fast preset): "
                              + manifest["models"][teacher]["description"], repo_id=f"sr3infer/{name}")
-    entry["files"], entry["student_of"] = {}, teacher
+    entry["files"] = {f: {"sha256": None, "size": None} for f in entry["files"]}  # update_manifest.py fills them
+    entry["student_of"] = teacher
     entry["metrics"] = {"data": f"../{score['data']}", "protocol": score["protocol"], "images": score["images"],
                         "preset": "fast", "sampler": student.sampling.sampler, "num_steps": student.sampling.num_steps,
                         **{k: round(v, 4) for k, v in fast_row["model"].items()},

@@ -81,8 +81,33 @@ def test_presets_are_the_searched_ones(name):
     min_psnr_db = presets.REALISM_MIN_PSNR_DB.get(name)
     assert search["rule"] == presets.rule(min_psnr_db), "the JSON's rule is stale: re-run preset_search.py --report"
     chosen = presets.choose(search["runs"], min_psnr_db)
-    assert set(config.presets) == set(chosen) == {"fidelity", "realism"}
+    assert set(config.presets) - {"fast"} == set(chosen) == {"fidelity", "realism"}  # fast: a student's, not searched
     for preset, row in chosen.items():
         assert config.presets[preset] == Recipe.from_dict(presets.recipe_of(row)), preset
     assert config.sampling == config.presets["realism"]
     assert all(r["model"]["consistency_1e5"] <= 1.0 for r in chosen.values())
+
+
+def test_the_photo_models_fast_preset_is_its_released_student():
+    """sr3-64-256's fast preset runs the bundled sr3-64-256-fast in one network call; its score JSON, measured on
+    those weights through preset="fast", holds the release rule's bounds (training/distill/sr3-64-256-fast.md)."""
+    from sr3infer.hub.manifest import load_manifest, sha256_file
+
+    score = json.loads((REPO / "benchmarks" / "results" / "sr3-64-256" / "fast_preset.json").read_text())
+    student_file = REPO / "sr3infer" / "bundled" / "sr3-64-256-fast" / "model.safetensors"
+    assert score["student_weights_sha256"] == sha256_file(student_file), "scored on other weights"
+    fast = score["presets"]["fast"]
+    assert fast["network_calls"] == 1 and fast["images"] == 24
+    assert fast["model"]["psnr"] >= 32.3 and fast["model"]["kid_1e3"] <= 14.0 and fast["model"]["consistency_1e5"] <= 1
+    assert load_manifest().models["sr3-64-256-fast"].student_of == "sr3-64-256"
+    teacher = Upscaler.from_pretrained("sr3-64-256", device="cpu")
+    assert teacher.config.presets["fast"].weights == "sr3-64-256-fast"
+    image = Image.open(EXAMPLES / "photo_64.png")
+    student = teacher.weights_for(teacher.config.presets["fast"])
+    calls = []
+    student.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    fast_image = teacher.upscale(image, preset="fast", seed=0, progress=False)
+    assert calls == [1]  # one network call for one image
+    assert fast_image.size == (256, 256)
+    assert fast_image.tobytes() != teacher.upscale(image, preset="realism", seed=0, progress=False).tobytes()
+
