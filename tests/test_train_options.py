@@ -182,3 +182,26 @@ def test_data_exclude_must_be_a_list_of_globs(tmp_path):
     path.write_text(json.dumps({**base, "data_exclude": "stars_*"}))
     with pytest.raises(ValueError, match="data_exclude.*list of file-name globs"):
         TrainConfig.from_json_file(path)
+
+
+def test_the_learning_rate_warms_up_then_decays_on_a_cosine_to_its_final_value():
+    from sr3infer.train.loop import learning_rate
+
+    base = {"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL, "lr": 2e-4, "warmup_steps": 10}
+    constant = TrainConfig(**base)
+    assert learning_rate(constant, 4) == pytest.approx(1e-4) and learning_rate(constant, 10**6) == 2e-4
+    decaying = TrainConfig(**base, lr_decay_from=100, lr_decay_to=300, lr_final=2e-5)
+    assert learning_rate(decaying, 100) == 2e-4
+    assert learning_rate(decaying, 200) == pytest.approx(1.1e-4)  # halfway down the cosine
+    assert learning_rate(decaying, 300) == pytest.approx(2e-5) and learning_rate(decaying, 5000) == pytest.approx(2e-5)
+    rates = [learning_rate(decaying, s) for s in range(100, 301)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+
+
+@pytest.mark.parametrize("values", [{"lr_decay_from": 300, "lr_decay_to": 100},
+                                    {"lr_decay_to": 100, "lr_final": 1e-3}])
+def test_a_decay_that_runs_backwards_or_upwards_is_refused_at_load(tmp_path, values):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"name": "x", "data_kind": "faces", "data_root": ".", "model": TINY_MODEL, **values}))
+    with pytest.raises(ValueError, match="'lr_decay_to' .* must come after 'lr_decay_from' .* at most 'lr'"):
+        TrainConfig.from_json_file(path)

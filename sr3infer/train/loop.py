@@ -53,6 +53,9 @@ class TrainConfig:
     whole_image_fraction: float = 0.0         # share of steps that train on whole images instead of patches
     lr: float = 2e-4
     warmup_steps: int = 200
+    lr_decay_from: int = 0                    # with lr_decay_to > 0: a cosine from lr at this step ...
+    lr_decay_to: int = 0                      # ... down to lr_final at this step, held after; 0 = lr throughout
+    lr_final: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
     loss: str = "l1"                          # "l1" (SR3) or "l2"
@@ -117,7 +120,8 @@ _BOUNDS: dict[str, tuple[type, float | None, float | None]] = {
     "blur_sigma_max": (float, 0, None), "max_minutes": (float, 0, None), "checkpoint_minutes": (float, 0, None),
     "export_minutes": (float, 0, None), "sigma_data": (float, 0, None), "noise_log_mean": (float, None, None),
     "noise_log_std": (float, 0.01, None), "noise_uniform_fraction": (float, 0, 1),
-    "crop_scale_min": (float, 0.05, 1), "crop_size": (int, 0, None),
+    "crop_scale_min": (float, 0.05, 1), "crop_size": (int, 0, None), "lr_decay_from": (int, 0, None),
+    "lr_decay_to": (int, 0, None), "lr_final": (float, 0, 1),
 }
 MAX_THREADS = 1024
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -136,6 +140,10 @@ def _check_types(cfg: TrainConfig) -> None:
             span = f"from {low} to {high}" if high is not None else f"of at least {low}" if low is not None else ""
             raise ValueError(f"Training config {key!r} must be {'a whole' if kind is int else 'a'} number"
                              f"{' ' + span if span else ''}, got {value!r}.")
+    if cfg.lr_decay_to and not (cfg.lr_decay_from < cfg.lr_decay_to and cfg.lr_final <= cfg.lr):
+        raise ValueError(f"Training config 'lr_decay_to' ({cfg.lr_decay_to}) must come after 'lr_decay_from' "
+                         f"({cfg.lr_decay_from}), with 'lr_final' ({cfg.lr_final:g}) at most 'lr' ({cfg.lr:g}); "
+                         "set lr_decay_to to 0 for a constant learning rate.")
     if cfg.lr == 0 and cfg.max_steps:
         log.warning("Training config 'lr' is 0: the weights will not change.")
     roots = cfg.data_root if isinstance(cfg.data_root, list) else [cfg.data_root]
@@ -306,6 +314,16 @@ def training_batch(run: TrainingRun) -> tuple[Tensor, Tensor]:
     return hr, cond
 
 
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """The learning rate of optimiser step `step`: a linear warm-up to `lr`, then, when `lr_decay_to` is set, a
+    cosine down to `lr_final` between `lr_decay_from` and `lr_decay_to` (absolute steps, so a resumed run keeps it)."""
+    warm_up = min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+    if not cfg.lr_decay_to or step <= cfg.lr_decay_from:
+        return cfg.lr * warm_up
+    progress = min(1.0, (step - cfg.lr_decay_from) / (cfg.lr_decay_to - cfg.lr_decay_from))
+    return warm_up * (cfg.lr_final + (cfg.lr - cfg.lr_final) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
 def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     """One optimiser step on a fresh batch, then the EMA update: the loss, gradient norm and lr."""
     cfg, model_config = run.cfg, run.model_config
@@ -320,7 +338,7 @@ def train_step(run: TrainingRun, net: torch.nn.Module) -> dict[str, float]:
     inputs = torch.cat([cond, x_noisy], dim=1)
     if cfg.channels_last:
         inputs = inputs.contiguous(memory_format=torch.channels_last)
-    lr = cfg.lr * min(1.0, (run.step + 1) / max(1, cfg.warmup_steps))
+    lr = learning_rate(cfg, run.step)
     for group in run.optimizer.param_groups:
         group["lr"] = lr
     amp_dtype = AUTOCAST_DTYPES[cfg.autocast]
