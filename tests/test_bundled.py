@@ -88,26 +88,35 @@ def test_presets_are_the_searched_ones(name):
     assert all(r["model"]["consistency_1e5"] <= 1.0 for r in chosen.values())
 
 
-def test_the_photo_models_fast_preset_is_its_released_student():
-    """sr3-64-256's fast preset runs the bundled sr3-64-256-fast in one network call; its score JSON, measured on
-    those weights through preset="fast", holds the release rule's bounds (training/distill/sr3-64-256-fast.md)."""
+# teacher: (student, example input, val images, PSNR floor, KID ceiling x1e-3) of its release rule
+# (training/distill/<student>.md)
+STUDENTS = {"sr3-64-256": ("sr3-64-256-fast", "photo_64.png", 24, 32.3, 14.0),
+            "sr3-face-8x": ("sr3-face-8x-fast", "face_16.png", 50, 23.7, 30.0)}
+
+
+@pytest.mark.parametrize("teacher_name", sorted(STUDENTS))
+def test_each_models_fast_preset_is_its_released_student(teacher_name):
+    """The teacher's fast preset runs its bundled student in one network call; the score JSON, measured on those
+    weights through preset="fast" on all val images, holds the release rule's bounds."""
     from sr3infer.hub.manifest import load_manifest, sha256_file
 
-    score = json.loads((REPO / "benchmarks" / "results" / "sr3-64-256" / "fast_preset.json").read_text())
-    student_file = REPO / "sr3infer" / "bundled" / "sr3-64-256-fast" / "model.safetensors"
+    name, example, images, min_psnr, max_kid = STUDENTS[teacher_name]
+    score = json.loads((REPO / "benchmarks" / "results" / teacher_name / "fast_preset.json").read_text())
+    student_file = REPO / "sr3infer" / "bundled" / name / "model.safetensors"
     assert score["student_weights_sha256"] == sha256_file(student_file), "scored on other weights"
     fast = score["presets"]["fast"]
-    assert fast["network_calls"] == 1 and fast["images"] == 24
-    assert fast["model"]["psnr"] >= 32.3 and fast["model"]["kid_1e3"] <= 14.0 and fast["model"]["consistency_1e5"] <= 1
-    assert load_manifest().models["sr3-64-256-fast"].student_of == "sr3-64-256"
-    teacher = Upscaler.from_pretrained("sr3-64-256", device="cpu")
-    assert teacher.config.presets["fast"].weights == "sr3-64-256-fast"
-    image = Image.open(EXAMPLES / "photo_64.png")
+    assert fast["network_calls"] == 1 and fast["images"] == images
+    assert fast["model"]["psnr"] >= min_psnr and fast["model"]["kid_1e3"] <= max_kid
+    assert fast["model"]["consistency_1e5"] <= 1
+    assert load_manifest().models[name].student_of == teacher_name
+    teacher = Upscaler.from_pretrained(teacher_name, device="cpu")
+    assert teacher.config.presets["fast"].weights == name
+    image = Image.open(EXAMPLES / example)
     student = teacher.weights_for(teacher.config.presets["fast"])
     calls = []
     student.model.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
     fast_image = teacher.upscale(image, preset="fast", seed=0, progress=False)
     assert calls == [1]  # one network call for one image
-    assert fast_image.size == (256, 256)
+    assert fast_image.size == (image.width * teacher.config.scale, image.height * teacher.config.scale)
     assert fast_image.tobytes() != teacher.upscale(image, preset="realism", seed=0, progress=False).tobytes()
 

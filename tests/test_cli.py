@@ -162,7 +162,7 @@ def test_an_unknown_model_is_a_usage_error_naming_it(tmp_path, capsys, command, 
     src = _png(tmp_path / "in.png")
     code, lines = _cli(capsys, *command, src, "-o", f"{tmp_path / 'out'}/", flag, "no-such-sr3-model", "--quiet")
     assert code == 2 and lines == [f"sr3infer: error: {flag} no-such-sr3-model: no such model folder, .safetensors "
-                                   "file or model name (known names: sr3-64-256, sr3-64-256-fast, sr3-face-8x; see `sr3infer models`)"]
+                                   "file or model name (known names: sr3-64-256, sr3-64-256-fast, sr3-face-8x, sr3-face-8x-fast; see `sr3infer models`)"]
     code, lines = _cli(capsys, src, "-o", tmp_path / "out.png", "--model", src)  # an image is no weights file
     assert code == 2 and "a file, but not a .safetensors weights file" in lines[0] and "sr3infer convert" in lines[0]
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.png").exists()
