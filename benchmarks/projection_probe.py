@@ -23,16 +23,13 @@ from PIL import Image
 
 from sr3infer import Upscaler
 from sr3infer.images.resample import bicubic, project_onto_input, spatial_size
+from sr3infer.quality.metrics import psnr
 from sr3infer.train.data import list_images, natural_crops
 from sr3infer.train.degrade import VAL_KINDS, Degradation, degrade
 
 HERE = Path(__file__).resolve().parent
 TRAIN = HERE.parent / ".data" / "datasets" / "natural-lossless" / "train"
 THRESHOLDS = (0.005, 0.008, 0.01, 0.012, 0.015, 0.02, 0.03)
-
-
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(10 * torch.log10(4 / ((a - b) ** 2).mean()))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
             out = upscaler.upscale_tensor(lowres, sampler="ddim", num_steps=1, consistency="none", progress=False,
                                           generator=torch.Generator().manual_seed(i))
             residual = float((bicubic(out, spatial_size(lowres)) - lowres).pow(2).mean().sqrt())
-            rows.append({"kind": kind, "crop": i, "residual": residual, "none": psnr(out, hr),
-                         "final": psnr(project_onto_input(out, lowres), hr)})
+            rows.append({"kind": kind, "crop": i, "residual": residual, "none": float(psnr(out, hr)),
+                         "final": float(psnr(project_onto_input(out, lowres), hr))})
     summary = {}
     print(f"{'kind':>8} {'none':>6} {'final':>6} {'helps':>6}  residual q10 / q50 / q90")
     for kind in kinds:
