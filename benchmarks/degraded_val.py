@@ -20,6 +20,8 @@ from pathlib import Path
 import torch
 
 from sr3infer import Upscaler
+from sr3infer.hub.manifest import sha256_file
+from sr3infer.hub.fetch import resolve_model_files
 from sr3infer.train.degrade import VAL_KINDS
 from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
@@ -61,6 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     name = Path(args.model).name if Path(args.model).exists() else args.model
     out = args.json or HERE / "results" / name / "degraded_val.json"
     rows = json.loads(out.read_text()) if out.is_file() else {}
+    sha = sha256_file(resolve_model_files(args.model)[1])  # each row names the weights it measured
+    other = sorted({row["weights_sha256"][:12] for row in rows.values() if row.get("weights_sha256", sha) != sha})
+    if other:
+        print(f"degraded_val.py: {out} holds rows of other weights ({', '.join(other)}...), these are {sha[:12]}...; "
+              "pass another --json", file=sys.stderr)
+        return 1
     upscaler = Upscaler.from_pretrained(args.model, device="cpu")
     images = load_eval_set(SHARED / "val", "natural", upscaler.config.out_size)
     reference = reference_features([SHARED / "train", SHARED / "val"], "natural", upscaler.config.out_size)
@@ -72,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate(upscaler, images, seed=args.seed, reference=reference, progress=False,
                               degradation=None if kind == "clean" else kind, **recipe_settings(text))
             result.pop("outputs")
-            rows[key] = {"recipe": text, "kind": kind, **result}
+            rows[key] = {"recipe": text, "kind": kind, "weights_sha256": sha, **result}
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(rows, indent=1) + "\n")
             model, bic = result["model"], result["bicubic"]
