@@ -23,7 +23,8 @@ from PIL import Image
 from .images import io as imageio
 from .errors import first_line
 from .size_guard import check_run
-from .hub.manifest import default_models  # side -> (name, domain), as the CLI picks
+from .hub.auto_pick import pick_model, size_choices
+from .hub.manifest import any_size_model, default_models  # as the CLI picks
 from .images.resample import bicubic
 from .sampling.uncertainty import HEATMAP_MAX, heatmap
 
@@ -98,7 +99,9 @@ class DemoRunner:
     def __init__(self, model: str | None = None, *, device: str | None = None,
                  max_output_pixels: int = MAX_OUTPUT_PIXELS, time_limit_s: float | None = TIME_LIMIT_S) -> None:
         self.bundled = default_models()
-        self.models = [AUTO] + [name for name, _ in self.bundled.values()] + ([model] if model else [])
+        fallback = any_size_model()
+        self.models = ([AUTO] + [name for name, _ in self.bundled.values()] + ([fallback[0]] if fallback else [])
+                       + ([model] if model else []))
         self.default_model = model or AUTO
         self.device = device
         self.max_output_pixels = max_output_pixels
@@ -123,15 +126,19 @@ class DemoRunner:
             return self._upscalers[name]
 
     def pick_model(self, size: tuple[int, int], choice: str | None) -> str:
-        """`choice`, or for "auto" the bundled model trained on inputs of `size` (h, w)."""
+        """`choice`, or for "auto" the bundled model `sr3infer.hub.auto_pick` picks for a picture of `size` (h, w)."""
+        return self.auto_pick(size, choice)[0]
+
+    def auto_pick(self, size: tuple[int, int], choice: str | None) -> tuple[str, str | None]:
+        """`(model, why)`: `choice` with no reason, or for "auto" the picked model and the line that says why."""
         if choice and choice != AUTO:
-            return choice
-        h, w = size
-        if h == w and h in self.bundled:
-            return self.bundled[h][0]
-        trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in self.bundled.items())
-        raise ValueError(f"The picture is {w}x{h}, not a bundled model's trained input size ({trained}); choose a "
-                         "model, e.g. sr3-64-256 for photos (larger inputs run by tiles).")
+            return choice, None
+        picked = pick_model([size])
+        if picked is None:
+            h, w = size
+            raise ValueError(f"The picture is {w}x{h}, not a bundled model's trained input size ({size_choices()}); "
+                             "choose a model, e.g. sr3-64-256 for photos (larger inputs run by tiles).")
+        return picked
 
     def check(self, path: str | Path, choice: str | None = None, preset: str | None = None, steps: int | None = None,
               samples: int = 1) -> tuple[str, Any, tuple[int, int]]:
@@ -210,11 +217,12 @@ class DemoRunner:
     def describe(self, path: str | Path, choice: str | None = None) -> tuple[Image.Image | None, str]:
         """What the page says after an upload: the picture (if within the limits) and one line."""
         name, _, (h, w) = self.check(path, choice)
+        why = self.auto_pick((h, w), choice)[1]
         scale = self.upscaler(name).config.scale
         image = _eight_bit(imageio.read_image(path))
         zoom = max(1, PREVIEW_SIDE // max(w, h))  # small inputs shown as pixels, not a blur
         return (image.resize((w * zoom, h * zoom), Image.Resampling.NEAREST),
-                f"{Path(path).name}: {w}x{h} → {name} → {w * scale}x{h * scale}")
+                f"{Path(path).name}: {w}x{h} → {name} → {w * scale}x{h * scale}" + (f" (auto: {why})" if why else ""))
 
 
 def _eight_bit(image: Any) -> Image.Image:

@@ -295,6 +295,34 @@ def test_default_models_come_from_the_manifest_task(monkeypatch, tmp_path, capsy
     assert "24x24 (sr3-face-8x, portraits)" in capsys.readouterr().err
 
 
+def test_a_model_for_any_size_takes_every_picture_no_size_model_takes(monkeypatch, tmp_path, capsys):
+    """A manifest entry with auto_pick "any" is the default for photos of any size; a "never" model is only run by
+    name; the model picked by size keeps its inputs; each choice is said in one line with its reason."""
+    import dataclasses
+
+    from sr3infer.hub import manifest
+
+    real = manifest.load_manifest()
+    models = {**real.models, "sr3-64-256": dataclasses.replace(real.models["sr3-64-256"], auto_pick="never"),
+              "photo-any": dataclasses.replace(real.models["sr3-64-256"], name="photo-any", auto_pick="any")}
+    monkeypatch.setattr(manifest, "load_manifest", lambda *a, **k: dataclasses.replace(real, models=models))
+    assert manifest.default_models() == {16: ("sr3-face-8x", "faces")}
+    assert manifest.any_size_model() == ("photo-any", "natural photos")
+    loaded = []
+    monkeypatch.setattr(Upscaler, "from_pretrained", classmethod(lambda cls, name, **kw: loaded.append(name) or 1 / 0))
+    mixed = tmp_path / "mixed"
+    _png(mixed / "a.png", 16), _png(mixed / "b.png", 64)
+    for src, name in ((_png(tmp_path / "p.png", 20), "photo-any"), (_png(tmp_path / "q.png", 64), "photo-any"),
+                      (mixed, "photo-any"), (_png(tmp_path / "f.png", 16), "sr3-face-8x")):
+        code, lines = _cli(capsys, src, "-o", tmp_path / ("out" if src.is_dir() else "out.png"))
+        assert code == 1 and loaded[-1] == name, lines  # (the stand-in loader fails, after the choice)
+        assert lines[0].startswith(f"sr3infer: no --model given; using {name} (")
+    assert lines[0].endswith("the bundled model trained on 16x16 inputs")
+    code, lines = _cli(capsys, tmp_path / "p.png", "-o", tmp_path / "out.png")
+    assert lines[0] == ("sr3infer: no --model given; using photo-any (natural photos), the bundled model for pictures "
+                        "of any size; 16x16 (sr3-face-8x, faces) go to their own model")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(15, 143), (1, 129)])
 def test_sigterm_and_sighup_stop_like_ctrl_c(tmp_path, model, signum, code):

@@ -159,3 +159,27 @@ def test_only_the_two_example_pictures_are_served(tiny_runner):
         assert {str(path): status(path) for path in others} == {str(path): 403 for path in others}
     finally:
         page.close()
+
+
+def test_auto_says_which_model_it_picked_and_why(tiny_runner, tmp_path, monkeypatch):
+    """"auto" picks as the CLI does (sr3infer.hub.auto_pick) and the line after an upload gives the reason."""
+    import dataclasses
+
+    from sr3infer.hub import manifest
+
+    real = manifest.load_manifest()
+    models = {**real.models, "photo-any": dataclasses.replace(real.models["sr3-64-256"], name="photo-any",
+                                                              auto_pick="any")}
+    monkeypatch.setattr(manifest, "load_manifest", lambda *a, **k: dataclasses.replace(real, models=models))
+    monkeypatch.setattr(tiny_runner, "upscaler", lambda name: Upscaler.from_pretrained("sr3-64-256"))
+    Image.new("RGB", (30, 20)).save(tmp_path / "photo.png")
+    Image.new("RGB", (64, 64)).save(tmp_path / "square.png")
+    assert tiny_runner.auto_pick((20, 30), demo.AUTO) == (
+        "photo-any", "photo-any (natural photos), the bundled model for pictures of any size; 16x16 (sr3-face-8x, "
+        "faces), 64x64 (sr3-64-256, natural photos) go to their own model")
+    _, line = tiny_runner.describe(tmp_path / "photo.png", demo.AUTO)
+    assert line.startswith("photo.png: 30x20 → photo-any → 120x80 (auto: photo-any (natural photos), the bundled")
+    _, line = tiny_runner.describe(tmp_path / "square.png", demo.AUTO)
+    assert line.endswith("→ sr3-64-256 → 256x256 (auto: sr3-64-256 (natural photos), the bundled model trained on "
+                         "64x64 inputs)")
+    assert "photo-any" in DemoRunner(time_limit_s=None).models

@@ -105,6 +105,8 @@ def _rename_file(new: str):
     (_set("models.m.metrics", {"psnr": [1, 2]}), r"metrics\['psnr'\] must be a number"),
     (_set("format_version", 2), r"format_version must be 1, got 2"),
     (_set("models", {"Bad Name": {}}), r"model name 'Bad Name'"),
+    (_set("models.m.auto_pick", "always"), r"auto_pick must be one of 'size', 'any', 'never', got 'always'"),
+    (_set("models.m", {**valid()["models"]["m"], "auto_pick": "any", "student_of": "n"}), r"a student .* leave out auto_pick"),
 ])
 def test_malformed_manifests_are_rejected_with_the_field_named(change, message):
     data = valid()
@@ -253,3 +255,15 @@ def test_a_student_is_listed_but_never_a_default_model(monkeypatch):
     assert manifest_module.parse_manifest(json.loads(manifest_module.dump_manifest(parsed))) == parsed
     monkeypatch.setattr(manifest_module, "load_manifest", lambda: parsed)
     assert manifest_module.default_models()[64][0] == "sr3-64-256"
+
+
+def test_auto_pick_survives_a_dump_and_at_most_one_model_takes_any_size():
+    data = valid()
+    data["models"]["m"]["auto_pick"] = "any"
+    parsed = parse_manifest(copy.deepcopy(data))
+    assert parsed.models["m"].auto_pick == "any" and manifest_to_dict(parsed)["models"]["m"]["auto_pick"] == "any"
+    assert parse_manifest(manifest_to_dict(parsed)) == parsed
+    assert "auto_pick" not in manifest_to_dict(parse_manifest(valid()))["models"]["m"]  # "size", the default
+    data["models"]["n"] = {**data["models"]["m"], "repo_id": "o/n"}
+    with pytest.raises(ValueError, match=r"at most one model may have auto_pick \"any\".*got 2: m, n"):
+        parse_manifest(data)

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..errors import UsageError
-from ..hub.manifest import default_models
+from ..hub.auto_pick import pick_model, size_choices
+from ..hub.manifest import any_size_model, default_models
 from .options import EXIT_OK, Parser, add_run_args, apply_speed_args, as_usage_error, check_model_args
 from .options import check_model_name, check_shared_args
 from .recipe_flags import recipe_settings
@@ -29,11 +30,13 @@ def build_parser(subcommands: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("-o", "--output", required=True, help="output file (for one image) or folder")
     try:
         bundled = "; " + ", ".join(f"{s}x{s} {name}" for s, (name, _) in default_models().items())
+        fallback = any_size_model()
     except (ValueError, OSError):  # a broken $SR3INFER_MANIFEST is reported when a model is loaded
-        bundled = ""
+        bundled, fallback = "", None
+    others = f"; other sizes: {fallback[0]}" if fallback else "; other sizes need --model"
     parser.add_argument("-V", "--version", action="version", version=f"sr3infer {_version()}")
     parser.add_argument("--model", help="model name or path (default: the bundled model trained on the inputs' size"
-                                        + bundled + "; other sizes need --model)")
+                                        + bundled + others + ")")
     add_run_args(parser)
     _add_ensemble_args(parser)
     _add_size_args(parser)
@@ -209,10 +212,9 @@ def _report_path(report: str | None) -> str | None:
 
 
 def _default_model(inputs: list[Path], source: Path) -> str:
-    """The model for a run without --model: the bundled one trained on the inputs' size, said on stderr."""
+    """The model for a run without --model (`sr3infer.hub.auto_pick`), said with the reason on stderr."""
     from ..images.io import peek_sizes
 
-    models = default_models()
     files: dict[tuple[int, int], list[str]] = {}  # (h, w) -> the files of that size; unreadable ones fail later
     for path in inputs:
         for size in peek_sizes(path):
@@ -221,15 +223,13 @@ def _default_model(inputs: list[Path], source: Path) -> str:
     if not sizes:
         raise UsageError(f"no --model given, and no image in {str(source)!r} could be read to pick a model by its "
                          "size; pass --model")
-    sides = {h for h, w in sizes if h == w and h in models}
-    if len(sizes) == len(sides) == 1:
-        side = sides.pop()
-        name, domain = models[side]
-        print(f"sr3infer: no --model given; using {name} ({domain}), the bundled model trained on {side}x{side} inputs",
-              file=sys.stderr)
+    picked = pick_model(sizes)
+    if picked is not None:
+        name, why = picked
+        print(f"sr3infer: no --model given; using {why}", file=sys.stderr)
         return name
     got = _sizes_of_files(files) if source.is_dir() else ", ".join(f"{w}x{h}" for h, w in sorted(sizes))
-    trained = ", ".join(f"{s}x{s} ({name}, {domain})" for s, (name, domain) in models.items())
+    trained = size_choices()
     holds = "holds" if source.is_dir() else "is"
     raise UsageError(f"no --model given, and {str(source)!r} {holds} {got}, not one bundled model's trained input size "
                      f"({trained}); pass --model, e.g. --model sr3-64-256 for photos (larger inputs run by tiles)")

@@ -16,7 +16,7 @@ from ..models.config import FORMAT_VERSION
 
 __all__ = [
     "MANIFEST_ENV", "MANIFEST_NAME", "REQUIRED_FILES", "REPO_ID_PATTERN", "FileEntry", "Task", "ModelEntry", "Manifest",
-    "load_manifest", "parse_manifest", "manifest_to_dict", "dump_manifest", "sha256_file", "file_entry",
+    "load_manifest", "parse_manifest", "manifest_to_dict", "dump_manifest", "sha256_file", "file_entry", "AUTO_PICKS",
 ]
 
 MANIFEST_ENV = "SR3INFER_MANIFEST"   # a path to a manifest that replaces the packaged one
@@ -24,6 +24,7 @@ MANIFEST_NAME = "weights_manifest.json"
 REQUIRED_FILES = ("config.json", "model.safetensors")
 PACKAGED_MANIFEST = Path(__file__).resolve().parent.parent / MANIFEST_NAME  # sr3infer/weights_manifest.json
 
+AUTO_PICKS = ("size", "any", "never")  # how a run without a model name may pick a model; see ModelEntry.auto_pick
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9._-]*")
 REPO_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9][A-Za-z0-9._-]*")
@@ -67,6 +68,9 @@ class ModelEntry:
     bundled: bool = False               # the package carries the files under bundled/<name>/
     metrics: dict[str, Any] = field(default_factory=dict)
     student_of: str | None = None       # a distilled student: the model whose `fast` preset runs it
+    # A run without a model name picks this model: "size" for inputs of exactly its trained square size, "any" for
+    # any picture no "size" model takes (at most one model), "never" only by name. Students are never picked.
+    auto_pick: str = "size"
 
     def file(self, name: str) -> FileEntry:
         """The entry of file `name` (KeyError naming the listed files if absent)."""
@@ -118,10 +122,16 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
 
 
 def default_models() -> dict[int, tuple[str, str]]:
-    """The bundled models by trained input side -> (name, domain): the CLI's and demo's defaults (students, run by
-    their teacher's `fast` preset, are never a default)."""
+    """The bundled models picked by size: trained input side -> (name, domain), for the CLI's and demo's defaults
+    (students, run by their teacher's `fast` preset, are never a default; see `sr3infer.hub.auto_pick`)."""
     return {e.task.input_size: (e.name, e.task.domain) for e in load_manifest().models.values()
-            if e.bundled and e.student_of is None}
+            if e.bundled and e.student_of is None and e.auto_pick == "size"}
+
+
+def any_size_model() -> tuple[str, str] | None:
+    """(name, domain) of the bundled model picked for pictures of any size (auto_pick "any"), or None."""
+    return next(((e.name, e.task.domain) for e in load_manifest().models.values()
+                 if e.bundled and e.student_of is None and e.auto_pick == "any"), None)
 
 
 MAX_MANIFEST_BYTES = 16 << 20  # the packaged manifest is a few KB; a manifest is never read past this
@@ -168,6 +178,10 @@ def parse_manifest(data: Any, *, path: Path | None = None) -> Manifest:
                 "starting with a letter or digit."
             )
         parsed[name] = _model(name, entry, f"{where}: models[{name!r}]")
+    any_size = [name for name, entry in parsed.items() if entry.auto_pick == "any"]
+    if len(any_size) > 1:
+        raise ValueError(f"{where}: at most one model may have auto_pick \"any\" (the default for pictures of any "
+                         f"size), got {len(any_size)}: {', '.join(any_size)}.")
     return Manifest(models=parsed, path=path, notes=notes)
 
 
@@ -175,7 +189,7 @@ def _model(name: str, data: Any, where: str) -> ModelEntry:
     obj = _object(
         data, where,
         required={"description", "repo_id", "revision", "license", "task", "files"},
-        optional={"published", "bundled", "metrics", "student_of"},
+        optional={"published", "bundled", "metrics", "student_of", "auto_pick"},
     )
     repo_id = _string(obj["repo_id"], f"{where}.repo_id")
     if not REPO_ID_PATTERN.fullmatch(repo_id) or ".." in repo_id:
@@ -201,6 +215,11 @@ def _model(name: str, data: Any, where: str) -> ModelEntry:
     for key, value in metrics.items():
         if isinstance(value, bool) or (value is not None and not isinstance(value, (int, float, str))):
             raise ValueError(f"{where}.metrics[{key!r}] must be a number, a string or null, got {value!r}.")
+    auto_pick = obj.get("auto_pick", "size")
+    if auto_pick not in AUTO_PICKS:
+        raise ValueError(f"{where}.auto_pick must be one of {', '.join(map(repr, AUTO_PICKS))}, got {auto_pick!r}.")
+    if auto_pick != "size" and obj.get("student_of") is not None:
+        raise ValueError(f"{where}: a student (student_of) is never picked without a name; leave out auto_pick.")
     return ModelEntry(
         name=name,
         description=_string(obj["description"], f"{where}.description"),
@@ -213,6 +232,7 @@ def _model(name: str, data: Any, where: str) -> ModelEntry:
         bundled=_bool(obj.get("bundled", False), f"{where}.bundled"),
         metrics=dict(metrics),
         student_of=None if obj.get("student_of") is None else _string(obj["student_of"], f"{where}.student_of"),
+        auto_pick=auto_pick,
     )
 
 
@@ -291,6 +311,7 @@ def model_entry_to_dict(entry: ModelEntry) -> dict[str, Any]:
         "files": {f.name: {"sha256": f.sha256, "size": f.size} for f in entry.files},
         "metrics": dict(entry.metrics),
         **({"student_of": entry.student_of} if entry.student_of else {}),
+        **({"auto_pick": entry.auto_pick} if entry.auto_pick != "size" else {}),
     }
 
 
