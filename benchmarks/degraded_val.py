@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             result = evaluate(upscaler, images, seed=args.seed, reference=reference, progress=False,
                               degradation=None if kind == "clean" else kind, **recipe_settings(text))
             result.pop("outputs")
-            rows[key] = {"recipe": text, "kind": kind, "weights_sha256": sha, **result}
+            rows[key] = {"recipe": text, "kind": kind, "settings": recipe_settings(text), "weights_sha256": sha, **result}
             out.parent.mkdir(parents=True, exist_ok=True)
             out.write_text(json.dumps(rows, indent=1) + "\n")
             model, bic = result["model"], result["bicubic"]

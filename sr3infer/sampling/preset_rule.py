@@ -12,7 +12,7 @@ from typing import Any
 
 __all__ = ["STEPS", "SAMPLER_VARIANTS", "SPACINGS", "CONSISTENCY", "MAX_CONSISTENCY_1E5", "PSNR_MARGIN_DB",
            "PSNR_TOLERANCE_DB", "KID_TOLERANCE", "REALISM_MIN_PSNR_DB", "RULE", "rule", "grid", "key",
-           "network_calls", "choose", "recipe_of"]
+           "network_calls", "choose", "recipe_of", "pool"]
 
 STEPS = (1, 2, 3, 5, 10, 20, 50)
 SAMPLER_VARIANTS = (("ddim", 0.0), ("ddim", 0.5), ("ddim", 1.0), ("ancestral", 0.0), ("dpmpp_2m", 0.0))
@@ -72,10 +72,13 @@ def network_calls(row: dict[str, Any]) -> int:
     return int(row["num_steps"]) * int(row.get("num_samples", 1))
 
 
-def choose(runs: dict[str, dict[str, Any]], min_psnr_db: float | None = None) -> dict[str, dict[str, Any]]:
+def choose(runs: dict[str, dict[str, Any]], min_psnr_db: float | None = None,
+           max_consistency_1e5: float | None = MAX_CONSISTENCY_1E5) -> dict[str, dict[str, Any]]:
     """The two presets by the rule from the measured rows ({} when none is consistent);
-    `min_psnr_db` is the model's realism floor, used when above bicubic + 0.5 dB."""
-    rows = [r for r in runs.values() if r["model"]["consistency_1e5"] <= MAX_CONSISTENCY_1E5 and "same_as" not in r]
+    `min_psnr_db` is the model's realism floor, used when above bicubic + 0.5 dB; `max_consistency_1e5` None drops
+    the consistency condition (a model for degraded inputs, which are not the bicubic downsampling of the truth)."""
+    rows = [r for r in runs.values() if "same_as" not in r
+            and (max_consistency_1e5 is None or r["model"]["consistency_1e5"] <= max_consistency_1e5)]
     if not rows:
         return {}
     bicubic = rows[0]["bicubic"]["psnr"]
@@ -102,3 +105,16 @@ def recipe_of(row: dict[str, Any]) -> dict[str, Any]:
               "start_noise_level": None, "consistency": row["consistency"], "eta": row["eta"]}
     k = int(row.get("num_samples", 1))
     return recipe if k == 1 else {**recipe, "num_samples": k}
+
+
+def pool(sets: list[dict[str, dict[str, Any]]]) -> dict[str, dict[str, Any]]:
+    """Rows measured on several sets ({key: row} each) -> one row per key measured on every set, its metrics (and
+    bicubic's) the means over the sets: the pooled set of a degraded val, one set per degradation kind."""
+    common = set(sets[0]).intersection(*sets[1:]) if sets else set()
+    pooled = {}
+    for k in sorted(common):
+        rows = [s[k] for s in sets]
+        mean = {side: {m: sum(r[side][m] for r in rows) / len(rows) for m in rows[0][side]
+                       if all(m in r[side] for r in rows)} for side in ("model", "bicubic")}
+        pooled[k] = {**{f: v for f, v in rows[0].items() if f not in ("model", "bicubic")}, **mean}
+    return pooled
