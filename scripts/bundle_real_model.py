@@ -126,10 +126,10 @@ def write_release(name: str, score_path: Path, history_path: Path, presets: dict
                + " --threads 2")
     card = f"""# {name}
 
-SR3 {config.scale}x super-resolution for real photos: {config.lowres_size}x{config.lowres_size} ->
-{config.out_size}x{config.out_size} (any size by tiles), trained on inputs degraded as photos are (JPEG, sensor
-noise, blur, naive resizes, twice), so it removes them instead of sharpening them. The default model for photos
-(`sr3infer photo.jpg -o big.png`); `sr3-64-256` stays the clean stage of a cascade. Part of sr3infer.
+SR3 {config.scale}x super-resolution for real photos, {config.lowres_size}x{config.lowres_size} -> {config.out_size}x{config.out_size} (any size by tiles),
+trained on inputs degraded as photos are (JPEG, sensor noise, blur, naive resizes, once or twice), so it removes
+them instead of sharpening them. The default model for photos (`sr3infer photo.jpg -o big.png`); `{clean_name}`
+stays the clean stage of a cascade. Part of sr3infer.
 
 ```python
 from sr3infer import Upscaler
@@ -147,8 +147,8 @@ natural train + val photos); the clean model `{clean_name}` with its own fidelit
 
 {quality_table(table, presets, clean_name, clean_model)}
 
-Presets: fidelity = {recipe_text(recipes['fidelity'].to_dict())}; realism =
-{recipe_text(recipes['realism'].to_dict())}. Both were chosen on the pooled degraded val by the release rule
+Presets: fidelity = {recipe_text(recipes['fidelity'].to_dict())};
+realism = {recipe_text(recipes['realism'].to_dict())}. Both were chosen on the pooled degraded val by the release rule
 written before any score (`training/stretches/{name}.md`): fidelity = the fewest network calls within 0.05 dB of
 the best mean PSNR; realism = the fewest calls within 5 % of the lowest mean KID among recipes at mean PSNR >= bicubic
 + 0.5 dB (bicubic + 0 dB if none reaches it). The consistency projection is `none`: it holds the output to the input,
