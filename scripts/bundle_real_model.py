@@ -49,26 +49,22 @@ def by_recipe(rows: dict) -> dict[str, dict[str, dict]]:
     return table
 
 
-def choose_presets(table: dict[str, dict[str, dict]]) -> dict[str, str]:
-    """{"fidelity": recipe, "realism": recipe}: `preset_rule.choose` on the pooled degraded val (the recipes measured
-    on every kind, PSNR and KID the means over the kinds), without its consistency condition."""
+def pooled_rows(table: dict[str, dict[str, dict]]) -> dict[str, dict]:
+    """The pooled degraded val: one row per recipe measured on every kind, PSNR, SSIM and KID the means over the
+    kinds (`preset_rule.pool`), with the fields `preset_rule.choose` reads."""
     sets = [{r: {**kinds[kind]["settings"], "eta": kinds[kind]["settings"].get("eta", 0.0), "recipe": r,
                  "model": kinds[kind]["model"], "bicubic": kinds[kind]["bicubic"]}
              for r, kinds in table.items() if kind in kinds and "settings" in kinds[kind]} for kind in KINDS]
     pooled = preset_rule.pool(sets)
     if not pooled:
         raise SystemExit(f"no recipe of the score JSON is measured on every degraded kind ({', '.join(KINDS)})")
-    chosen = preset_rule.choose(pooled, max_consistency_1e5=None)
-    return {preset: row["recipe"] for preset, row in chosen.items()}
+    return pooled
 
 
-def pooled(kinds: dict[str, dict], metric: str, side: str = "model") -> float:
-    """The mean of `metric` over the degraded kinds."""
-    return sum(kinds[k][side][metric] for k in KINDS) / len(KINDS)
-
-
-def calls(kinds: dict[str, dict]) -> int:
-    return preset_rule.network_calls(next(iter(kinds.values()))["settings"])
+def choose_presets(pooled: dict[str, dict]) -> dict[str, str]:
+    """{"fidelity": recipe, "realism": recipe}: `preset_rule.choose` on the pooled rows, without its consistency
+    condition."""
+    return {preset: row["recipe"] for preset, row in preset_rule.choose(pooled, max_consistency_1e5=None).items()}
 
 
 def release_failures(table: dict, fidelity: str, clean_model: dict) -> list[str]:
@@ -109,7 +105,7 @@ def quality_table(table: dict, presets: dict[str, str], clean_name: str, clean_m
 
 
 def write_release(name: str, score_path: Path, history_path: Path, presets: dict[str, str], table: dict,
-                  clean_name: str, clean_model: dict) -> None:
+                  pooled: dict[str, dict], clean_name: str, clean_model: dict) -> None:
     dest = REPO / "sr3infer" / "bundled" / name
     recipes = {p: Recipe.from_dict(next(iter(table[r].values()))["settings"]) for p, r in presets.items()}
     config = read_config(dest / "model.safetensors", dest / "config.json")
@@ -190,8 +186,8 @@ steps of 12 patches, {hours:.2f} core-hours on a 2-core AMD EPYC CPU (`{history_
     fid = table[presets["fidelity"]]
     entry["metrics"] = {"data": "../shared/datasets/natural/val", "protocol": "natural", "images": fid["clean"]["images"],
                         "preset": "fidelity", "degraded_kinds": ", ".join(KINDS),
-                        "psnr_degraded": round(pooled(fid, "psnr"), 4),
-                        "bicubic_psnr_degraded": round(pooled(fid, "psnr", "bicubic"), 4),
+                        "psnr_degraded": round(pooled[presets["fidelity"]]["model"]["psnr"], 4),
+                        "bicubic_psnr_degraded": round(pooled[presets["fidelity"]]["bicubic"]["psnr"], 4),
                         "psnr_clean": round(fid["clean"]["model"]["psnr"], 4),
                         "bicubic_psnr_clean": round(fid["clean"]["bicubic"]["psnr"], 4)}
     manifest["models"][name] = entry
@@ -216,11 +212,12 @@ def main() -> int:
     clean_rows = json.loads(clean_path.read_text())
     clean_model = by_recipe(clean_rows).get("fidelity", {})
     table = by_recipe(rows)
-    presets = choose_presets(table)
+    pooled = pooled_rows(table)
+    presets = choose_presets(pooled)
     for preset, recipe in presets.items():
-        kinds = table[recipe]
-        print(f"{preset}: {recipe} ({calls(kinds)} calls), pooled degraded PSNR {pooled(kinds, 'psnr'):.2f} dB "
-              f"(bicubic {pooled(kinds, 'psnr', 'bicubic'):.2f}), KID {pooled(kinds, 'kid_1e3'):.1f}e-3")
+        row = pooled[recipe]
+        print(f"{preset}: {recipe} ({preset_rule.network_calls(row)} calls), pooled degraded PSNR "
+              f"{row['model']['psnr']:.2f} dB (bicubic {row['bicubic']['psnr']:.2f}), KID {row['model']['kid_1e3']:.1f}e-3")
     failed = release_failures(table, presets["fidelity"], clean_model)
     print("decision: " + ("release" if not failed else "not released: " + "; ".join(failed)))
     if args.check or failed:
@@ -235,7 +232,7 @@ def main() -> int:
     if sha256_file(REPO / "sr3infer" / "bundled" / args.name / "model.safetensors") != scored:
         raise SystemExit("the bundled bytes differ from the scored ones: bundle the fp16 candidate folder itself")
     write_release(args.name, args.score.resolve(), (args.history or REPO / "training" / "history" /
-                  f"{args.name}.json").resolve(), presets, table, args.clean_model, clean_model)
+                  f"{args.name}.json").resolve(), presets, table, pooled, args.clean_model, clean_model)
     subprocess.run([sys.executable, str(REPO / "scripts" / "update_manifest.py")], check=True)
     return 0
 

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 
 from ..errors import UsageError
 from ..hub.auto_pick import pick_model, size_choices
+from ..hub import manifest as manifests
 from ..hub.manifest import any_size_model, default_models
 from .options import EXIT_OK, Parser, add_run_args, apply_speed_args, as_usage_error, check_model_args
 from .options import check_model_name, check_shared_args
@@ -29,8 +30,9 @@ def build_parser(subcommands: Sequence[str]) -> argparse.ArgumentParser:
     parser.add_argument("input", help="an image file or a folder of images")
     parser.add_argument("-o", "--output", required=True, help="output file (for one image) or folder")
     try:
-        bundled = "; " + ", ".join(f"{s}x{s} {name}" for s, (name, _) in default_models().items())
-        fallback = any_size_model()
+        manifest = manifests.load_manifest()
+        bundled = "; " + ", ".join(f"{s}x{s} {name}" for s, (name, _) in default_models(manifest).items())
+        fallback = any_size_model(manifest)
     except (ValueError, OSError):  # a broken $SR3INFER_MANIFEST is reported when a model is loaded
         bundled, fallback = "", None
     others = f"; other sizes: {fallback[0]}" if fallback else "; other sizes need --model"

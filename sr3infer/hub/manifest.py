@@ -121,16 +121,16 @@ def load_manifest(path: str | Path | Manifest | None = None) -> Manifest:
     return parse_manifest(parse_json(text, f"Weights manifest {str(path)!r}", origin), path=path)
 
 
-def default_models() -> dict[int, tuple[str, str]]:
+def default_models(manifest: Manifest | None = None) -> dict[int, tuple[str, str]]:
     """The bundled models picked by size: trained input side -> (name, domain), for the CLI's and demo's defaults
     (students, run by their teacher's `fast` preset, are never a default; see `sr3infer.hub.auto_pick`)."""
-    return {e.task.input_size: (e.name, e.task.domain) for e in load_manifest().models.values()
+    return {e.task.input_size: (e.name, e.task.domain) for e in (manifest or load_manifest()).models.values()
             if e.bundled and e.student_of is None and e.auto_pick == "size"}
 
 
-def any_size_model() -> tuple[str, str] | None:
+def any_size_model(manifest: Manifest | None = None) -> tuple[str, str] | None:
     """(name, domain) of the bundled model picked for pictures of any size (auto_pick "any"), or None."""
-    return next(((e.name, e.task.domain) for e in load_manifest().models.values()
+    return next(((e.name, e.task.domain) for e in (manifest or load_manifest()).models.values()
                  if e.bundled and e.student_of is None and e.auto_pick == "any"), None)
 
 
