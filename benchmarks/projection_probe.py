@@ -1,12 +1,18 @@
 """Can the input tell whether to project? An automatic consistency mode, tried on train crops.
 
     python benchmarks/projection_probe.py runs/sr3-real-x4/export
+    python benchmarks/projection_probe.py runs/sr3-real-x4/export --lowpass 0 0.5 1 1.5 2
+
 
 Projecting onto a clean input gains PSNR; projecting onto a JPEG'd or noisy one copies its defects back. The
 candidate rule: project when the one-call output's residual `rms(down(output) - input)` is small. Measured on
 48 crops of 12 train photos (seeded pick, star fields left out as in training), clean and every degraded kind
 (train-side seeds, never the val set's): the residual per kind, and the mean PSNR change of projecting only the
-inputs under each threshold. Writes results/<model>/projection_probe.json (runs/<model>/export: <model>).
+inputs under each threshold. With `--lowpass`, also a low-pass projection for each sigma (low-res pixels):
+one pass of `x + up(blur_sigma(input - down(x)))`, which holds the output to the input's coarse content (colour,
+shading, edges' positions) and leaves the fine band, where JPEG blocks, noise and aliasing live, to the model
+(sigma 0: one pass of the full projection, as `every` does at one step).
+Writes results/<model>/projection_probe.json (runs/<model>/export: <model>).
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from PIL import Image
 from sr3infer import Upscaler
 from sr3infer.images.resample import bicubic, project_onto_input, spatial_size
 from sr3infer.quality.metrics import psnr
-from sr3infer.train.data import list_images, natural_crops
+from sr3infer.train.data import gaussian_blur, list_images, natural_crops
 from sr3infer.train.degrade import VAL_KINDS, Degradation, degrade
 
 HERE = Path(__file__).resolve().parent
@@ -37,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("model")
     parser.add_argument("--photos", type=int, default=12)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--lowpass", type=float, nargs="*", default=[], metavar="SIGMA",
+                        help="also score one low-pass projection pass per sigma, in low-res pixels (0: the full one)")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args(argv)
     if not TRAIN.is_dir():
@@ -57,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                                           generator=torch.Generator().manual_seed(i))
             residual = float((bicubic(out, spatial_size(lowres)) - lowres).pow(2).mean().sqrt())
             rows.append({"kind": kind, "crop": i, "residual": residual, "none": float(psnr(out, hr)),
-                         "final": float(psnr(project_onto_input(out, lowres), hr))})
+                         "final": float(psnr(project_onto_input(out, lowres), hr)),
+                         **{f"lowpass_{s:g}": float(psnr(lowpass_projection(out, lowres, s), hr)) for s in args.lowpass}})
     summary = {}
     print(f"{'kind':>8} {'none':>6} {'final':>6} {'helps':>6}  residual q10 / q50 / q90")
     for kind in kinds:
@@ -70,6 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         s = summary[kind]
         print(f"{kind:>8} {s['none']:6.2f} {s['final']:6.2f} {s['helps']:6.2f}  "
               + " / ".join(f"{q:.4f}" for q in s["residual_q10_q50_q90"]))
+    if args.lowpass:
+        print("one low-pass projection pass, mean PSNR change over none per kind (sigma in low-res pixels)")
+        print(f"{'sigma':>6} " + " ".join(f"{kind:>8}" for kind in kinds))
+        for s in args.lowpass:
+            changes = [np.mean([row[f"lowpass_{s:g}"] - row["none"] for row in rows if row["kind"] == kind])
+                       for kind in kinds]
+            for kind, change in zip(kinds, changes):
+                summary[kind][f"lowpass_{s:g}"] = float(change)
+            print(f"{s:6g} " + " ".join(f"{c:+8.3f}" for c in changes))
     residuals = np.array([row["residual"] for row in rows])
     gains = np.array([row["final"] - row["none"] for row in rows])
     thresholds = {}
@@ -86,6 +104,14 @@ def main(argv: list[str] | None = None) -> int:
                                "recipe": "ddim 1 step, linear; none vs the final projection",
                                "kinds": summary, "thresholds": thresholds, "rows": rows}, indent=1) + "\n")
     return 0
+
+
+def lowpass_projection(x: torch.Tensor, lowres: torch.Tensor, sigma: float) -> torch.Tensor:
+    """One pass of `x + up(blur(input - down(x)))`, clamped; sigma 0 is the full projection's pass."""
+    difference = lowres - bicubic(x, spatial_size(lowres))
+    if sigma > 0:
+        difference = gaussian_blur(difference, torch.full((len(x),), float(sigma)))
+    return (x + bicubic(difference, spatial_size(x))).clamp(-1, 1)
 
 
 if __name__ == "__main__":

@@ -267,3 +267,25 @@ def test_eval_scores_a_degraded_val_kind_against_the_same_bicubic(tmp_path, tiny
     clean, first, again = scores.values()
     assert first["degradation"] == "jpeg" and first["bicubic"] == again["bicubic"]  # fixed seed per kind
     assert first["bicubic"]["psnr"] != clean["bicubic"]["psnr"]
+
+
+def test_training_can_grow_an_exported_model_deeper(tmp_path, face_folder):
+    first = train(_config(tmp_path, face_folder, name="first"))
+    deeper = {**TINY_MODEL, "unet": {**TINY_MODEL["unet"], "num_res_blocks": 2}}
+    export = train(_config(tmp_path, face_folder, name="deeper", model=deeper, init_from=str(first), init_grow=True,
+                           max_steps=1, lr=0.0))
+    small = Upscaler.from_pretrained(first, device="cpu").model
+    big = Upscaler.from_pretrained(export, device="cpu").model
+    assert big.config.num_res_blocks == 2
+    x, level = torch.randn(1, 6, 16, 16), torch.tensor([0.5])
+    with torch.no_grad():
+        assert torch.allclose(big(x, level), small(x, level), atol=1e-5)  # lr 0: the grown start, fp16 files
+
+
+def test_growing_needs_the_same_network_but_its_depth(tmp_path, face_folder):
+    first = train(_config(tmp_path, face_folder, name="first"))
+    wider = {**TINY_MODEL, "unet": {**TINY_MODEL["unet"], "num_res_blocks": 2, "inner_channel": 16}}
+    with pytest.raises(ValueError, match="only in num_res_blocks"):
+        train(_config(tmp_path, face_folder, name="wider", model=wider, init_from=str(first), init_grow=True))
+    with pytest.raises(ValueError, match="init_grow"):
+        _config(tmp_path, face_folder, init_grow=True)

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from ..models.config import ModelConfig
+from ..models.unet import UNet, UNetConfig
 from ..runtime.distributed import DistContext, init_from_env, launched_by_torchrun
 from ..errors import dataclass_from_dict
 from ..sampling.prediction import training_target
@@ -28,6 +29,7 @@ from ..images.resample import bicubic, spatial_size
 from ..models.weights import WEIGHTS_NAME, build_model, load_weights, read_config, save_model_folder
 from .data import FaceImages, NaturalImages, make_lowres, random_patches, resolve_data_root
 from .degrade import Degradation, degrade
+from .grow import grow_res_blocks
 from .losses import LOSS_WEIGHTINGS, LOSSES, min_snr_weights, training_loss
 from .noise_levels import EDM_LOG_MEAN, EDM_LOG_STD, NOISE_SAMPLINGS, NoiseLevelSampler
 from .stopping import StopOnSignal
@@ -81,6 +83,7 @@ class TrainConfig:
     compile: bool = False                     # torch.compile the training network (inductor)
     seed: int = 0
     init_from: str | None = None              # an exported model folder: weights only, fresh optimiser
+    init_grow: bool = False                   # init_from has fewer res blocks per level: grow.py deepens it
     card_notes: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -155,6 +158,8 @@ def _check_types(cfg: TrainConfig) -> None:
         ("card_notes", isinstance(cfg.card_notes, dict), "an object"),
         ("channels_last", isinstance(cfg.channels_last, bool), "true or false"),
         ("compile", isinstance(cfg.compile, bool), "true or false"),
+        ("init_grow", isinstance(cfg.init_grow, bool) and (not cfg.init_grow or cfg.init_from is not None),
+         "true or false, and true only with init_from"),
         ("degradation", cfg.degradation is None or isinstance(cfg.degradation, dict), "an object or null"),
         ("data_exclude", isinstance(cfg.data_exclude, list) and all(isinstance(g, str) and g for g in cfg.data_exclude),
          "a list of file-name globs"),
@@ -221,10 +226,11 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     model = build_model(model_config).train()
     steps_before = 0
     if cfg.init_from and not (run_dir / "state.pt").exists():
-        model.load_state_dict({k: v.float() for k, v in load_weights(Path(cfg.init_from) / WEIGHTS_NAME).items()})
-        steps_before = int(read_config(Path(cfg.init_from) / WEIGHTS_NAME)
-                           .task.get("training_steps", 0))
-        log.info("initialised weights from %s (%d training steps)", cfg.init_from, steps_before)
+        init_weights = Path(cfg.init_from) / WEIGHTS_NAME
+        model.load_state_dict(_initial_state(cfg, model_config, init_weights))
+        steps_before = int(read_config(init_weights).task.get("training_steps", 0))
+        log.info("initialised weights from %s (%d training steps%s)", cfg.init_from, steps_before,
+                 ", grown deeper with identity blocks" if cfg.init_grow else "")
     # Module.to takes memory_format (documented); torch's overloads for it leave it out
     model = model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)  # type: ignore[call-overload]
     ema = copy.deepcopy(model).eval().requires_grad_(False)
@@ -245,6 +251,24 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     degradation = None if cfg.degradation is None else Degradation.from_dict(cfg.degradation)
     return TrainingRun(cfg, dist, device, model_config, model, ema, optimizer, data, rng, run_dir, noise_sampler,
                        degradation=degradation, steps_before=steps_before)
+
+
+def _initial_state(cfg: TrainConfig, model_config: ModelConfig, weights: Path) -> dict[str, Tensor]:
+    """`init_from`'s weights in float32; with `init_grow`, its network deepened to `model_config`'s first."""
+    state = {k: v.float() for k, v in load_weights(weights).items()}
+    if not cfg.init_grow:
+        return state
+    small_config = read_config(weights)
+    small = build_model(small_config, state)
+    if not isinstance(small, UNet) or not isinstance(model_config.network, UNetConfig):
+        raise ValueError(f"Training config 'init_grow' deepens an SR3 U-Net; {weights} holds a "
+                         f"{type(small).__name__}.")
+    wanted = model_config.network.num_res_blocks
+    if replace(small.config, num_res_blocks=wanted) != model_config.network:
+        raise ValueError(f"Training config 'init_grow': {weights}'s U-Net must differ from the config's only in "
+                         f"num_res_blocks (here {small.config.num_res_blocks} -> {wanted}); got "
+                         f"{small.config.to_dict()} against {model_config.network.to_dict()}.")
+    return grow_res_blocks(small, wanted).state_dict()
 
 
 def measure_sigma_data(data: FaceImages | NaturalImages, model_config: ModelConfig, rng: random.Random,
