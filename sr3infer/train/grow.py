@@ -68,13 +68,16 @@ def _start_as_identity(block: nn.Module) -> None:
     res = block.res_block
     last_conv = res.block2.block[-1]
     assert isinstance(last_conv, nn.Conv2d)
-    last_conv.weight.zero_()
-    last_conv.bias.zero_()
+    _zero(last_conv)
     if isinstance(res.res_conv, nn.Conv2d):
+        _zero(res.res_conv)
         out = res.res_conv.out_channels
-        res.res_conv.weight.zero_()
         res.res_conv.weight[:, :out, 0, 0] = torch.eye(out)
-        res.res_conv.bias.zero_()
     if block.with_attn:
-        block.attn.out.weight.zero_()
-        block.attn.out.bias.zero_()
+        _zero(block.attn.out)
+
+
+def _zero(conv: nn.Conv2d) -> None:
+    conv.weight.zero_()
+    if conv.bias is not None:
+        conv.bias.zero_()
