@@ -227,8 +227,9 @@ def setup(cfg: TrainConfig) -> TrainingRun:
     steps_before = 0
     if cfg.init_from and not (run_dir / "state.pt").exists():
         init_weights = Path(cfg.init_from) / WEIGHTS_NAME
-        model.load_state_dict(_initial_state(cfg, model_config, init_weights))
-        steps_before = int(read_config(init_weights).task.get("training_steps", 0))
+        init_config = read_config(init_weights)
+        model.load_state_dict(_initial_state(cfg, model_config, init_weights, init_config))
+        steps_before = int(init_config.task.get("training_steps", 0))
         log.info("initialised weights from %s (%d training steps%s)", cfg.init_from, steps_before,
                  ", grown deeper with identity blocks" if cfg.init_grow else "")
     # Module.to takes memory_format (documented); torch's overloads for it leave it out
@@ -253,13 +254,13 @@ def setup(cfg: TrainConfig) -> TrainingRun:
                        degradation=degradation, steps_before=steps_before)
 
 
-def _initial_state(cfg: TrainConfig, model_config: ModelConfig, weights: Path) -> dict[str, Tensor]:
-    """`init_from`'s weights in float32; with `init_grow`, its network deepened to `model_config`'s first."""
+def _initial_state(cfg: TrainConfig, model_config: ModelConfig, weights: Path,
+                   init_config: ModelConfig) -> dict[str, Tensor]:
+    """`init_from`'s weights (config `init_config`) in float32; with `init_grow`, deepened to `model_config`'s first."""
     state = {k: v.float() for k, v in load_weights(weights).items()}
     if not cfg.init_grow:
         return state
-    small_config = read_config(weights)
-    small = build_model(small_config, state)
+    small = build_model(init_config, state)
     if not isinstance(small, UNet) or not isinstance(model_config.network, UNetConfig):
         raise ValueError(f"Training config 'init_grow' deepens an SR3 U-Net; {weights} holds a "
                          f"{type(small).__name__}.")
