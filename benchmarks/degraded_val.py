@@ -3,7 +3,8 @@
     python benchmarks/degraded_val.py sr3-64-256 --recipe fidelity --recipe realism
     python benchmarks/degraded_val.py runs/sr3-real-x4/export --recipe ddim1:none --recipe ancestral5x4:none
 
-A recipe is a preset name or `SAMPLER STEPS [xK] [:CONSISTENCY]` written as e.g. `ancestral5x4:none`, `ddim1:every`.
+A recipe is a preset name or `SAMPLER STEPS [xK] [+flips] [:CONSISTENCY]` written as e.g. `ancestral5x4:none`,
+`ddim1:every`, `ddim2x4+flips:none` (`+flips`: the K samples in four flipped orientations, `Recipe.ensemble`).
 The degraded kinds are `sr3infer.train.degrade.VAL_KINDS` (fixed seed per kind); KID is against the natural
 train + val photos. Rows are merged into the JSON (default benchmarks/results/<model>/degraded_val.json) as each
 is measured, so an interrupted run resumes.
@@ -27,7 +28,8 @@ from sr3infer.train.evaluate import evaluate, load_eval_set, reference_features
 
 HERE = Path(__file__).resolve().parent
 SHARED = HERE.parent.parent / "shared" / "datasets" / "natural"
-RECIPE = re.compile(r"(?P<sampler>[a-z_0-9]+?)(?P<steps>\d+)(x(?P<k>\d+))?(:(?P<consistency>none|final|every))?$")
+RECIPE = re.compile(r"(?P<sampler>[a-z_0-9]+?)(?P<steps>\d+)(x(?P<k>\d+))?(?P<flips>\+flips)?"
+                    r"(:(?P<consistency>none|final|every))?$")
 
 
 def recipe_settings(text: str) -> dict:
@@ -36,12 +38,14 @@ def recipe_settings(text: str) -> dict:
         return {"preset": text}
     m = RECIPE.match(text)
     if not m:
-        raise SystemExit(f"degraded_val.py: recipe {text!r} is not a preset or SAMPLER STEPS[xK][:CONSISTENCY] "
+        raise SystemExit(f"degraded_val.py: recipe {text!r} is not a preset or SAMPLER STEPS[xK][+flips][:CONSISTENCY] "
                          "(e.g. ddim1:none, ancestral5x4:every)")
     settings = {"sampler": m["sampler"], "num_steps": int(m["steps"]), "num_samples": int(m["k"] or 1),
                 "spacing": "linear" if m["steps"] == "1" else "quadratic"}
     if m["consistency"]:
         settings["consistency"] = m["consistency"]
+    if m["flips"]:
+        settings["ensemble"] = "flips"
     return settings
 
 

@@ -135,7 +135,8 @@ def _fmt(metric: str, value: float | None) -> str:
 def recipe_text(r: dict) -> str:
     eta = f", eta {r.get('eta', r.get('options', {}).get('eta', 0.0)):g}" if r["sampler"] == "ddim" else ""
     k = int(r.get("num_samples", 1))
-    mean = f", the mean of {k} samples" if k > 1 else ""
+    flipped = " in four flipped orientations (`ensemble` flips)" if r.get("ensemble", "none") == "flips" else ""
+    mean = f", the mean of {k} samples{flipped}" if k > 1 else ""
     return (f"{r['sampler']}, {r['num_steps']} step{'s' if r['num_steps'] > 1 else ''}, {r['spacing']} spacing{eta}, "
             f"consistency `{r['consistency']}`{mean}")
 

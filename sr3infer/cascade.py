@@ -83,6 +83,7 @@ class Cascade:
         spacing: str | None | Sequence[str | None] = None,
         start_noise_level: float | None | Sequence[float | None] = UNSET,
         consistency: str | None | Sequence[str | None] = None,
+        ensemble: str | None | Sequence[str | None] = None,
         preset: str | None | Sequence[str | None] = None,
         recipe: Recipe | None | Sequence[Recipe | None] = None,
         num_samples: int | None | Sequence[int | None] = None,
@@ -106,7 +107,7 @@ class Cascade:
             images: what `Upscaler.upscale` takes, or a callable `base(count)` returning it (a
                 diffusers pipeline output is unwrapped).
             count: how many images to ask a callable `images` for.
-            num_steps, sampler, spacing, start_noise_level, consistency: each stage's recipe (see
+            num_steps, sampler, spacing, start_noise_level, consistency, ensemble: each stage's recipe (see
                 `Upscaler.upscale`), one value for all stages or one per stage.
             preset, recipe, num_samples: the same, one value for all stages or one per stage.
             sampler_options: the samplers' own options (e.g. eta), one value or one per stage.
@@ -126,7 +127,7 @@ class Cascade:
         if unknown:
             raise TypeError(f"run() got an unexpected keyword argument {unknown[0]!r}")
         parts = {"num_steps": num_steps, "sampler": sampler, "spacing": spacing, "start_noise_level": start_noise_level,
-                 "consistency": consistency, "num_samples": num_samples, **sampler_options}
+                 "consistency": consistency, "ensemble": ensemble, "num_samples": num_samples, **sampler_options}
         per_stage = {name: _per_stage(value, name, stages) for name, value in parts.items()}
         presets, given = _per_stage(preset, "preset", stages), _per_stage(recipe, "recipe", stages)
         recipes = [up.sampling_recipe(given[s], presets[s], **{name: values[s] for name, values in per_stage.items()})

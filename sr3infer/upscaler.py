@@ -32,6 +32,7 @@ from .plan import CallPlan, Generators, PassPlan
 from .sampling.denoiser import ConditionedDenoiser
 from .sampling.samplers import Callback, Denoiser, get_sampler, randn, sampler_option_names
 from .sampling.tiling import Tile, TiledDenoiser, plan_tiles
+from .sampling.flips import flip_each
 from .sampling.uncertainty import check_num_samples, sample_spread
 from .models.weights import (
     build_model, cast_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
@@ -333,7 +334,10 @@ class Upscaler:
         plan = self.plan([spatial_size(lowres)] * count, recipe, batch_size=count * k, tile_size=tile_size,
                          tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
                          max_output_pixels=max_output_pixels, generator=generator).passes[0]
-        samples = self.sample(lowres.repeat_interleave(k, 0), plan, generator, progress, callback)
+        orientations = [j if recipe.ensemble == "flips" else 0 for _ in range(count) for j in range(k)]
+        samples = self.sample(flip_each(lowres.repeat_interleave(k, 0), orientations), plan, generator, progress,
+                              callback)
+        samples = flip_each(samples, orientations)
         if k == 1:
             return samples
         return torch.cat([plan.merge(list(group.split(1)), lowres[i : i + 1]).to(samples.dtype)
@@ -408,6 +412,7 @@ class Upscaler:
         spacing: str | None = None,
         start_noise_level: float | None = UNSET,
         consistency: str | None = None,
+        ensemble: str | None = None,
         preset: str | None = None,
         recipe: Recipe | None = None,
         generator: torch.Generator | list[torch.Generator] | None = None,
@@ -434,6 +439,8 @@ class Upscaler:
                 or (N, C, H, W) in [0, 1], a file path, or a list of them.
             num_steps, sampler, spacing, start_noise_level, consistency, num_samples: recipe parts
                 overriding the preset's (start_noise_level None: pure noise).
+            ensemble: "flips" takes sample j of K in the j-th of four flipped orientations, so the
+                mean also averages the network's orientation errors (no extra calls); "none" as given.
             preset: a named recipe of `config.presets` ("fidelity", ...); None: the default.
             recipe: a whole `Recipe` instead of a preset; the arguments above override it.
             sampler_options: the sampler's own options (DDIM's `eta`, ...).
@@ -459,7 +466,8 @@ class Upscaler:
         legacy = _legacy_returns(sampler_options)
         if legacy:
             out = self.upscale(images, num_steps=num_steps, sampler=sampler, spacing=spacing,
-                               start_noise_level=start_noise_level, consistency=consistency, preset=preset,
+                               start_noise_level=start_noise_level, consistency=consistency, ensemble=ensemble,
+                               preset=preset,
                                recipe=recipe, generator=generator, seed=seed, value_range=value_range,
                                batch_size=batch_size, progress=progress, output_type=output_type, callback=callback,
                                tile_size=tile_size, tile_overlap=tile_overlap, num_samples=num_samples,
@@ -473,7 +481,7 @@ class Upscaler:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
         # 1. the recipe
         recipe = self.sampling_recipe(recipe, preset, num_steps=num_steps, sampler=sampler, spacing=spacing,
-                                      start_noise_level=start_noise_level, consistency=consistency,
+                                      start_noise_level=start_noise_level, consistency=consistency, ensemble=ensemble,
                                       num_samples=None if num_samples is None else check_num_samples(num_samples),
                                       **sampler_options)
         single = not isinstance(images, (list, tuple))
@@ -525,7 +533,8 @@ class Upscaler:
             units = [(i, j) for i in indices for j in range(k)]  # (image, sample), batched together
             for start in range(0, len(units), plan.batch_size):
                 chunk = units[start : start + plan.batch_size]
-                lowres = torch.cat([rgbs[i] for i, _ in chunk])
+                orientations = [j if plan.recipe.ensemble == "flips" else 0 for _, j in chunk]
+                lowres = flip_each(torch.cat([rgbs[i] for i, _ in chunk]), orientations)
                 gens = [generator[i * k + j] for i, j in chunk] if isinstance(generator, list) else generator
                 scale = self.config.scale
                 tiling = plan.tiling((lowres.shape[-2] * scale, lowres.shape[-1] * scale))
@@ -534,6 +543,7 @@ class Upscaler:
                         lambda lr, gen, tile, batch: self.sample(lr, plan.retiled(tile, batch), gen, progress, callback),
                         lowres, gens, tiling=tiling, batch_size=plan.tile_batch_size, config=self.config,
                         device=self.device).cpu()
+                out = flip_each(out, orientations)
                 for (i, _), result in zip(chunk, out):
                     results[i].append(result[None])
         return results

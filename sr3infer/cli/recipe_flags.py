@@ -9,6 +9,7 @@ from typing import Any, Callable, NamedTuple
 from ..errors import UsageError
 from ..models.config import CONSISTENCY_MODES, PRESETS
 from ..runtime.validate import OPTION_BOUNDS, ConfigError, check_float
+from ..sampling.flips import ENSEMBLES
 from ..sampling.samplers import SAMPLERS, sampler_option_defaults
 from ..sampling.schedule import SPACINGS
 
@@ -56,6 +57,9 @@ def recipe_flags() -> list[RecipeFlag]:
                    "how fewer steps pick noise levels (default: the model's)"),
         RecipeFlag("consistency", "--consistency", str, list(CONSISTENCY_MODES), "C",
                    "project onto the input: none, final (the output), every (each step); default: the model's"),
+        RecipeFlag("ensemble", "--ensemble", str, list(ENSEMBLES), "E",
+                   "flips: take the K samples (--samples) in four flipped orientations, so their mean also averages "
+                   "the network's orientation errors; none: as given (default: the model's)"),
     ]
     options = [RecipeFlag(option, option_flag(option), float, None, "X", _option_help(option, takers),
                           OPTION_BOUNDS.get(option, (-math.inf, math.inf)))

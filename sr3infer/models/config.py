@@ -16,6 +16,7 @@ from ..runtime.validate import (
 )
 from ..errors import parse_json, reject_unknown_keys
 from ..sampling.samplers import SAMPLERS, check_sampler_options, sampler_option_defaults, sampler_option_names
+from ..sampling.flips import ENSEMBLES
 from ..sampling.schedule import SPACINGS, NoiseSchedule
 from .unet import UNetConfig
 
@@ -47,7 +48,8 @@ class Recipe:
 
     Checked when made (ValueError naming the field). `options` holds the sampler's own options
     (DDIM's `eta`) with the sampler's defaults filled in. `num_samples` K > 1 outputs the per-pixel
-    mean of K samples: higher PSNR, smoother, K times the network calls.
+    mean of K samples: higher PSNR, smoother, K times the network calls; `ensemble` "flips" takes
+    sample j in the j-th of four flipped orientations (`sampling.flips`), at no extra calls.
     """
 
     sampler: str = "ancestral"
@@ -58,6 +60,7 @@ class Recipe:
     options: Mapping[str, float] = field(default_factory=dict)  # e.g. {"eta": 1.0} for ddim
     num_samples: int = 1                     # samples per image averaged into the output
     weights: str | None = None               # a distilled student's weights, by name or folder
+    ensemble: str = "none"                   # "none" or "flips" (sample j flipped, see sampling.flips)
 
     def __post_init__(self) -> None:
         check_choice(self.sampler, "sampler", sorted(SAMPLERS))
@@ -69,6 +72,7 @@ class Recipe:
             object.__setattr__(self, "start_noise_level", check_float(
                 self.start_noise_level, "start_noise_level", 0.0, 1.0, open_low=True, open_high=True))
         check_choice(self.consistency, "consistency", CONSISTENCY_MODES)
+        check_choice(self.ensemble, "ensemble", ENSEMBLES)
         object.__setattr__(self, "num_samples", check_int(self.num_samples, "num_samples", 1, MAX_NUM_SAMPLES))
         options = check_mapping(dict(self.options) if isinstance(self.options, Mapping) else self.options, "options")
         # An option another sampler takes, left at its default, changes nothing: drop it.
@@ -83,7 +87,7 @@ class Recipe:
 
     def __hash__(self) -> int:
         return hash((self.sampler, self.num_steps, self.spacing, self.start_noise_level, self.consistency,
-                     tuple(sorted(self.options.items())), self.num_samples, self.weights))
+                     tuple(sorted(self.options.items())), self.num_samples, self.weights, self.ensemble))
 
     @classmethod
     def from_dict(cls, data: dict) -> Recipe:
@@ -97,9 +101,10 @@ class Recipe:
         return cls(**data)
 
     def to_dict(self) -> dict[str, Any]:
-        """The `from_dict` input, leaving out defaults (`num_samples` 1, no `weights`)."""
+        """The `from_dict` input, leaving out defaults (`num_samples` 1, no `weights`, `ensemble` "none")."""
+        left_out = {"num_samples": 1, "weights": None, "ensemble": "none"}
         return {f.name: (dict(self.options) if f.name == "options" else getattr(self, f.name)) for f in fields(self)
-                if (f.name != "num_samples" or self.num_samples != 1) and (f.name != "weights" or self.weights)}
+                if f.name not in left_out or getattr(self, f.name) != left_out[f.name]}
 
     def override(self, **settings: Any) -> Recipe:
         """This recipe with fields (num_steps, ...) or sampler options (eta, ...) replaced; None
