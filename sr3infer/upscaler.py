@@ -32,7 +32,7 @@ from .plan import CallPlan, Generators, PassPlan
 from .sampling.denoiser import ConditionedDenoiser
 from .sampling.samplers import Callback, Denoiser, get_sampler, randn, sampler_option_names
 from .sampling.tiling import Tile, TiledDenoiser, plan_tiles
-from .sampling.flips import flip_each
+from .sampling.flips import flip_each, orientations as flip_orientations
 from .sampling.uncertainty import check_num_samples, sample_spread
 from .models.weights import (
     build_model, cast_model, check_finite, check_weights_file, is_community_checkpoint, load_weights, read_config, save_model_folder,
@@ -334,7 +334,7 @@ class Upscaler:
         plan = self.plan([spatial_size(lowres)] * count, recipe, batch_size=count * k, tile_size=tile_size,
                          tile_overlap=tile_overlap, tile_batch_size=tile_batch_size,
                          max_output_pixels=max_output_pixels, generator=generator).passes[0]
-        orientations = [j if recipe.ensemble == "flips" else 0 for _ in range(count) for j in range(k)]
+        orientations = flip_orientations(recipe.ensemble, [j for _ in range(count) for j in range(k)])
         samples = self.sample(flip_each(lowres.repeat_interleave(k, 0), orientations), plan, generator, progress,
                               callback)
         samples = flip_each(samples, orientations)
@@ -533,7 +533,7 @@ class Upscaler:
             units = [(i, j) for i in indices for j in range(k)]  # (image, sample), batched together
             for start in range(0, len(units), plan.batch_size):
                 chunk = units[start : start + plan.batch_size]
-                orientations = [j if plan.recipe.ensemble == "flips" else 0 for _, j in chunk]
+                orientations = flip_orientations(plan.recipe.ensemble, [j for _, j in chunk])
                 lowres = flip_each(torch.cat([rgbs[i] for i, _ in chunk]), orientations)
                 gens = [generator[i * k + j] for i, j in chunk] if isinstance(generator, list) else generator
                 scale = self.config.scale

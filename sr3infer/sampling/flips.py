@@ -13,7 +13,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["ENSEMBLES", "FLIPS", "flip_each"]
+__all__ = ["ENSEMBLES", "FLIPS", "flip_each", "orientations"]
 
 ENSEMBLES = ("none", "flips")
 """A recipe's `ensemble`: "none" (every sample as given) or "flips" (sample j in orientation FLIPS[j % 4])."""
@@ -30,3 +30,8 @@ def flip_each(x: Tensor, sample_indices: Sequence[int]) -> Tensor:
         return x
     return torch.cat([row.flip(FLIPS[j % len(FLIPS)]) if j % len(FLIPS) else row
                       for row, j in zip(x.split(1), sample_indices)])
+
+
+def orientations(ensemble: str, sample_indices: Sequence[int]) -> list[int]:
+    """The `flip_each` indices of rows that are samples `sample_indices` under a recipe's `ensemble`."""
+    return list(sample_indices) if ensemble == "flips" else [0] * len(sample_indices)
